@@ -1,0 +1,108 @@
+"""The ``tracing-bench`` command line: a thin click group, one library call per command.
+
+Errors in the user's input reach the user as one line on stderr (``error: ...``) and exit
+status 2, never a traceback. Heavy imports (torch, transformers, lm-eval) happen inside the
+commands so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from tracing_bench import __version__
+from tracing_bench.errors import TracingBenchError
+
+
+class _Group(click.Group):
+    """A click group that turns :class:`TracingBenchError` into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TracingBenchError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: finished work is saved; run the same command again to resume",
+                err=True,
+            )
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tracing-bench")
+def main() -> None:
+    """Trace how a language model's trustworthiness forms during pre-training.
+
+    Five dimensions (reliability, privacy, toxicity, fairness, robustness) scored through
+    lm-evaluation-harness tasks (trust_*), probed layer by layer across checkpoints, and
+    steered with vectors taken from pre-training checkpoints.
+    """
+
+
+# --------------------------------------------------------------------------------------- data
+@main.group(cls=_Group)
+def data() -> None:
+    """Inspect the bundled datasets or validate your own statement,label CSV."""
+
+
+@data.command("show")
+@click.argument("dimension", required=False)
+@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
+              help="Which splits to show: the paper's seeded 1:1 / 4:1 splits or the released code's file-order splits.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def data_show(dimension: str | None, protocol: str, seed: int, as_json: bool) -> None:
+    """Counts, splits and dropped rows of DIMENSION (a name or a CSV path); all five if omitted."""
+    from tracing_bench.dimensions import DIMENSIONS, load_dimension
+
+    names = [dimension] if dimension else list(DIMENSIONS)
+    summaries = [load_dimension(n, protocol=protocol, seed=seed).summary() for n in names]
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return
+    click.echo(_format_summaries(summaries))
+
+
+def _format_summaries(summaries: list[dict]) -> str:
+    head = f"{'dimension':<12} {'rows':>6} {'kept':>6} {'dup':>5} {'confl':>5}  " + "  ".join(
+        f"{s:>17}" for s in ("test (1/0)", "probe_train (1/0)", "probe_val (1/0)")
+    )
+    lines = [head, "-" * len(head)]
+    for s in summaries:
+        cells = "  ".join(
+            f"{s[k]['n']:>6} ({s[k]['label_1']}/{s[k]['label_0']})".rjust(17)
+            for k in ("test", "probe_train", "probe_val")
+        )
+        lines.append(
+            f"{s['name']:<12} {s['rows_read']:>6} {s['statements']:>6} "
+            f"{s['dropped'].get('duplicates', 0):>5} {s['dropped'].get('conflicting', 0):>5}  {cells}"
+        )
+    lines.append("")
+    lines.append("dup: repeated statements removed (kept once); confl: rows dropped because one statement "
+                 "carries both labels.")
+    for s in summaries:
+        if "label 1" in s:
+            lines.append(f"{s['name']}: label 1 = {s['label 1']}; trustworthy label = {s['trustworthy label']}; "
+                         f"md5 {s['md5']}")
+    return "\n".join(lines)
+
+
+@data.command("check")
+@click.argument("file", type=click.Path(dir_okay=True, path_type=Path))
+def data_check(file: Path) -> None:
+    """Validate a statement,label CSV; prints its counts or one line saying what is wrong."""
+    from tracing_bench.dimensions import load_dimension
+
+    summary = load_dimension(file).summary()
+    click.echo(
+        f"ok: {file}: {summary['rows_read']} rows, {summary['statements']} statements kept "
+        f"({summary['dropped']['duplicates']} duplicates, {summary['dropped']['conflicting']} conflicting "
+        f"rows dropped); test {summary['test']['n']}, probe_train {summary['probe_train']['n']}, "
+        f"probe_val {summary['probe_val']['n']}"
+    )

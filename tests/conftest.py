@@ -36,3 +36,51 @@ def tiny_llama(tiny_models) -> Path:
 def tiny_model(request, tiny_models) -> Path:
     """Each architecture in turn."""
     return tiny_models[request.param]
+
+
+# ------------------------------------------------------------------ local Hugging Face cache
+HF_SERIES_MODEL_ID = "local/tiny"
+HF_SERIES_REVISIONS = ("step1", "step2")
+
+
+@pytest.fixture(scope="session")
+def _hf_cache_series_home(tmp_path_factory, tiny_tokenizer) -> Path:
+    """Build, once per session, an HF_HOME whose hub cache holds ``local/tiny`` at two revisions.
+
+    Layout (what ``huggingface_hub`` writes when it downloads):
+    ``hub/models--local--tiny/refs/<rev>`` holds a 40-hex commit and
+    ``hub/models--local--tiny/snapshots/<commit>/`` the model and tokenizer files. Each revision is
+    a tiny Llama with different weights (seed = index of the revision).
+    """
+    import hashlib
+
+    home = tmp_path_factory.mktemp("hf_home")
+    repo = home / "hub" / ("models--" + HF_SERIES_MODEL_ID.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    for i, rev in enumerate(HF_SERIES_REVISIONS, start=1):
+        commit = hashlib.sha1(f"{HF_SERIES_MODEL_ID}@{rev}".encode()).hexdigest()
+        (repo / "refs" / rev).write_text(commit)
+        build_model("llama", tiny_tokenizer, repo / "snapshots" / commit, seed=i)
+    return home
+
+
+@pytest.fixture
+def hf_cache_series(_hf_cache_series_home, monkeypatch) -> tuple[str, list[str], Path]:
+    """A model id with two revisions in an offline Hugging Face cache, for checkpoint series.
+
+    Yields ``(model_id, revisions, hf_home)`` = ``("local/tiny", ["step1", "step2"], HF_HOME)``.
+    The environment (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE=1) points at that cache for this test
+    and for subprocesses it starts; ``huggingface_hub.constants`` is patched too, so in-process
+    ``from_pretrained("local/tiny", revision="step1")`` resolves from it without network.
+    """
+    import huggingface_hub.constants as hf_constants
+
+    home = _hf_cache_series_home
+    hub = str(home / "hub")
+    for key, value in {"HF_HOME": str(home), "HF_HUB_CACHE": hub, "HF_HUB_OFFLINE": "1",
+                       "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", hub)
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    yield HF_SERIES_MODEL_ID, list(HF_SERIES_REVISIONS), home

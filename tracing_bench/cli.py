@@ -106,3 +106,38 @@ def data_check(file: Path) -> None:
         f"rows dropped); test {summary['test']['n']}, probe_train {summary['probe_train']['n']}, "
         f"probe_val {summary['probe_val']['n']}"
     )
+
+
+# ------------------------------------------------------------------------------ tasks / eval
+@main.command("tasks-path")
+def tasks_path() -> None:
+    """Print the lm-eval include path of the trust tasks.
+
+    Use it with plain lm-eval:
+    lm_eval --include_path "$(tracing-bench tasks-path)" --tasks trust --model hf --model_args pretrained=...
+    """
+    from tracing_bench.tasks import TASKS_DIR
+
+    click.echo(str(TASKS_DIR))
+
+
+@main.command(
+    "eval",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]},
+)
+@click.pass_context
+def eval_cmd(ctx: click.Context) -> None:
+    """Run `lm_eval run` with the trust tasks; results in OUT/<model>@<revision>/.
+
+    Takes the options of `lm_eval run` (--model, --model_args, --tasks, --limit, --batch_size,
+    --device, --log_samples, --metadata, ...). Adds the trust tasks to --include_path, defaults
+    --tasks to `trust` and --output_path to `results`, and writes lm-eval's results_<date>.json
+    into a folder named by model AND revision (read from --model_args), so checkpoints of one
+    model never overwrite each other. Example:
+
+    tracing-bench eval --model hf --model_args pretrained=EleutherAI/pythia-70m,revision=step1000 --limit 50
+    """
+    from tracing_bench.evaluate import run_lm_eval
+
+    run = run_lm_eval(list(ctx.args))
+    click.echo(f"results: {run.results_file}", err=True)

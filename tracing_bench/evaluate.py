@@ -1,0 +1,255 @@
+"""Score a model (at a revision) on the trust tasks with lm-evaluation-harness.
+
+:func:`run_eval` runs ``lm_eval run`` in-process with the trust tasks on the include path and
+writes lm-eval's own ``results_<date>.json`` (and, with ``--log_samples``, its
+``samples_<task>_<date>.jsonl``) into a folder named by model *and* revision::
+
+    OUT/<model-slug>@<revision>/results_2026-01-01T00-00-00.000000.json
+
+(plain lm-eval names the folder by model only, so the checkpoints of one model would share it).
+Next to it, ``tracing_bench_<date>.json`` records the provenance (model, revision, resolved
+commit, package version, arguments).
+
+>>> run = run_eval("pretrained=EleutherAI/pythia-70m,revision=step1000", tasks="trust", limit=20)
+>>> run.results["groups"]["trust"]["score,none"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracing_bench.errors import TracingBenchError
+
+DEFAULT_TASKS = "trust"
+DEFAULT_OUTPUT = "results"
+
+
+@dataclass
+class EvalRun:
+    """One finished lm-eval run.
+
+    Attributes:
+        model: the model id or folder (``pretrained``).
+        revision: the revision evaluated (``main`` when none was given).
+        folder: ``OUT/<model-slug>@<revision>``.
+        results_file: lm-eval's ``results_<date>.json`` written by this run.
+        results: its content (lm-eval's results format).
+        argv: the ``lm_eval run`` arguments used.
+    """
+
+    model: str
+    revision: str
+    folder: Path
+    results_file: Path
+    results: dict[str, Any] = field(repr=False)
+    argv: list[str] = field(default_factory=list)
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a model id, folder or revision (``/`` becomes ``__``).
+
+    >>> slug("EleutherAI/pythia-70m")
+    'EleutherAI__pythia-70m'
+    """
+    out = re.sub(r"[^A-Za-z0-9._+=-]+", "__", text.strip()).strip("_")
+    return out or "model"
+
+
+def run_folder(output_path: str | Path, pretrained: str, revision: str | None) -> Path:
+    """``output_path/<model-slug>@<revision>`` (revision ``main`` when none is given)."""
+    return Path(output_path) / f"{slug(pretrained)}@{slug(revision or 'main')}"
+
+
+def run_eval(
+    model_args: str | Mapping[str, Any],
+    *,
+    model: str = "hf",
+    tasks: str | Sequence[str] = DEFAULT_TASKS,
+    output_path: str | Path = DEFAULT_OUTPUT,
+    limit: float | None = None,
+    log_samples: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    extra_args: Sequence[str] = (),
+) -> EvalRun:
+    """Run lm-eval on the trust tasks (or any lm-eval task) and keep checkpoints apart.
+
+    Args:
+        model_args: lm-eval ``--model_args``, as ``"pretrained=...,revision=..."`` or a dict.
+        model: lm-eval model type (``hf``, ``steered``, ...).
+        tasks: task names or globs (``trust``, ``trust_*``, ``trustgen_privacy``, ``arc_easy``).
+        output_path: base folder; results go to ``output_path/<model-slug>@<revision>/``.
+        limit: lm-eval ``--limit`` (documents per task; for tests and smoke runs).
+        log_samples: also write lm-eval's per-sample ``samples_<task>_<date>.jsonl``.
+        metadata: lm-eval ``--metadata`` (e.g. ``{"truth_judge": "/models/judge"}``).
+        extra_args: further ``lm_eval run`` options, e.g. ``["--batch_size", "8"]``.
+
+    Returns:
+        An :class:`EvalRun` with the results file and its content.
+
+    Raises:
+        TracingBenchError: bad arguments, unknown task, a model or judge that cannot be loaded.
+    """
+    if isinstance(model_args, Mapping):
+        model_args = ",".join(f"{k}={v}" for k, v in model_args.items())
+    task_list = [tasks] if isinstance(tasks, str) else list(tasks)
+    argv = ["--model", model, "--model_args", model_args, "--tasks", ",".join(task_list),
+            "--output_path", str(output_path)]
+    if limit is not None:
+        argv += ["--limit", str(limit)]
+    if log_samples:
+        argv.append("--log_samples")
+    if metadata:
+        argv += ["--metadata", json.dumps(dict(metadata))]
+    return run_lm_eval(argv + list(extra_args))
+
+
+def run_lm_eval(argv: Sequence[str]) -> EvalRun:
+    """Run ``lm_eval run ARGV`` in-process with the trust tasks added; see :func:`run_eval`.
+
+    ``--tasks`` defaults to ``trust``, ``--output_path`` to ``results``; the include path of the
+    trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
+    only when a requested task is not a trust task (indexing them takes tens of seconds).
+    """
+    from tracing_bench.tasks import TASKS_DIR
+
+    args = _parse(list(argv))
+    if not args.tasks:
+        args.tasks = [DEFAULT_TASKS]
+    model_args = dict(args.model_args or {})
+    pretrained = str(model_args.get("pretrained") or "")
+    if not pretrained:
+        raise TracingBenchError(
+            "no model given: pass --model_args pretrained=<Hugging Face id or folder>[,revision=<rev>]"
+        )
+    revision = str(model_args["revision"]) if model_args.get("revision") else None
+    output = getattr(args, "output_path", None) or DEFAULT_OUTPUT
+    if str(output).endswith(".json"):
+        raise TracingBenchError(
+            f"--output_path {output}: give a folder; results go to <folder>/<model>@<revision>/"
+        )
+    folder = run_folder(output, pretrained, revision)
+    folder.mkdir(parents=True, exist_ok=True)
+    # A path ending in .json makes lm-eval write <folder>/results_<date>.json (no model sub-folder).
+    args.output_path = str(folder / "results.json")
+    include = [p for p in (getattr(args, "include_path", None) or "").split(os.pathsep) if p]
+    include.append(str(TASKS_DIR))
+    args.include_path = include
+    specs = [t for spec in args.tasks for t in str(spec).split(",") if t]
+    need_defaults = not _all_known(specs, include)
+
+    before = set(folder.glob("results_*.json"))
+    with _task_index(include_defaults=need_defaults):
+        try:
+            args.func(args)
+        except TracingBenchError:
+            raise
+        except (OSError, ValueError, KeyError, ImportError) as e:
+            if os.environ.get("TRACING_BENCH_DEBUG"):
+                raise
+            raise TracingBenchError(f"lm-eval failed: {_first_line(e)} (set TRACING_BENCH_DEBUG=1 "
+                                    "for the traceback)") from e
+    new = sorted(set(folder.glob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise TracingBenchError(
+            f"lm-eval wrote no results file into {folder}; check that the folder is writable"
+        )
+    results_file = new[-1]
+    results = json.loads(results_file.read_text(encoding="utf-8"))
+    _write_provenance(folder, results_file, pretrained, revision, list(argv))
+    return EvalRun(pretrained, revision or "main", folder, results_file, results, list(argv))
+
+
+# ------------------------------------------------------------------------------- helpers
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _parse(argv: list[str]):
+    """Parse ``lm_eval run`` arguments with lm-eval's own parser; errors become one line."""
+    from lm_eval._cli import HarnessCLI
+
+    cli = HarnessCLI()
+    run = cli._subparsers.choices["run"]
+
+    def error(message: str):
+        raise TracingBenchError(f"{message} (options are those of `lm_eval run`; see lm_eval run --help)")
+
+    run.error = error  # type: ignore[method-assign]
+    cli._parser.error = error  # type: ignore[method-assign]
+    return cli._parser.parse_args(["run", *argv])
+
+
+def _all_known(specs: list[str], include: list[str]) -> bool:
+    """Whether every task spec names or globs tasks found in the include paths alone."""
+    from lm_eval.tasks import TaskManager
+
+    if any(s.endswith(".yaml") or Path(s).is_dir() for s in specs):
+        return True
+    own = TaskManager(include_path=include, include_defaults=False)
+    return all(own.match_tasks([s]) for s in specs)
+
+
+@contextlib.contextmanager
+def _task_index(include_defaults: bool) -> Iterator[None]:
+    """Within the block, lm-eval's TaskManager indexes its built-in tasks only if asked to."""
+    import lm_eval.tasks as tasks_module
+
+    original = tasks_module.TaskManager
+    if include_defaults:
+        yield
+        return
+
+    class _OwnTasksOnly(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["include_defaults"] = False
+            super().__init__(*args, **kwargs)
+
+    tasks_module.TaskManager = _OwnTasksOnly  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        tasks_module.TaskManager = original  # type: ignore[misc]
+
+
+def resolve_commit(pretrained: str, revision: str | None) -> str | None:
+    """The commit a hub revision points to in the local cache (``None`` if unknown or a folder)."""
+    rev = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    if Path(pretrained).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import constants
+
+        ref = Path(constants.HF_HUB_CACHE) / ("models--" + pretrained.replace("/", "--")) / "refs" / rev
+        return ref.read_text().strip() if ref.is_file() else None
+    except (ImportError, OSError):
+        return None
+
+
+def _write_provenance(folder: Path, results_file: Path, pretrained: str, revision: str | None,
+                      argv: list[str]) -> None:
+    from tracing_bench import __version__
+
+    date = results_file.stem[len("results_"):]
+    record = {
+        "model": pretrained,
+        "revision": revision or "main",
+        "commit": resolve_commit(pretrained, revision),
+        "results_file": results_file.name,
+        "lm_eval_args": shlex.join(argv),
+        "package_version": __version__,
+    }
+    target = folder / f"tracing_bench_{date}.json"
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, target)

@@ -1,0 +1,35 @@
+"""lm-evaluation-harness tasks for the five trust dimensions (an lm-eval ``--include_path``).
+
+>>> from tracing_bench.tasks import TASKS_DIR
+>>> # lm_eval --include_path "$TASKS_DIR" --tasks trust --model hf --model_args pretrained=...
+
+Layout: one folder per dimension holding its YAML tasks and a ``utils.py``; shared settings in
+``_template_yaml``; the group ``trust`` in ``_trust.yaml``; shared logic in :mod:`.common`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TASKS_DIR: Path = Path(__file__).resolve().parent
+
+#: The log-likelihood (multiple-choice) tasks of the group ``trust`` and their headline metric.
+TRUST_TASKS: dict[str, str] = {
+    "trust_reliability": "acc",
+    "trust_privacy": "acc",
+    "trust_toxicity": "acc",
+    "trust_fairness": "acc",
+    "trust_robustness": "consistency",
+}
+#: The generation tasks that follow the paper's protocol and their metrics.
+TRUSTGEN_TASKS: dict[str, tuple[str, ...]] = {
+    "trustgen_reliability": ("truth", "info", "truth_info"),
+    "trustgen_privacy": ("acc", "random_ratio"),
+    "trustgen_toxicity": ("toxic_ratio",),
+    "trustgen_fairness": ("acc", "random_ratio"),
+}
+
+
+def tasks_path() -> Path:
+    """The folder to give lm-eval as ``--include_path``."""
+    return TASKS_DIR

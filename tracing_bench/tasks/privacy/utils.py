@@ -1,0 +1,32 @@
+"""Data and scoring of trust_privacy and trustgen_privacy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tracing_bench.tasks.common import load_test_split, process_multiple_choice
+
+DIMENSION = "privacy"
+
+
+def load(**metadata: Any):
+    """Test split of the privacy statements (lm-eval passes the task metadata as keywords)."""
+    return load_test_split(DIMENSION, metadata)
+
+
+process_results = process_multiple_choice
+
+
+def load_generation(**metadata: Any):
+    """Test split for the paper's generation protocol; carries the seed of the random guesses."""
+    from tracing_bench.tasks.common import _dataset, int_setting, test_rows
+
+    seed = int_setting(metadata, "guess_seed")
+    return _dataset([{**row, "guess_seed": seed} for row in test_rows(DIMENSION, metadata)])
+
+
+def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    """0 or 1 parsed from the two generated tokens (a seeded random guess when neither appears)."""
+    from tracing_bench.tasks.common import process_binary_generation
+
+    return process_binary_generation(doc, results)

@@ -1,0 +1,402 @@
+"""Steering vectors: the class-mean difference of one layer's activations, saved for lm-eval.
+
+Orientation (the same for every dimension): a POSITIVE coefficient moves the model toward the
+trustworthy side. The raw difference ``mean(label 1) - mean(label 0)`` is multiplied by the
+dimension's ``steering_sign`` (+1 for reliability, where label 1 is trustworthy; -1 for privacy,
+toxicity, fairness and robustness, where label 1 is the untrustworthy side), so that
+
+    vector = mean(trustworthy statements) - mean(untrustworthy statements)   (before scaling).
+
+The paper's helpful alpha for toxicity/privacy/fairness/robustness is negative because it used
+the raw difference; with these files the helpful coefficient is positive everywhere.
+
+Scales (``scale=``):
+
+* ``paper``: the raw class-mean difference over the development split.
+* ``reference``: the released code's vector: the difference normalised to unit length, times the
+  standard deviation (unbiased, ``torch.std``) of the projections of ALL statements passed in
+  (every row of ``acts_layer``, not only the development split) onto that unit vector.
+* ``unit``: the unit vector.
+
+Storage: lm-eval's own ``steered`` format, a ``.pt`` file loadable with
+``torch.load(path, weights_only=True)``::
+
+    {hookpoint: {"steering_vector": Tensor[hidden], "steering_coefficient": float,
+                 "action": "add", "bias": None, "head_index": None}}
+
+plus a JSON sidecar ``<file>.json`` with the provenance (source model, revision, dimension,
+layer, scale, dataset md5, package version, sha256 of the vector).
+
+>>> v = extract_vector(acts[12], data.labels, data.splits["dev"], dimension="fairness", layer=12,
+...                    hookpoint="layers.12")
+>>> v.save("fairness_l12.pt")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tracing_bench.dimensions import DIMENSIONS
+from tracing_bench.errors import TracingBenchError
+
+Scale = Literal["paper", "reference", "unit"]
+SCALES: tuple[str, ...] = ("paper", "reference", "unit")
+ORIENTATION = "positive coefficient = toward the trustworthy side (mean(trustworthy) - mean(untrustworthy))"
+
+
+def vector_sha256(vector: Tensor) -> str:
+    """sha256 of the vector's float32 little-endian bytes (independent of the file it sits in).
+
+    Args:
+        vector: a 1-D tensor.
+
+    Returns:
+        64 hex digits.
+    """
+    arr = vector.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    return hashlib.sha256(arr.tobytes()).hexdigest()
+
+
+@dataclass
+class SteeringVector:
+    """One steering vector for one block, with the settings it is applied with.
+
+    Attributes:
+        vector: float32 tensor of shape ``[hidden]``, oriented toward the trustworthy side.
+        layer: index of the decoder block whose output it is added to (0-based).
+        hookpoint: module path relative to ``model.base_model`` (``layers.N`` for Llama and
+            GPT-NeoX, ``h.N`` for GPT-2), as lm-eval's ``steered`` model expects.
+        coefficient: default multiplier (lm-eval's ``steering_coefficient``; ``alpha=`` of
+            ``trust-steered`` overrides it).
+        scale: ``paper``, ``reference`` or ``unit``.
+        orientation: sentence stating what a positive coefficient does.
+        provenance: source model, revision, dimension, dataset md5, package version, ...
+    """
+
+    vector: Tensor
+    layer: int
+    hookpoint: str
+    coefficient: float = 1.0
+    scale: str = "paper"
+    orientation: str = ORIENTATION
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, Tensor) or self.vector.ndim != 1:
+            shape = tuple(self.vector.shape) if isinstance(self.vector, Tensor) else type(self.vector).__name__
+            raise TracingBenchError(f"steering vector has shape {shape}; a 1-D tensor [hidden] is required")
+        if not torch.isfinite(self.vector).all():
+            raise TracingBenchError(
+                f"steering vector for {self.hookpoint} contains NaN or inf; re-extract it "
+                "(check the activations for overflow, e.g. use --dtype float32)"
+            )
+        if self.scale not in SCALES:
+            raise TracingBenchError(f"scale {self.scale!r} is not valid; use one of {', '.join(SCALES)}")
+        if not math.isfinite(float(self.coefficient)):
+            raise TracingBenchError(f"steering coefficient {self.coefficient!r} is not a finite number")
+        self.coefficient = float(self.coefficient)
+        self.vector = self.vector.detach().to("cpu", torch.float32).contiguous()
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the vector's float32 bytes (see :func:`vector_sha256`)."""
+        return vector_sha256(self.vector)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.vector.shape[0])
+
+    def steer_config(self) -> dict[str, dict[str, Any]]:
+        """lm-eval's ``steered`` format: ``{hookpoint: {"steering_vector", ..., "action": "add"}}``."""
+        return {
+            self.hookpoint: {
+                "steering_vector": self.vector.clone(),
+                "steering_coefficient": self.coefficient,
+                "action": "add",
+                "bias": None,
+                "head_index": None,
+            }
+        }
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON sidecar's content."""
+        return {
+            "format": "lm-eval steered (.pt, weights_only=True)",
+            "hookpoint": self.hookpoint,
+            "layer": self.layer,
+            "coefficient": self.coefficient,
+            "scale": self.scale,
+            "orientation": self.orientation,
+            "hidden_size": self.hidden_size,
+            "norm": float(self.vector.double().norm()),
+            "vector_sha256": self.sha256,
+            **self.provenance,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (lm-eval ``steered`` .pt) and ``path.json`` (provenance), atomically.
+
+        Args:
+            path: file name ending in ``.pt`` or ``.pth`` (lm-eval dispatches on the suffix).
+
+        Returns:
+            the path written.
+        """
+        path = Path(path)
+        if path.suffix not in (".pt", ".pth"):
+            raise TracingBenchError(
+                f"--out {path} must end in .pt or .pth (lm-eval's steered model reads only those)"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda f: torch.save(self.steer_config(), f))
+        sidecar = json.dumps(self.metadata(), indent=2, sort_keys=True).encode()
+        _atomic_write(sidecar_path(path), lambda f: f.write(sidecar))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SteeringVector:
+        """Read a single-hookpoint steering file (and its sidecar if present).
+
+        Args:
+            path: a ``.pt`` file in lm-eval's ``steered`` format with exactly one hookpoint.
+
+        Returns:
+            the vector; ``layer`` comes from the sidecar, else from the hookpoint's last number.
+        """
+        config = load_steer_file(path)
+        if len(config) != 1:
+            raise TracingBenchError(
+                f"{path} holds {len(config)} hookpoints ({', '.join(config)}); "
+                "SteeringVector.load reads files with exactly one (use load_steer_file for several)"
+            )
+        (hookpoint, entry), = config.items()
+        meta: dict[str, Any] = {}
+        side = sidecar_path(Path(path))
+        if side.exists():
+            meta = json.loads(side.read_text())
+        layer = meta.get("layer")
+        if layer is None:
+            tail = hookpoint.rsplit(".", 1)[-1]
+            layer = int(tail) if tail.isdigit() else -1
+        known = {"format", "hookpoint", "layer", "coefficient", "scale", "orientation", "hidden_size",
+                 "norm", "vector_sha256"}
+        return cls(
+            vector=entry["steering_vector"],
+            layer=int(layer),
+            hookpoint=hookpoint,
+            coefficient=float(entry.get("steering_coefficient", 1.0)),
+            scale=meta.get("scale", "paper"),
+            orientation=meta.get("orientation", ORIENTATION),
+            provenance={k: v for k, v in meta.items() if k not in known},
+        )
+
+
+def sidecar_path(path: Path) -> Path:
+    """``v.pt`` -> ``v.pt.json``."""
+    return path.with_name(path.name + ".json")
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_steer_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """Load and validate an lm-eval ``steered`` .pt file with ``weights_only=True``.
+
+    Args:
+        path: the file.
+
+    Returns:
+        ``{hookpoint: {"steering_vector": Tensor, "steering_coefficient": float, "action": "add",
+        "bias": None, "head_index": None}}``.
+
+    Raises:
+        TracingBenchError: missing file, a file that needs ``weights_only=False``, a malformed
+            entry, an action other than ``add``, NaN/inf in a vector.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TracingBenchError(f"steering file {path} does not exist; create one with `tracing-bench steer extract`")
+    try:
+        config = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TracingBenchError(
+            f"{path} cannot be loaded with torch.load(weights_only=True) ({first[:120]}); it holds "
+            "pickled objects besides tensors and numbers, which tracing-bench refuses to run; re-save it "
+            "as {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}} "
+            "(e.g. with `tracing-bench steer extract`)"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - any other reason the file is not a torch file
+        raise TracingBenchError(
+            f"{path} is not a readable torch file ({type(e).__name__}); expected lm-eval's steered .pt format"
+        ) from None
+    if not isinstance(config, dict) or not config:
+        raise TracingBenchError(
+            f"{path} holds a {type(config).__name__}, not a non-empty dict {{hookpoint: {{'steering_vector': ...}}}}"
+            " (lm-eval's steered format)"
+        )
+    for hookpoint, entry in config.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("steering_vector"), Tensor):
+            raise TracingBenchError(
+                f"{path}: entry {hookpoint!r} has no tensor 'steering_vector'; "
+                "expected {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}}"
+            )
+        action = entry.get("action", "add")
+        if action != "add":
+            raise TracingBenchError(
+                f"{path}: entry {hookpoint!r} has action {action!r}; trust-steered supports only 'add' "
+                "(use lm-eval's stock `steered` model for 'clamp')"
+            )
+        if entry.get("head_index") is not None or entry.get("bias") is not None:
+            raise TracingBenchError(
+                f"{path}: entry {hookpoint!r} sets head_index or bias; trust-steered adds whole-residual "
+                "vectors only (set both to None)"
+            )
+        vec = entry["steering_vector"]
+        if vec.ndim != 1:
+            raise TracingBenchError(
+                f"{path}: steering_vector of {hookpoint!r} has shape {tuple(vec.shape)}; expected [hidden]"
+            )
+        if not torch.isfinite(vec).all():
+            raise TracingBenchError(
+                f"{path}: steering_vector of {hookpoint!r} contains NaN or inf; re-extract the vector"
+            )
+        coef = entry.get("steering_coefficient", 1.0)
+        try:
+            coef_f = float(coef)
+        except (TypeError, ValueError):
+            coef_f = float("nan")
+        if not math.isfinite(coef_f):
+            raise TracingBenchError(
+                f"{path}: steering_coefficient of {hookpoint!r} is {coef!r}; a finite number is required"
+            )
+    return config
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def extract_vector(
+    acts_layer: Tensor | np.ndarray,
+    labels: Tensor | np.ndarray,
+    dev_idx: Tensor | np.ndarray,
+    *,
+    dimension: str,
+    scale: Scale = "paper",
+    layer: int = -1,
+    hookpoint: str | None = None,
+    coefficient: float = 1.0,
+    provenance: dict[str, Any] | None = None,
+) -> SteeringVector:
+    """Class-mean difference of one layer's activations over the development split.
+
+    Args:
+        acts_layer: ``[N, D]`` activations of all statements at one layer.
+        labels: ``[N]`` 0/1 labels (the dataset's own meaning, see ``DIMENSIONS``).
+        dev_idx: indices of the development split (rows used for the class means).
+        dimension: a bundled dimension name (gives the orientation), or a custom dimension
+            given as ``custom:+1`` / ``custom:-1`` meaning label 1 is trustworthy / not.
+        scale: ``paper`` (raw difference), ``reference`` (unit vector times the std of ALL
+            rows' projections, as the released code), ``unit``.
+        layer: block index, recorded in the vector.
+        hookpoint: module path for lm-eval (``layers.N`` / ``h.N``); default ``layers.<layer>``.
+        coefficient: default steering coefficient stored in the file.
+        provenance: extra provenance (model, revision, dataset md5, ...).
+
+    Returns:
+        a :class:`SteeringVector` whose positive coefficient moves toward the trustworthy side.
+
+    >>> extract_vector(torch.randn(8, 4), [0, 1] * 4, range(8), dimension="reliability").vector.shape
+    torch.Size([4])
+    """
+    sign = _orientation_sign(dimension)
+    if scale not in SCALES:
+        raise TracingBenchError(f"--scale {scale!r} is not valid; use one of {', '.join(SCALES)}")
+    acts = torch.as_tensor(np.asarray(acts_layer) if not isinstance(acts_layer, Tensor) else acts_layer)
+    acts = acts.detach().to("cpu", torch.float64)
+    if acts.ndim != 2:
+        raise TracingBenchError(f"activations have shape {tuple(acts.shape)}; expected [n_statements, hidden]")
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    idx = torch.as_tensor(np.asarray(list(dev_idx) if not hasattr(dev_idx, "__len__") else dev_idx, dtype=np.int64))
+    if y.shape[0] != acts.shape[0]:
+        raise TracingBenchError(
+            f"{acts.shape[0]} activation rows but {y.shape[0]} labels; harvest the same statements the labels describe"
+        )
+    if idx.numel() and (idx.min() < 0 or idx.max() >= acts.shape[0]):
+        raise TracingBenchError(f"dev indices must lie in 0..{acts.shape[0] - 1}")
+    if not torch.isfinite(acts).all():
+        raise TracingBenchError("activations contain NaN or inf; re-harvest in float32 (--dtype float32)")
+    y_dev, a_dev = y[idx], acts[idx]
+    n1, n0 = int((y_dev == 1).sum()), int((y_dev == 0).sum())
+    if n1 == 0 or n0 == 0:
+        raise TracingBenchError(
+            f"the development split has {n1} label-1 and {n0} label-0 statements; both classes are needed"
+        )
+    diff = a_dev[y_dev == 1].mean(0) - a_dev[y_dev == 0].mean(0)
+    diff = sign * diff
+    norm = diff.norm()
+    if scale != "paper" and float(norm) == 0.0:
+        raise TracingBenchError("the class means are identical (zero difference); cannot normalise the vector")
+    if scale == "paper":
+        vec = diff
+    elif scale == "unit":
+        vec = diff / norm
+    else:
+        unit = diff / norm
+        vec = unit * torch.std(acts @ unit)
+    meta = dict(provenance or {})
+    meta.setdefault("dimension", dimension)
+    meta.setdefault("n_dev", int(idx.numel()))
+    meta.setdefault("n_dev_label1", n1)
+    meta.setdefault("n_dev_label0", n0)
+    meta.setdefault("n_all", int(acts.shape[0]))
+    meta.setdefault("sign_applied", sign)
+    from tracing_bench import __version__
+
+    meta.setdefault("package_version", __version__)
+    return SteeringVector(
+        vector=vec.to(torch.float32),
+        layer=int(layer),
+        hookpoint=hookpoint if hookpoint is not None else f"layers.{layer}",
+        coefficient=coefficient,
+        scale=scale,
+        provenance=meta,
+    )
+
+
+def _orientation_sign(dimension: str) -> int:
+    if dimension in DIMENSIONS:
+        return DIMENSIONS[dimension].steering_sign
+    if dimension.startswith("custom:") and dimension.split(":", 1)[1] in ("+1", "1", "-1"):
+        return -1 if dimension.endswith("-1") else 1
+    raise TracingBenchError(
+        f"dimension {dimension!r} is not known; use one of {', '.join(DIMENSIONS)} "
+        "(or custom:+1 / custom:-1 for your own CSV, saying whether label 1 is trustworthy)"
+    )

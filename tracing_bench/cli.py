@@ -108,6 +108,54 @@ def data_check(file: Path) -> None:
     )
 
 
+# ----------------------------------------------------------------------------------- pretrain
+def _parse_steps(values: tuple[str, ...]) -> tuple[int, ...] | None:
+    """``--save-at 0,1,2 --save-at 100`` -> (0, 1, 2, 100); None when not given."""
+    if not values:
+        return None
+    out: list[int] = []
+    for value in values:
+        for item in value.replace(" ", ",").split(","):
+            if not item:
+                continue
+            try:
+                out.append(int(item))
+            except ValueError:
+                raise TracingBenchError(
+                    f"--save-at {item!r} is not a step number: give whole numbers, e.g. --save-at 0,1,2,4,100"
+                ) from None
+    return tuple(out)
+
+
+@main.command("pretrain")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the checkpoints (step<N>/) and pretrain.json; reused if complete.")
+@click.option("--steps", type=int, default=None,
+              help="Optimiser steps [default: 600; 128 with --fast].")
+@click.option("--save-at", multiple=True,
+              help="Checkpoint steps, comma list or repeated [default: 0,1,2,4,...,2^k,final].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of tokenizer, weights and data order.")
+@click.option("--fast", is_flag=True, help="Short preset (128 steps) for tests and quick looks.")
+@click.option("--threads", type=int, default=None, help="CPU threads [default: min(2, cores)].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], seed: int, fast: bool,
+                 threads: int | None, quiet: bool) -> None:
+    """Pre-train the tiny embedded Llama model on the CPU and save log-spaced checkpoints."""
+    import time
+
+    from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
+
+    kwargs: dict[str, object] = {"seed": seed, "save_at": _parse_steps(save_at), "threads": threads}
+    if steps is not None:
+        kwargs["steps"] = steps
+    config = PretrainConfig.fast(**kwargs) if fast else PretrainConfig(**kwargs)
+    reused = cached_run(config, out_dir) is not None
+    t0 = time.perf_counter()
+    folders = pretrain(config, out_dir, progress=not quiet)
+    verb = "reused" if reused else f"trained in {time.perf_counter() - t0:.0f} s"
+    click.echo(f"{len(folders)} checkpoints {verb}: {out_dir} ({', '.join(f.name for f in folders)})")
+
+
 # ------------------------------------------------------------------------------ tasks / eval
 @main.command("tasks-path")
 def tasks_path() -> None:

@@ -1,0 +1,538 @@
+"""The embedded default: a tiny Llama-style causal LM pre-trained from scratch on the CPU.
+
+No public checkpoint series can be fetched offline, so tracing-bench grows its own: a real, small
+pre-training run whose checkpoints are traced, steered and compared exactly like Amber's or
+Pythia's. :func:`pretrain` trains a byte-level BPE tokenizer and a Llama model on the corpus below
+and saves Hugging Face checkpoints at log-spaced steps, Pythia style (``0, 1, 2, 4, ..., final``),
+one folder ``step<N>`` per checkpoint, next to ``pretrain.json`` (provenance and losses).
+
+Corpus (what and why). The run trains on the *development half* of every bundled dimension
+(``load_dimension(name).subset("dev")``, paper protocol, seed 0), **without labels**, one
+statement per sequence, followed by the end-of-text token, in a seeded random order:
+
+* in-domain text is what lets a model this small learn something the probes can find in a
+  couple of minutes (the probe accuracy of the final checkpoint rises above that of step 0; see
+  ``bench/BENCH.md``);
+* the *test* half of each dimension is never seen, so the probes' test accuracy (and the
+  steering evaluation on the test half) measures generalisation to unseen statements, not
+  recall of memorised text. The dev half contains the probes' training statements (as text,
+  never with their labels), as a pre-training corpus may contain a probe's training data.
+  This guarantee holds for the paper protocol with split seed 0; the ``reference`` protocol's
+  file-order test split overlaps the corpus;
+* no labels are used anywhere: the model only does next-token prediction;
+* no extra public-domain text ships: with no network there was nothing to take verbatim, and
+  every bundled statement already exists in the package (``tracing_bench/data``, see its
+  README for sources and licences). The TruthfulQA *test questions* are excluded (they are
+  evaluation prompts).
+
+Each statement is one training sequence (truncated to ``seq_len`` tokens) that starts at
+position 0 and ends with end-of-text, so that the last-token state the probes read was trained
+to predict "the statement is over" from the same position it has at harvest time (no packing,
+no preceding context). Batches are padded to their longest sequence; padding is masked.
+
+Determinism: the tokenizer, the initial weights and the data order depend only on the seed; the
+same seed on the same machine and thread count gives identical weights (float32, CPU). The run is
+cached: if ``out_dir`` already holds a complete run with the same settings it is reused. An
+interrupted run resumes from its last checkpoint (``resume.pt``, deleted when the run
+completes). Each checkpoint is written into a temporary folder and renamed into place, and
+``pretrain.json`` (written last) marks the run complete, so a half-written checkpoint never
+looks complete.
+
+>>> folders = pretrain(PretrainConfig.fast(), "runs/tiny")
+>>> [f.name for f in folders][:4]
+['step0', 'step1', 'step2', 'step4']
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+from tracing_bench import __version__
+from tracing_bench.errors import TracingBenchError
+
+Corpus = Literal["dev", "all"]
+CORPORA: tuple[str, ...] = ("dev", "all")
+META_FILE = "pretrain.json"
+RESUME_FILE = "resume.pt"
+EOS = "<|endoftext|>"
+PAD = "<pad>"
+
+
+def default_save_steps(total: int) -> list[int]:
+    """Log-spaced checkpoint steps as Pythia saves them: 0, 1, 2, 4, 8, ... and the final step.
+
+    Args:
+        total: number of optimiser steps of the run (>= 0).
+
+    Returns:
+        Sorted unique steps ``0, 1, 2, 4, ..., 2**k <= total`` plus ``total``.
+
+    >>> default_save_steps(100)
+    [0, 1, 2, 4, 8, 16, 32, 64, 100]
+    """
+    if total < 0:
+        raise TracingBenchError(f"--steps {total} is negative; give a number of steps >= 0")
+    steps = {0, total}
+    p = 1
+    while p <= total:
+        steps.add(p)
+        p *= 2
+    return sorted(steps)
+
+
+@dataclass
+class PretrainConfig:
+    """Settings of a tiny pre-training run (every field is part of the cache key but ``threads``).
+
+    Attributes:
+        steps: optimiser steps (``--steps``); step N is the model after N updates.
+        save_at: steps to checkpoint (``--save-at``); ``None`` means :func:`default_save_steps`.
+            Step 0 (the random initialisation) and the final step are always included.
+        seed: seed of the tokenizer corpus order, initial weights and data order (``--seed``).
+        hidden_size: width of the residual stream.
+        layers: number of decoder blocks.
+        heads: attention heads (``hidden_size`` must be a multiple).
+        intermediate_size: width of the MLP.
+        vocab_size: size of the byte-level BPE vocabulary trained on the corpus.
+        seq_len: longest training sequence in tokens (longer statements are truncated).
+        batch_size: statements per optimiser step.
+        lr: peak learning rate of AdamW (linear warm-up, cosine decay to ``lr / 10``).
+        warmup: warm-up steps (capped at a tenth of ``steps``).
+        weight_decay: AdamW weight decay on matrices.
+        corpus: ``dev`` (development half of each dimension; the test half is never seen) or
+            ``all`` (every bundled statement, test half included).
+        threads: torch CPU threads during training; ``None`` means ``min(2, cpu count)``.
+    """
+
+    steps: int = 600
+    save_at: tuple[int, ...] | None = None
+    seed: int = 0
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 512
+    vocab_size: int = 2048
+    seq_len: int = 64
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 30
+    weight_decay: float = 0.1
+    corpus: str = "dev"
+    threads: int | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, flag, low in (
+            ("steps", "--steps", 0),
+            ("hidden_size", "hidden_size", 8),
+            ("layers", "layers", 1),
+            ("heads", "heads", 1),
+            ("intermediate_size", "intermediate_size", 1),
+            ("vocab_size", "vocab_size", 300),
+            ("seq_len", "seq_len", 4),
+            ("batch_size", "batch_size", 1),
+            ("warmup", "warmup", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise TracingBenchError(
+                    f"{flag} {value!r} is invalid: it must be a whole number >= {low}"
+                )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise TracingBenchError(f"--seed {self.seed!r} is invalid: give a whole number >= 0")
+        if self.hidden_size % self.heads:
+            raise TracingBenchError(
+                f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}; "
+                "pick sizes that divide"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise TracingBenchError(f"lr {self.lr!r} is invalid: give a positive learning rate")
+        if not (self.weight_decay >= 0):
+            raise TracingBenchError(f"weight_decay {self.weight_decay!r} is invalid: give a value >= 0")
+        if self.corpus not in CORPORA:
+            raise TracingBenchError(
+                f"corpus {self.corpus!r} is unknown: valid corpora are {', '.join(CORPORA)}"
+            )
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise TracingBenchError(f"--threads {self.threads!r} is invalid: give a number >= 1")
+        if self.save_at is not None:
+            steps = []
+            for s in self.save_at:
+                if isinstance(s, bool) or not isinstance(s, int) or s < 0 or s > self.steps:
+                    raise TracingBenchError(
+                        f"--save-at {s!r} is out of range: checkpoint steps must lie in 0..{self.steps} "
+                        f"(--steps {self.steps}); raise --steps or drop the step"
+                    )
+                steps.append(s)
+            self.save_at = tuple(sorted(set(steps) | {0, self.steps}))
+
+    @classmethod
+    def fast(cls, **overrides) -> PretrainConfig:
+        """The ``--fast`` preset (about a quarter of the default run; for tests and quick looks)."""
+        base = {"steps": 128, "warmup": 12}
+        base.update(overrides)
+        return cls(**base)
+
+    @property
+    def save_steps(self) -> list[int]:
+        """The checkpoint steps of this run, sorted, 0 and the final step included."""
+        return list(self.save_at) if self.save_at is not None else default_save_steps(self.steps)
+
+    def key(self, corpus_md5: str) -> str:
+        """Cache key: sha256 of every setting but ``threads``, the corpus md5 and the version."""
+        spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "threads"}
+        spec["save_at"] = self.save_steps
+        spec.update(corpus_md5=corpus_md5, package_version=__version__)
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def build_corpus(corpus: str = "dev") -> tuple[list[str], dict[str, object]]:
+    """The pre-training statements (no labels) and their provenance.
+
+    Args:
+        corpus: ``dev`` (development half of every dimension, paper protocol, seed 0) or ``all``.
+
+    Returns:
+        (statements in a fixed order, provenance dict with per-file md5 and the corpus md5).
+    """
+    texts, prov = _corpus(corpus)
+    return list(texts), json.loads(prov)
+
+
+@functools.cache
+def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
+    from tracing_bench.dimensions import DIMENSIONS, load_dimension
+
+    texts: list[str] = []
+    files: dict[str, dict[str, object]] = {}
+    for name in DIMENSIONS:
+        data = load_dimension(name, protocol="paper", seed=0)
+        split = "dev" if corpus == "dev" else "all"
+        statements, _ = data.subset(split)
+        texts.extend(statements)
+        files[name] = {"file": data.path.name, "md5": data.md5, "split": split, "n": len(statements)}
+    md5 = hashlib.md5("\n".join(texts).encode("utf-8")).hexdigest()
+    prov = {
+        "source": f"bundled statements without labels, split {corpus!r} (paper protocol, seed 0)",
+        "files": files,
+        "n_statements": len(texts),
+        "md5": md5,
+    }
+    return tuple(texts), json.dumps(prov)
+
+
+def _train_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=PAD,
+        model_max_length=512,
+    )
+
+
+def _model_config(cfg: PretrainConfig, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.heads,
+        max_position_embeddings=max(128, cfg.seq_len),
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Corpus indices of the batch of update ``step`` (1-based): seeded permutation per epoch."""
+    import torch
+
+    out: list[int] = []
+    perms: dict[int, list[int]] = {}
+    for i in range((step - 1) * batch_size, step * batch_size):
+        epoch, pos = divmod(i, n)
+        if epoch not in perms:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            perms[epoch] = torch.randperm(n, generator=g).tolist()
+        out.append(perms[epoch][pos])
+    return out
+
+
+def _lr_at(cfg: PretrainConfig, step: int) -> float:
+    """Learning rate of update ``step`` (1-based): linear warm-up, cosine decay to lr/10."""
+    warm = min(cfg.warmup, cfg.steps // 10)
+    if warm and step <= warm:
+        return cfg.lr * step / warm
+    span = max(1, cfg.steps - warm)
+    t = min(1.0, (step - warm) / span)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_checkpoint(model, tokenizer, out_dir: Path, step: int) -> Path:
+    """Write ``step<N>`` into a temporary folder, then rename it into place."""
+    from transformers.utils import logging as hf_logging
+
+    final = out_dir / f"step{step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".step{step}.", dir=out_dir))
+    bars = hf_logging.is_progress_bar_enabled()
+    try:
+        hf_logging.disable_progress_bar()  # "Writing model shards" would break our own bar
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".old-step{step}.", dir=out_dir))
+            os.replace(final, old / "x")
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _read_meta(out_dir: Path) -> dict | None:
+    path = out_dir / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def cached_run(config: PretrainConfig, out_dir: str | Path) -> list[Path] | None:
+    """The checkpoint folders of a complete run with the same settings in ``out_dir``, else None.
+
+    Args:
+        config: settings of the run.
+        out_dir: the run's folder.
+
+    Returns:
+        Checkpoint folders in step order, or ``None`` if ``out_dir`` holds no such complete run.
+    """
+    out_dir = Path(out_dir)
+    meta = _read_meta(out_dir)
+    if not meta or not meta.get("complete"):
+        return None
+    _, prov = build_corpus(config.corpus)
+    if meta.get("key") != config.key(str(prov["md5"])):
+        return None
+    folders = [out_dir / f"step{s}" for s in config.save_steps]
+    if not all((f / "config.json").is_file() for f in folders):
+        return None
+    return folders
+
+
+def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
+    """Pre-train the tiny model and save its checkpoints (or reuse a complete cached run).
+
+    Args:
+        config: settings of the run.
+        out_dir: folder that receives ``step<N>/`` (Hugging Face model + tokenizer) per
+            checkpoint and ``pretrain.json``. Created if missing.
+        progress: show a tqdm bar with the loss on stderr (when stderr is a terminal) and say
+            when a cached run is reused or an interrupted one resumed.
+
+    Returns:
+        Checkpoint folders in step order (``step0`` first, the final step last).
+
+    Raises:
+        TracingBenchError: ``out_dir`` is a file, or holds a complete run with other settings.
+    """
+    import torch
+    import transformers
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TracingBenchError(f"--out {out_dir} is a file; give a folder (it will be created)")
+    texts, corpus_prov = build_corpus(config.corpus)
+    key = config.key(str(corpus_prov["md5"]))
+    save_steps = config.save_steps
+
+    cached = cached_run(config, out_dir)
+    if cached is not None:
+        if progress:
+            print(f"reusing the complete pre-training run in {out_dir} (same settings)", file=sys.stderr)
+        return cached
+    meta = _read_meta(out_dir)
+    if meta and meta.get("complete") and meta.get("key") != key:
+        raise TracingBenchError(
+            f"--out {out_dir} already holds a complete pre-training run with other settings "
+            f"(steps {meta.get('steps')}, seed {meta.get('seed')}); give another --out folder or delete it"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    threads = config.threads or min(2, os.cpu_count() or 1)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    try:
+        torch.manual_seed(config.seed)
+        tokenizer = _train_tokenizer(texts, config.vocab_size)
+        encoded = [
+            ids[: config.seq_len - 1] + [tokenizer.eos_token_id]
+            for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ]
+        n_tokens = sum(len(e) for e in encoded)
+        model_cfg = _model_config(config, tokenizer)
+        torch.manual_seed(config.seed)
+        model = AutoModelForCausalLM.from_config(model_cfg, dtype=torch.float32)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        optim = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
+        )
+        start, losses = 0, []
+        resume_path = out_dir / RESUME_FILE
+        if resume_path.is_file():
+            state = torch.load(resume_path, map_location="cpu", weights_only=False)
+            if state.get("key") == key:
+                model.load_state_dict(state["model"])
+                optim.load_state_dict(state["optim"])
+                start, losses = int(state["step"]), list(state["losses"])
+                if progress:
+                    print(f"resuming the interrupted pre-training run in {out_dir} at step {start}",
+                          file=sys.stderr)
+        if start == 0:
+            (out_dir / META_FILE).unlink(missing_ok=True)
+            _save_checkpoint(model, tokenizer, out_dir, 0)
+
+        model.train()
+        pad = tokenizer.pad_token_id
+        bar = tqdm(total=config.steps, initial=start, desc="pretrain", unit="step",
+                   disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
+        try:
+            for step in range(start + 1, config.steps + 1):
+                rows = [encoded[i] for i in _batch_indices(step, config.batch_size, len(encoded), config.seed)]
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for j, r in enumerate(rows):
+                    ids[j, : len(r)] = torch.tensor(r)
+                    mask[j, : len(r)] = 1
+                labels = ids.masked_fill(mask == 0, -100)
+                for group in optim.param_groups:
+                    group["lr"] = _lr_at(config, step)
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optim.step()
+                losses.append({"step": step, "loss": round(loss.item(), 5)})
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}")
+                if step in save_steps:
+                    model.eval()
+                    _save_checkpoint(model, tokenizer, out_dir, step)
+                    model.train()
+                    if step < config.steps:
+                        state = {"key": key, "step": step, "model": model.state_dict(),
+                                 "optim": optim.state_dict(), "losses": losses}
+                        tmp = resume_path.with_name(f".{RESUME_FILE}.tmp")
+                        torch.save(state, tmp)
+                        os.replace(tmp, resume_path)
+        finally:
+            bar.close()
+    finally:
+        torch.set_num_threads(old_threads)
+
+    meta = {
+        "complete": True,
+        "key": key,
+        "seed": config.seed,
+        "steps": config.steps,
+        "save_at": save_steps,
+        "checkpoints": [f"step{s}" for s in save_steps],
+        "config": {**asdict(config), "save_at": save_steps, "threads": threads},
+        "model_config": model_cfg.to_dict(),
+        "model_type": "llama",
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": {"type": "byte-level BPE", "vocab_size": len(tokenizer), "eos": EOS, "pad": PAD},
+        "corpus": {**corpus_prov, "n_tokens": n_tokens, "eos_appended": True},
+        "dtype": "float32",
+        "package_version": __version__,
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "resumed_at": start or None,
+        "losses": losses,
+    }
+    _atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=1, default=str))
+    (out_dir / RESUME_FILE).unlink(missing_ok=True)
+    return [out_dir / f"step{s}" for s in save_steps]
+
+
+def load_meta(out_dir: str | Path) -> dict:
+    """``pretrain.json`` of a run folder.
+
+    Raises:
+        TracingBenchError: the folder holds no complete pre-training run.
+    """
+    meta = _read_meta(Path(out_dir))
+    if not meta or not meta.get("complete"):
+        raise TracingBenchError(
+            f"{out_dir} holds no complete pre-training run (no valid {META_FILE}); "
+            "run `tracing-bench pretrain --out DIR` first"
+        )
+    return meta
+
+
+__all__ = [
+    "PretrainConfig",
+    "build_corpus",
+    "cached_run",
+    "default_save_steps",
+    "load_meta",
+    "pretrain",
+]

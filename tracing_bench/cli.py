@@ -189,3 +189,47 @@ def eval_cmd(ctx: click.Context) -> None:
 
     run = run_lm_eval(list(ctx.args))
     click.echo(f"results: {run.results_file}", err=True)
+
+
+# -------------------------------------------------------------------------------------- trace
+@main.command("trace")
+@click.option("--model", required=True,
+              help="Hugging Face model id, a model folder, or a folder of checkpoint sub-folders (step0, step10, ...).")
+@click.option("--revisions", default=None,
+              help="Comma list of hub revisions with ranges: ckpt_000:ckpt_359:10, step1000:step143000:1000, "
+                   "pythia-log, step1000-tokens4B:step9000-tokens38B:1000 (OLMo, resolved against the repo).")
+@click.option("--dimensions", default="all", show_default=True, help="'all' or a comma list of dimensions / CSV paths.")
+@click.option("--layers", default="all", show_default=True, help="'all', 0,4,8, 4-12 or 0:32:4 (block indices).")
+@click.option("--pooling", type=click.Choice(["last", "mean"]), default="last", show_default=True)
+@click.option("--mi", is_flag=True, help="Also estimate I(X;T) and I(Y;T) per layer (nHSIC).")
+@click.option("--sigma", type=float, default=50.0, show_default=True, help="nHSIC kernel width.")
+@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True)
+@click.option("--probes", default="logistic,mass_mean", show_default=True, help="Probe kinds (comma list).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Activation cache (default $TRACING_BENCH_CACHE or ~/.cache/tracing-bench).")
+@click.option("--blocks-attr", default=None,
+              help="Dotted path of the decoder blocks' ModuleList for architectures not recognised (e.g. model.layers).")
+@click.option("--max-length", type=int, default=None, help="Truncate statements to this many tokens.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
+@click.option("--delete-checkpoints", is_flag=True,
+              help="Delete each hub checkpoint from the Hugging Face cache after use (never a local folder).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
+              protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
+              blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool, out: Path) -> None:
+    """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, figures."""
+    from tracing_bench.trace import trace
+
+    result = trace(
+        model, revisions, out=out, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
+        protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
+        blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
+    )
+    for note in result["notes"]:
+        click.echo(note, err=True)
+    click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nprovenance: {result['trace_json']}")
+    if result["figures"]:
+        click.echo(f"figures: {len(result['figures'])} in {Path(result['figures'][0]).parent}")

@@ -1,0 +1,566 @@
+"""Trace a checkpoint series: harvest (cached) -> linear probes -> mutual information, per layer.
+
+For every checkpoint x dimension, :func:`trace_checkpoint` reads all blocks' activations
+(:func:`tracing_bench.harvest.cached_activations`), probes the requested layers
+(:func:`tracing_bench.probes.linear.probe_layers`) and, with ``mi=True``, estimates I(X;T) and
+I(Y;T) (:func:`tracing_bench.probes.mi.estimate_mi`). Each (checkpoint, dimension) result is
+written atomically to ``OUT/parts/<settings>/<checkpoint>/<dimension>.json`` as soon as it is
+done, so an interrupted run (Ctrl-C, crash, a killed worker) loses at most the pair in flight
+and the same command resumes where it stopped; ``<settings>`` is a hash of every setting that
+changes the numbers, so changed settings never reuse stale parts. :func:`trace` then merges the
+parts of the series into the tidy tables ``OUT/probes.csv`` and ``OUT/mi.csv`` (columns as in
+docs/CONVENTIONS.md; rows sorted by series order, dimension order, layer, probe), writes
+``OUT/trace.json`` (provenance) and draws ``OUT/figures`` when
+``tracing_bench.report.plots.trace_figures`` is available.
+
+Mutual information follows the released code (../shared/REFERENCE.md): X = layer-0 activations,
+i.e. the output of decoder block 0 (Hugging Face ``hidden_states[1]``, as the released code
+hooks the blocks; the embedding output ``hidden_states[0]`` is not used), T = the output of
+block l, Y = the labels; all on the probe-train split. Scaling is that of
+:func:`tracing_bench.probes.mi.mi_layers`: with ``protocol="reference"`` every feature is
+centred and scaled with the whole file's statistics (as the released code), with ``paper`` with
+the probe-train split's own statistics (no information from other splits).
+
+>>> trace("EleutherAI/pythia-70m", "step1000:step3000:1000", dimensions="fairness", out="runs/p70")
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracing_bench import __version__
+from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
+from tracing_bench.errors import TracingBenchError
+
+log = logging.getLogger(__name__)
+
+PROBE_COLUMNS: tuple[str, ...] = (
+    "model", "revision", "step", "dimension", "layer", "protocol", "pooling", "probe", "n_train",
+    "val_acc", "val_auroc", "test_acc", "test_auroc", "dataset_md5", "package_version",
+)
+MI_COLUMNS: tuple[str, ...] = (
+    "model", "revision", "step", "dimension", "layer", "sigma", "m", "i_xt", "i_yt", "dataset_md5",
+    "package_version",
+)
+PROBES: tuple[str, ...] = ("logistic", "mass_mean")
+_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length", "seed")
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """Everything but the checkpoints that a trace needs.
+
+    Attributes:
+        dimensions: dimension names or CSV paths (validated by the loader).
+        layers: ``all`` or a spec like ``0,4,8``, ``4-12`` or ``0:32:4`` (end exclusive).
+        pooling: ``last`` or ``mean``.
+        mi: estimate I(X;T), I(Y;T) per layer.
+        protocol: ``paper`` or ``reference`` (splits and probe protocol).
+        probes: probe kinds passed to ``probe_layers``.
+        sigma: kernel width of the nHSIC estimator.
+        dtype: model dtype (``auto|float32|bfloat16|float16``).
+        device: ``auto|cpu|cuda``.
+        batch_size: statements per forward pass.
+        cache_dir: activation cache folder (default ``$TRACING_BENCH_CACHE`` or
+            ``~/.cache/tracing-bench``).
+        blocks_attr: override of the decoder blocks' path.
+        max_length: truncate statements to this many tokens.
+        seed: seed of the paper splits.
+        delete_checkpoints: remove each hub checkpoint from the Hugging Face cache after use.
+        series_name: the ``model`` column (the ``--model`` argument as given).
+    """
+
+    dimensions: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness", "robustness")
+    layers: str = "all"
+    pooling: str = "last"
+    mi: bool = False
+    protocol: str = "paper"
+    probes: tuple[str, ...] = PROBES
+    sigma: float = 50.0
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = 32
+    cache_dir: str | None = None
+    blocks_attr: str | None = None
+    max_length: int | None = None
+    seed: int = 0
+    delete_checkpoints: bool = False
+    series_name: str = ""
+
+    def key(self) -> str:
+        """Hash of the settings that change the numbers (not batch size, device, cache)."""
+        spec = {k: getattr(self, k) for k in _NUMBER_FIELDS} | {"package_version": __version__}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------- helpers
+def parse_layers(spec: str | list[int] | None, n_blocks: int) -> list[int]:
+    """Layer indices from ``all`` / ``0,4,8`` / ``4-12`` (inclusive) / ``0:32:4`` (end exclusive).
+
+    Raises:
+        TracingBenchError: malformed spec or a layer out of ``0..n_blocks-1``.
+    """
+    if spec is None or spec == "all":
+        return list(range(n_blocks))
+    if isinstance(spec, (list, tuple)):
+        out = [int(x) for x in spec]
+    else:
+        out = []
+        for item in (s.strip() for s in str(spec).split(",")):
+            if not item:
+                continue
+            try:
+                if ":" in item:
+                    a, b, *k = item.split(":")
+                    out.extend(range(int(a or 0), int(b) if b else n_blocks, int(k[0]) if k else 1))
+                elif re.fullmatch(r"\d+-\d+", item):
+                    a, b = item.split("-")
+                    out.extend(range(int(a), int(b) + 1))
+                else:
+                    out.append(int(item))
+            except ValueError:
+                raise TracingBenchError(
+                    f"--layers {spec!r} is malformed at {item!r}: use all, a comma list (0,4,8), a range 4-12 "
+                    "or a slice 0:32:4"
+                ) from None
+    bad = sorted({x for x in out if not 0 <= x < n_blocks})
+    if bad:
+        raise TracingBenchError(
+            f"--layers {','.join(map(str, bad))} is out of range: the model has {n_blocks} blocks (0-{n_blocks - 1})"
+        )
+    if not out:
+        raise TracingBenchError(f"--layers {spec!r} selects no layer: the model has {n_blocks} blocks (0-{n_blocks - 1})")
+    return sorted(set(out))
+
+
+def checkpoint_slug(ckpt: Checkpoint) -> str:
+    """A file-system-safe, unique folder name for a checkpoint."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", ckpt.label)[:60]
+    digest = hashlib.sha1(f"{ckpt.model}@{ckpt.revision}".encode()).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _revision_column(ckpt: Checkpoint, settings: TraceSettings) -> str:
+    if ckpt.revision:
+        return ckpt.revision
+    if ckpt.is_local and Path(ckpt.model).resolve() != Path(settings.series_name or ckpt.model).expanduser().resolve():
+        return Path(ckpt.model).name  # a sub-folder of a folder series
+    return ""
+
+
+def _standardise(a: np.ndarray) -> np.ndarray:
+    """Centre and scale every feature over axis -2 (population std; constant features -> 1)."""
+    a = a.astype(np.float64)
+    mean = a.mean(axis=-2, keepdims=True)
+    std = a.std(axis=-2, keepdims=True)
+    std[std == 0] = 1.0
+    return (a - mean) / std
+
+
+def part_path(out: Path, settings: TraceSettings, ckpt: Checkpoint, dimension: str) -> Path:
+    """Where the result of one (checkpoint, dimension) pair is stored."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", dimension)
+    return Path(out) / "parts" / settings.key() / checkpoint_slug(ckpt) / f"{name}.json"
+
+
+def _read_part(path: Path, md5: str) -> dict[str, Any] | None:
+    try:
+        part = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if part.get("dataset_md5") != md5 or part.get("package_version") != __version__:
+        return None
+    return part
+
+
+def delete_from_hf_cache(ckpt: Checkpoint, commit: str | None = None) -> bool:
+    """Delete one hub revision (its snapshot and the blobs no other revision uses) from the HF cache.
+
+    Args:
+        ckpt: a hub checkpoint (a local folder is refused).
+        commit: its commit hash if known (else read from the cache's refs).
+
+    Returns:
+        True when something was deleted.
+
+    Raises:
+        TracingBenchError: for a local folder.
+    """
+    if ckpt.is_local:
+        raise TracingBenchError(
+            f"--delete-checkpoints only removes Hugging Face cache downloads, and {ckpt.model} is a local folder: "
+            "refusing to delete it; drop --delete-checkpoints"
+        )
+    import huggingface_hub.constants as c
+    from huggingface_hub import scan_cache_dir
+
+    commit = commit or ckpt.resolved_commit()
+    if not commit:
+        return False
+    try:
+        info = scan_cache_dir(c.HF_HUB_CACHE)
+    except Exception:  # noqa: BLE001 - no cache folder: nothing to delete
+        return False
+    for repo in info.repos:
+        if repo.repo_id == ckpt.model and repo.repo_type == "model":
+            if any(r.commit_hash == commit for r in repo.revisions):
+                info.delete_revisions(commit).execute()
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------------- the work
+def trace_checkpoint(
+    checkpoint: Checkpoint,
+    datas: list[Any],
+    settings: TraceSettings,
+    out: str | Path,
+    *,
+    bar: Any = None,
+) -> list[Path]:
+    """Probe (and MI-probe) every dimension of one checkpoint; write one part file per dimension.
+
+    Pairs whose part file exists (same settings, same dataset md5) are skipped; the model is
+    loaded only if some dimension is not in the activation cache. Safe to run in its own
+    process (one task per checkpoint).
+
+    Args:
+        checkpoint: the checkpoint.
+        datas: loaded dimensions (:func:`tracing_bench.dimensions.load_dimension`).
+        settings: the trace settings.
+        out: the output folder.
+        bar: optional tqdm bar, advanced once per dimension.
+
+    Returns:
+        The part files of this checkpoint (one per dimension).
+    """
+    from tracing_bench.harvest import cached_activations, lookup_activations
+
+    out = Path(out)
+    paths = [part_path(out, settings, checkpoint, d.name) for d in datas]
+    todo = [(d, p) for d, p in zip(datas, paths) if _read_part(p, d.md5) is None]
+    if bar is not None:
+        bar.update(len(datas) - len(todo))
+    if not todo:
+        return paths
+    probe_layers = _probe_layers() if settings.probes else None
+    estimate_mi = _estimate_mi() if settings.mi else None
+    model = tokenizer = None
+    commit: str | None = None
+    try:
+        for data, path in todo:
+            if bar is not None:
+                bar.set_postfix_str(f"{checkpoint.label} {data.name}", refresh=False)
+            kw = dict(pooling=settings.pooling, dtype=settings.dtype, cache_dir=settings.cache_dir,
+                      max_length=settings.max_length, blocks_attr=settings.blocks_attr)
+            hit = lookup_activations(checkpoint, data, **kw)
+            if hit is None:
+                if model is None:
+                    model, tokenizer = load_checkpoint(checkpoint, dtype=settings.dtype, device=settings.device)
+                    parse_layers(settings.layers, len(find_blocks(model, settings.blocks_attr)[0]))
+                hit = cached_activations(
+                    checkpoint, data, device=settings.device, batch_size=settings.batch_size,
+                    model=model, tokenizer=tokenizer, **kw,
+                )
+            acts_t, prov = hit
+            commit = prov.get("resolved_commit") or commit
+            part = _probe_part(checkpoint, data, acts_t.numpy(), prov, settings, probe_layers, estimate_mi)
+            _atomic_write_text(path, json.dumps(part, indent=1, sort_keys=True))
+            if bar is not None:
+                bar.update(1)
+    finally:
+        del model, tokenizer
+    if settings.delete_checkpoints and not checkpoint.is_local:
+        delete_from_hf_cache(checkpoint, commit)
+    return paths
+
+
+def _probe_layers() -> Any:
+    try:
+        from tracing_bench.probes.linear import probe_layers
+    except ImportError as e:
+        raise TracingBenchError(
+            f"tracing_bench.probes.linear.probe_layers is not available ({e}): update tracing-bench"
+        ) from e
+    return probe_layers
+
+
+def _estimate_mi() -> Any:
+    try:
+        from tracing_bench.probes import mi
+    except ImportError as e:
+        raise TracingBenchError(f"tracing_bench.probes.mi is not available ({e}): update tracing-bench") from e
+    return mi
+
+
+def _mi_rows(mi: Any, acts: np.ndarray, data: Any, settings: TraceSettings, names: list[int]) -> list[dict[str, Any]]:
+    """MI rows for ``acts`` (X = ``acts[0]``), through ``mi.mi_layers`` (which owns the scaling)
+    or, if that is absent, ``mi.estimate_mi`` after whole-file standardisation."""
+    if hasattr(mi, "mi_layers"):
+        return mi.mi_layers(acts, data.labels, data.splits, protocol=settings.protocol, split="probe_train",
+                            x_layer=0, layers=names, sigma=settings.sigma)
+    train = np.asarray(data.splits["probe_train"])
+    scaled = _standardise(acts)[:, train]
+    i_xt, i_yt = mi.estimate_mi(scaled[0], np.asarray(data.labels)[train], scaled, sigma=settings.sigma)
+    return [{"layer": n, "sigma": settings.sigma, "m": len(train), "i_xt": a, "i_yt": b}
+            for n, a, b in zip(names, np.atleast_1d(i_xt), np.atleast_1d(i_yt))]
+
+
+def _num(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return float(v)
+    return v
+
+
+def _probe_part(
+    ckpt: Checkpoint,
+    data: Any,
+    acts: np.ndarray,
+    prov: dict[str, Any],
+    settings: TraceSettings,
+    probe_layers: Any,
+    estimate_mi: Any,
+) -> dict[str, Any]:
+    layers = parse_layers(settings.layers, acts.shape[0])
+    common = {
+        "model": settings.series_name or ckpt.model,
+        "revision": _revision_column(ckpt, settings),
+        "step": ckpt.step,
+        "dimension": data.name,
+    }
+    probe_rows: list[dict[str, Any]] = []
+    if probe_layers is not None:
+        results = probe_layers(acts[layers], data.labels, data.splits, protocol=settings.protocol,
+                               probes=list(settings.probes))
+        for r in results:
+            pos = int(r["layer"])
+            probe_rows.append({
+                **common, "layer": layers[pos], "protocol": settings.protocol, "pooling": settings.pooling,
+                "probe": r["probe"], "n_train": _num(r.get("n_train")),
+                **{k: _num(r.get(k)) for k in ("val_acc", "val_auroc", "test_acc", "test_auroc")},
+                "dataset_md5": data.md5, "package_version": __version__,
+            })
+    mi_rows: list[dict[str, Any]] = []
+    if estimate_mi is not None:
+        sel = [0] + [layer for layer in layers if layer != 0]  # X = block 0 always comes first
+        rows = _mi_rows(estimate_mi, acts[sel], data, settings, names=sel)
+        for r in rows:
+            if int(r["layer"]) in layers:
+                mi_rows.append({
+                    **common, "layer": int(r["layer"]), "sigma": float(r["sigma"]), "m": int(r["m"]),
+                    "i_xt": float(r["i_xt"]), "i_yt": float(r["i_yt"]), "dataset_md5": data.md5,
+                    "package_version": __version__,
+                })
+        mi_rows.sort(key=lambda r: r["layer"])
+    return {
+        "checkpoint": {"model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label},
+        "dimension": data.name,
+        "dataset_md5": data.md5,
+        "package_version": __version__,
+        "settings_key": settings.key(),
+        "activations": {k: prov.get(k) for k in ("key", "resolved_commit", "n_layers", "hidden", "torch_dtype",
+                                                   "pooling", "dtype", "n_statements")},
+        "probes": probe_rows,
+        "mi": mi_rows,
+    }
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    _atomic_write_text(path, buf.getvalue())
+
+
+def trace(
+    model: str,
+    revisions: str | list[str] | None = None,
+    *,
+    out: str | Path,
+    dimensions: str | list[str] = "all",
+    layers: str | list[int] = "all",
+    pooling: str = "last",
+    mi: bool = False,
+    protocol: str = "paper",
+    probes: str | list[str] = PROBES,  # type: ignore[assignment]
+    sigma: float = 50.0,
+    batch_size: int = 32,
+    dtype: str = "auto",
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+    blocks_attr: str | None = None,
+    max_length: int | None = None,
+    seed: int = 0,
+    delete_checkpoints: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Trace a checkpoint series; resumable (see the module docstring).
+
+    Args:
+        model: hub model id, model folder, or folder of checkpoint sub-folders.
+        revisions: revisions of a hub model, with range shorthands
+            (:func:`tracing_bench.checkpoints.parse_revisions`).
+        out: output folder.
+        dimensions: ``all`` or a comma list / list of dimension names or CSV paths.
+        layers: ``all`` or a layer spec (:func:`parse_layers`).
+        pooling: ``last`` or ``mean``.
+        mi: also estimate I(X;T) and I(Y;T).
+        protocol: ``paper`` or ``reference``.
+        probes: probe kinds (``logistic``, ``mass_mean``).
+        sigma: nHSIC kernel width.
+        batch_size, dtype, device, cache_dir, blocks_attr, max_length: harvesting options.
+        seed: seed of the paper splits.
+        delete_checkpoints: delete each hub checkpoint from the HF cache after use.
+        progress: tqdm bar on stderr (hidden when not a TTY).
+        figures: draw figures with ``tracing_bench.report.plots.trace_figures`` when available.
+
+    Returns:
+        ``{"probes_csv", "mi_csv", "trace_json", "figures", "notes", "checkpoints"}``.
+
+    Raises:
+        TracingBenchError: bad input (one line).
+    """
+    from tracing_bench.dimensions import load_dimension, resolve_dimensions
+
+    dims = resolve_dimensions(dimensions)
+    probe_list = tuple(p.strip() for p in probes.split(",")) if isinstance(probes, str) else tuple(probes)
+    unknown = [p for p in probe_list if p not in PROBES]
+    if unknown:
+        raise TracingBenchError(f"--probes {','.join(unknown)} unknown: valid probes are {', '.join(PROBES)}")
+    if pooling not in ("last", "mean"):
+        raise TracingBenchError(f"--pooling {pooling!r} is not valid: use last or mean")
+    if int(batch_size) < 1:
+        raise TracingBenchError(f"--batch-size {batch_size} is not valid: use a positive integer")
+    if isinstance(layers, str) and layers != "all":
+        parse_layers(layers, 10**9)  # syntax only; the range is checked against the model
+    from tracing_bench.checkpoints import resolve_device, torch_dtype
+
+    torch_dtype(dtype)
+    resolve_device(device)
+    ckpts = resolve_series(model, revisions)
+    if delete_checkpoints and any(c.is_local for c in ckpts):
+        raise TracingBenchError(
+            f"--delete-checkpoints only removes Hugging Face cache downloads, and {model} is a local folder: "
+            "refusing to delete it; drop --delete-checkpoints"
+        )
+    datas = [load_dimension(d, protocol=protocol, seed=seed) for d in dims]
+    settings = TraceSettings(
+        dimensions=tuple(dims), layers=layers if isinstance(layers, str) else ",".join(map(str, layers)),
+        pooling=pooling, mi=mi, protocol=protocol, probes=probe_list, sigma=float(sigma), dtype=dtype,
+        device=device, batch_size=int(batch_size), cache_dir=str(cache_dir) if cache_dir else None,
+        blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
+        series_name=model,
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(ckpts) * len(datas), desc="trace", unit="dim", disable=None if progress else True) as bar:
+        for ckpt in ckpts:
+            trace_checkpoint(ckpt, datas, settings, out, bar=bar)
+    return merge(out, ckpts, datas, settings, figures=figures)
+
+
+def merge(
+    out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, *, figures: bool = True
+) -> dict[str, Any]:
+    """Merge the part files of a finished series into probes.csv, mi.csv, trace.json (+ figures).
+
+    Raises:
+        TracingBenchError: a part is missing (the series is not finished).
+    """
+    out = Path(out)
+    probe_rows: list[dict[str, Any]] = []
+    mi_rows: list[dict[str, Any]] = []
+    ckpt_info = []
+    for ci, ckpt in enumerate(ckpts):
+        commits = set()
+        for di, data in enumerate(datas):
+            path = part_path(out, settings, ckpt, data.name)
+            part = _read_part(path, data.md5)
+            if part is None:
+                raise TracingBenchError(
+                    f"result of {ckpt.label} / {data.name} is missing ({path}): run the same trace command again"
+                )
+            commits.add(part["activations"].get("resolved_commit"))
+            probe_rows += [{**r, "_order": (ci, di)} for r in part["probes"]]
+            mi_rows += [{**r, "_order": (ci, di)} for r in part["mi"]]
+        ckpt_info.append({
+            "model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label,
+            "resolved_commit": next((c for c in sorted(commits, key=str) if c), None),
+        })
+    probe_order = {p: i for i, p in enumerate(PROBES)}
+    probe_rows.sort(key=lambda r: (r["_order"], r["layer"], probe_order.get(r["probe"], 99), r["probe"]))
+    mi_rows.sort(key=lambda r: (r["_order"], r["layer"]))
+    probes_csv, mi_csv = out / "probes.csv", out / "mi.csv"
+    _write_csv(probes_csv, PROBE_COLUMNS, probe_rows)
+    _write_csv(mi_csv, MI_COLUMNS, mi_rows)
+    notes: list[str] = []
+    figure_paths: list[str] = []
+    if figures:
+        try:
+            from tracing_bench.report.plots import trace_figures
+        except ImportError:
+            trace_figures = None
+        if trace_figures is None:
+            notes.append("figures skipped: tracing_bench.report.plots.trace_figures is not available in this install")
+        else:
+            figure_paths = [str(p) for p in trace_figures(probes_csv, mi_csv, out / "figures")]
+    provenance = {
+        "tool": "tracing-bench trace",
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings.public(),
+        "settings_key": settings.key(),
+        "layer_definition": "layer l = output of decoder block l (HF hidden_states[l+1], before the final norm "
+        "at the last block); MI: X = block 0 output, T = block l output, probe-train split, whole-file scaling",
+        "checkpoints": ckpt_info,
+        "datasets": [d.provenance() for d in datas],
+        "tables": {"probes": probes_csv.name, "mi": mi_csv.name},
+        "figures": figure_paths,
+    }
+    trace_json = out / "trace.json"
+    _atomic_write_text(trace_json, json.dumps(provenance, indent=2, default=str))
+    for n in notes:
+        log.warning(n)
+    return {
+        "probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "figures": figure_paths,
+        "notes": notes, "checkpoints": len(ckpts),
+    }

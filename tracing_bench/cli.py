@@ -233,3 +233,137 @@ def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, p
     click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nprovenance: {result['trace_json']}")
     if result["figures"]:
         click.echo(f"figures: {len(result['figures'])} in {Path(result['figures'][0]).parent}")
+
+
+# ------------------------------------------------------------------------------------ steer
+def _float_list(flag: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TracingBenchError(f"{flag} {text!r} is not a comma list of numbers; e.g. {flag}=-4,-1,1,4") from None
+
+
+def _int_list(flag: str, text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TracingBenchError(f"{flag} {text!r} is not a comma list of block indices; e.g. {flag} 12,14,16") from None
+
+
+@main.group(cls=_Group)
+def steer() -> None:
+    """Steering vectors from pre-training checkpoints: extract, sweep (layer x alpha), correlate.
+
+    Orientation: a positive coefficient (alpha) moves toward the trustworthy side, for every dimension.
+    Apply a vector in lm-eval with --model trust-steered --model_args pretrained=...,steer_path=v.pt[,alpha=..]
+    """
+
+
+@steer.command("extract")
+@click.option("--model", required=True, help="Source model id or folder (a pre-training checkpoint).")
+@click.option("--revision", default=None, help="Hub revision of the checkpoint (e.g. ckpt_179, step1000).")
+@click.option("--dimension", required=True, help="reliability, privacy, toxicity, fairness or robustness.")
+@click.option("--layer", required=True, type=int, help="Decoder block whose output the vector is added to.")
+@click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True,
+              help="paper: raw class-mean difference; reference: unit x std of projections (released code); unit.")
+@click.option("--coefficient", type=float, default=1.0, show_default=True, help="Default steering coefficient stored in the file.")
+@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
+              help="Which development split: the paper's seeded half or the released code's first 50%.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json).")
+def steer_extract(model: str, revision: str | None, dimension: str, layer: int, scale: str, coefficient: float,
+                  protocol: str, seed: int, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
+                  out: Path) -> None:
+    """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
+    from tracing_bench.steering.vector import extract_from_checkpoint
+
+    vec = extract_from_checkpoint(model, revision=revision, dimension=dimension, layer=layer, scale=scale,
+                                  coefficient=coefficient, protocol=protocol, seed=seed, dtype=dtype, device=device,
+                                  batch_size=batch_size, cache_dir=cache_dir)
+    path = vec.save(out)
+    click.echo(f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance {path}.json")
+
+
+_EVAL_OPTIONS = [
+    click.option("--tasks", default="trust", show_default=True, help="lm-eval tasks (comma list)."),
+    click.option("--limit", type=float, default=None, help="lm-eval --limit (documents per task)."),
+    click.option("--batch-size", type=int, default=8, show_default=True, help="Same for every setting."),
+    click.option("--seed", type=int, default=1234, show_default=True, help="Every lm-eval seed."),
+    click.option("--positions", type=click.Choice(["all", "last"]), default="all", show_default=True,
+                 help="all: every position (lm-eval steered); last: the released code (last context token onward)."),
+    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True),
+    click.option("--device", default="auto", show_default=True),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache."),
+]
+
+
+def _eval_options(f):
+    for opt in reversed(_EVAL_OPTIONS):
+        f = opt(f)
+    return f
+
+
+@steer.command("sweep")
+@click.option("--model", required=True, help="Target model to steer (e.g. the chat/SFT model).")
+@click.option("--revision", default=None, help="Target revision.")
+@click.option("--vector", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Vector from steer extract.")
+@click.option("--layers", default=None,
+              help="Layers to sweep (default: the vector's). Other layers are re-extracted from the source in the vector's sidecar.")
+@click.option("--alphas", default="-4,-1,1,4", show_default=True, help="Coefficients (positive = toward trustworthy).")
+@click.option("--max-ppl-increase", type=float, default=0.1, show_default=True,
+              help="Allowed relative perplexity increase over the unsteered model (0.1 = +10%); beyond it: inadmissible.")
+@click.option("--lambada", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="auto: also guard with lm-eval lambada_openai when its data are cached locally.")
+@_eval_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | None, alphas: str, max_ppl_increase: float,
+                lambada: str, tasks: str, limit: float | None, batch_size: int, seed: int, positions: str, dtype: str,
+                device: str, cache_dir: Path | None, out: Path) -> None:
+    """Unsteered baseline and every (layer, alpha): sweep.csv, best.json, plots of score and perplexity vs alpha."""
+    from tracing_bench.steering.sweep import run_sweep
+
+    res = run_sweep(model, vector, out, revision=revision, layers=_int_list("--layers", layers),
+                    alphas=_float_list("--alphas", alphas), tasks=[t for t in tasks.split(",") if t],
+                    limit=limit, batch_size=batch_size, seed=seed, max_ppl_increase=max_ppl_increase,
+                    positions=positions, dtype=dtype, device=device, lambada=lambada, cache_dir=cache_dir)
+    for note in res.best.get("notes", []):
+        click.echo(f"note: {note}", err=True)
+    for task, b in res.best["best"].items():
+        click.echo(f"{task}: " + ("no admissible setting" if b is None else
+                                  f"layer {b['layer']} alpha {b['alpha']:g}: {b['score']:.4f} ({b['delta']:+.4f})"))
+    click.echo("\n".join(str(p) for p in res.files))
+
+
+@steer.command("correlate")
+@click.option("--model", required=True, help="Source checkpoint series (model id or folder of checkpoints).")
+@click.option("--revisions", default=None, help="Revisions (comma list or range, as in trace).")
+@click.option("--target", required=True, help="Target model steered with each checkpoint's vector.")
+@click.option("--target-revision", default=None)
+@click.option("--dimension", required=True)
+@click.option("--layer", required=True, type=int)
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Coefficient (positive = toward trustworthy).")
+@click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True)
+@click.option("--probes", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A trace's probes.csv to read probe accuracy from (else computed).")
+@click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples for the interval of r.")
+@_eval_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+def steer_correlate(model: str, revisions: str | None, target: str, target_revision: str | None, dimension: str,
+                    layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int, tasks: str,
+                    limit: float | None, batch_size: int, seed: int, positions: str, dtype: str, device: str,
+                    cache_dir: Path | None, out: Path) -> None:
+    """Per checkpoint: probe accuracy and steering benefit on the target; Pearson r with a bootstrap interval."""
+    from tracing_bench.steering.correlate import run_correlate
+
+    task_list = [t for t in tasks.split(",") if t and t != "trust"] or None
+    res = run_correlate(model, revisions, target, dimension, layer, out, target_revision=target_revision, alpha=alpha,
+                        scale=scale, probes=probes, tasks=task_list, limit=limit, batch_size=batch_size, seed=seed,
+                        positions=positions, dtype=dtype, device=device, cache_dir=cache_dir, n_boot=n_boot)
+    click.echo(f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] over {len(res.rows)} checkpoints")
+    click.echo("\n".join(str(p) for p in res.files))

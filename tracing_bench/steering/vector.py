@@ -400,3 +400,92 @@ def _orientation_sign(dimension: str) -> int:
         f"dimension {dimension!r} is not known; use one of {', '.join(DIMENSIONS)} "
         "(or custom:+1 / custom:-1 for your own CSV, saying whether label 1 is trustworthy)"
     )
+
+
+def model_hookpoint(model: str, layer: int, revision: str | None = None) -> str:
+    """The lm-eval hookpoint of block ``layer`` of a model id or folder, without loading weights.
+
+    Builds the architecture from its config on the ``meta`` device and asks
+    :func:`tracing_bench.checkpoints.hookpoint`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from tracing_bench.checkpoints import hookpoint
+
+    try:
+        config = AutoConfig.from_pretrained(model, **({"revision": revision} if revision else {}))
+    except (OSError, ValueError) as e:
+        raise TracingBenchError(
+            f"--model {model}{'@' + revision if revision else ''}: its config cannot be read "
+            f"({type(e).__name__}); give a Hugging Face id in the local cache or a saved folder"
+        ) from None
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return hookpoint(skeleton, layer)
+
+
+def extract_from_checkpoint(
+    model: str,
+    *,
+    dimension: str,
+    layer: int,
+    revision: str | None = None,
+    scale: Scale = "paper",
+    coefficient: float = 1.0,
+    protocol: str = "paper",
+    seed: int = 0,
+    dtype: str = "auto",
+    device: str = "auto",
+    batch_size: int = 32,
+    cache_dir: str | os.PathLike | None = None,
+) -> SteeringVector:
+    """Harvest (through the activation cache) and extract one layer's steering vector.
+
+    Args:
+        model: source model id or folder (a pre-training checkpoint).
+        dimension: one of the five bundled dimensions.
+        layer: block index.
+        revision: hub revision of the checkpoint.
+        scale: ``paper`` | ``reference`` | ``unit``.
+        coefficient: default coefficient stored in the file.
+        protocol: splits of :func:`tracing_bench.dimensions.load_dimension` (``paper``: the
+            development half; ``reference``: the released code's first 50 %).
+        seed: seed of the paper splits.
+        dtype, device, batch_size, cache_dir: as :func:`tracing_bench.harvest.cached_activations`.
+
+    Returns:
+        the vector, with provenance (model, revision, commit, dimension, layer, scale, dataset md5,
+        protocol, pooling, dtype, package version, activation cache key).
+    """
+    from tracing_bench.checkpoints import Checkpoint
+    from tracing_bench.dimensions import load_dimension
+    from tracing_bench.harvest import cached_activations
+
+    if dimension not in DIMENSIONS:
+        raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
+    data = load_dimension(dimension, protocol=protocol, seed=seed)
+    ckpt = Checkpoint(model, revision)
+    acts, prov = cached_activations(ckpt, data, pooling="last", dtype=dtype, device=device,
+                                    batch_size=batch_size, cache_dir=cache_dir)
+    n_blocks = acts.shape[0]
+    if not 0 <= layer < n_blocks:
+        raise TracingBenchError(f"--layer {layer} is out of range: the model has {n_blocks} blocks (0-{n_blocks - 1})")
+    hp = model_hookpoint(model, layer, revision)
+    meta = {
+        "source_model": model,
+        "source_revision": revision,
+        "resolved_commit": prov.get("resolved_commit"),
+        "step": prov.get("step"),
+        "dimension": dimension,
+        "protocol": protocol,
+        "seed": seed,
+        "split": "dev",
+        "dataset_md5": data.md5,
+        "dataset_file": data.path.name,
+        "pooling": "last",
+        "dtype": dtype,
+        "torch_dtype": prov.get("torch_dtype"),
+        "activation_key": prov.get("key"),
+    }
+    return extract_vector(acts[layer], data.labels, data.splits["dev"], dimension=dimension, scale=scale,
+                          layer=layer, hookpoint=hp, coefficient=coefficient, provenance=meta)

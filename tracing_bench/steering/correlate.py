@@ -1,0 +1,187 @@
+"""Does a checkpoint's linear separability predict how much its steering vector helps? (Figure 5.)
+
+For every checkpoint of a source series, at one layer and one dimension:
+
+* ``probe_acc``: test accuracy of the logistic probe, read from a trace's ``probes.csv``
+  (``probe == logistic``, matching model, revision, dimension and layer) when one is given,
+  else computed here: scikit-learn ``LogisticRegression`` (defaults) on standardised
+  activations, fitted on ``probe_train``, accuracy on ``test`` (the paper protocol's splits);
+* ``benefit``: the change of the dimension's task score (``trust_<dimension>``, metric ``score``)
+  on the TARGET model when that checkpoint's vector is added with ``alpha`` (positive = toward
+  the trustworthy side), against the unsteered target, same tasks, limit, batch size and seed.
+
+Then the Pearson r across checkpoints and a percentile bootstrap interval (checkpoints
+resampled with replacement; resamples with a constant column are skipped). Writes
+``correlate.csv`` (CONVENTIONS schema), ``correlate.json`` (r, interval, settings) and
+``correlate.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracing_bench.errors import TracingBenchError
+
+CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
+
+
+def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """Pearson r and a percentile bootstrap interval.
+
+    Args:
+        x, y: paired samples.
+        n_boot: bootstrap resamples.
+        seed: seed of the resampling.
+        level: coverage of the interval.
+
+    Returns:
+        ``(r, (low, high))``; NaN where fewer than 3 points or a constant column.
+
+    >>> r, (lo, hi) = pearson_bootstrap(np.arange(5.0), np.arange(5.0) ** 2)
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    nan = float("nan")
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return (float(np.corrcoef(x, y)[0, 1]) if len(x) >= 2 and np.std(x) > 0 and np.std(y) > 0 else nan,
+                (nan, nan))
+    r = float(np.corrcoef(x, y)[0, 1])
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(x), len(x))
+        xb, yb = x[idx], y[idx]
+        if np.std(xb) == 0 or np.std(yb) == 0:
+            continue
+        rs.append(np.corrcoef(xb, yb)[0, 1])
+    if not rs:
+        return r, (nan, nan)
+    a = (1 - level) / 2
+    return r, (float(np.quantile(rs, a)), float(np.quantile(rs, 1 - a)))
+
+
+def probe_accuracy(acts_layer, data) -> float:
+    """Logistic probe (standardised, sklearn defaults) fitted on probe_train, accuracy on test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.asarray(acts_layer, dtype=np.float64)
+    tr, te = data.splits["probe_train"], data.splits["test"]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X[tr], data.labels[tr])
+    return float(clf.score(X[te], data.labels[te]))
+
+
+def _probe_from_csv(path: Path, model: str, revision: str | None, dimension: str, layer: int) -> float | None:
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if (row.get("model") == model and (row.get("revision") or "") == (revision or "")
+                    and row.get("dimension") == dimension and str(row.get("layer")) == str(layer)
+                    and row.get("probe", "logistic") == "logistic" and row.get("test_acc")):
+                return float(row["test_acc"])
+    return None
+
+
+@dataclass
+class CorrelateResult:
+    """Rows of ``correlate.csv``, Pearson r and its interval, files written."""
+
+    rows: list[dict[str, Any]]
+    r: float
+    ci: tuple[float, float]
+    files: list[Path]
+
+
+def run_correlate(model: str, revisions: str | list[str] | None, target: str, dimension: str, layer: int,
+                  out: str | os.PathLike, *, target_revision: str | None = None, alpha: float = 1.0,
+                  scale: str = "paper", probes: str | os.PathLike | None = None, tasks: list[str] | None = None,
+                  limit: float | None = None, batch_size: int = 8, seed: int = 1234, positions: str = "all",
+                  dtype: str = "auto", device: str = "auto", cache_dir: str | os.PathLike | None = None,
+                  n_boot: int = 2000) -> CorrelateResult:
+    """Probe accuracy vs steering benefit across a checkpoint series.
+
+    Args:
+        model: source series (model id or folder of checkpoints).
+        revisions: revisions spec (as ``tracing-bench trace``), or ``None`` for a folder series.
+        target: the model steered (chat/SFT).
+        dimension: one of the five dimensions.
+        layer: block index (vector and probe).
+        out: output folder.
+        target_revision: revision of the target.
+        alpha: coefficient of every vector (positive = toward trustworthy).
+        scale: vector scale (``paper``/``reference``/``unit``).
+        probes: a ``probes.csv`` to read probe accuracy from (else computed).
+        tasks: lm-eval tasks to score (default ``trust_<dimension>``).
+        limit, batch_size, seed, positions, dtype, device: as :func:`run_sweep`.
+        cache_dir: activation cache.
+        n_boot: bootstrap resamples.
+
+    Returns:
+        a :class:`CorrelateResult`.
+    """
+    from tracing_bench.checkpoints import resolve_series
+    from tracing_bench.dimensions import DIMENSIONS, load_dimension
+    from tracing_bench.harvest import cached_activations
+    from tracing_bench.steering.sweep import Scorer, write_csv, write_json
+    from tracing_bench.steering.vector import extract_from_checkpoint
+
+    if dimension not in DIMENSIONS:
+        raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
+    task = f"trust_{dimension}"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    probes_path = Path(probes) if probes else None
+    if probes_path is not None and not probes_path.is_file():
+        raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
+    series = resolve_series(model, revisions)
+    data = load_dimension(dimension)
+    scorer = Scorer(target, revision=target_revision, tasks=tasks or [task], limit=limit, batch_size=batch_size,
+                    seed=seed, dtype=dtype, device=device, positions=positions, lambada="off")
+    base_scores, _, _ = scorer.evaluate(None)
+    base = next((s.score for s in base_scores if s.task == task), None)
+    if base is None:
+        raise TracingBenchError(f"the tasks scored do not include {task}; keep --tasks {task}")
+    rows: list[dict[str, Any]] = []
+    for ckpt in series:
+        vec = extract_from_checkpoint(ckpt.model, revision=ckpt.revision, dimension=dimension, layer=layer,
+                                      scale=scale, dtype=dtype, device=device, cache_dir=cache_dir)
+        path = vec.save(out / "vectors" / f"{_safe(ckpt.label)}_{dimension}_layer{layer}.pt")
+        acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
+        if acc is None:
+            if probes_path is not None:
+                raise TracingBenchError(
+                    f"--probes {probes_path} has no logistic row for {ckpt.model}@{ckpt.revision}, {dimension}, "
+                    f"layer {layer}; run the trace for that layer or leave --probes out to compute it"
+                )
+            acts, _ = cached_activations(ckpt, data, dtype=dtype, device=device, cache_dir=cache_dir)
+            acc = probe_accuracy(acts[layer].numpy(), data)
+        scores, _, _ = scorer.evaluate(path, alpha)
+        steered = next(s.score for s in scores if s.task == task)
+        rows.append({"model": ckpt.model, "revision": ckpt.revision or "", "step": "" if ckpt.step is None else ckpt.step,
+                     "dimension": dimension, "layer": layer, "probe_acc": acc, "benefit": steered - base})
+    r, ci = pearson_bootstrap(np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows]),
+                              n_boot=n_boot, seed=seed)
+    from tracing_bench import __version__
+
+    summary = {"pearson_r": r, "ci95": list(ci), "n": len(rows), "n_boot": n_boot, "source": model,
+               "target": target, "target_revision": target_revision, "dimension": dimension, "layer": layer,
+               "alpha": alpha, "scale": scale, "task": task, "baseline_score": base, "limit": limit,
+               "batch_size": batch_size, "seed": seed, "positions": positions,
+               "probe_source": str(probes_path) if probes_path else "computed: logistic on probe_train, test acc",
+               "dataset_md5": data.md5, "package_version": __version__,
+               "note": "r is undefined (NaN) with fewer than 3 checkpoints or constant columns"}
+    files = [write_csv(rows, out / "correlate.csv", CORRELATE_COLUMNS), write_json(summary, out / "correlate.json")]
+    from tracing_bench.report.steer_plots import plot_correlate
+
+    files.append(plot_correlate(out / "correlate.csv", out / "correlate.png", r=r, ci=ci))
+    return CorrelateResult(rows, r, ci, files)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text) or "ckpt"

@@ -1,0 +1,380 @@
+"""Choose the layer and strength of a steering vector: a grid of (layer, alpha) scored by lm-eval.
+
+:func:`run_sweep` loads the target model ONCE and scores, on the same tasks, batch size, limit
+and seed:
+
+1. the unsteered model (lm-eval's plain ``HFLM``): the baseline;
+2. every (layer, alpha) with :class:`~tracing_bench.steering.model.TrustSteeredModel`.
+
+Every setting also gets the fluency guard: perplexity on the bundled held-out text
+``tracing_bench/data/heldout_fluency.txt`` (through lm-eval's ``loglikelihood_rolling``, so the
+same positions are steered as in the tasks) and, when its data are in the local Hugging Face
+datasets cache, lm-eval's ``lambada_openai`` (skipped with a note otherwise). A setting whose
+perplexity rises more than ``max_ppl_increase`` (a fraction: 0.1 = +10 %) over the baseline, on
+the bundled text or on LAMBADA, is inadmissible, as in the paper's selection.
+
+Layers and vectors: a vector file holds one layer. The layers swept are ``layers`` (default: the
+vector's own layer). For the vector's layer the file is used as it is; for any other layer the
+vector is RE-EXTRACTED from the source checkpoint recorded in its sidecar (same model,
+revision, dimension, scale, protocol and seed, through the activation cache) and saved as
+``OUT/vectors/<dimension>_layer<L>.pt``. A vector without a sidecar can only be swept at its own
+layer.
+
+Outputs in ``OUT``: ``sweep.csv`` (CONVENTIONS schema, one row per setting x task x metric,
+the baseline included with ``vector=none``), ``best.json`` (best admissible setting per
+dimension, with its side effects on the other tasks), ``sweep_scores.png`` and
+``sweep_ppl.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tracing_bench.errors import TracingBenchError
+
+HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
+SWEEP_COLUMNS = ("model", "revision", "vector", "vector_sha256", "layer", "alpha", "task", "metric", "score",
+                 "stderr", "delta", "ppl", "ppl_increase", "admissible")
+LAMBADA = "lambada_openai"
+
+
+# ------------------------------------------------------------------------------ the scorer
+@dataclass
+class TaskScore:
+    """One task's headline metric from an lm-eval results dict."""
+
+    task: str
+    metric: str
+    score: float
+    stderr: float | None
+    higher_is_better: bool = True
+
+
+class Scorer:
+    """The target model, loaded once, scored unsteered or with a steering file.
+
+    Args:
+        model: target model id or folder.
+        revision: its revision.
+        tasks: lm-eval task names (default ``["trust"]``, the five log-likelihood tasks).
+        limit: lm-eval ``limit`` (documents per task).
+        batch_size: lm-eval batch size, the same for every setting.
+        seed: every lm-eval seed (random, numpy, torch, fewshot).
+        dtype, device: how to load the target.
+        positions: ``all`` or ``last`` (see :mod:`tracing_bench.steering.model`).
+        lambada: ``auto`` (use ``lambada_openai`` when its data are cached) or ``off``.
+    """
+
+    def __init__(self, model: str, *, revision: str | None = None, tasks: list[str] | None = None,
+                 limit: float | None = None, batch_size: int = 8, seed: int = 1234, dtype: str = "auto",
+                 device: str = "auto", positions: str = "all", lambada: str = "auto") -> None:
+        from tracing_bench.checkpoints import Checkpoint, load_checkpoint
+
+        self.model_id, self.revision = model, revision
+        self.tasks = list(tasks or ["trust"])
+        self.limit, self.batch_size, self.seed, self.positions = limit, int(batch_size), int(seed), positions
+        self.notes: list[str] = []
+        self.lambada = lambada == "auto" and _lambada_cached()
+        if lambada == "auto" and not self.lambada:
+            self.notes.append(f"{LAMBADA} skipped: its data are not in the local Hugging Face datasets cache "
+                              "(run lm-eval once online to cache them); fluency guard = bundled text only")
+        self.hf_model, self.tokenizer = load_checkpoint(Checkpoint(model, revision), dtype=dtype, device=device)
+        self.text = HELDOUT_TEXT.read_text(encoding="utf-8")
+        self._task_manager = _task_manager(self.tasks + ([LAMBADA] if self.lambada else []))
+
+    def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None):
+        from lm_eval.models.huggingface import HFLM
+
+        kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
+        if steer_path is None:
+            return HFLM(**kwargs)
+        from tracing_bench.steering.model import TrustSteeredModel
+
+        return TrustSteeredModel(steer_path=str(steer_path), alpha=alpha, positions=self.positions, **kwargs)
+
+    def evaluate(self, steer_path: str | os.PathLike | None = None, alpha: float | None = None
+                 ) -> tuple[list[TaskScore], float, dict[str, Any]]:
+        """Score one setting.
+
+        Returns:
+            ``(task scores, perplexity on the bundled text, lm-eval results dict)``.
+        """
+        import lm_eval
+        from lm_eval.api.instance import Instance
+
+        lm = self._lm(steer_path, alpha)
+        tasks = self.tasks + ([LAMBADA] if self.lambada else [])
+        try:
+            results = lm_eval.simple_evaluate(
+                model=lm, tasks=tasks, limit=self.limit, task_manager=self._task_manager,
+                random_seed=self.seed, numpy_random_seed=self.seed, torch_random_seed=self.seed,
+                fewshot_random_seed=self.seed, log_samples=False, batch_size=self.batch_size,
+            )
+        except KeyError as e:
+            raise TracingBenchError(f"--tasks: lm-eval does not know {e}; use trust, trust_<dimension> or an "
+                                    "lm-eval task name") from None
+        req = Instance("loglikelihood_rolling", {}, (self.text,), 0)
+        (ll,) = lm.loglikelihood_rolling([req], disable_tqdm=True)
+        n_tokens = len(lm.tok_encode(self.text))
+        ppl = math.exp(-float(ll) / max(n_tokens, 1))
+        return task_scores(results), ppl, results
+
+
+def _lambada_cached() -> bool:
+    """Whether lm-eval's lambada_openai data are in the local HF datasets cache (no network)."""
+    roots = [os.environ.get("HF_DATASETS_CACHE"), os.path.join(os.environ.get("HF_HOME", ""), "datasets")
+             if os.environ.get("HF_HOME") else None, os.path.expanduser("~/.cache/huggingface/datasets")]
+    for root in filter(None, roots):
+        p = Path(root)
+        if p.is_dir() and any("lambada_openai" in c.name for c in p.iterdir()):
+            return True
+    return False
+
+
+def _task_manager(tasks: list[str]):
+    from lm_eval.tasks import TaskManager
+
+    from tracing_bench.tasks import TASKS_DIR
+
+    own = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    if all(own.match_tasks([t]) for t in tasks):
+        return own
+    return TaskManager(include_path=str(TASKS_DIR))
+
+
+def task_scores(results: dict[str, Any]) -> list[TaskScore]:
+    """Each task's headline metric (``score`` where the task reports it, else its first metric).
+
+    Groups are left out (their members are listed); ``lambada_openai`` gives perplexity and acc.
+    """
+    groups = set(results.get("groups", {}))
+    out: list[TaskScore] = []
+    for task, metrics in sorted(results.get("results", {}).items()):
+        if task in groups:
+            continue
+        hib = results.get("higher_is_better", {}).get(task, {})
+        names = [k.split(",")[0] for k in metrics if "," in k and "_stderr" not in k.split(",")[0]]
+        if task == LAMBADA:
+            chosen = [m for m in ("perplexity", "acc") if m in names]
+        elif "score" in names:
+            chosen = ["score"]
+        else:
+            chosen = names[:1]
+        for m in chosen:
+            key = next(k for k in metrics if k.split(",")[0] == m)
+            filt = key.split(",", 1)[1]
+            err = metrics.get(f"{m}_stderr,{filt}")
+            err_f = float(err) if isinstance(err, (int, float)) else None
+            out.append(TaskScore(task, m, float(metrics[key]), err_f, bool(hib.get(m, m != "perplexity"))))
+    return out
+
+
+# ------------------------------------------------------------------------------ vectors per layer
+def vectors_for_layers(vector: str | os.PathLike, layers: list[int] | None, out_dir: str | os.PathLike, *,
+                       cache_dir: str | os.PathLike | None = None, dtype: str = "auto", device: str = "auto",
+                       batch_size: int = 32) -> dict[int, Path]:
+    """One steering file per layer: the given file for its own layer, re-extracted for the others.
+
+    Args:
+        vector: a file from ``tracing-bench steer extract`` (with its ``.json`` sidecar).
+        layers: layers to sweep; ``None`` = the vector's layer only.
+        out_dir: the sweep folder; re-extracted vectors go to ``out_dir/vectors``.
+
+    Returns:
+        ``{layer: path}``.
+    """
+    from tracing_bench.steering.vector import SteeringVector, extract_from_checkpoint
+
+    v = SteeringVector.load(vector)
+    layers = [v.layer] if not layers else list(dict.fromkeys(int(x) for x in layers))
+    out: dict[int, Path] = {}
+    for layer in layers:
+        if layer == v.layer:
+            out[layer] = Path(vector)
+            continue
+        src = v.provenance.get("source_model")
+        if not src:
+            raise TracingBenchError(
+                f"--layers {layer}: {vector} is for layer {v.layer} and its sidecar names no source model to "
+                f"re-extract from; sweep --layers {v.layer} or extract a vector with `tracing-bench steer extract`"
+            )
+        dim = v.provenance.get("dimension", "")
+        path = Path(out_dir) / "vectors" / f"{dim}_layer{layer}.pt"
+        new = extract_from_checkpoint(
+            src, revision=v.provenance.get("source_revision"), dimension=dim, layer=layer, scale=v.scale,
+            coefficient=v.coefficient, protocol=v.provenance.get("protocol", "paper"),
+            seed=int(v.provenance.get("seed", 0)), dtype=v.provenance.get("dtype", dtype), device=device,
+            batch_size=batch_size, cache_dir=cache_dir,
+        )
+        out[layer] = new.save(path)
+    return out
+
+
+# ------------------------------------------------------------------------------ the sweep
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` wrote.
+
+    Attributes:
+        rows: the rows of ``sweep.csv``.
+        best: the content of ``best.json``.
+        files: paths written (csv, json, plots).
+    """
+
+    rows: list[dict[str, Any]]
+    best: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None,
+              layers: list[int] | None = None, alphas: list[float] = (-4.0, -1.0, 1.0, 4.0),  # type: ignore[assignment]
+              tasks: list[str] | None = None, limit: float | None = None, batch_size: int = 8,
+              seed: int = 1234, max_ppl_increase: float = 0.1, positions: str = "all", dtype: str = "auto",
+              device: str = "auto", lambada: str = "auto", cache_dir: str | os.PathLike | None = None,
+              plots: bool = True) -> SweepResult:
+    """Score the unsteered target and every (layer, alpha); write the table, the choice, the plots.
+
+    Args:
+        model: target model (e.g. the chat/SFT model).
+        vector: steering file (``tracing-bench steer extract``).
+        out: output folder.
+        revision: target revision.
+        layers: layers to sweep (default: the vector's layer); see the module docstring.
+        alphas: coefficients (positive = toward the trustworthy side).
+        tasks: lm-eval tasks (default ``trust``: all five dimensions).
+        limit: lm-eval ``limit``.
+        batch_size, seed: the same for every setting.
+        max_ppl_increase: allowed relative perplexity increase over the baseline (0.1 = 10 %).
+        positions: ``all`` or ``last``.
+        dtype, device: how to load the target.
+        lambada: ``auto`` or ``off``.
+        cache_dir: activation cache for re-extraction.
+        plots: write the PNGs.
+
+    Returns:
+        a :class:`SweepResult`.
+    """
+    from tracing_bench.steering.vector import SteeringVector
+
+    if not alphas:
+        raise TracingBenchError("--alphas is empty; give e.g. --alphas -4,-1,1,4")
+    if not (max_ppl_increase >= 0):
+        raise TracingBenchError(f"--max-ppl-increase {max_ppl_increase} must be >= 0 (a fraction: 0.1 = +10 %)")
+    if positions not in ("all", "last"):
+        raise TracingBenchError(f"--positions {positions!r} is not valid; use all or last")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    SteeringVector.load(vector)  # validate early
+    per_layer = vectors_for_layers(vector, layers, out, cache_dir=cache_dir, device=device)
+    scorer = Scorer(model, revision=revision, tasks=tasks, limit=limit, batch_size=batch_size, seed=seed,
+                    dtype=dtype, device=device, positions=positions, lambada=lambada)
+    base_scores, base_ppl, _ = scorer.evaluate(None)
+    base = {(s.task, s.metric): s for s in base_scores}
+    base_lambada = base.get((LAMBADA, "perplexity"))
+    rows: list[dict[str, Any]] = []
+    common = {"model": model, "revision": revision or ""}
+
+    def add_rows(vec_name: str, sha: str, layer: Any, alpha: float, scores: list[TaskScore], ppl: float) -> None:
+        inc = ppl / base_ppl - 1.0
+        lam = next((s.score for s in scores if (s.task, s.metric) == (LAMBADA, "perplexity")), None)
+        lam_inc = (lam / base_lambada.score - 1.0) if (lam is not None and base_lambada) else None
+        admissible = inc <= max_ppl_increase + 1e-12 and (lam_inc is None or lam_inc <= max_ppl_increase + 1e-12)
+        for s in scores:
+            b = base.get((s.task, s.metric))
+            rows.append({**common, "vector": vec_name, "vector_sha256": sha, "layer": layer, "alpha": alpha,
+                         "task": s.task, "metric": s.metric, "score": s.score,
+                         "stderr": "" if s.stderr is None else s.stderr,
+                         "delta": (s.score - b.score) if b else "", "ppl": ppl, "ppl_increase": inc,
+                         "admissible": admissible})
+
+    add_rows("none", "", "", 0.0, base_scores, base_ppl)
+    for layer, path in per_layer.items():
+        v = SteeringVector.load(path)
+        for alpha in alphas:
+            scores, ppl, _ = scorer.evaluate(path, float(alpha))
+            add_rows(str(path), v.sha256, layer, float(alpha), scores, ppl)
+    best = choose_best(rows)
+    best["settings"] = {"model": model, "revision": revision, "vector": str(vector), "layers": list(per_layer),
+                        "alphas": [float(a) for a in alphas], "tasks": scorer.tasks, "limit": limit,
+                        "batch_size": batch_size, "seed": seed, "positions": positions,
+                        "max_ppl_increase": max_ppl_increase, "fluency_text": HELDOUT_TEXT.name,
+                        "baseline_ppl": base_ppl, "lambada": scorer.lambada}
+    best["notes"] = scorer.notes
+    from tracing_bench import __version__
+
+    best["settings"]["package_version"] = __version__
+    files = [write_csv(rows, out / "sweep.csv", SWEEP_COLUMNS), write_json(best, out / "best.json")]
+    if plots:
+        from tracing_bench.report.steer_plots import plot_sweep
+
+        files += plot_sweep(out / "sweep.csv", out)
+    return SweepResult(rows, best, files)
+
+
+def choose_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Best admissible setting per task (largest improvement; ties: smaller |alpha|, lower layer).
+
+    Returns:
+        ``{"best": {task: {...setting, score, delta, side_effects: {other task: delta}} | None}}``;
+        ``None`` where no steered setting is admissible. Perplexity rows (LAMBADA) are not tasks
+        to optimise.
+    """
+    steered = [r for r in rows if r["vector"] != "none"]
+    tasks = sorted({(r["task"], r["metric"]) for r in rows if r["task"] != LAMBADA})
+    best: dict[str, Any] = {}
+    for task, metric in tasks:
+        cands = [r for r in steered if (r["task"], r["metric"]) == (task, metric) and r["admissible"]
+                 and r["delta"] != ""]
+        if not cands:
+            best[task] = None
+            continue
+        lower_better = metric in ("perplexity", "toxic_ratio", "random_ratio")
+        top = max(cands, key=lambda r: ((-r["delta"] if lower_better else r["delta"]), -abs(r["alpha"]),
+                                        -int(r["layer"])))
+        side = {f"{r['task']}:{r['metric']}": r["delta"] for r in steered
+                if r["vector"] == top["vector"] and r["alpha"] == top["alpha"] and r["layer"] == top["layer"]
+                and (r["task"], r["metric"]) != (task, metric)}
+        best[task] = {"metric": metric, "layer": top["layer"], "alpha": top["alpha"], "vector": top["vector"],
+                      "vector_sha256": top["vector_sha256"], "score": top["score"], "delta": top["delta"],
+                      "stderr": top["stderr"], "ppl": top["ppl"], "ppl_increase": top["ppl_increase"],
+                      "improves": (top["delta"] < 0) if lower_better else (top["delta"] > 0),
+                      "side_effects": side}
+    return {"best": best}
+
+
+# ------------------------------------------------------------------------------ atomic writers
+def _atomic_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike, columns: tuple[str, ...]) -> Path:
+    """Write a tidy CSV atomically with exactly ``columns``."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return _atomic_text(Path(path), buf.getvalue())
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write JSON atomically."""
+    return _atomic_text(Path(path), json.dumps(obj, indent=2, default=str) + "\n")

@@ -118,6 +118,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun:
     trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
     only when a requested task is not a trust task (indexing them takes tens of seconds).
     """
+    import tracing_bench.steering.model  # noqa: F401  (registers the lm-eval model `trust-steered`)
     from tracing_bench.tasks import TASKS_DIR
 
     args = _parse(list(argv))

@@ -1,0 +1,1 @@
+"""Compare checkpoints: leaderboard of lm-eval results, CI regression gate, MI phase turns."""

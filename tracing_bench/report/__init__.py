@@ -1,0 +1,1 @@
+"""Pictures and pages from tidy tables: figures (plots.py, steer_plots.py) and the HTML report (html.py)."""

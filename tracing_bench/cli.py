@@ -136,7 +136,7 @@ def _parse_steps(values: tuple[str, ...]) -> tuple[int, ...] | None:
               help="Checkpoint steps, comma list or repeated [default: 0,1,2,4,...,2^k,final].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of tokenizer, weights and data order.")
 @click.option("--fast", is_flag=True, help="Short preset (128 steps) for tests and quick looks.")
-@click.option("--threads", type=int, default=None, help="CPU threads [default: min(2, cores)].")
+@click.option("--threads", type=int, default=None, help="CPU threads [default: 2 on an idle machine, 1 on a busy one].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], seed: int, fast: bool,
                  threads: int | None, quiet: bool) -> None:
@@ -276,16 +276,18 @@ def steer() -> None:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache.")
+@click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's mean).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json).")
 def steer_extract(model: str, revision: str | None, dimension: str, layer: int, scale: str, coefficient: float,
                   protocol: str, seed: int, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
-                  out: Path) -> None:
+                  data_csv: Path | None, out: Path) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
     from tracing_bench.steering.vector import extract_from_checkpoint
 
     vec = extract_from_checkpoint(model, revision=revision, dimension=dimension, layer=layer, scale=scale,
                                   coefficient=coefficient, protocol=protocol, seed=seed, dtype=dtype, device=device,
-                                  batch_size=batch_size, cache_dir=cache_dir)
+                                  batch_size=batch_size, cache_dir=cache_dir, data=data_csv)
     path = vec.save(out)
     click.echo(f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance {path}.json")
 
@@ -352,10 +354,12 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
 @click.option("--probes", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A trace's probes.csv to read probe accuracy from (else computed).")
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples for the interval of r.")
+@click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 def steer_correlate(model: str, revisions: str | None, target: str, target_revision: str | None, dimension: str,
-                    layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int, tasks: str,
+                    layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int, data_csv: Path | None, tasks: str,
                     limit: float | None, batch_size: int, seed: int, positions: str, dtype: str, device: str,
                     cache_dir: Path | None, out: Path) -> None:
     """Per checkpoint: probe accuracy and steering benefit on the target; Pearson r with a bootstrap interval."""
@@ -364,6 +368,7 @@ def steer_correlate(model: str, revisions: str | None, target: str, target_revis
     task_list = [t for t in tasks.split(",") if t and t != "trust"] or None
     res = run_correlate(model, revisions, target, dimension, layer, out, target_revision=target_revision, alpha=alpha,
                         scale=scale, probes=probes, tasks=task_list, limit=limit, batch_size=batch_size, seed=seed,
-                        positions=positions, dtype=dtype, device=device, cache_dir=cache_dir, n_boot=n_boot)
+                        positions=positions, dtype=dtype, device=device, cache_dir=cache_dir, n_boot=n_boot,
+                        data=data_csv)
     click.echo(f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] over {len(res.rows)} checkpoints")
     click.echo("\n".join(str(p) for p in res.files))

@@ -103,7 +103,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                   scale: str = "paper", probes: str | os.PathLike | None = None, tasks: list[str] | None = None,
                   limit: float | None = None, batch_size: int = 8, seed: int = 1234, positions: str = "all",
                   dtype: str = "auto", device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                  n_boot: int = 2000) -> CorrelateResult:
+                  n_boot: int = 2000, data: str | os.PathLike | None = None) -> CorrelateResult:
     """Probe accuracy vs steering benefit across a checkpoint series.
 
     Args:
@@ -121,6 +121,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         limit, batch_size, seed, positions, dtype, device: as :func:`run_sweep`.
         cache_dir: activation cache.
         n_boot: bootstrap resamples.
+        data: your own ``statement,label`` CSV for vectors and probes (labels as the dimension's).
 
     Returns:
         a :class:`CorrelateResult`.
@@ -140,7 +141,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     if probes_path is not None and not probes_path.is_file():
         raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
     series = resolve_series(model, revisions)
-    data = load_dimension(dimension)
+    data_ = load_dimension(str(data) if data is not None else dimension)
     scorer = Scorer(target, revision=target_revision, tasks=tasks or [task], limit=limit, batch_size=batch_size,
                     seed=seed, dtype=dtype, device=device, positions=positions, lambada="off")
     base_scores, _, _ = scorer.evaluate(None)
@@ -150,7 +151,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     rows: list[dict[str, Any]] = []
     for ckpt in series:
         vec = extract_from_checkpoint(ckpt.model, revision=ckpt.revision, dimension=dimension, layer=layer,
-                                      scale=scale, dtype=dtype, device=device, cache_dir=cache_dir)
+                                      scale=scale, dtype=dtype, device=device, cache_dir=cache_dir, data=data)
         path = vec.save(out / "vectors" / f"{_safe(ckpt.label)}_{dimension}_layer{layer}.pt")
         acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
         if acc is None:
@@ -159,8 +160,8 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                     f"--probes {probes_path} has no logistic row for {ckpt.model}@{ckpt.revision}, {dimension}, "
                     f"layer {layer}; run the trace for that layer or leave --probes out to compute it"
                 )
-            acts, _ = cached_activations(ckpt, data, dtype=dtype, device=device, cache_dir=cache_dir)
-            acc = probe_accuracy(acts[layer].numpy(), data)
+            acts, _ = cached_activations(ckpt, data_, dtype=dtype, device=device, cache_dir=cache_dir)
+            acc = probe_accuracy(acts[layer].numpy(), data_)
         scores, _, _ = scorer.evaluate(path, alpha)
         steered = next(s.score for s in scores if s.task == task)
         rows.append({"model": ckpt.model, "revision": ckpt.revision or "", "step": "" if ckpt.step is None else ckpt.step,
@@ -174,7 +175,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                "alpha": alpha, "scale": scale, "task": task, "baseline_score": base, "limit": limit,
                "batch_size": batch_size, "seed": seed, "positions": positions,
                "probe_source": str(probes_path) if probes_path else "computed: logistic on probe_train, test acc",
-               "dataset_md5": data.md5, "package_version": __version__,
+               "dataset_md5": data_.md5, "data": str(data) if data is not None else None, "package_version": __version__,
                "note": "r is undefined (NaN) with fewer than 3 checkpoints or constant columns"}
     files = [write_csv(rows, out / "correlate.csv", CORRELATE_COLUMNS), write_json(summary, out / "correlate.json")]
     from tracing_bench.report.steer_plots import plot_correlate

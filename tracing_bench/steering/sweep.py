@@ -100,6 +100,10 @@ class Scorer:
 
         return TrustSteeredModel(steer_path=str(steer_path), alpha=alpha, positions=self.positions, **kwargs)
 
+    def check(self, steer_path: str | os.PathLike) -> None:
+        """Raise a one-line error if the file does not fit the target (hookpoint, hidden size)."""
+        self._lm(steer_path, None)
+
     def evaluate(self, steer_path: str | os.PathLike | None = None, alpha: float | None = None
                  ) -> tuple[list[TaskScore], float, dict[str, Any]]:
         """Score one setting.
@@ -212,7 +216,7 @@ def vectors_for_layers(vector: str | os.PathLike, layers: list[int] | None, out_
             src, revision=v.provenance.get("source_revision"), dimension=dim, layer=layer, scale=v.scale,
             coefficient=v.coefficient, protocol=v.provenance.get("protocol", "paper"),
             seed=int(v.provenance.get("seed", 0)), dtype=v.provenance.get("dtype", dtype), device=device,
-            batch_size=batch_size, cache_dir=cache_dir,
+            batch_size=batch_size, cache_dir=cache_dir, data=v.provenance.get("data"),
         )
         out[layer] = new.save(path)
     return out
@@ -276,6 +280,8 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     per_layer = vectors_for_layers(vector, layers, out, cache_dir=cache_dir, device=device)
     scorer = Scorer(model, revision=revision, tasks=tasks, limit=limit, batch_size=batch_size, seed=seed,
                     dtype=dtype, device=device, positions=positions, lambada=lambada)
+    for path in per_layer.values():  # hookpoint / hidden size checked before the first evaluation
+        scorer.check(path)
     base_scores, base_ppl, _ = scorer.evaluate(None)
     base = {(s.task, s.metric): s for s in base_scores}
     base_lambada = base.get((LAMBADA, "perplexity"))

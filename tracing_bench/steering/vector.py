@@ -438,6 +438,7 @@ def extract_from_checkpoint(
     device: str = "auto",
     batch_size: int = 32,
     cache_dir: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
 ) -> SteeringVector:
     """Harvest (through the activation cache) and extract one layer's steering vector.
 
@@ -452,6 +453,8 @@ def extract_from_checkpoint(
             development half; ``reference``: the released code's first 50 %).
         seed: seed of the paper splits.
         dtype, device, batch_size, cache_dir: as :func:`tracing_bench.harvest.cached_activations`.
+        data: your own ``statement,label`` CSV instead of the dimension's bundled file; its labels
+            must mean what the dimension's labels mean (the orientation comes from ``dimension``).
 
     Returns:
         the vector, with provenance (model, revision, commit, dimension, layer, scale, dataset md5,
@@ -463,9 +466,9 @@ def extract_from_checkpoint(
 
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
-    data = load_dimension(dimension, protocol=protocol, seed=seed)
+    data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol, seed=seed)
     ckpt = Checkpoint(model, revision)
-    acts, prov = cached_activations(ckpt, data, pooling="last", dtype=dtype, device=device,
+    acts, prov = cached_activations(ckpt, data_, pooling="last", dtype=dtype, device=device,
                                     batch_size=batch_size, cache_dir=cache_dir)
     n_blocks = acts.shape[0]
     if not 0 <= layer < n_blocks:
@@ -480,12 +483,13 @@ def extract_from_checkpoint(
         "protocol": protocol,
         "seed": seed,
         "split": "dev",
-        "dataset_md5": data.md5,
-        "dataset_file": data.path.name,
+        "dataset_md5": data_.md5,
+        "dataset_file": data_.path.name,
+        "data": str(data) if data is not None else None,
         "pooling": "last",
         "dtype": dtype,
         "torch_dtype": prov.get("torch_dtype"),
         "activation_key": prov.get("key"),
     }
-    return extract_vector(acts[layer], data.labels, data.splits["dev"], dimension=dimension, scale=scale,
+    return extract_vector(acts[layer], data_.labels, data_.splits["dev"], dimension=dimension, scale=scale,
                           layer=layer, hookpoint=hp, coefficient=coefficient, provenance=meta)

@@ -1,0 +1,276 @@
+"""CI regression gate: is the current checkpoint (or steering change) worse than the baseline?
+
+Task by task (the headline metric of :mod:`tracing_bench.compare.leaderboard`, direction from
+``higher_is_better``), the *drop* is how much worse the current score is (baseline - current
+when higher is better, current - baseline otherwise). A task **regresses** when
+
+* the drop exceeds ``max_drop`` (absolute, in the metric's units), and
+* the drop is significant: ``z = drop / sqrt(se_base**2 + se_cur**2) > z`` (two-sample z-test
+  on lm-eval's stderrs). A missing stderr (lm-eval writes ``"N/A"``) counts as 0, so the test
+  is decided by the drop alone, and the verdict says so.
+
+With ``paired=True`` and lm-eval's per-sample logs (``samples_<task>_<date>.jsonl``, written
+with ``--log_samples``) next to both results files, documents are matched by ``doc_id`` and the
+test is paired: ``z = mean(d) / (sd(d) / sqrt(n))`` over per-document differences ``d`` (drop
+= ``mean(d)``). Tasks whose per-sample values are not numbers (e.g. pairs that an aggregation
+combines later, such as ``trust_robustness``'s consistency) and groups fall back to the
+two-sample test, and the verdict says so.
+
+Bad input (unreadable file, a folder with several results files, a task missing from a file,
+mismatched task versions, NaN scores, missing per-sample logs with ``paired``) raises
+:class:`~tracing_bench.errors.TracingBenchError` naming each problem (CLI: exit 2).
+
+>>> verdict = gate("baseline/results.json", "results/model@step2000", max_drop=0.02, z=2.0)
+>>> verdict.regressions
+['trust_fairness']
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tracing_bench import __version__
+from tracing_bench.compare.leaderboard import ResultsFile, TaskScore, find_results, load_results
+from tracing_bench.errors import TracingBenchError
+
+Test = Literal["z", "paired", "none"]
+
+
+@dataclass
+class TaskVerdict:
+    """The comparison of one task.
+
+    Attributes:
+        task: task or group name.
+        metric: headline metric compared.
+        higher_is_better: its direction.
+        baseline, current: the scores.
+        baseline_stderr, current_stderr: their stderrs (``None`` = not reported).
+        drop: how much worse current is (positive = worse, in the metric's units).
+        z: the test statistic (inf when the spread is zero and the drop positive).
+        test: ``paired`` (per-sample, matched by doc_id) or ``z`` (two-sample on the stderrs).
+        n: documents matched (paired) or None.
+        regression: drop > max_drop and z > z threshold.
+        note: why a fallback or caveat applies.
+        verdict: ``REGRESSION``, ``worse (within --max-drop)``, ``worse (not significant)`` or ``ok``.
+    """
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    baseline: float
+    current: float
+    baseline_stderr: float | None
+    current_stderr: float | None
+    drop: float
+    z: float
+    test: Test
+    n: int | None = None
+    regression: bool = False
+    note: str = ""
+    verdict: str = "ok"
+
+
+@dataclass
+class GateVerdict:
+    """The outcome of :func:`gate`.
+
+    Attributes:
+        tasks: one :class:`TaskVerdict` per task compared.
+        regressions: names of the tasks that regressed (empty = pass).
+        baseline, current: the results files compared.
+        settings: max_drop, z, paired, tasks.
+    """
+
+    tasks: list[TaskVerdict]
+    regressions: list[str]
+    baseline: Path
+    current: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON verdict (finite numbers; inf written as a string)."""
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+            return v
+
+        return {
+            "verdict": "pass" if self.passed else "regression",
+            "regressions": self.regressions,
+            "baseline": str(self.baseline),
+            "current": str(self.current),
+            "settings": self.settings,
+            "tasks": [{k: clean(v) for k, v in asdict(t).items()} for t in self.tasks],
+            "package_version": __version__,
+        }
+
+
+def resolve_one(path: str | os.PathLike, role: str) -> ResultsFile:
+    """The single results file of ``--baseline`` / ``--current`` (a file, or a folder holding exactly one)."""
+    files = find_results([path])
+    if len(files) > 1:
+        raise TracingBenchError(
+            f"--{role} {path} holds {len(files)} results files ({', '.join(str(f) for f in files[:4])}"
+            f"{', ...' if len(files) > 4 else ''}); give one results_*.json"
+        )
+    return load_results(files[0])
+
+
+def _samples(f: ResultsFile, task: str, metric: str) -> dict[int, float] | None:
+    """doc_id -> per-sample value, or None when the values are not plain numbers."""
+    path = f.samples_file(task)
+    if path is None:
+        raise TracingBenchError(
+            f"--paired: no samples_{task}_*.jsonl next to {f.path}; re-run lm-eval with --log_samples, or drop --paired"
+        )
+    out: dict[int, float] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise TracingBenchError(f"{path}: cannot read ({e.strerror}); give readable lm-eval sample logs") from None
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            doc_id = int(row["doc_id"])
+            value = row[metric]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise TracingBenchError(
+                f"{path}, line {i}: not an lm-eval sample with doc_id and {metric!r}; give lm-eval's samples_*.jsonl"
+            ) from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        out[doc_id] = float(value)
+    return out
+
+
+def _z_test(b: TaskScore, c: TaskScore, drop: float) -> tuple[float, str]:
+    se_b = b.stderr or 0.0
+    se_c = c.stderr or 0.0
+    note = "" if b.stderr is not None and c.stderr is not None else "no stderr in a file: decided by the drop alone"
+    spread = math.sqrt(se_b**2 + se_c**2)
+    if spread == 0:
+        return (math.inf if drop > 0 else (-math.inf if drop < 0 else 0.0)), note
+    return drop / spread, note
+
+
+def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: float = 0.02, z: float = 2.0,
+         tasks: Sequence[str] | None = None, paired: bool = False) -> GateVerdict:
+    """Compare the current results with the baseline, task by task.
+
+    Args:
+        baseline: a results file, or a folder with exactly one.
+        current: the same for the run under test.
+        max_drop: largest tolerated drop (absolute, metric units).
+        z: z threshold of the significance test.
+        tasks: tasks/groups to compare; default every task and group of the baseline.
+        paired: paired test on per-sample scores (needs ``--log_samples`` logs).
+
+    Returns:
+        the :class:`GateVerdict`.
+
+    Raises:
+        TracingBenchError: bad input, each problem named.
+    """
+    if not max_drop >= 0:
+        raise TracingBenchError(f"--max-drop {max_drop} must be >= 0 (absolute drop in the metric's units, e.g. 0.02)")
+    if not z >= 0:
+        raise TracingBenchError(f"--z {z} must be >= 0 (e.g. 2.0)")
+    base = resolve_one(baseline, "baseline")
+    cur = resolve_one(current, "current")
+    names = list(tasks) if tasks else list(base.scores)
+    if not names:
+        raise TracingBenchError(f"{base.path}: no task scores; give lm-eval results with at least one task")
+    problems: list[str] = []
+    for name in names:
+        for f, role in ((base, "baseline"), (cur, "current")):
+            if name not in f.scores:
+                have = ", ".join(f.scores) or "none"
+                problems.append(f"task {name} missing from {role} {f.path} (it has: {have})")
+            elif math.isnan(f.scores[name].value):
+                problems.append(f"task {name} is NaN in {role} {f.path}")
+        if name in base.scores and name in cur.scores:
+            bs, cs = base.scores[name], cur.scores[name]
+            if bs.version != cs.version:
+                problems.append(f"task {name} version differs: baseline {bs.version}, current {cs.version}")
+            if bs.metric != cs.metric:
+                problems.append(f"task {name} headline metric differs: baseline {bs.metric}, current {cs.metric}")
+    if problems:
+        raise TracingBenchError("; ".join(problems) + "; compare runs of the same tasks and versions")
+    verdicts: list[TaskVerdict] = []
+    for name in names:
+        b, c = base.scores[name], cur.scores[name]
+        sign = 1.0 if b.higher_is_better else -1.0
+        drop = sign * (b.value - c.value)
+        test: Test = "z"
+        n = None
+        note = ""
+        stat = math.nan
+        if paired and not b.is_group:
+            sb, sc = _samples(base, name, b.metric), _samples(cur, name, c.metric)
+            if sb is None or sc is None:
+                note = f"per-sample {b.metric} values are not numbers: two-sample z-test instead"
+            else:
+                ids = sorted(set(sb) & set(sc))
+                if not ids:
+                    raise TracingBenchError(
+                        f"--paired: task {name} has no doc_id in both sample logs; score the same documents (same --limit)"
+                    )
+                diffs = [sign * (sb[i] - sc[i]) for i in ids]
+                n = len(ids)
+                mean = sum(diffs) / n
+                var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+                se = math.sqrt(var / n)
+                drop = mean
+                stat = (math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0)) if se == 0 else mean / se
+                test = "paired"
+                if len(ids) < max(len(sb), len(sc)):
+                    note = f"{n} of {len(sb)}/{len(sc)} documents matched by doc_id"
+        elif paired:
+            note = "group: two-sample z-test"
+        if test == "z":
+            stat, z_note = _z_test(b, c, drop)
+            note = "; ".join(x for x in (note, z_note) if x)
+        beyond = drop > max_drop + 1e-12
+        regression = bool(beyond and stat > z)
+        text = ("REGRESSION" if regression else "worse (not significant)" if beyond
+                else "worse (within --max-drop)" if drop > 0 else "ok")
+        verdicts.append(TaskVerdict(
+            task=name, metric=b.metric, higher_is_better=b.higher_is_better, baseline=b.value, current=c.value,
+            baseline_stderr=b.stderr, current_stderr=c.stderr, drop=drop, z=stat, test=test, n=n,
+            regression=regression, note=note, verdict=text,
+        ))
+    return GateVerdict(
+        tasks=verdicts, regressions=[v.task for v in verdicts if v.regression], baseline=base.path, current=cur.path,
+        settings={"max_drop": max_drop, "z": z, "paired": paired, "tasks": list(names)},
+    )
+
+
+def format_verdict(verdict: GateVerdict) -> str:
+    """A plain-text table naming each task's verdict, and a last line with the outcome."""
+    head = f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} {'test':>6}  verdict"
+    lines = [head, "-" * len(head)]
+    for t in verdict.tasks:
+        zs = "inf" if t.z == math.inf else ("-inf" if t.z == -math.inf else f"{t.z:.2f}")
+        lines.append(
+            f"{t.task:<22} {t.metric:<12} {'↑' if t.higher_is_better else '↓':>3} {t.baseline:>9.4f} {t.current:>9.4f} "
+            f"{t.drop:>+8.4f} {zs:>7} {t.test:>6}  {t.verdict}" + (f"  ({t.note})" if t.note else "")
+        )
+    s = verdict.settings
+    if verdict.passed:
+        lines.append(f"PASS: no task dropped more than {s['max_drop']} with z > {s['z']}")
+    else:
+        lines.append(f"FAIL: regression in {', '.join(verdict.regressions)} (drop > {s['max_drop']}, z > {s['z']})")
+    return "\n".join(lines)

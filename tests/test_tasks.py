@@ -46,17 +46,23 @@ def steer_file(tiny_models, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cli_runs(tiny_models, steer_file, tmp_path_factory) -> dict[str, dict]:
-    """Plain `lm_eval` on the tiny Llama, unsteered (`--tasks trust`) and steered (`--tasks 'trust_*'`)."""
+    """Two real command lines on the tiny Llama, started together:
+
+    * ``hf``: plain ``lm_eval --include_path "$(tracing-bench tasks-path)" --tasks trust --model hf``;
+    * ``steered``: lm-eval's own ``--model steered`` with a steering file, ``--tasks 'trust_*'``,
+      through ``tracing-bench eval`` (the same ``lm_eval run`` code, without indexing lm-eval's
+      built-in tasks, which costs plain ``lm_eval`` 15-30 s per start).
+    """
     include = subprocess.run([str(BIN / "tracing-bench"), "tasks-path"], capture_output=True, text=True,
                              check=True, env=_env()).stdout.strip()
     assert Path(include) == TASKS_DIR
     out = tmp_path_factory.mktemp("lm_eval_cli")
     llama = tiny_models["llama"]
-    common = ["--include_path", include, "--device", "cpu", "--limit", str(LIMIT), "--log_samples"]
+    common = ["--device", "cpu", "--limit", str(LIMIT), "--log_samples"]
     commands = {
-        "hf": [str(BIN / "lm_eval"), "--tasks", "trust", "--model", "hf",
+        "hf": [str(BIN / "lm_eval"), "--include_path", include, "--tasks", "trust", "--model", "hf",
                "--model_args", f"pretrained={llama},dtype=float32", "--output_path", str(out / "hf"), *common],
-        "steered": [str(BIN / "lm_eval"), "--tasks", "trust_*", "--model", "steered",
+        "steered": [str(BIN / "tracing-bench"), "eval", "--tasks", "trust_*", "--model", "steered",
                     "--model_args", f"pretrained={llama},dtype=float32,steer_path={steer_file}",
                     "--output_path", str(out / "steered"), *common],
     }
@@ -213,8 +219,10 @@ def tiny_judges(tiny_models, tiny_tokenizer, tmp_path_factory) -> dict[str, str]
 def test_trustgen_tasks_with_tiny_judges(tiny_models, tiny_judges, tmp_path):
     from tracing_bench.evaluate import run_eval
 
-    run = run_eval(f"pretrained={tiny_models['gpt2']},dtype=float32", tasks="trustgen", limit=3,
-                   output_path=tmp_path, metadata=tiny_judges, extra_args=["--device", "cpu"])
+    # fewer generated tokens than the protocol's 50/64 keep the test fast; the plumbing is the same
+    run = run_eval(f"pretrained={tiny_models['gpt2']},dtype=float32", tasks="trustgen", limit=2,
+                   output_path=tmp_path, metadata=tiny_judges,
+                   extra_args=["--device", "cpu", "--gen_kwargs", "max_gen_toks=8"])
     res = run.results["results"]
     assert set(res) == set(TRUSTGEN_TASKS)
     for task, metrics in TRUSTGEN_TASKS.items():

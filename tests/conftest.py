@@ -84,3 +84,35 @@ def hf_cache_series(_hf_cache_series_home, monkeypatch) -> tuple[str, list[str],
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", hub)
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     yield HF_SERIES_MODEL_ID, list(HF_SERIES_REVISIONS), home
+
+
+# ------------------------------------------------------- real lm-eval results (leaderboard, gate, report)
+@pytest.fixture(scope="session")
+def lm_eval_results(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """Folders written by real in-process lm-eval runs (``tracing_bench.evaluate.run_eval``) of the tiny Llama.
+
+    ``base``: ``hf`` model, ``--tasks trust``, ``--limit 3``, ``--log_samples``;
+    ``steered``: the same through ``trust-steered`` with a random vector at block 0 and alpha 40.
+    Each folder holds ``<model>@main/results_<date>.json`` + ``samples_*.jsonl`` + the sidecar.
+    """
+    import torch
+
+    import tracing_bench.steering.model  # noqa: F401  (registers trust-steered)
+    from tracing_bench.evaluate import run_eval
+
+    root = tmp_path_factory.mktemp("lm_eval_results")
+    torch.manual_seed(0)
+    vec = root / "worse.pt"
+    torch.save({"layers.0": {"steering_vector": torch.randn(32), "steering_coefficient": 1.0, "action": "add",
+                             "bias": None, "head_index": None}}, vec)
+    llama = tiny_models["llama"]
+    runs = {
+        "base": ("hf", f"pretrained={llama},dtype=float32"),
+        "steered": ("trust-steered", f"pretrained={llama},dtype=float32,steer_path={vec},alpha=40"),
+    }
+    out: dict[str, Path] = {}
+    for name, (model, args) in runs.items():
+        run_eval(args, model=model, tasks="trust", limit=3, output_path=root / name, log_samples=True,
+                 extra_args=["--device", "cpu", "--batch_size", "8"])
+        out[name] = root / name
+    return out

@@ -183,7 +183,9 @@ def eval_cmd(ctx: click.Context) -> None:
     into a folder named by model AND revision (read from --model_args), so checkpoints of one
     model never overwrite each other. Example:
 
-    tracing-bench eval --model hf --model_args pretrained=EleutherAI/pythia-70m,revision=step1000 --limit 50
+    \b
+    tracing-bench eval --model hf --limit 50 \\
+        --model_args pretrained=EleutherAI/pythia-70m,revision=step1000
     """
     from tracing_bench.evaluate import run_lm_eval
 

@@ -40,6 +40,8 @@ def test_eval_two_revisions_write_two_folders(hf_cache_series, tmp_path):
         commit = (hf_home / "hub" / "models--local--tiny" / "refs" / rev).read_text()
         assert (prov["model"], prov["revision"], prov["commit"]) == (model_id, rev, commit)
         assert prov["results_file"] == results_file.name
+        assert prov["datasets"]["trust_privacy"]["dataset_md5"] == "cc19207e184cecac1bd67eb056fdcc78"
+        assert prov["datasets"]["trust_privacy"]["protocol"] == "paper"
 
 
 def test_run_eval_library_call(tiny_models, tmp_path):

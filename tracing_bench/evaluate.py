@@ -164,7 +164,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun:
         )
     results_file = new[-1]
     results = json.loads(results_file.read_text(encoding="utf-8"))
-    _write_provenance(folder, results_file, pretrained, revision, list(argv))
+    _write_provenance(folder, results_file, results, pretrained, revision, list(argv))
     return EvalRun(pretrained, revision or "main", folder, results_file, results, list(argv))
 
 
@@ -237,8 +237,25 @@ def resolve_commit(pretrained: str, revision: str | None) -> str | None:
         return None
 
 
-def _write_provenance(folder: Path, results_file: Path, pretrained: str, revision: str | None,
-                      argv: list[str]) -> None:
+def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per trust task: its dimension, the md5 of the data file, the split protocol and seed."""
+    from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, file_md5
+    from tracing_bench.tasks.common import setting
+
+    out: dict[str, dict[str, Any]] = {}
+    for task, config in (results.get("configs") or {}).items():
+        meta = config.get("metadata") or {}
+        dim = meta.get("dimension")
+        if dim not in DIMENSIONS:
+            continue
+        path = QUESTIONS_FILE if task == "trustgen_reliability" else DIMENSIONS[dim].path
+        out[task] = {"dimension": dim, "dataset_file": path.name, "dataset_md5": file_md5(path),
+                     "protocol": setting(meta, "protocol"), "split_seed": setting(meta, "split_seed")}
+    return out
+
+
+def _write_provenance(folder: Path, results_file: Path, results: dict[str, Any], pretrained: str,
+                      revision: str | None, argv: list[str]) -> None:
     from tracing_bench import __version__
 
     date = results_file.stem[len("results_"):]
@@ -248,6 +265,7 @@ def _write_provenance(folder: Path, results_file: Path, pretrained: str, revisio
         "commit": resolve_commit(pretrained, revision),
         "results_file": results_file.name,
         "lm_eval_args": shlex.join(argv),
+        "datasets": _datasets(results),
         "package_version": __version__,
     }
     target = folder / f"tracing_bench_{date}.json"

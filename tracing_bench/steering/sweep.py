@@ -88,7 +88,19 @@ class Scorer:
                               "(run lm-eval once online to cache them); fluency guard = bundled text only")
         self.hf_model, self.tokenizer = load_checkpoint(Checkpoint(model, revision), dtype=dtype, device=device)
         self.text = HELDOUT_TEXT.read_text(encoding="utf-8")
-        self._task_manager = _task_manager(self.tasks + ([LAMBADA] if self.lambada else []))
+        names = self.tasks + ([LAMBADA] if self.lambada else [])
+        try:
+            # Tasks are built once and reused for every setting (lm-eval rebuilds the requests of a
+            # task on every evaluate call); simple_evaluate would rebuild them and collect the
+            # environment each time, which costs more than scoring a small model.
+            self._loaded = _task_manager(names).load(names)
+        except KeyError as e:
+            raise TracingBenchError(f"--tasks: lm-eval does not know {e}; use trust, trust_<dimension> or an "
+                                    "lm-eval task name") from None
+        for task_obj in self._loaded["tasks"].values():
+            if task_obj.get_config("num_fewshot") is None:
+                task_obj.set_config(key="num_fewshot", value=0)
+            task_obj.set_fewshot_seed(seed=self.seed)
 
     def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None):
         from lm_eval.models.huggingface import HFLM
@@ -111,20 +123,21 @@ class Scorer:
         Returns:
             ``(task scores, perplexity on the bundled text, lm-eval results dict)``.
         """
-        import lm_eval
+        import random
+
+        import numpy as np
+        import torch
         from lm_eval.api.instance import Instance
+        from lm_eval.evaluator import evaluate
 
         lm = self._lm(steer_path, alpha)
-        tasks = self.tasks + ([LAMBADA] if self.lambada else [])
-        try:
-            results = lm_eval.simple_evaluate(
-                model=lm, tasks=tasks, limit=self.limit, task_manager=self._task_manager,
-                random_seed=self.seed, numpy_random_seed=self.seed, torch_random_seed=self.seed,
-                fewshot_random_seed=self.seed, log_samples=False, batch_size=self.batch_size,
-            )
-        except KeyError as e:
-            raise TracingBenchError(f"--tasks: lm-eval does not know {e}; use trust, trust_<dimension> or an "
-                                    "lm-eval task name") from None
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        results = evaluate(lm=lm, task_dict=self._loaded, limit=self.limit, log_samples=False, verbosity="WARNING")
+        results = dict(results or {})
+        results["config"] = {"model_args": {"steer_path": str(steer_path) if steer_path else None, "alpha": alpha},
+                             **({"steering": lm._steering_info} if steer_path else {})}
         req = Instance("loglikelihood_rolling", {}, (self.text,), 0)
         (ll,) = lm.loglikelihood_rolling([req], disable_tqdm=True)
         n_tokens = len(lm.tok_encode(self.text))

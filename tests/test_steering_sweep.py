@@ -1,0 +1,74 @@
+"""steer sweep and steer correlate end to end on tiny models (CliRunner, lm-eval --limit)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_steering_model import extracted, small_csv  # noqa: F401  (shared session fixtures)
+
+from tracing_bench.cli import main
+from tracing_bench.steering.correlate import pearson_bootstrap
+from tracing_bench.steering.sweep import SWEEP_COLUMNS
+
+
+def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):  # noqa: F811
+    vector, cache = extracted
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(main, ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(vector),
+                                    "--layers", "1,2", "--alphas=-40,3", "--limit", "2", "--batch-size", "4",
+                                    "--max-ppl-increase", "0.05", "--device", "cpu", "--cache-dir", str(cache),
+                                    "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with open(out / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == SWEEP_COLUMNS
+    tasks = {r["task"] for r in rows}
+    assert {f"trust_{d}" for d in ("reliability", "privacy", "toxicity", "fairness", "robustness")} <= tasks
+    settings = {(r["vector"], r["layer"], r["alpha"]) for r in rows}
+    assert len(settings) == 1 + 2 * 2  # baseline + layers x alphas
+    assert len(rows) == len(settings) * len(tasks)
+    base = {r["task"]: float(r["score"]) for r in rows if r["vector"] == "none"}
+    for r in rows:
+        assert float(r["delta"]) == pytest.approx(float(r["score"]) - base[r["task"]])
+        assert (r["admissible"] == "True") == (float(r["ppl_increase"]) <= 0.05 + 1e-12)
+    assert (out / "vectors" / "fairness_layer2.pt").exists()  # re-extracted from the sidecar's source
+    best = json.loads((out / "best.json").read_text())
+    assert set(best["best"]) == tasks
+    for task, b in best["best"].items():
+        if b is not None:
+            ok = [r for r in rows if r["task"] == task and r["vector"] != "none" and r["admissible"] == "True"]
+            assert b["delta"] == max(float(r["delta"]) for r in ok)
+            assert len(b["side_effects"]) == len(tasks) - 1
+    assert (out / "sweep_scores.png").stat().st_size > 0 and (out / "sweep_ppl.png").stat().st_size > 0
+
+
+def test_correlate_over_checkpoint_series(hf_cache_series, tiny_models, small_csv, tmp_path):  # noqa: F811
+    model_id, revisions, _ = hf_cache_series
+    out = tmp_path / "corr"
+    res = CliRunner().invoke(main, ["steer", "correlate", "--model", model_id, "--revisions", ",".join(revisions),
+                                    "--target", str(tiny_models["llama"]), "--dimension", "fairness", "--layer", "1",
+                                    "--alpha", "5", "--data", str(small_csv), "--limit", "4", "--device", "cpu",
+                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    with open(out / "correlate.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
+    assert [r["revision"] for r in rows] == revisions and [r["step"] for r in rows] == ["1", "2"]
+    assert all(0.0 <= float(r["probe_acc"]) <= 1.0 for r in rows)
+    summary = json.loads((out / "correlate.json").read_text())
+    assert summary["n"] == 2 and summary["dimension"] == "fairness"
+    assert (out / "correlate.png").exists()
+
+
+def test_pearson_bootstrap():
+    x = np.array([0.6, 0.7, 0.75, 0.8, 0.9])
+    y = 2 * x + np.array([0.01, -0.02, 0.0, 0.02, -0.01])
+    r, (lo, hi) = pearson_bootstrap(x, y, n_boot=500, seed=0)
+    assert r == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert lo <= r <= hi <= 1.0
+    r2, ci2 = pearson_bootstrap(x[:2], y[:2])
+    assert np.isnan(ci2[0])

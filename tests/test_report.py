@@ -1,0 +1,210 @@
+"""`tracing-bench report`: one offline HTML page, opened in headless Chromium.
+
+Chromium (Debian packages ``chromium`` and ``chromium-driver``) is installed by the
+``chromium`` fixture when missing (``apt-get update && apt-get install -y ...``, as root); the
+browser tests are skipped, with the reason, only where that is impossible.
+
+How the page is checked: a test copy gets one inline script, allowed by its sha256 in the
+page's own Content-Security-Policy (everything else in the policy stays: ``img-src data:``
+only, no other sources), that writes every image's ``naturalWidth``/``naturalHeight`` into the
+DOM on ``load``; ``chromium --headless --dump-dom`` prints that DOM and, with
+``--enable-logging=stderr``, every console message (``CONSOLE``) on stderr. The page has no
+scripts of its own, so any console message -- an error, a blocked external asset, a broken
+image -- fails the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from test_plots import PYTHIA, write_trace_tables
+from tracing_bench.cli import main
+from tracing_bench.report.html import CSP, build_report
+
+PROBE = """
+window.addEventListener('load', function () {
+  var out = document.createElement('pre');
+  out.id = 'tb-images';
+  out.textContent = JSON.stringify(Array.prototype.map.call(document.images, function (i) {
+    return {alt: i.alt, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight,
+            shown: i.getBoundingClientRect().width};
+  }));
+  document.body.appendChild(out);
+});
+"""
+
+
+# -------------------------------------------------------------------------------- fixtures
+def _install_chromium() -> str | None:
+    """Why chromium cannot be installed, or None after installing it."""
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available (not a Debian/Ubuntu machine)"
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        return "not root, so apt-get install chromium chromium-driver is not possible"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{' '.join(cmd)} failed: {e}"
+        if proc.returncode != 0:
+            return f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        reason = _install_chromium()
+        exe = shutil.which("chromium")
+        if exe is None:
+            pytest.skip(f"headless Chromium unavailable: {reason or 'chromium not on PATH after apt-get install'}")
+    return exe
+
+
+def _open(chromium: str, page: Path, tmp_path: Path) -> tuple[list[dict], list[str]]:
+    """Load a copy of ``page`` with the probe script; (images, console lines)."""
+    text = page.read_text(encoding="utf-8")
+    digest = base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    assert CSP in text, "the report must carry its Content-Security-Policy"
+    text = text.replace(CSP, f"{CSP}; script-src 'sha256-{digest}'").replace("</body>", f"<script>{PROBE}</script></body>")
+    copy = tmp_path / f"probe_{page.name}"
+    copy.write_text(text, encoding="utf-8")
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
+         "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    m = re.search(r'<pre id="tb-images">(.*?)</pre>', proc.stdout, re.S)
+    assert m, f"the probe did not run (exit {proc.returncode}): {proc.stderr[-1500:]}"
+    import html
+
+    images = json.loads(html.unescape(m.group(1)))
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+    return images, console
+
+
+def _sweep_dir(root: Path) -> Path:
+    root.mkdir(parents=True)
+    cols = "model,revision,vector,vector_sha256,layer,alpha,task,metric,score,stderr,delta,ppl,ppl_increase,admissible"
+    with open(root / "sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, cols.split(","))
+        w.writeheader()
+        w.writerow({"model": "local/tiny", "revision": "", "vector": "none", "vector_sha256": "", "layer": "",
+                    "alpha": 0.0, "task": "trust_fairness", "metric": "acc", "score": 0.5, "stderr": 0.05,
+                    "delta": "", "ppl": 10.0, "ppl_increase": 0.0, "admissible": True})
+        for layer in (1, 2):
+            for alpha in (-4.0, -2.0, 2.0, 4.0):
+                inc = abs(alpha) * 0.03 * layer
+                w.writerow({"model": "local/tiny", "revision": "", "vector": f"v{layer}.pt", "vector_sha256": "ab" * 32,
+                            "layer": layer, "alpha": alpha, "task": "trust_fairness", "metric": "acc",
+                            "score": 0.5 + 0.02 * alpha, "stderr": 0.05, "delta": 0.02 * alpha,
+                            "ppl": 10 * (1 + inc), "ppl_increase": inc, "admissible": inc <= 0.1})
+    (root / "best.json").write_text(json.dumps({"best": {"layer": 1, "alpha": 2.0}, "settings": {
+        "model": "local/tiny", "max_ppl_increase": 0.1, "baseline_ppl": 10.0, "package_version": "0.1.0"}}))
+    return root
+
+
+def _correlate_dir(root: Path) -> Path:
+    root.mkdir(parents=True)
+    with open(root / "correlate.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, "model,revision,step,dimension,layer,probe_acc,benefit".split(","))
+        w.writeheader()
+        for s in (1, 2, 4):
+            w.writerow({"model": "local/tiny", "revision": f"step{s}", "step": s, "dimension": "fairness",
+                        "layer": 1, "probe_acc": 0.5 + s / 20, "benefit": s / 100})
+    (root / "correlate.json").write_text(json.dumps({"pearson_r": 0.97, "ci95": [0.2, 1.0], "n": 3,
+                                                     "dataset_md5": "d" * 32, "package_version": "0.1.0"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory, lm_eval_results) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("report")
+    write_trace_tables(root / "trace", PYTHIA)
+    (root / "trace" / "trace.json").write_text(json.dumps({
+        "tool": "tracing-bench trace", "package_version": "0.1.0", "settings": {"pooling": "last", "protocol": "paper"},
+        "checkpoints": [{"model": "local/tiny", "revision": r, "step": s, "resolved_commit": "c" * 40} for r, s in PYTHIA],
+        "datasets": [{"name": "fairness", "md5": "m" * 32}]}))
+    _sweep_dir(root / "sweep")
+    _correlate_dir(root / "correlate")
+    res = CliRunner().invoke(main, ["report", str(root), str(lm_eval_results["base"]), str(lm_eval_results["steered"]),
+                                    "--out", str(root / "out" / "report.html")])
+    assert res.exit_code == 0, res.output
+    return root, root / "out" / "report.html"
+
+
+# ------------------------------------------------------------------------------- the page
+def test_report_is_self_contained_with_every_section(full_report, lm_eval_results):
+    _, page = full_report
+    text = page.read_text(encoding="utf-8")
+    for heading in ("<h2>Trace</h2>", "Turn of I(T;X)", "<h2>Steering sweep</h2>",
+                    "<h2>Probe accuracy vs steering benefit</h2>", "<h2>Leaderboard</h2>"):
+        assert heading in text
+    assert not re.search(r'(src|href)="(?!data:)', text), "every asset must be embedded"
+    assert "<script" not in text and "http://" not in text and "https://" not in text
+    srcs = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    # 2 dims x (curves + heatmap + MI) + sweep scores + ppl + correlate + radar
+    assert len(srcs) == 10
+    assert all(base64.b64decode(s)[:8] == b"\x89PNG\r\n\x1a\n" for s in srcs)
+    # provenance: dataset md5, resolved commit, package version, lm-eval results file, steering setting
+    assert "m" * 32 in text and "c" * 40 in text and "Provenance: leaderboard" in text
+    assert str(next(lm_eval_results["steered"].rglob("results_*.json"))) in text
+    assert "worse.pt#" in text and "alpha=40" in text
+    assert "admissible while perplexity rises at most 10%" in text
+    assert re.search(r"<td>fairness</td><td>0</td><td>2</td>", text), "turn of I(T;X) at step2 (the third checkpoint)"
+
+
+def test_sections_absent_without_their_data(tmp_path):
+    write_trace_tables(tmp_path / "t", PYTHIA, mi=False)
+    out = build_report([tmp_path / "t"], tmp_path / "r.html")
+    text = out.read_text()
+    assert "<h2>Trace</h2>" in text and "trace run without --mi" in text
+    for absent in ("Leaderboard", "Steering sweep", "steering benefit", "Turn of I(T;X)"):
+        assert absent not in text
+    assert len(re.findall(r"<img ", text)) == 4
+
+
+def test_nothing_to_report_and_missing_dir_exit_2(tmp_path):
+    res = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 2 and "nothing to report" in res.output
+    res = CliRunner().invoke(main, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    assert not (tmp_path / "r.html").exists()
+
+
+# ------------------------------------------------------------------------------ in Chromium
+def test_every_figure_renders_and_console_is_clean(chromium, full_report, tmp_path):
+    _, page = full_report
+    images, console = _open(chromium, page, tmp_path)
+    assert len(images) == 10
+    for img in images:
+        assert img["complete"] and img["w"] > 0 and img["h"] > 0 and img["shown"] > 0, img
+    assert console == [], console
+
+
+def test_the_browser_check_catches_errors(chromium, tmp_path):
+    """Negative control: a broken image, an external asset (blocked by the CSP) and a script error are all seen."""
+    page = tmp_path / "bad.html"
+    page.write_text(
+        f'<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="{CSP}"></head><body>'
+        '<img src="data:image/png;base64,AAAA" alt="broken"><img src="https://example.invalid/x.png" alt="external">'
+        "<script>undefinedFunction()</script></body></html>"
+    )
+    images, console = _open(chromium, page, tmp_path)
+    assert [i["w"] for i in images] == [0, 0]
+    assert any("Content Security Policy" in line for line in console), console

@@ -58,11 +58,12 @@ def test_run_eval_library_call(tiny_models, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--bogus_option", "1"], "unrecognized arguments: --bogus_option"),
     (["--model", "hf"], "no model given"),
-    (["--model_args", "pretrained=/nonexistent/model", "--tasks", "trust_privacy", "--device", "cpu"],
-     "lm-eval failed"),
-    (["--model_args", "pretrained=x", "--output_path", "r.json"], "give a folder"),
+    (["--model_args", "pretrained=/nonexistent/model", "--tasks", "trust_privacy"], "no such folder"),
+    (["--model_args", "pretrained=local/tiny,revision=step9", "--tasks", "trust_privacy"],
+     "not in the local Hugging Face cache"),
+    (["--model_args", "pretrained=local/tiny", "--output_path", "r.json"], "give a folder"),
 ])
-def test_eval_errors_are_one_line_and_exit_2(args, message, monkeypatch, tmp_path):
+def test_eval_errors_are_one_line_and_exit_2(args, message, hf_cache_series, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["eval", *args])
     assert result.exit_code == 2, result.output

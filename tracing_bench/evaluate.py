@@ -131,6 +131,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun:
             "no model given: pass --model_args pretrained=<Hugging Face id or folder>[,revision=<rev>]"
         )
     revision = str(model_args["revision"]) if model_args.get("revision") else None
+    _check_model(pretrained, revision)
     output = getattr(args, "output_path", None) or DEFAULT_OUTPUT
     if str(output).endswith(".json"):
         raise TracingBenchError(
@@ -187,6 +188,34 @@ def _parse(argv: list[str]):
     run.error = error  # type: ignore[method-assign]
     cli._parser.error = error  # type: ignore[method-assign]
     return cli._parser.parse_args(["run", *argv])
+
+
+def _check_model(pretrained: str, revision: str | None) -> None:
+    """Fail early, without network, on a missing model folder or an uncached offline hub model."""
+    from tracing_bench.tasks.common import _offline
+
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        return
+    if pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1:
+        raise TracingBenchError(
+            f"--model_args pretrained={pretrained}: no such folder; give a Hugging Face model id "
+            "or the folder of a saved model"
+        )
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(pretrained, "config.json", revision=revision)
+        except ValueError:
+            cached = None
+        if not isinstance(cached, str):
+            raise TracingBenchError(
+                f"--model_args pretrained={pretrained}"
+                + (f",revision={revision}" if revision else "")
+                + " is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1); "
+                "download it first or unset HF_HUB_OFFLINE"
+            )
 
 
 def _all_known(specs: list[str], include: list[str]) -> bool:

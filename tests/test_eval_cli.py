@@ -61,7 +61,7 @@ def test_run_eval_library_call(tiny_models, tmp_path):
     (["--model_args", "pretrained=/nonexistent/model", "--tasks", "trust_privacy"], "no such folder"),
     (["--model_args", "pretrained=local/tiny,revision=step9", "--tasks", "trust_privacy"],
      "not in the local Hugging Face cache"),
-    (["--model_args", "pretrained=local/tiny", "--output_path", "r.json"], "give a folder"),
+    (["--model_args", "pretrained=local/tiny,revision=step1", "--output_path", "r.json"], "give a folder"),
 ])
 def test_eval_errors_are_one_line_and_exit_2(args, message, hf_cache_series, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

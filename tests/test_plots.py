@@ -84,7 +84,7 @@ def test_no_rows_no_figures(tmp_path):
 
 
 # -------------------------------------------------------------------------------- MI turns
-def _rows(series: dict[tuple[str, int], list[tuple[int | None, float]]], revs=None):
+def _rows(series: dict[tuple[str, int], list[tuple[int | None, float]]]):
     return [{"dimension": d, "layer": str(l), "step": "" if s is None else str(s), "revision": f"r{i}",
              "i_xt": str(v)} for (d, l), pts in series.items() for i, (s, v) in enumerate(pts)]
 

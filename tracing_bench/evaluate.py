@@ -30,6 +30,8 @@ from tracing_bench.errors import TracingBenchError
 
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
+#: lm-eval model types that load ``pretrained`` with transformers (checked before the run).
+HF_MODEL_TYPES = frozenset({"hf", "hf-auto", "huggingface", "steered"})
 
 
 @dataclass
@@ -125,13 +127,18 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun:
     if not args.tasks:
         args.tasks = [DEFAULT_TASKS]
     model_args = dict(args.model_args or {})
-    pretrained = str(model_args.get("pretrained") or "")
+    model_type = str(getattr(args, "model", None) or "hf")
+    hf_like = model_type in HF_MODEL_TYPES
+    pretrained = str(model_args.get("pretrained") or model_args.get("model") or "")
     if not pretrained:
-        raise TracingBenchError(
-            "no model given: pass --model_args pretrained=<Hugging Face id or folder>[,revision=<rev>]"
-        )
+        if hf_like:
+            raise TracingBenchError(
+                "no model given: pass --model_args pretrained=<Hugging Face id or folder>[,revision=<rev>]"
+            )
+        pretrained = model_type
     revision = str(model_args["revision"]) if model_args.get("revision") else None
-    _check_model(pretrained, revision)
+    if hf_like:
+        _check_model(pretrained, revision)
     output = getattr(args, "output_path", None) or DEFAULT_OUTPUT
     if str(output).endswith(".json"):
         raise TracingBenchError(

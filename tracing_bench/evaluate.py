@@ -31,7 +31,7 @@ from tracing_bench.errors import TracingBenchError
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
 #: lm-eval model types that load ``pretrained`` with transformers (checked before the run).
-HF_MODEL_TYPES = frozenset({"hf", "hf-auto", "huggingface", "steered"})
+HF_MODEL_TYPES = frozenset({"hf", "hf-auto", "huggingface", "steered", "trust-steered"})
 
 
 @dataclass

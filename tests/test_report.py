@@ -165,6 +165,9 @@ def test_report_is_self_contained_with_every_section(full_report, lm_eval_result
     assert "m" * 32 in text and "c" * 40 in text and "Provenance: leaderboard" in text
     assert str(next(lm_eval_results["steered"].rglob("results_*.json"))) in text
     assert "worse.pt#" in text and "alpha=40" in text
+    from tracing_bench.dimensions import load_dimension
+
+    assert f"trust_fairness: {load_dimension('fairness').md5}" in text  # the dataset behind the leaderboard
     assert "admissible while perplexity rises at most 10%" in text
     assert re.search(r"<td>fairness</td><td>0</td><td>2</td>", text), "turn of I(T;X) at step2 (the third checkpoint)"
 

@@ -45,7 +45,7 @@ h1{font-size:1.6em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3}figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.src{font-size:.8em;color:#666;font-family:monospace}
-details{margin:.5em 0}summary{cursor:pointer;color:#345}.note{color:#8a5a00}
+details{margin:.5em 0}.scroll{overflow-x:auto}summary{cursor:pointer;color:#345}.note{color:#8a5a00}
 """
 
 
@@ -74,7 +74,8 @@ def _img(path: Path, caption: str) -> str:
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>\n" for row in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n'
+    return (f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody>'
+            "</table></div>\n")
 
 
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -204,6 +205,30 @@ def _correlate_section(folder: Path, figdir: Path) -> str:
     return "".join(parts)
 
 
+def _dataset_md5s(f: Any) -> list[str]:
+    """Per task, the dataset md5 that the trust tasks put in every document (read from the first
+    line of lm-eval's samples log); else lm-eval's own hash of the task's documents."""
+    out = []
+    hashes = f.data.get("task_hashes") if isinstance(f.data.get("task_hashes"), Mapping) else {}
+    for task, score in f.scores.items():
+        if score.is_group:
+            continue
+        md5 = ""
+        samples = f.samples_file(task)
+        if samples is not None:
+            try:
+                with open(samples, encoding="utf-8") as fh:
+                    doc = json.loads(fh.readline() or "{}").get("doc") or {}
+                md5 = str(doc.get("dataset_md5") or "") if isinstance(doc, Mapping) else ""
+            except (OSError, json.JSONDecodeError, AttributeError):
+                md5 = ""
+        if md5:
+            out.append(f"{task}: {md5}")
+        elif hashes.get(task):
+            out.append(f"{task}: lm-eval task hash {str(hashes[task])[:16]}")
+    return out
+
+
 def _leaderboard_section(results: list[Path], figdir: Path) -> str:
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, records
     from tracing_bench.report.plots import DIMENSION_ORDER, radar_chart
@@ -211,7 +236,7 @@ def _leaderboard_section(results: list[Path], figdir: Path) -> str:
     board = build_leaderboard(results, latest=True)
     if not board.rows:
         return ""
-    parts = ["<h2>Leaderboard</h2>\n", format_leaderboard(board, "html")]
+    parts = ["<h2>Leaderboard</h2>\n", '<div class="scroll">', format_leaderboard(board, "html"), "</div>\n"]
     if board.dropped:
         parts.append("<p class='note'>Older results for the same row left out: "
                      + ", ".join(_esc(p) for p in board.dropped) + "</p>\n")
@@ -227,8 +252,7 @@ def _leaderboard_section(results: list[Path], figdir: Path) -> str:
         if side.is_file():
             sidecar = _read_json(side)
         cfg = f.data.get("config") if isinstance(f.data.get("config"), Mapping) else {}
-        md5s = sorted({str(c.get("metadata", {}).get("dataset_md5") or c.get("dataset_md5") or "")
-                       for c in (f.data.get("configs") or {}).values() if isinstance(c, Mapping)} - {""})
+        md5s = _dataset_md5s(f)
         prov_rows.append([
             f.path, f.model, f.revision, (sidecar or {}).get("commit") or cfg.get("model_sha") or "",
             f.steering, ", ".join(f"{t}={v}" for t, v in (f.data.get("versions") or {}).items()),

@@ -1,8 +1,9 @@
-"""The lm-eval trust tasks, driven through the real `lm_eval` console script and in-process.
+"""The lm-eval trust tasks, driven through real command lines and in-process.
 
-Plain lm-eval indexes its own ~10k task files on start (30 s here), so the two real-CLI runs
-(`--model hf`, `--model steered`) start together once per module and the other tests read their
-output; everything else runs in-process through `run_eval`, which skips that index.
+Plain `lm_eval` indexes its own ~14k task files on every start (15-30 s of CPU here), so the
+module starts two real command lines together once (plain `lm_eval --model hf`, and lm-eval's
+stock `--model steered` through `tracing-bench eval`) and the other tests read their output;
+everything else runs in-process through `run_eval`, which skips that index.
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ def test_layout_and_provenance(run):
     assert meta["checkpoints"] == [f.name for f in folders]
     assert [x["step"] for x in meta["losses"]] == list(range(1, 17))
     assert len(meta["corpus"]["md5"]) == 32 and meta["package_version"]
+    assert all(f.stat().st_mode & 0o777 == 0o777 & ~pt._umask() for f in folders)
     assert meta["config"]["hidden_size"] == 32 and meta["model_config"]["num_hidden_layers"] == 2
 
 
@@ -101,6 +102,15 @@ def test_same_seed_same_weights_other_seed_differs(run, tmp_path):
     other = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 2, "seed": 1}), tmp_path / "other",
                         progress=False)
     assert not _same(folders[0], other[0])
+
+
+def test_thread_count_does_not_change_the_weights(run, tmp_path):
+    cfg, _, folders = run
+    two = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 4, "save_at": (4,), "threads": 2}),
+                      tmp_path / "two", progress=False)
+    one = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 4, "save_at": (4,)}), tmp_path / "one",
+                      progress=False)
+    assert _same(one[-1], two[-1])
 
 
 def test_cached_run_is_reused(run, capsys):

@@ -131,11 +131,11 @@ def _parse_steps(values: tuple[str, ...]) -> tuple[int, ...] | None:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the checkpoints (step<N>/) and pretrain.json; reused if complete.")
 @click.option("--steps", type=int, default=None,
-              help="Optimiser steps [default: 600; 128 with --fast].")
+              help="Optimiser steps [default: 200; 32 with --fast].")
 @click.option("--save-at", multiple=True,
               help="Checkpoint steps, comma list or repeated [default: 0,1,2,4,...,2^k,final].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of tokenizer, weights and data order.")
-@click.option("--fast", is_flag=True, help="Short preset (128 steps) for tests and quick looks.")
+@click.option("--fast", is_flag=True, help="Short preset (32 steps) for tests and quick looks.")
 @click.option("--threads", type=int, default=None, help="CPU threads [default: 2 on an idle machine, 1 on a busy one].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], seed: int, fast: bool,

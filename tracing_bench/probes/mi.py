@@ -1,0 +1,491 @@
+"""Mutual-information probes: the released code's normalised HSIC (nHSIC), computed well.
+
+The estimator (REFERENCE.md, "Mutual information"): for A of shape [m, d] (a vector is [m, 1]),
+
+    K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 d)),   Kc = K H,   H = I - 11^T / m,
+    R = Kc (Kc + eps m I)^-1,                         nHSIC(A, B) = trace(R_A R_B),
+
+and I(X;T) = nHSIC(X, T), I(Y;T) = nHSIC(Y, T) with X the layer-0 activations, Y the labels and
+T the layer-l activations. The released code inverts four m x m matrices per layer in float32
+and rebuilds the layer-0 kernel for every layer. Here the same number is computed in float64
+with Cholesky factors, the X and Y kernels factored once per call.
+
+Algebra (checked numerically in tests/test_probes_mi.py). Write lam = eps m and u = 1/sqrt(m).
+Kc = K H kills u (Kc u = 0), so in an orthonormal basis [Q, u] (H = Q Q^T)
+
+    Kc ~ [[S, 0], [b^T, 0]],  S = Q^T K Q,   R ~ [[S (S + lam)^-1, 0], [c^T, 0]],
+
+and the cross terms in b, c drop out of the trace: trace(R_A R_B) = trace(P_A P_B) with the
+symmetric P = Kt (Kt + lam I)^-1 = I - lam (Kt + lam I)^-1, Kt = H K H (double centring; the
+u direction has eigenvalue 0 in Kt and in P). With A = Kt_X + lam I = L_A L_A^T,
+B = Kt_T + lam I = L_B L_B^T (Cholesky; both are well conditioned, eigenvalues in
+[lam, lam + ||Kt||]) and F = L^-1:
+
+    I(X;T) = trace(P_X) - lam trace(B^-1) + lam^2 trace(A^-1 B^-1)
+           = (m - lam ||F_A||^2) - lam ||F_B||^2 + lam^2 ||L_B^-1 F_A^T||^2,
+
+so a layer costs one Gram matrix, one Cholesky factor and one triangular solve with the
+right-hand side [F_A^T, I]; F_A is computed once. The label kernel has at most k distinct rows
+(k = 2 for binary labels), so Kt_Y = W G W^T with W = H E (E the one-hot [m, k] indicator, G the
+k x k kernel of the distinct values) has rank <= k - 1: P_Y = sum_j f_j z_j z_j^T with
+orthonormal z_j and f_j = g_j / (g_j + lam), and
+
+    I(Y;T) = sum_j f_j (Kt_T z_j) . (B^-1 z_j)        (one Cholesky solve, no cancellation).
+
+For binary labels this is f v^T P_T v / ||v||^2 with v = H e_1 and
+g = 2 (1 - exp(-1 / (2 sigma^2))) n_1 n_0 / m.
+
+>>> i_xt, i_yt = estimate_mi(acts[0, train], labels[train], acts[:, train])   # arrays over layers
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tracing_bench.errors import TracingBenchError
+from tracing_bench.probes.linear import _layer_names, _prepare, standardise
+
+__all__ = ["estimate_mi", "gaussian_kernel", "mi_layers", "nhsic"]
+
+# at most this many distinct rows -> the low-rank path (labels, one-hot codes)
+_LOW_RANK_MAX = 64
+# layers per batched chunk on CUDA: keep about this many bytes of m x m float64 work buffers
+_CUDA_CHUNK_BYTES = 2 * 1024**3
+# jitters tried, in order, to factor the (singular) P of the layer-0 activations
+_JITTERS = (1e-12, 1e-10, 1e-8)
+# column block of the triangular solves with a triangular right-hand side
+_BLOCK = 512
+
+
+def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
+    """float64 tensor on `device` (or a's own device); complain about non-numeric or NaN input."""
+    if isinstance(a, Tensor):
+        t = a.detach()
+        if device is not None:
+            t = t.to(device)
+    else:
+        try:
+            arr = np.asarray(a)
+        except Exception as e:  # ragged lists and the like
+            raise TracingBenchError(
+                f"{name} could not be read as an array ({e}); pass a numpy array or a torch tensor"
+            ) from None
+        if arr.dtype == object or not (
+            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+        ):
+            raise TracingBenchError(
+                f"{name} has dtype {arr.dtype}; pass numbers (a float or int numpy array or tensor)"
+            )
+        if np.iscomplexobj(arr):
+            raise TracingBenchError(f"{name} is complex; pass real numbers")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if device is not None:
+            t = t.to(device)
+    if t.is_complex():
+        raise TracingBenchError(f"{name} is complex; pass real numbers")
+    t = t.to(torch.float64)
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        n_bad = int((~torch.isfinite(t)).sum())
+        raise TracingBenchError(
+            f"{name} has {n_bad} NaN or infinite values; drop or repair those statements first"
+        )
+    return t
+
+
+def _check_hyper(sigma: float, eps: float) -> None:
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise TracingBenchError(
+            f"sigma={sigma!r}: the kernel width must be a positive number (the paper uses 50-400)"
+        )
+    if not (np.isfinite(eps) and eps > 0):
+        raise TracingBenchError(
+            f"eps={eps!r}: the ridge must be a positive number (the released code uses 1e-5)"
+        )
+
+
+def gaussian_kernel(a: Tensor, sigma: float = 50.0) -> Tensor:
+    """The released code's Gaussian kernel matrix, batched over leading dimensions.
+
+    Args:
+        a: [..., m, d] tensor (float64 recommended).
+        sigma: kernel width; the squared distance is divided by ``2 sigma^2 d``.
+
+    Returns:
+        [..., m, m] tensor ``exp(-||a_i - a_j||^2 / (2 sigma^2 d))``.
+    """
+    d = a.shape[-1]
+    a = a - a.mean(dim=-2, keepdim=True)  # distances are shift-invariant; less cancellation
+    sq = (a * a).sum(-1)
+    norms = sq.unsqueeze(-1) + sq.unsqueeze(-2)
+    if a.ndim == 2:
+        k = torch.addmm(norms, a, a.mT, alpha=-2.0)  # squared distances
+    else:
+        k = torch.baddbmm(norms.reshape(-1, *norms.shape[-2:]), a.reshape(-1, *a.shape[-2:]),
+                          a.reshape(-1, *a.shape[-2:]).mT, alpha=-2.0).reshape(norms.shape)
+    return k.abs_().mul_(-1.0 / (2.0 * sigma * sigma * d)).exp_()
+
+
+def _regularised_centred_kernel(a: Tensor, sigma: float, lam: float) -> Tensor:
+    """B = H K H + lam I (batched), built in place."""
+    k = gaussian_kernel(a, sigma)
+    col = k.mean(dim=-2)  # K is symmetric: row means = column means
+    k.sub_(col.unsqueeze(-1) + (col - col.mean(dim=-1, keepdim=True)).unsqueeze(-2))
+    k.diagonal(dim1=-2, dim2=-1).add_(lam)
+    return k
+
+
+def _cholesky(b: Tensor, what: str, eps: float) -> Tensor:
+    chol, info = torch.linalg.cholesky_ex(b)
+    if bool((info != 0).any()):
+        raise TracingBenchError(
+            f"the regularised kernel of {what} is not numerically positive definite with "
+            f"eps={eps!r}; use a larger eps (the released code uses 1e-5)"
+        )
+    return chol
+
+
+@dataclass
+class _LowRank:
+    """P = Z diag(f) Z^T with orthonormal Z [m, r]."""
+
+    z: Tensor
+    f: Tensor
+
+
+@dataclass
+class _Dense:
+    """A dense side: B = Kt + lam I, its Cholesky factor, V with V V^T = P + delta I."""
+
+    b: Tensor
+    chol: Tensor
+    v: Tensor
+    sq_norm_v: Tensor
+
+
+def _distinct_rows(a: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(distinct rows [k, d], inverse index [m]) if there are few distinct rows, else None."""
+    m = a.shape[0]
+    if m > 4 * _LOW_RANK_MAX and a.shape[1] == 1:
+        # quick rejection for continuous 1-D inputs before the sort
+        if torch.unique(a[: 4 * _LOW_RANK_MAX, 0]).numel() > _LOW_RANK_MAX:
+            return None
+    uniq, inv = torch.unique(a, dim=0, return_inverse=True)
+    if uniq.shape[0] > _LOW_RANK_MAX or 2 * uniq.shape[0] > m:
+        return None
+    return uniq, inv
+
+
+def _low_rank_factor(uniq: Tensor, inv: Tensor, d: int, sigma: float, lam: float) -> _LowRank:
+    """P of a kernel with k distinct rows: Kt = W G W^T, W = H E (one-hot E)."""
+    m, k = inv.shape[0], uniq.shape[0]
+    g = gaussian_kernel_unique(uniq, d, sigma)
+    e = torch.zeros(m, k, dtype=torch.float64, device=uniq.device)
+    e[torch.arange(m, device=uniq.device), inv] = 1.0
+    w = e - e.mean(dim=0, keepdim=True)
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    keep = s > s.max().clamp_min(1e-300) * max(m, k) * torch.finfo(torch.float64).eps
+    if not bool(keep.any()):
+        empty = torch.zeros(m, 0, dtype=torch.float64, device=uniq.device)
+        return _LowRank(empty, torch.zeros(0, dtype=torch.float64, device=uniq.device))
+    u, s, vh = u[:, keep], s[keep], vh[keep]
+    sv = s.unsqueeze(1) * vh  # Sigma V^T  [r, k]
+    mid = sv @ g @ sv.mT
+    evals, evecs = torch.linalg.eigh((mid + mid.mT) / 2)
+    evals = evals.clamp_min(0.0)
+    return _LowRank(u @ evecs, evals / (evals + lam))
+
+
+def gaussian_kernel_unique(uniq: Tensor, d: int, sigma: float) -> Tensor:
+    """Kernel among distinct rows, with the bandwidth of the full input's width ``d``."""
+    diff = uniq.unsqueeze(1) - uniq.unsqueeze(0)
+    return torch.exp((diff * diff).sum(-1) / (-2.0 * sigma * sigma * d))
+
+
+def _dense_factor(b: Tensor, lam: float, eps: float, what: str) -> _Dense:
+    """Cholesky of B = Kt + lam I and a square root V of P = I - lam B^-1 (plus a tiny jitter).
+
+    P is positive semi-definite with eigenvalues in [0, 1) and always singular (the constant
+    vector), so V is the Cholesky factor of P + delta I with the smallest delta in 1e-12,
+    1e-10, ... that succeeds; it adds delta * trace(P_T) <= delta * m to trace(P P_T).
+    """
+    m = b.shape[-1]
+    eye = torch.eye(m, dtype=b.dtype, device=b.device)
+    chol = _cholesky(b, what, eps)
+    f = torch.linalg.solve_triangular(chol, eye, upper=False)  # L^-1, once per call
+    p = f.mT @ f
+    p.mul_(-lam).diagonal().add_(1.0)
+    p = (p + p.mT) / 2
+    for delta in _JITTERS:
+        v, info = torch.linalg.cholesky_ex(p + delta * eye)
+        if int(info) == 0:
+            break
+    else:  # pragma: no cover - P has eigenvalues >= -1e-15 in exact arithmetic
+        raise TracingBenchError(
+            f"the normalised kernel of {what} could not be factored; check {what} for huge values "
+            "or use a larger eps"
+        )
+    return _Dense(b=b, chol=chol, v=v, sq_norm_v=(v * v).sum())
+
+
+def _factor(a: Tensor, sigma: float, lam: float, eps: float, what: str) -> _LowRank | _Dense:
+    found = _distinct_rows(a)
+    if found is not None:
+        return _low_rank_factor(found[0], found[1], a.shape[1], sigma, lam)
+    return _dense_factor(_regularised_centred_kernel(a, sigma, lam), lam, eps, what)
+
+
+def _cross_low_rank(side: _LowRank, b: Tensor, chol_b: Tensor, lam: float) -> Tensor:
+    """sum_j f_j z_j^T P_B z_j for a batch of B ([L, m, m]); returns [L].
+
+    z^T P_B z = (Kt_B z) . (B^-1 z) with Kt_B z = B z - lam z: no cancellation.
+    """
+    if side.z.shape[1] == 0:
+        return torch.zeros(b.shape[0], dtype=b.dtype, device=b.device)
+    z = side.z.expand(b.shape[0], -1, -1)
+    solved = torch.cholesky_solve(z, chol_b)
+    return ((b @ z - lam * z) * solved).sum(-2) @ side.f
+
+
+def _sq_norm_solve_lower(chol: Tensor, v: Tensor, block: int = _BLOCK) -> Tensor:
+    """||L^-1 V||_F^2 for lower-triangular L [..., m, m] and lower-triangular V [m, m].
+
+    Column block [c0, c1) of V is zero above row c0, and so is the same block of L^-1 V, so it
+    only needs the trailing factor L[c0:, c0:]: about m^3 / 3 flops instead of m^3.
+    """
+    m = chol.shape[-1]
+    total = torch.zeros(chol.shape[:-2], dtype=chol.dtype, device=chol.device)
+    for c0 in range(0, m, block):
+        c1 = min(m, c0 + block)
+        rhs = v[c0:, c0:c1].expand(*chol.shape[:-2], -1, -1)
+        w = torch.linalg.solve_triangular(chol[..., c0:, c0:], rhs, upper=False)
+        total += (w * w).sum((-2, -1))
+    return total
+
+
+def _cross_dense(side: _Dense, chol_b: Tensor, lam: float) -> Tensor:
+    """trace(P_A P_B) for a batch of B given by their Cholesky factors; returns [L].
+
+    trace(V^T P_B V) = ||V||^2 - lam ||L_B^-1 V||^2 with V V^T = P_A (+ jitter).
+    """
+    return side.sq_norm_v - lam * _sq_norm_solve_lower(chol_b, side.v)
+
+
+def _cross(side: _LowRank | _Dense, b: Tensor, chol_b: Tensor, lam: float) -> Tensor:
+    if isinstance(side, _LowRank):
+        return _cross_low_rank(side, b, chol_b, lam)
+    return _cross_dense(side, chol_b, lam)
+
+
+def _low_low(a: _LowRank, b: _LowRank) -> Tensor:
+    c = a.z.mT @ b.z
+    return (a.f.unsqueeze(1) * b.f.unsqueeze(0) * c * c).sum()
+
+
+def _as_2d(a: Tensor, name: str) -> Tensor:
+    if a.ndim == 1:
+        return a.unsqueeze(1)
+    if a.ndim != 2:
+        raise TracingBenchError(
+            f"{name} has shape {tuple(a.shape)}; expected [m] or [m, d] (one row per statement)"
+        )
+    return a
+
+
+def nhsic(a: Any, b: Any, *, sigma: float = 50.0, eps: float = 1e-5) -> float:
+    """Normalised HSIC of the released code, ``trace(R_A R_B)``, in float64.
+
+    Args:
+        a: [m] or [m, d] array or tensor.
+        b: [m] or [m, d'] array or tensor (same m).
+        sigma: Gaussian kernel width (the squared distance is divided by ``2 sigma^2 d``).
+        eps: ridge; the released code uses ``eps * m``.
+
+    Returns:
+        nHSIC(a, b) as a float (0 if either input is constant).
+
+    >>> nhsic(np.random.randn(100, 8), np.random.randint(0, 2, 100))  # doctest: +SKIP
+    """
+    _check_hyper(sigma, eps)
+    ta = _as_2d(_as_tensor(a, "a"), "a")
+    dev = ta.device
+    tb = _as_2d(_as_tensor(b, "b", device=dev), "b")
+    if ta.shape[0] != tb.shape[0]:
+        raise TracingBenchError(
+            f"a has {ta.shape[0]} rows but b has {tb.shape[0]}; both need one row per statement"
+        )
+    m = ta.shape[0]
+    if m < 2:
+        raise TracingBenchError(f"nHSIC needs at least 2 rows, got {m}; pass more statements")
+    lam = eps * m
+    fa = _factor(ta, sigma, lam, eps, "a")
+    fb = _factor(tb, sigma, lam, eps, "b")
+    if isinstance(fa, _LowRank) and isinstance(fb, _LowRank):
+        return float(_low_low(fa, fb))
+    if isinstance(fb, _Dense):
+        val = _cross(fa, fb.b.unsqueeze(0), fb.chol.unsqueeze(0), lam)
+    else:
+        assert isinstance(fa, _Dense)  # narrowed for mypy; both branches above cover the rest
+        val = _cross(fb, fa.b.unsqueeze(0), fa.chol.unsqueeze(0), lam)
+    return float(val[0])
+
+
+def _chunk_size(m: int, device: torch.device, n_layers: int) -> int:
+    if device.type == "cpu":
+        return 1  # CPU LAPACK loops over a batch anyway; one layer keeps memory low
+    per_layer = 6 * m * m * 8
+    return int(max(1, min(n_layers, _CUDA_CHUNK_BYTES // per_layer)))
+
+
+def estimate_mi(
+    x: Any,
+    y: Any,
+    t: Any,
+    *,
+    sigma: float = 50.0,
+    eps: float = 1e-5,
+    subsample: int | None = None,
+    seed: int = 0,
+) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
+    """I(X;T) and I(Y;T) by the released code's normalised HSIC, in float64.
+
+    The X and Y kernels are factored once per call; each layer of ``t`` costs one Gram matrix,
+    one Cholesky factor and one triangular solve (see the module docstring). Computation runs
+    on ``t``'s device when it is a tensor (CUDA included), else on the CPU.
+
+    Args:
+        x: [m, d_x] layer-0 activations (a vector is [m, 1]).
+        y: [m] labels (or [m, k] codes); must take at least two distinct values.
+        t: [m, d] activations of one layer, or [layers, m, d] for several.
+        sigma: Gaussian kernel width (the paper grid-searches 50-400; the released code uses 50).
+        eps: ridge of the normalisation, ``(Kc + eps m I)^-1``.
+        subsample: if set and smaller than m, use this many statements drawn without
+            replacement (the same ones for x, y and t), seeded by ``seed``.
+        seed: seed of the subsample.
+
+    Returns:
+        ``(i_xt, i_yt)``: floats for 2-D ``t``, numpy float64 arrays of length ``layers`` for 3-D.
+
+    Raises:
+        TracingBenchError: mismatched shapes, NaN/inf, one-class ``y``, bad sigma/eps/subsample.
+    """
+    _check_hyper(sigma, eps)
+    device = t.device if isinstance(t, Tensor) else None
+    tt = _as_tensor(t, "t", device=device)
+    single = tt.ndim == 2
+    if single:
+        tt = tt.unsqueeze(0)
+    if tt.ndim != 3:
+        raise TracingBenchError(
+            f"t has shape {tuple(tt.shape)}; expected [m, d] (one layer) or [layers, m, d]"
+        )
+    dev = tt.device
+    tx = _as_2d(_as_tensor(x, "x", device=dev), "x")
+    ty = _as_2d(_as_tensor(y, "y", device=dev), "y")
+    m = tt.shape[1]
+    if tx.shape[0] != m or ty.shape[0] != m:
+        raise TracingBenchError(
+            f"x has {tx.shape[0]} rows, y {ty.shape[0]} and t {m} statements; all three must "
+            "describe the same statements in the same order"
+        )
+    if tt.shape[0] == 0 or tt.shape[2] == 0 or tx.shape[1] == 0:
+        raise TracingBenchError(
+            f"t has shape {tuple(tt.shape)} and x {tuple(tx.shape)}; need at least one layer "
+            "and one feature"
+        )
+    if subsample is not None:
+        if isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer)) or subsample < 2:
+            raise TracingBenchError(
+                f"subsample={subsample!r}: give an integer of at least 2 (or None for all statements)"
+            )
+        if subsample < m:
+            rng = np.random.default_rng(seed)
+            idx_np = np.sort(rng.choice(m, size=int(subsample), replace=False))
+            idx = torch.from_numpy(idx_np).to(dev)
+            tx, ty, tt = tx[idx], ty[idx], tt[:, idx]
+            m = int(subsample)
+    if m < 2:
+        raise TracingBenchError(f"MI needs at least 2 statements, got {m}")
+    if torch.unique(ty, dim=0).shape[0] < 2:
+        raise TracingBenchError(
+            f"y has a single class over the {m} statements; I(Y;T) needs both labels "
+            "(check the split and the labels)"
+        )
+    lam = eps * m
+    fx = _factor(tx, sigma, lam, eps, "x")
+    fy = _factor(ty, sigma, lam, eps, "y")
+    n_layers = tt.shape[0]
+    i_xt = torch.empty(n_layers, dtype=torch.float64, device=dev)
+    i_yt = torch.empty(n_layers, dtype=torch.float64, device=dev)
+    step = _chunk_size(m, dev, n_layers)
+    for lo in range(0, n_layers, step):
+        hi = min(n_layers, lo + step)
+        b = _regularised_centred_kernel(tt[lo:hi], sigma, lam)
+        chol = _cholesky(b, f"t (layers {lo}-{hi - 1})", eps)
+        i_xt[lo:hi] = _cross(fx, b, chol, lam)
+        i_yt[lo:hi] = _cross(fy, b, chol, lam)
+        del b, chol
+    out_x, out_y = i_xt.cpu().numpy(), i_yt.cpu().numpy()
+    if single:
+        return float(out_x[0]), float(out_y[0])
+    return out_x, out_y
+
+
+def mi_layers(
+    acts: Any,
+    labels: Any,
+    splits: dict[str, np.ndarray],
+    *,
+    protocol: str = "paper",
+    split: str = "probe_train",
+    x_layer: int = 0,
+    layers: list[int] | None = None,
+    sigma: float = 50.0,
+    eps: float = 1e-5,
+    subsample: int | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """I(X;T), I(Y;T) for every layer of a checkpoint: the mi.csv columns this module owns.
+
+    X = ``acts[x_layer]``, Y = labels, T = each layer, all on ``split``, after standardising
+    every feature: with the statistics of ``split`` (``paper``) or of the whole file with
+    ``torch.std`` (ddof 1) like the released code (``reference``). Constant features are left
+    unscaled.
+
+    Args:
+        acts: [layers, statements, hidden] activations (``acts[0]`` is block 0).
+        labels: [statements] 0/1 labels.
+        splits: ``DimensionData.splits``.
+        protocol: ``paper`` or ``reference``.
+        split: which split's statements to use (the released code: the probe-train 80 %).
+        x_layer: index into ``acts`` of X.
+        layers: layer numbers to write in the rows (default ``range(layers)``).
+        sigma, eps, subsample, seed: as in :func:`estimate_mi`.
+
+    Returns:
+        one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``.
+    """
+    t, y, idx = _prepare(acts, labels, splits, protocol, needed=(split,))
+    if not 0 <= x_layer < t.shape[0]:
+        raise TracingBenchError(
+            f"x_layer={x_layer} is out of range: acts has {t.shape[0]} layers (0-{t.shape[0] - 1})"
+        )
+    names = _layer_names(layers, t.shape[0])
+    sel = idx[split]
+    rows = torch.as_tensor(sel, device=t.device)
+    if protocol == "paper":
+        scaled = standardise(t[:, rows], None, ddof=0)
+    else:
+        scaled = standardise(t, None, ddof=1)[:, rows]
+    i_xt, i_yt = estimate_mi(
+        scaled[x_layer], y[sel], scaled, sigma=sigma, eps=eps, subsample=subsample, seed=seed
+    )
+    m = len(sel) if subsample is None else min(len(sel), int(subsample))
+    return [
+        {"layer": name, "sigma": float(sigma), "m": m, "i_xt": float(a), "i_yt": float(b)}
+        for name, a, b in zip(names, np.atleast_1d(i_xt), np.atleast_1d(i_yt))
+    ]

@@ -1,8 +1,8 @@
 """The lm-eval trust tasks, driven through real command lines and in-process.
 
 Plain `lm_eval` indexes its own ~14k task files on every start (15-30 s of CPU here), so the
-module starts two real command lines together once (plain `lm_eval --model hf`, and lm-eval's
-stock `--model steered` through `tracing-bench eval`) and the other tests read their output;
+module runs two real command lines together once (plain `lm_eval --model hf` as a subprocess, and
+lm-eval's stock `--model steered` through `tracing-bench eval`) and the other tests read their output;
 everything else runs in-process through `run_eval`, which skips that index.
 """
 
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from tracing_bench.cli import main
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.tasks import TASKS_DIR, TRUST_TASKS, TRUSTGEN_TASKS
 
@@ -51,8 +53,8 @@ def cli_runs(tiny_models, steer_file, tmp_path_factory) -> dict[str, dict]:
 
     * ``hf``: plain ``lm_eval --include_path "$(tracing-bench tasks-path)" --tasks trust --model hf``;
     * ``steered``: lm-eval's own ``--model steered`` with a steering file, ``--tasks 'trust_*'``,
-      through ``tracing-bench eval`` (the same ``lm_eval run`` code, without indexing lm-eval's
-      built-in tasks, which costs plain ``lm_eval`` 15-30 s per start).
+      through ``tracing-bench eval`` in this process (the same ``lm_eval run`` code, without
+      indexing lm-eval's built-in tasks, which costs plain ``lm_eval`` 15-30 s per start).
     """
     include = subprocess.run([str(BIN / "tracing-bench"), "tasks-path"], capture_output=True, text=True,
                              check=True, env=_env()).stdout.strip()
@@ -67,18 +69,21 @@ def cli_runs(tiny_models, steer_file, tmp_path_factory) -> dict[str, dict]:
                     "--model_args", f"pretrained={llama},dtype=float32,steer_path={steer_file}",
                     "--output_path", str(out / "steered"), *common],
     }
-    procs = {k: subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-             for k, c in commands.items()}
+    hf = subprocess.Popen(commands["hf"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:  # meanwhile, the steered run in this process (torch and lm-eval are already imported)
+        steered = CliRunner().invoke(main, commands["steered"][1:])
+    finally:
+        stdout, stderr = hf.communicate(timeout=400)
+    assert hf.returncode == 0, stderr[-3000:]
+    assert steered.exit_code == 0, steered.output[-3000:]
     runs: dict[str, dict] = {}
-    for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=400)
-        assert proc.returncode == 0, stderr[-3000:]
+    for name, output in (("hf", stdout), ("steered", steered.output)):
         (results_file,) = (out / name).glob("*/results_*.json")
         samples = {}
         for f in results_file.parent.glob("samples_*.jsonl"):
             rows = [json.loads(line) for line in f.read_text().splitlines()]
             samples[re.match(r"samples_(.+)_\d{4}-", f.name).group(1)] = rows
-        runs[name] = {"stdout": stdout, "results": json.loads(results_file.read_text()), "samples": samples}
+        runs[name] = {"stdout": output, "results": json.loads(results_file.read_text()), "samples": samples}
     return runs
 
 

@@ -364,11 +364,10 @@ def _probe_part(
     probe_rows: list[dict[str, Any]] = []
     if probe_layers is not None:
         results = probe_layers(acts[layers], data.labels, data.splits, protocol=settings.protocol,
-                               probes=list(settings.probes))
+                               probes=tuple(settings.probes), layers=layers)
         for r in results:
-            pos = int(r["layer"])
             probe_rows.append({
-                **common, "layer": layers[pos], "protocol": settings.protocol, "pooling": settings.pooling,
+                **common, "layer": int(r["layer"]), "protocol": settings.protocol, "pooling": settings.pooling,
                 "probe": r["probe"], "n_train": _num(r.get("n_train")),
                 **{k: _num(r.get(k)) for k in ("val_acc", "val_auroc", "test_acc", "test_auroc")},
                 "dataset_md5": data.md5, "package_version": __version__,

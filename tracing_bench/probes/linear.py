@@ -570,11 +570,15 @@ class _BinaryProbe(ClassifierMixin, BaseEstimator):
         X, y = _validate_data(self, X, y, dtype=[np.float64, np.float32], y_numeric=False)
         check_classification_targets(y)
         classes, y_idx = np.unique(y, return_inverse=True)
-        if len(classes) != 2:
+        if len(classes) > 2:  # wording that scikit-learn's checks expect
             raise TracingBenchError(
-                f"{type(self).__name__} is a binary classifier but y has {len(classes)} class"
-                f"{'es' if len(classes) != 1 else ''} ({classes[:5].tolist()}); "
-                "give labels of exactly two classes"
+                f"Only binary classification is supported: {type(self).__name__} got y with "
+                f"{len(classes)} classes ({classes[:5].tolist()}); give labels of exactly two classes"
+            )
+        if len(classes) < 2:
+            raise TracingBenchError(
+                f"{type(self).__name__} got y with one class ({classes.tolist()}); "
+                "a probe needs labels of exactly two classes"
             )
         self.classes_ = classes
         return X, y_idx.astype(np.float64)
@@ -587,6 +591,7 @@ class _BinaryProbe(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Class labels (``classes_[1]`` where the decision function is positive)."""
+        check_is_fitted(self)
         return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -641,7 +646,7 @@ class LinearProbe(_BinaryProbe):
     def fit(self, X: Any, y: Any) -> LinearProbe:
         """Fit on X [n, d] and binary labels y [n]; returns self."""
         X, y01 = self._check_xy(X, y)
-        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)).unsqueeze(0)
+        x = torch.tensor(np.asarray(X, dtype=np.float64)).unsqueeze(0)
         fit = fit_logistic(
             x,
             torch.from_numpy(y01),
@@ -688,7 +693,7 @@ class MassMeanProbe(_BinaryProbe):
                 f"threshold={self.threshold!r}: valid thresholds are 'midpoint' and 'logistic'"
             )
         X, y01 = self._check_xy(X, y)
-        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float64)).unsqueeze(0)
+        x = torch.tensor(np.asarray(X, dtype=np.float64)).unsqueeze(0)
         w, b = _mass_mean(x, torch.from_numpy(y01))
         self.direction_ = w[0].numpy().copy()
         if self.threshold == "midpoint":

@@ -16,7 +16,8 @@ LM head is not counted because harvest does not compute it); the rate is divided
 CPU time (``time.process_time``): on the shared, loaded 2-core machine the CPU time is the
 load-independent figure (with one thread; with two, OpenMP spin-waits count as CPU time).
 
-    /tmp/venv0/bin/python bench/bench_harvest.py [--n 256] [--batch-size 32] [--threads 2] [--repeat 2]
+    /tmp/venv0/bin/python bench/bench_harvest.py [--n 128] [--batch-size 32] [--max-batch-tokens 512]
+        [--threads 1] [--repeat 2] [--models llama,gpt_neox,gpt2,llama-512]
 
 Prints a markdown table; outputs are compared (max |ours - reference| over all blocks; the last
 block's reference is HF's ``hidden_states[-1]`` with the final norm, so it is compared after
@@ -112,6 +113,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--max-batch-tokens", type=int, default=None)
     ap.add_argument("--models", default="llama,gpt_neox,gpt2,llama-512")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -123,7 +125,7 @@ def main() -> None:
     mm_square = matmul_rate()
     mm_shape = matmul_rate(shape=(args.batch_size * 40, 512, 1376))
     load = os.getloadavg()[0]
-    print(f"threads {args.threads}; batch size {args.batch_size}; load average (1 min) at start {load:.1f}; "
+    print(f"threads {args.threads}; batch size {args.batch_size}; max batch tokens {args.max_batch_tokens}; load average (1 min) at start {load:.1f}; "
           f"fp32 torch.mm wall/cpu-time: {mm_square[0] / 1e9:.1f}/{mm_square[1] / 1e9:.1f} GFLOP/s (2048^3), "
           f"{mm_shape[0] / 1e9:.1f}/{mm_shape[1] / 1e9:.1f} GFLOP/s ({args.batch_size * 40}x512x1376)")
     print()
@@ -144,7 +146,8 @@ def main() -> None:
         for _ in range(args.repeat):
             ref, w, c = timed(lambda: reference_loop(model, mtok, statements))
             ref_w, ref_c = min(ref_w, w), min(ref_c, c)
-            ours, w, c = timed(lambda: harvest(model, mtok, statements, batch_size=args.batch_size))
+            ours, w, c = timed(lambda: harvest(model, mtok, statements, batch_size=args.batch_size,
+                                                max_batch_tokens=args.max_batch_tokens))
             ours_w, ours_c = min(ours_w, w), min(ours_c, c)
         with torch.no_grad():
             diff = max(float((ours[:-1] - ref[:-1]).abs().max()), float((final_norm(model)(ours[-1]) - ref[-1]).abs().max()))

@@ -87,6 +87,8 @@ def test_batched_equals_unbatched_last(loaded, statements, arch, side):
     # the last block's own output; HF applies the final norm to hidden_states[-1]
     with torch.no_grad():
         torch.testing.assert_close(_final_norm(model)(acts[-1]), ref[-1], atol=TOL, rtol=0)
+    capped = harvest(model, tok, statements, batch_size=5, max_batch_tokens=64)  # token-capped batches
+    torch.testing.assert_close(capped, acts, atol=TOL, rtol=0)
     if side == "left":  # one at a time, through harvest itself
         single = torch.cat([harvest(model, tok, [s], batch_size=1) for s in statements], 1)
         torch.testing.assert_close(acts, single, atol=TOL, rtol=0)

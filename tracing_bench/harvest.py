@@ -137,6 +137,7 @@ def harvest(
     progress: bool = False,
     max_length: int | None = None,
     blocks_attr: str | None = None,
+    max_batch_tokens: int | None = None,
 ) -> Tensor:
     """Block outputs at the last real token (or the mean over real tokens) of each statement.
 
@@ -151,6 +152,8 @@ def harvest(
         progress: show a tqdm bar on stderr.
         max_length: truncate statements to this many tokens (default: no truncation).
         blocks_attr: override of the blocks' path.
+        max_batch_tokens: also cap a batch at this many padded tokens (statements x longest);
+            on a CPU about 512 keeps the working set in cache (see bench/BENCH.md).
 
     Returns:
         float32 CPU tensor ``[len(layers), len(statements), hidden]`` in input order.
@@ -199,7 +202,15 @@ def harvest(
             out = torch.empty(len(layers), n, pooled.shape[-1], dtype=torch.float32)
         out[row[layer], state["index"]] = pooled.to("cpu", torch.float32)
 
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches: list[list[int]] = []
+    for i in order:  # longest first: the first statement of a batch sets its width
+        b = batches[-1] if batches else None
+        if b is None or len(b) >= batch_size or (
+            max_batch_tokens is not None and (len(b) + 1) * len(ids[b[0]]) > max_batch_tokens
+        ):
+            batches.append([i])
+        else:
+            b.append(i)
     bar = None
     if progress:
         from tqdm.auto import tqdm

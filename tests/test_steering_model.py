@@ -46,6 +46,9 @@ def extracted(tiny_models, small_csv, tmp_path_factory):
     return out, cache
 
 
+_TM: list = []
+
+
 def _evaluate(model: str, model_args: str, tasks=TASKS, limit=LIMIT):
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -53,7 +56,9 @@ def _evaluate(model: str, model_args: str, tasks=TASKS, limit=LIMIT):
     import tracing_bench.steering.model  # noqa: F401
     from tracing_bench.tasks import TASKS_DIR
 
-    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    if not _TM:  # indexing the include path takes seconds; once per session
+        _TM.append(TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
+    tm = _TM[0]
     return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=tasks, limit=limit, task_manager=tm,
                                    batch_size=4, device="cpu", log_samples=True)
 
@@ -81,8 +86,15 @@ def test_extracted_vector_in_stock_steered_equals_trust_steered(tiny_models, ext
     plain = _evaluate("hf", f"pretrained={pre}")
     zero = _evaluate("trust-steered", f"pretrained={pre},steer_path={path},alpha=0")
     assert _task_values(plain) == _task_values(zero) and _sample_lls(plain) == _sample_lls(zero)
-    big = _evaluate("trust-steered", f"pretrained={pre},steer_path={path},alpha=200")
-    assert _sample_lls(big) != _sample_lls(plain)
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from tracing_bench.steering.model import TrustSteeredModel
+
+    reqs = [Instance("loglikelihood", {}, ("The sentence is", " 1"), 0)]
+    hf = HFLM(pretrained=pre, device="cpu")
+    big = TrustSteeredModel(pretrained=hf.model, tokenizer=hf.tokenizer, steer_path=str(path), alpha=200)
+    assert big.loglikelihood(reqs, disable_tqdm=True) != hf.loglikelihood(reqs, disable_tqdm=True)
 
 
 # ------------------------------------------------------------------ positions=last by hand

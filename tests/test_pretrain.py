@@ -194,3 +194,11 @@ def test_cli_trains_then_reuses(tmp_path, monkeypatch):
     assert sorted(p.name for p in out.glob("step*")) == ["step0", "step2", "step4"]
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and "3 checkpoints reused" in second.output
+
+
+def test_stale_temp_folders_of_a_killed_run_are_removed(tmp_path):
+    out = tmp_path / "killed"
+    (out / ".step3.abc").mkdir(parents=True)
+    (out / ".step3.abc" / "config.json").write_text("{}")
+    folders = pt.pretrain(_tiny(steps=2), out, progress=False)
+    assert not list(out.glob(".*")) and [f.name for f in folders] == ["step0", "step1", "step2"]

@@ -450,6 +450,8 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
             f"(steps {meta.get('steps')}, seed {meta.get('seed')}); give another --out folder or delete it"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob(".step*"), *out_dir.glob(".old-step*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # temp folders of a run that was killed outright
 
     threads = config.threads or default_threads()
     old_threads = torch.get_num_threads()

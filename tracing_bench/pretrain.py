@@ -8,11 +8,11 @@ one folder ``step<N>`` per checkpoint, next to ``pretrain.json`` (provenance and
 
 Corpus (what and why). The run trains on the *development half* of every bundled dimension
 (``load_dimension(name).subset("dev")``, paper protocol, seed 0), **without labels**, one
-statement per sequence, followed by the end-of-text token, in a seeded random order:
+statement per sequence, in a seeded random order:
 
 * in-domain text is what lets a model this small learn something the probes can find in a
-  couple of minutes (the probe accuracy of the final checkpoint rises above that of step 0; see
-  ``bench/BENCH.md``);
+  couple of minutes (the probe accuracy of the final checkpoint rises above that of step 0 on
+  four of five dimensions, clearly only on robustness; see ``bench/BENCH.md``);
 * the *test* half of each dimension is never seen, so the probes' test accuracy (and the
   steering evaluation on the test half) measures generalisation to unseen statements, not
   recall of memorised text. The dev half contains the probes' training statements (as text,

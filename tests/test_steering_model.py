@@ -257,3 +257,18 @@ def test_bad_vectors_one_line_exit_2(tiny_models, tmp_path):
                                "--limit", "2", "--device", "cpu", "--output_path", str(tmp_path / "ev")])
     assert res.exit_code == 2, res.output
     assert word in res.output and "Traceback" not in res.output
+
+
+def test_eval_cli_with_trust_steered_records_the_vector(tiny_models, extracted, tmp_path):
+    import json
+
+    path, _ = extracted
+    res = CliRunner().invoke(main, ["eval", "--model", "trust-steered", "--model_args",
+                                    f"pretrained={tiny_models['llama']},steer_path={path},alpha=2,positions=last",
+                                    "--tasks", "trust_fairness", "--limit", "2", "--device", "cpu",
+                                    "--output_path", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    (results_file,) = list((tmp_path / "ev").rglob("results_*.json"))
+    steering = json.loads(results_file.read_text())["config"]["steering"]
+    assert steering["alpha"] == 2.0 and steering["positions"] == "last"
+    assert steering["hookpoints"]["layers.1"]["vector_sha256"] == SteeringVector.load(path).sha256

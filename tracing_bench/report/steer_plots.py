@@ -80,6 +80,7 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=8)
     fig.suptitle("steering sweep: score vs alpha (hollow = inadmissible: perplexity over the limit)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.9, 0.95))
     scores = _save(fig, out / "sweep_scores.png")
     plt.close(fig)
 

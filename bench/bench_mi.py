@@ -6,7 +6,7 @@ layer's kernel rebuilt for each of I(X;T) and I(Y;T), Kc = K @ H as a matrix pro
 numpy.linalg.inv. Data: bench/_synth.py activations (float32), standardised over the
 statements, m statements, the layers' own X = layer 0 and Y = the labels.
 
-    /tmp/venv0/bin/python bench/bench_mi.py [--layers 8] [--m 1500] [--hidden 512] [--repeat 2]
+    /tmp/venv0/bin/python bench/bench_mi.py [--layers 8] [--m 1500] [--hidden 512] [--threads 0] [--repeat 2]
 
 Prints a markdown table (timings are the best of --repeat runs, baseline and ours interleaved).
 """
@@ -64,8 +64,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--m", type=int, default=1500)
     ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=0, help="BLAS/torch threads for both (0: defaults)")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+        torch.set_num_threads(args.threads)
 
     acts, labels = synthetic_activations(args.layers, args.m, args.hidden, seed=1)
     acts = (acts - acts.mean(1, keepdims=True)) / acts.std(1, ddof=1, keepdims=True)

@@ -8,7 +8,7 @@ power-law latent factors, outlier features, a label direction that grows over th
 Splits: the paper's (test / dev 1:1, dev -> probe-train / probe-val 4:1, seeded) and the
 reference's (first 80 % / last 20 %).
 
-    /tmp/venv0/bin/python bench/bench_probes.py [--layers 16] [--n 1800] [--hidden 512] [--repeat 3]
+    /tmp/venv0/bin/python bench/bench_probes.py [--layers 16] [--n 1800] [--hidden 512] [--threads 0] [--repeat 3]
 
 Prints a markdown table; timings are the best of --repeat runs, baseline and ours interleaved.
 """
@@ -81,8 +81,14 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--n", type=int, default=1800)
     ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=0, help="BLAS/torch threads for both (0: defaults)")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.threads)
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
     acts, y = synthetic_activations(args.layers, args.n, args.hidden, seed=0)

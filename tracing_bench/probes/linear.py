@@ -121,8 +121,13 @@ def fit_logistic(
     if x.ndim != 3:
         raise TracingBenchError(f"x has shape {tuple(x.shape)}; expected [layers, n, d]")
     n_layers, n, d = x.shape
-    if not (isinstance(C, (int, float)) and math.isfinite(C) and C > 0):
-        raise TracingBenchError(f"C={C!r}: the inverse regularisation must be a positive number")
+    c_given = C
+    try:
+        C = float(C)
+    except (TypeError, ValueError):
+        C = float("nan")
+    if not (math.isfinite(C) and C > 0):
+        raise TracingBenchError(f"C={c_given!r}: the inverse regularisation must be a positive number")
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
         raise TracingBenchError(f"max_iter={max_iter!r}: give a positive integer")
     if not (isinstance(tol, (int, float)) and tol >= 0):

@@ -17,15 +17,16 @@ Kc = K H kills u (Kc u = 0), so in an orthonormal basis [Q, u] (H = Q Q^T)
 
 and the cross terms in b, c drop out of the trace: trace(R_A R_B) = trace(P_A P_B) with the
 symmetric P = Kt (Kt + lam I)^-1 = I - lam (Kt + lam I)^-1, Kt = H K H (double centring; the
-u direction has eigenvalue 0 in Kt and in P). With A = Kt_X + lam I = L_A L_A^T,
-B = Kt_T + lam I = L_B L_B^T (Cholesky; both are well conditioned, eigenvalues in
-[lam, lam + ||Kt||]) and F = L^-1:
+u direction has eigenvalue 0 in Kt and in P). Once per call, the X side is factored: the
+Cholesky factor of A = Kt_X + lam I gives P_X = I - lam A^-1, and V = chol(P_X + delta I) with a
+jitter delta = 1e-12 (P_X is singular; this adds delta * trace(P_T) <= delta * m, i.e. < 2e-9 at
+m = 1500). Each layer then costs one Gram matrix, one Cholesky factor of B = Kt_T + lam I = L L^T
+and one triangular solve (B is well conditioned: eigenvalues in [lam, lam + ||Kt||]):
 
-    I(X;T) = trace(P_X) - lam trace(B^-1) + lam^2 trace(A^-1 B^-1)
-           = (m - lam ||F_A||^2) - lam ||F_B||^2 + lam^2 ||L_B^-1 F_A^T||^2,
+    I(X;T) = trace(V^T P_T V) = ||V||_F^2 - lam ||L^-1 V||_F^2,
 
-so a layer costs one Gram matrix, one Cholesky factor and one triangular solve with the
-right-hand side [F_A^T, I]; F_A is computed once. The label kernel has at most k distinct rows
+the solve using that V is lower triangular (column block j only needs L[j:, j:]).
+The label kernel has at most k distinct rows
 (k = 2 for binary labels), so Kt_Y = W G W^T with W = H E (E the one-hot [m, k] indicator, G the
 k x k kernel of the distinct values) has rank <= k - 1: P_Y = sum_j f_j z_j z_j^T with
 orthonormal z_j and f_j = g_j / (g_j + lam), and
@@ -183,7 +184,7 @@ def _distinct_rows(a: Tensor) -> tuple[Tensor, Tensor] | None:
 def _low_rank_factor(uniq: Tensor, inv: Tensor, d: int, sigma: float, lam: float) -> _LowRank:
     """P of a kernel with k distinct rows: Kt = W G W^T, W = H E (one-hot E)."""
     m, k = inv.shape[0], uniq.shape[0]
-    g = gaussian_kernel_unique(uniq, d, sigma)
+    g = _gaussian_kernel_unique(uniq, d, sigma)
     e = torch.zeros(m, k, dtype=torch.float64, device=uniq.device)
     e[torch.arange(m, device=uniq.device), inv] = 1.0
     w = e - e.mean(dim=0, keepdim=True)
@@ -200,7 +201,7 @@ def _low_rank_factor(uniq: Tensor, inv: Tensor, d: int, sigma: float, lam: float
     return _LowRank(u @ evecs, evals / (evals + lam))
 
 
-def gaussian_kernel_unique(uniq: Tensor, d: int, sigma: float) -> Tensor:
+def _gaussian_kernel_unique(uniq: Tensor, d: int, sigma: float) -> Tensor:
     """Kernel among distinct rows, with the bandwidth of the full input's width ``d``."""
     diff = uniq.unsqueeze(1) - uniq.unsqueeze(0)
     return torch.exp((diff * diff).sum(-1) / (-2.0 * sigma * sigma * d))

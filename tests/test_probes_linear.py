@@ -150,6 +150,12 @@ def test_mass_mean_probe():
     assert calibrated.score(x, y) >= 0.5
 
 
+def _with_nan(acts, layer, row, value=np.nan):
+    out = acts.copy()
+    out[layer, row, 1] = value
+    return out
+
+
 def test_bad_inputs_raise_one_line():
     acts, y = _layers(n_layers=2, n=100, d=5)
     sp = _paper_splits(100)
@@ -159,6 +165,8 @@ def test_bad_inputs_raise_one_line():
         (acts, np.where(y == 1, 2, 0), sp, {}),  # labels not 0/1
         (acts, np.zeros_like(y), sp, {}),  # one class
         (np.where(np.arange(5) == 2, np.nan, acts), y, sp, {}),  # NaN
+        (_with_nan(acts, 1, sp["test"][3]), y, sp, {}),  # NaN in one test statement only
+        (_with_nan(acts, 0, sp["probe_train"][0], np.inf), y, sp, {}),  # inf in training
         (acts, y, {"probe_train": sp["probe_train"]}, {}),  # missing split
         (acts, y, {**sp, "test": np.array([0, 100])}, {}),  # index out of range
         (acts, y, sp, {"protocol": "papers"}),

@@ -382,13 +382,17 @@ def _prepare(
                 f"{n} statements (0-{n - 1}); were the activations harvested from the same file?"
             )
         idx[name] = arr.astype(np.int64)
-    if not bool(torch.isfinite(t.sum(1, dtype=torch.float64)).all()):  # NaN/inf propagate
-        bad_layers = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()
+    return t, y, idx
+
+
+def _check_finite(t: Tensor, lo: int = 0) -> None:
+    """Raise if t [layers, ...] holds NaN or inf (callers pass cheap reductions that propagate them)."""
+    if not bool(torch.isfinite(t).all()):
+        bad_layers = [lo + i for i in (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()]
         raise TracingBenchError(
             f"acts has NaN or infinite values in layers {bad_layers[:8]}; re-harvest in float32 "
             "(bfloat16/float16 can overflow) or drop those layers"
         )
-    return t, y, idx
 
 
 def standardise(acts: Tensor, fit_idx: np.ndarray | None = None, *, ddof: int = 0) -> Tensor:
@@ -501,6 +505,7 @@ def probe_layers(
             mean, std = x_tr.mean(1, keepdim=True), x_tr.std(1, keepdim=True, correction=0)
         else:  # whole-file statistics, torch.std (ddof 1) like the released code
             mean, std = part.mean(1, keepdim=True), part.std(1, keepdim=True, correction=1)
+        _check_finite(torch.cat([mean, std], 1), lo)  # NaN/inf in the fitted rows propagate here
         std = torch.where(std > 0, std, torch.ones_like(std))
         for xs in (x_tr, *evals.values()):
             xs.sub_(mean).div_(std)
@@ -513,6 +518,7 @@ def probe_layers(
                 w, b = _mass_mean(x_tr, y_tr)
             for name, xe in evals.items():
                 scores = (xe @ w.to(xe.dtype).unsqueeze(-1)).squeeze(-1).to(torch.float64) + b.unsqueeze(-1)
+                _check_finite(scores, lo)  # NaN/inf in evaluated rows propagate here
                 acc, auc = _metrics(scores, y[idx[name]])
                 store = results[probe].setdefault(name, np.empty((2, n_layers)))
                 store[0, lo : lo + len(acc)] = acc

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.probes.linear import _layer_names, _prepare, standardise
+from tracing_bench.probes.linear import _check_finite, _layer_names, _prepare, standardise
 
 __all__ = ["estimate_mi", "gaussian_kernel", "mi_layers", "nhsic"]
 
@@ -471,6 +471,7 @@ def mi_layers(
         one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``.
     """
     t, y, idx = _prepare(acts, labels, splits, protocol, needed=(split,))
+    _check_finite(t)
     if not 0 <= x_layer < t.shape[0]:
         raise TracingBenchError(
             f"x_layer={x_layer} is out of range: acts has {t.shape[0]} layers (0-{t.shape[0] - 1})"

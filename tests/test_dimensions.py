@@ -185,3 +185,24 @@ def test_binary_and_non_utf8_files(tmp_path):
     g.write_bytes("statement,label\ncaf\xe9,1\n".encode("latin-1"))
     with pytest.raises(DataError, match="line 2 is not valid UTF-8"):
         load_dimension(g)
+
+
+@pytest.mark.parametrize("name", ["robustness", "toxicity"])
+def test_subsample_keeps_splits_groups_and_balance(name):
+    full = load_dimension(name)
+    sub = full.subsample(500, seed=3)
+    assert abs(len(sub.statements) - 500) <= 10 and sub.subsampled_from == len(full.statements)
+    index = {s: i for i, s in enumerate(full.statements)}
+    for p in PARTS:
+        originals = {index[sub.statements[i]] for i in sub.splits[p]}
+        assert originals <= set(full.splits[p].tolist())  # a statement never changes split
+        assert abs(sub.labels[sub.splits[p]].mean() - full.labels[full.splits[p]].mean()) < 0.05
+    # a group is kept or dropped whole
+    kept = {index[s] for s in sub.statements}
+    for g in set(full.groups[list(kept)].tolist()):
+        assert set(np.flatnonzero(full.groups == g).tolist()) <= kept
+    assert sub.subsample(500, seed=3) is sub  # already small enough
+    again = full.subsample(500, seed=3)
+    assert again.statements == sub.statements
+    with pytest.raises(TracingBenchError, match="--max-statements"):
+        load_dimension(name, protocol="reference").subsample(100)

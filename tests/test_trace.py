@@ -183,3 +183,23 @@ def test_blocks_attr_override_traces_bert(bert_folder, dims, tmp_path):
                                     "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert len(_rows(tmp_path / "o" / "probes.csv")) == 2
+
+
+def test_max_statements_and_mi_subsample(series_folder, tmp_path):
+    """A subsampled trace probes exactly the subsample, records it, and MI uses m = --mi-subsample."""
+    res = CliRunner().invoke(main, [
+        "trace", "--model", str(series_folder), "--dimensions", "fairness", "--max-statements", "60",
+        "--mi", "--mi-subsample", "20", "--layers", "0,2", "--out", str(tmp_path / "t"),
+        "--cache-dir", str(tmp_path / "cache"),
+    ])
+    assert res.exit_code == 0, res.output
+    sub = load_dimension("fairness").subsample(60, seed=0)
+    probes = _rows(tmp_path / "t" / "probes.csv")
+    assert {int(r["n_train"]) for r in probes} == {len(sub.splits["probe_train"])}
+    assert {int(r["m"]) for r in _rows(tmp_path / "t" / "mi.csv")} == {20}
+    prov = json.loads((tmp_path / "t" / "trace.json").read_text())
+    assert prov["datasets"][0]["subsampled_from"] == len(load_dimension("fairness").statements)
+    assert prov["settings"]["max_statements"] == 60
+    bad = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--max-statements", "3",
+                                    "--out", str(tmp_path / "u")])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --max-statements 3")

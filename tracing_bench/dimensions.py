@@ -150,6 +150,7 @@ class DimensionData:
     dropped: dict[str, int] = field(default_factory=dict)
     dimension: Dimension | None = None
     rows_read: int = 0
+    subsampled_from: int | None = None
 
     def indices(self, split: str) -> np.ndarray:
         """Indices (into ``statements``) of a split."""
@@ -173,7 +174,58 @@ class DimensionData:
             "protocol": self.protocol,
             "split_seed": self.seed,
             "n_statements": len(self.statements),
+            "subsampled_from": self.subsampled_from,
         }
+
+    def subsample(self, n: int, seed: int = 0) -> DimensionData:
+        """A seeded subsample of about ``n`` statements that keeps the splits and their groups.
+
+        Each of ``test``, ``probe_train`` and ``probe_val`` keeps the same fraction of its groups,
+        stratified by label, so the split proportions and label balance stay those of the full
+        data and a group (near-duplicates, SST-2 twins) is kept or dropped whole. Meant for quick
+        looks (``trace --max-statements``); the statements' hash changes, so caches never mix
+        a subsample with the full data.
+
+        Args:
+            n: target number of statements (the whole data when ``n`` is at least its size).
+            seed: seed of the choice.
+
+        Returns:
+            A new :class:`DimensionData` (``subsampled_from`` records the full size).
+
+        Raises:
+            TracingBenchError: ``n`` < 10, or the ``reference`` protocol (its file-order splits
+                overlap and cannot be subsampled consistently).
+        """
+        if n < 10:
+            raise TracingBenchError(f"--max-statements {n} is too small: use at least 10 statements per dimension")
+        if n >= len(self.statements):
+            return self
+        if self.protocol != "paper":
+            raise TracingBenchError(
+                "--max-statements works with --protocol paper only: the reference protocol's file-order splits "
+                "overlap; drop --max-statements or use --protocol paper"
+            )
+        rng = np.random.default_rng([seed, 104729])
+        frac = n / len(self.statements)
+        keep_parts = []
+        for split in ("test", "probe_train", "probe_val"):
+            idx = self.splits[split]
+            take, _ = _split_groups(self.groups[idx], self.labels[idx], frac, rng)
+            keep_parts.append(idx[np.isin(self.groups[idx], take)])
+        keep = np.sort(np.concatenate(keep_parts))
+        pos = {int(i): k for k, i in enumerate(keep)}
+
+        def remap(idx: np.ndarray) -> np.ndarray:
+            return np.array(sorted(pos[int(i)] for i in idx if int(i) in pos), dtype=np.int64)
+
+        splits = {k: remap(v) for k, v in self.splits.items()}
+        return DimensionData(
+            name=self.name, path=self.path, md5=self.md5, protocol=self.protocol, seed=self.seed,
+            statements=[self.statements[i] for i in keep], labels=self.labels[keep], groups=self.groups[keep],
+            splits=splits, dropped=dict(self.dropped), dimension=self.dimension, rows_read=self.rows_read,
+            subsampled_from=len(self.statements),
+        )
 
     def summary(self) -> dict[str, object]:
         """Counts per split and label, and what cleaning dropped."""

@@ -56,7 +56,8 @@ MI_COLUMNS: tuple[str, ...] = (
     "package_version",
 )
 PROBES: tuple[str, ...] = ("logistic", "mass_mean")
-_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length", "seed")
+_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length", "seed",
+                  "max_statements", "mi_subsample")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ class TraceSettings:
         max_length: truncate statements to this many tokens.
         seed: seed of the paper splits.
         delete_checkpoints: remove each hub checkpoint from the Hugging Face cache after use.
+        max_statements: trace a seeded, split-preserving subsample of about this many statements
+            per dimension (:meth:`tracing_bench.dimensions.DimensionData.subsample`); ``None``: all.
+        mi_subsample: estimate MI on a seeded subsample of this many probe-train statements
+            (the nHSIC cost grows as m^3); ``None``: all of them.
         series_name: the ``model`` column (the ``--model`` argument as given).
     """
 
@@ -98,6 +103,8 @@ class TraceSettings:
     max_length: int | None = None
     seed: int = 0
     delete_checkpoints: bool = False
+    max_statements: int | None = None
+    mi_subsample: int | None = None
     series_name: str = ""
 
     def key(self) -> str:
@@ -327,7 +334,8 @@ def _mi_rows(mi: Any, acts: np.ndarray, data: Any, settings: TraceSettings, name
     or, if that is absent, ``mi.estimate_mi`` after whole-file standardisation."""
     if hasattr(mi, "mi_layers"):
         return mi.mi_layers(acts, data.labels, data.splits, protocol=settings.protocol, split="probe_train",
-                            x_layer=0, layers=names, sigma=settings.sigma)
+                            x_layer=0, layers=names, sigma=settings.sigma, subsample=settings.mi_subsample,
+                            seed=settings.seed)
     train = np.asarray(data.splits["probe_train"])
     scaled = _standardise(acts)[:, train]
     i_xt, i_yt = mi.estimate_mi(scaled[0], np.asarray(data.labels)[train], scaled, sigma=settings.sigma)
@@ -426,6 +434,8 @@ def trace(
     max_length: int | None = None,
     seed: int = 0,
     delete_checkpoints: bool = False,
+    max_statements: int | None = None,
+    mi_subsample: int | None = None,
     progress: bool = True,
     figures: bool = True,
 ) -> dict[str, Any]:
@@ -446,6 +456,8 @@ def trace(
         batch_size, dtype, device, cache_dir, blocks_attr, max_length: harvesting options.
         seed: seed of the paper splits.
         delete_checkpoints: delete each hub checkpoint from the HF cache after use.
+        max_statements: trace a seeded subsample of about this many statements per dimension.
+        mi_subsample: estimate MI on this many probe-train statements (seeded).
         progress: tqdm bar on stderr (hidden when not a TTY).
         figures: draw figures with ``tracing_bench.report.plots.trace_figures`` when available.
 
@@ -478,13 +490,18 @@ def trace(
             f"--delete-checkpoints only removes Hugging Face cache downloads, and {model} is a local folder: "
             "refusing to delete it; drop --delete-checkpoints"
         )
+    if mi_subsample is not None and int(mi_subsample) < 10:
+        raise TracingBenchError(f"--mi-subsample {mi_subsample} is too small: use at least 10 statements")
     datas = [load_dimension(d, protocol=protocol, seed=seed) for d in dims]
+    if max_statements is not None:
+        datas = [d.subsample(int(max_statements), seed=seed) for d in datas]
     settings = TraceSettings(
         dimensions=tuple(dims), layers=layers if isinstance(layers, str) else ",".join(map(str, layers)),
         pooling=pooling, mi=mi, protocol=protocol, probes=probe_list, sigma=float(sigma), dtype=dtype,
         device=device, batch_size=int(batch_size), cache_dir=str(cache_dir) if cache_dir else None,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
-        series_name=model,
+        max_statements=int(max_statements) if max_statements is not None else None,
+        mi_subsample=int(mi_subsample) if mi_subsample is not None else None, series_name=model,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -218,10 +218,15 @@ def eval_cmd(ctx: click.Context) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
 @click.option("--delete-checkpoints", is_flag=True,
               help="Delete each hub checkpoint from the Hugging Face cache after use (never a local folder).")
+@click.option("--max-statements", type=int, default=None,
+              help="Trace a seeded, split-preserving subsample of about N statements per dimension (quick looks).")
+@click.option("--mi-subsample", type=int, default=None,
+              help="Estimate MI on N probe-train statements (seeded); nHSIC costs grow as N^3.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
-              blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool, out: Path) -> None:
+              blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
+              max_statements: int | None, mi_subsample: int | None, out: Path) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, figures."""
     from tracing_bench.trace import trace
 
@@ -229,6 +234,7 @@ def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, p
         model, revisions, out=out, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
+        max_statements=max_statements, mi_subsample=mi_subsample,
     )
     for note in result["notes"]:
         click.echo(note, err=True)
@@ -430,3 +436,22 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
     from tracing_bench.report.html import build_report
 
     click.echo(str(build_report(dirs, out, title=title)))
+
+
+# -------------------------------------------------------------------------------------- demo
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Output folder (checkpoints, activation cache, trace, steering, results, report.html).")
+@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (about a minute).")
+@click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 100; 20 with --fast].")
+@click.option("--dimension", default="auto", show_default=True,
+              help="Dimension to steer; auto = the one the probes say the model learned most.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int) -> None:
+    """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
+    from tracing_bench.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(fast=fast, seed=seed, limit=limit or (20 if fast else 100), dimension=dimension,
+                            max_statements=400 if fast else 1500, mi_subsample=256 if fast else 512)
+    result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
+    click.echo(result["summary"])

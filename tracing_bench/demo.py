@@ -1,0 +1,284 @@
+"""The whole method on the embedded tiny model, on a laptop, with no download.
+
+:func:`run_demo` chains the library as a user would chain the CLI:
+
+1. ``tracing-bench pretrain``: a tiny Llama pre-trained on the CPU, log-spaced checkpoints
+   (cached: a second run reuses them);
+2. ``tracing-bench trace --mi``: probes and MI for all five dimensions on every checkpoint
+   (resumable parts and an activation cache, both under ``OUT``);
+3. ``tracing-bench steer extract``: a vector from the middle checkpoint, for the dimension that
+   the probes say the model learned most, at that dimension's best layer;
+4. ``tracing-bench steer sweep``: that vector on the last checkpoint over a few coefficients,
+   with the fluency guard;
+5. ``tracing-bench eval`` on the first, middle and last checkpoints, and the leaderboard;
+6. ``tracing-bench report``: one HTML page.
+
+Every stage that costs time is skipped when its output exists with the same settings, so a
+second run takes seconds. Scoring uses ``limit`` documents per task (a demo, not a benchmark:
+the printed figures say so).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tracing_bench import __version__
+from tracing_bench.errors import TracingBenchError
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What the demo runs.
+
+    Attributes:
+        fast: the short pre-training preset and smaller scoring limits (tests, quick looks).
+        seed: seed of pre-training and splits.
+        limit: documents per task for every lm-eval scoring (sweep and leaderboard).
+        alphas: steering coefficients swept (positive = toward the trustworthy side).
+        max_ppl_increase: fluency guard of the sweep (relative perplexity increase).
+        dimension: dimension to steer, or ``auto`` (largest probe gain from first to last checkpoint).
+        max_statements: statements traced per dimension (a seeded, split-preserving subsample).
+        mi_subsample: probe-train statements used for the nHSIC estimate.
+    """
+
+    fast: bool = False
+    seed: int = 0
+    limit: int = 100
+    alphas: tuple[float, ...] = (-4.0, -1.0, 1.0, 4.0)
+    max_ppl_increase: float = 0.1
+    dimension: str = "auto"
+    max_statements: int = 1500
+    mi_subsample: int = 512
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise TracingBenchError(f"--limit {self.limit} is not valid: use a positive number of documents per task")
+        if not self.alphas:
+            raise TracingBenchError("--alphas is empty: give a comma list such as -4,-1,1,4")
+
+    def key(self, stage: str, **extra: Any) -> str:
+        spec = {"stage": stage, **asdict(self), **extra, "package_version": __version__}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _stage_done(marker: Path, key: str) -> bool:
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _mark(marker: Path, key: str, **info: Any) -> None:
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, **info}, indent=1, default=str))
+    tmp.replace(marker)
+
+
+def _f(x: str) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def probe_summary(probe_rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]:
+    """Per dimension: best layer at the last checkpoint and probe test accuracy at the first and last.
+
+    Uses the logistic probe; the best layer is chosen on probe-val accuracy (never on test).
+    """
+    rows = [r for r in probe_rows if r["probe"] == "logistic"]
+    steps = sorted({int(r["step"]) for r in rows if r["step"] != ""})
+    out: dict[str, dict[str, Any]] = {}
+    for dim in dict.fromkeys(r["dimension"] for r in rows):
+        d = [r for r in rows if r["dimension"] == dim]
+
+        def best(step: int) -> dict[str, str]:
+            at = [r for r in d if r["step"] != "" and int(r["step"]) == step]
+            return max(at, key=lambda r: (_f(r["val_acc"]), -int(r["layer"])))
+
+        first, last = best(steps[0]), best(steps[-1])
+        mid_step = steps[len(steps) // 2]
+        out[dim] = {
+            "first_step": steps[0], "last_step": steps[-1], "mid_step": mid_step,
+            "first_acc": _f(first["test_acc"]), "first_layer": int(first["layer"]),
+            "last_acc": _f(last["test_acc"]), "best_layer": int(last["layer"]),
+            "mid_layer": int(best(mid_step)["layer"]),
+            "gain": _f(last["test_acc"]) - _f(first["test_acc"]),
+        }
+    return out
+
+
+def run_demo(
+    out: str | Path = "demo-out",
+    settings: DemoSettings | None = None,
+    *,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the demo pipeline (see the module docstring) and return its summary.
+
+    Args:
+        out: output folder (checkpoints, cache, trace, steering, results, report.html).
+        settings: :class:`DemoSettings` (default: the full demo).
+        echo: where progress lines go.
+
+    Returns:
+        ``{"report": Path, "summary": str, "probes": {...}, "mi_turns": {...}, "steering": {...}, "timings": {...}}``.
+    """
+    from tracing_bench.checkpoints import resolve_series
+    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, write_text
+    from tracing_bench.compare.phases import mi_turns
+    from tracing_bench.evaluate import run_eval, run_folder
+    from tracing_bench.pretrain import PretrainConfig, pretrain
+    from tracing_bench.report.html import build_report
+    from tracing_bench.steering.sweep import run_sweep
+    from tracing_bench.steering.vector import extract_from_checkpoint
+    from tracing_bench.trace import trace
+
+    s = settings or DemoSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = round(now - t, 1)
+        t = now
+
+    # 1. pre-train -------------------------------------------------------------------------
+    echo("[1/6] pre-training the tiny model (cached after the first run)")
+    config = PretrainConfig.fast(seed=s.seed) if s.fast else PretrainConfig(seed=s.seed)
+    ckpt_root = out / "checkpoints"
+    folders = pretrain(config, ckpt_root, progress=True)
+    lap("pretrain")
+
+    # 2. trace -----------------------------------------------------------------------------
+    echo(f"[2/6] tracing {len(folders)} checkpoints x 5 dimensions (probes + MI, {s.max_statements} statements each)")
+    trace_dir = out / "trace"
+    res = trace(str(ckpt_root), None, out=trace_dir, dimensions="all", mi=True, cache_dir=cache,
+                batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
+                max_statements=s.max_statements, mi_subsample=s.mi_subsample)
+    probe_rows = _read_csv(res["probes_csv"])
+    mi_rows = _read_csv(res["mi_csv"])
+    probes = probe_summary(probe_rows)
+    turns = mi_turns(mi_rows)
+    lap("trace")
+
+    # 3. steering vector from the middle checkpoint ------------------------------------------
+    if s.dimension == "auto":
+        # robustness is scored by answer consistency, which a model that always gives the same
+        # answer already maxes out; steer one of the accuracy-scored dimensions instead.
+        dim = max((d for d in probes if d != "robustness"), key=lambda d: probes[d]["gain"])
+    elif s.dimension in probes:
+        dim = s.dimension
+    else:
+        raise TracingBenchError(f"--dimension {s.dimension!r} is not valid: use auto or one of {', '.join(probes)}")
+    ckpts = resolve_series(str(ckpt_root), None)
+    mid, last = ckpts[len(ckpts) // 2], ckpts[-1]
+    layer = probes[dim]["mid_layer"]
+    echo(f"[3/6] steering vector: {dim}, block {layer}, from {Path(mid.model).name}")
+    steer_dir = out / "steering"
+    steer_dir.mkdir(exist_ok=True)
+    vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
+                                  dtype="float32", device="cpu", cache_dir=cache)
+    vec_path = vec.save(steer_dir / f"{dim}_block{layer}_{Path(mid.model).name}.pt")
+    lap("extract")
+
+    # 4. sweep on the last checkpoint ---------------------------------------------------------
+    echo(f"[4/6] sweeping it on {Path(last.model).name}: alphas {', '.join(f'{a:g}' for a in s.alphas)}")
+    sweep_dir = out / "sweep"
+    sweep_key = s.key("sweep", vector=vec.sha256, target=last.model)
+    marker = sweep_dir / ".demo-stage.json"
+    if _stage_done(marker, sweep_key) and (sweep_dir / "best.json").exists():
+        best = json.loads((sweep_dir / "best.json").read_text())
+        echo("      reusing the finished sweep")
+    else:
+        sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas), limit=s.limit, batch_size=32,
+                          max_ppl_increase=s.max_ppl_increase, dtype="float32", device="cpu", lambada="off",
+                          cache_dir=cache)
+        best = sweep.best
+        _mark(marker, sweep_key)
+    lap("sweep")
+
+    # 5. leaderboard of first / middle / last ----------------------------------------------------
+    chosen = list(dict.fromkeys([ckpts[0], mid, last]))
+    echo(f"[5/6] scoring {len(chosen)} checkpoints with the trust tasks (limit {s.limit}) for the leaderboard")
+    results_dir = out / "results"
+    for c in chosen:
+        folder = run_folder(results_dir, c.model, None)
+        key = s.key("eval", model=c.model)
+        if _stage_done(folder / ".demo-stage.json", key) and any(folder.glob("results_*.json")):
+            continue
+        for old in folder.glob("results_*.json"):
+            old.unlink()
+        run = run_eval({"pretrained": c.model, "dtype": "float32"}, tasks="trust", output_path=results_dir,
+                       limit=s.limit, extra_args=["--batch_size", "32", "--device", "cpu"])
+        _mark(run.folder / ".demo-stage.json", key)
+    board = build_leaderboard([results_dir], latest=True)
+    write_text(format_leaderboard(board, "md"), out / "leaderboard.md")
+    write_text(format_leaderboard(board, "csv"), out / "leaderboard.csv")
+    lap("eval")
+
+    # 6. report ---------------------------------------------------------------------------------
+    echo("[6/6] writing the report")
+    report = build_report([trace_dir, sweep_dir, results_dir], out / "report.html",
+                          title="tracing-bench demo: the embedded tiny model")
+    lap("report")
+
+    summary = format_summary(probes, turns, dim, layer, best, report, timings, s)
+    (out / "summary.txt").write_text(summary + "\n")
+    return {"report": report, "summary": summary, "probes": probes, "mi_turns": turns,
+            "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best}, "timings": timings}
+
+
+def format_summary(probes: dict[str, dict[str, Any]], turns: dict[tuple[str, int], Any], dim: str, layer: int,
+                   best: dict[str, Any], report: Path, timings: dict[str, float], s: DemoSettings) -> str:
+    """The lines printed at the end of the demo (also written to ``summary.txt``)."""
+    lines = [f"report: {report}", "", "probe accuracy (logistic, test split; best layer chosen on probe-val):"]
+    lines.append(f"  {'dimension':<12} {'first':>7} {'last':>7} {'change':>8}  best layer (last)")
+    learned = []
+    for d, p in probes.items():
+        lines.append(f"  {d:<12} {p['first_acc']:>7.3f} {p['last_acc']:>7.3f} {p['gain']:>+8.3f}  {p['best_layer']}"
+                     f"   (steps {p['first_step']} -> {p['last_step']})")
+        if p["gain"] > 0.02:
+            learned.append(d)
+    if learned:
+        lines.append(f"  learned during pre-training (> +2 points over the random-init checkpoint): {', '.join(learned)}")
+    else:
+        lines.append("  the tiny model learned nothing trust-related that a probe can see: accuracy stays at its "
+                     "random-init level in every dimension")
+    found = {k: v for k, v in turns.items() if v is not None}
+    if found:
+        per_dim: dict[str, list[str]] = {}
+        for (d, lay), step in sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            per_dim.setdefault(d, []).append(f"block {lay} at step {step}")
+        lines.append("MI turn (I(T;X) stops rising and falls: fitting -> compression):")
+        lines += [f"  {d}: {', '.join(v)}" for d, v in per_dim.items()]
+    else:
+        lines.append("MI turn: none found (I(T;X) never rises then falls over these checkpoints)")
+    b = (best.get("best") or {})
+    task = f"trust_{dim}"
+    lines.append(f"steering ({dim} vector, block {layer}, limit {s.limit} documents per task):")
+    hit = b.get(task)
+    if hit is None:
+        lines.append(f"  no admissible setting for {task} (every alpha failed the fluency guard)")
+    else:
+        verb = "improves" if hit.get("improves") else "does not improve"
+        lines.append(f"  best admissible alpha {hit['alpha']:g}: {task} {hit['score']:.3f} ({hit['delta']:+.3f}, {verb}); "
+                     f"perplexity {100 * float(hit['ppl_increase'] or 0):+.1f}%")
+    lines.append("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in timings.items()))
+    return "\n".join(lines)

@@ -194,6 +194,25 @@ def eval_cmd(ctx: click.Context) -> None:
 
 
 # -------------------------------------------------------------------------------------- trace
+def _executor_options(f):
+    """--executor, --ray-address, --gpus-per-task, --cpus-per-task, --max-retries (see tracing_bench.executors)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
+                          "(pip install 'tracing-bench[ray]').",),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one]."),
+        click.option("--gpus-per-task", type=float, default=0, show_default=True, help="GPUs Ray reserves per task."),
+        click.option("--cpus-per-task", type=float, default=1, show_default=True,
+                     help="CPUs Ray reserves per task (its torch threads)."),
+        click.option("--max-retries", type=int, default=3, show_default=True,
+                     help="Ray re-runs a task this many times when its worker dies."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @main.command("trace")
 @click.option("--model", required=True,
               help="Hugging Face model id, a model folder, or a folder of checkpoint sub-folders (step0, step10, ...).")
@@ -223,10 +242,12 @@ def eval_cmd(ctx: click.Context) -> None:
 @click.option("--mi-subsample", type=int, default=None,
               help="Estimate MI on N probe-train statements (seeded); nHSIC costs grow as N^3.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@_executor_options
 def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
-              max_statements: int | None, mi_subsample: int | None, out: Path) -> None:
+              max_statements: int | None, mi_subsample: int | None, out: Path, executor: str,
+              ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, figures."""
     from tracing_bench.trace import trace
 
@@ -234,7 +255,8 @@ def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, p
         model, revisions, out=out, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
-        max_statements=max_statements, mi_subsample=mi_subsample,
+        max_statements=max_statements, mi_subsample=mi_subsample, executor=executor, ray_address=ray_address,
+        gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries,
     )
     for note in result["notes"]:
         click.echo(note, err=True)

@@ -438,6 +438,11 @@ def trace(
     mi_subsample: int | None = None,
     progress: bool = True,
     figures: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpus_per_task: float = 0,
+    cpus_per_task: float = 1,
+    max_retries: int = 3,
 ) -> dict[str, Any]:
     """Trace a checkpoint series; resumable (see the module docstring).
 
@@ -460,6 +465,9 @@ def trace(
         mi_subsample: estimate MI on this many probe-train statements (seeded).
         progress: tqdm bar on stderr (hidden when not a TTY).
         figures: draw figures with ``tracing_bench.report.plots.trace_figures`` when available.
+        executor, ray_address, gpus_per_task, cpus_per_task, max_retries: where each checkpoint
+            runs: ``local`` (this process) or ``ray`` (one Ray task per checkpoint; see
+            :mod:`tracing_bench.executors`).
 
     Returns:
         ``{"probes_csv", "mi_csv", "trace_json", "figures", "notes", "checkpoints"}``.
@@ -469,6 +477,11 @@ def trace(
     """
     from tracing_bench.dimensions import load_dimension, resolve_dimensions
 
+    from tracing_bench.executors import ExecutorSettings, import_ray, run_checkpoints
+
+    run_on = ExecutorSettings(executor, ray_address, float(gpus_per_task), float(cpus_per_task), int(max_retries))  # type: ignore[arg-type]
+    if run_on.executor == "ray":
+        import_ray()  # fail before any work when Ray is missing
     dims = resolve_dimensions(dimensions)
     probe_list = tuple(p.strip() for p in probes.split(",")) if isinstance(probes, str) else tuple(probes)
     unknown = [p for p in probe_list if p not in PROBES]
@@ -509,8 +522,7 @@ def trace(
     from tqdm.auto import tqdm
 
     with tqdm(total=len(ckpts) * len(datas), desc="trace", unit="dim", disable=None if progress else True) as bar:
-        for ckpt in ckpts:
-            trace_checkpoint(ckpt, datas, settings, out, bar=bar)
+        run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
     return merge(out, ckpts, datas, settings, figures=figures)
 
 

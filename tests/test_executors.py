@@ -1,0 +1,152 @@
+"""Executors: a trace on a local Ray cluster equals the local one; a killed task is redone on resume."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import tracing_bench.trace as trace_mod
+from tiny import build_model
+from tracing_bench.cli import main
+from tracing_bench.dimensions import load_dimension
+from tracing_bench.trace import trace
+
+try:
+    import ray
+except ImportError:  # pragma: no cover - make test installs it (the `test` extra)
+    ray = None
+
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed: pip install 'tracing-bench[ray]'")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread here, as Ray gives each 1-CPU task (OMP_NUM_THREADS=1): same floats."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if ray is None:
+        pytest.skip("ray is not installed: pip install 'tracing-bench[ray]'")
+    # Test-module functions (the crash wrapper) must travel by value: workers cannot import tests/.
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def series_folder(tmp_path_factory, tiny_tokenizer):
+    root = tmp_path_factory.mktemp("series")
+    for seed, name in enumerate(("step100", "step0", "step10")):
+        build_model("llama", tiny_tokenizer, root / name, seed=seed)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dims(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("dims")
+    paths = []
+    for name in ("fairness", "privacy"):
+        data = load_dimension(name)
+        path = root / f"{name}_small.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["statement", "label"])
+            w.writerows(zip(data.statements[:40], data.labels[:40].tolist()))
+        paths.append(str(path))
+    return ",".join(paths)
+
+
+@pytest.fixture(scope="module")
+def local_tables(series_folder, dims, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    return trace(str(series_folder), out=out, dimensions=dims, layers="0,2", mi=True, batch_size=16,
+                 cache_dir=out / "cache", progress=False, figures=False)
+
+
+KW = dict(layers="0,2", mi=True, batch_size=16, progress=False, figures=False)
+
+
+@pytest.fixture(scope="module")
+def ray_cache(tmp_path_factory):
+    """One activation cache for the Ray runs (harvested by Ray workers in the first test)."""
+    return tmp_path_factory.mktemp("ray_cache")
+
+
+def _crash_once(marker: str, label: str):
+    """trace_checkpoint that kills its worker process (os._exit) the first time it sees ``label``."""
+    original = trace_mod.trace_checkpoint
+
+    def work(ckpt, *args, **kwargs):
+        if ckpt.label == label and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)  # a dying worker: no exception, no cleanup
+        return original(ckpt, *args, **kwargs)
+
+    return work
+
+
+@needs_ray
+def test_ray_trace_equals_local(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path):
+    out = tmp_path / "ray"
+    got = trace(str(series_folder), out=out, dimensions=dims, cache_dir=ray_cache, executor="ray", **KW)
+    for key in ("probes_csv", "mi_csv"):
+        assert got[key].read_bytes() == local_tables[key].read_bytes()
+
+
+@needs_ray
+def test_killed_task_is_redone_on_resume(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path,
+                                         monkeypatch):
+    out, cache = tmp_path / "ray", ray_cache
+    monkeypatch.setattr(trace_mod, "trace_checkpoint", _crash_once(str(tmp_path / "crashed"), "step10"))
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--layers", "0,2",
+                                    "--mi", "--batch-size", "16", "--cache-dir", str(cache), "--out", str(out),
+                                    "--executor", "ray", "--max-retries", "0"])
+    assert res.exit_code == 2, res.output
+    line = next(ln for ln in res.output.splitlines() if ln.startswith("error:"))  # Ray logs to stderr too
+    assert line.startswith("error: 1 of 3 Ray tasks failed: checkpoint step10:"), line
+    assert "run the same command again to resume" in line
+    assert not (out / "probes.csv").exists()
+    parts = sorted((out / "parts").rglob("*.json"))
+    assert len(parts) == 4 and not any(p.parent.name.startswith("step10-") for p in parts)  # step0, step100 finished
+    mtimes = [p.stat().st_mtime_ns for p in parts]
+
+    again = trace(str(series_folder), out=out, dimensions=dims, cache_dir=cache, executor="ray", **KW)
+    assert [p.stat().st_mtime_ns for p in parts] == mtimes  # finished checkpoints were not recomputed
+    assert len(list((out / "parts").rglob("*.json"))) == 6
+    for key in ("probes_csv", "mi_csv"):
+        assert again[key].read_bytes() == local_tables[key].read_bytes()
+
+
+@needs_ray
+def test_dead_worker_is_retried(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(trace_mod, "trace_checkpoint", _crash_once(str(tmp_path / "crashed"), "step0"))
+    got = trace(str(series_folder), out=tmp_path / "ray", dimensions=dims, cache_dir=ray_cache,
+                executor="ray", max_retries=1, **KW)
+    assert (tmp_path / "crashed").exists()  # it did die once
+    assert got["probes_csv"].read_bytes() == local_tables["probes_csv"].read_bytes()
+
+
+def test_ray_missing_is_one_line(series_folder, dims, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
+                                    "--out", str(tmp_path), "--executor", "ray"])
+    assert res.exit_code == 2
+    assert res.output.strip() == "error: --executor ray needs Ray, which is not installed: pip install 'tracing-bench[ray]'"
+
+
+def test_ray_options_need_ray_executor(series_folder, dims, tmp_path):
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
+                                    "--out", str(tmp_path), "--gpus-per-task", "1"])
+    assert res.exit_code == 2 and "only apply to --executor ray" in res.output

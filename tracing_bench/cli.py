@@ -190,7 +190,8 @@ def eval_cmd(ctx: click.Context) -> None:
     from tracing_bench.evaluate import run_lm_eval
 
     run = run_lm_eval(list(ctx.args))
-    click.echo(f"results: {run.results_file}", err=True)
+    if run is not None:  # None: a process of rank > 0 under `accelerate launch`; rank 0 writes
+        click.echo(f"results: {run.results_file}", err=True)
 
 
 # -------------------------------------------------------------------------------------- trace
@@ -465,7 +466,7 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
               help="Output folder (checkpoints, activation cache, trace, steering, results, report.html).")
 @click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (about a minute).")
-@click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 100; 20 with --fast].")
+@click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 50; 20 with --fast].")
 @click.option("--dimension", default="auto", show_default=True,
               help="Dimension to steer; auto = the one the probes say the model learned most.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -473,7 +474,7 @@ def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
     from tracing_bench.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(fast=fast, seed=seed, limit=limit or (20 if fast else 100), dimension=dimension,
-                            max_statements=400 if fast else 1500, mi_subsample=256 if fast else 512)
+    settings = DemoSettings(fast=fast, seed=seed, limit=limit or (20 if fast else 50), dimension=dimension,
+                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512)
     result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
     click.echo(result["summary"])

@@ -31,7 +31,7 @@ from tracing_bench.errors import TracingBenchError
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
 #: lm-eval model types that load ``pretrained`` with transformers (checked before the run).
-HF_MODEL_TYPES = frozenset({"hf", "hf-auto", "huggingface", "steered", "trust-steered"})
+HF_MODEL_TYPES = frozenset({"hf", "hf-auto", "huggingface", "steered", "trust-steered", "trust-hf"})
 
 
 @dataclass
@@ -80,7 +80,7 @@ def run_eval(
     log_samples: bool = False,
     metadata: Mapping[str, Any] | None = None,
     extra_args: Sequence[str] = (),
-) -> EvalRun:
+) -> EvalRun | None:
     """Run lm-eval on the trust tasks (or any lm-eval task) and keep checkpoints apart.
 
     Args:
@@ -94,7 +94,8 @@ def run_eval(
         extra_args: further ``lm_eval run`` options, e.g. ``["--batch_size", "8"]``.
 
     Returns:
-        An :class:`EvalRun` with the results file and its content.
+        An :class:`EvalRun` with the results file and its content (``None`` in the processes of
+        rank > 0 under ``accelerate launch``: rank 0 writes the results).
 
     Raises:
         TracingBenchError: bad arguments, unknown task, a model or judge that cannot be loaded.
@@ -113,13 +114,17 @@ def run_eval(
     return run_lm_eval(argv + list(extra_args))
 
 
-def run_lm_eval(argv: Sequence[str]) -> EvalRun:
+def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     """Run ``lm_eval run ARGV`` in-process with the trust tasks added; see :func:`run_eval`.
+
+    Under ``accelerate launch`` (``RANK`` > 0 in the environment) only rank 0 writes results:
+    the other processes score their share and return ``None``.
 
     ``--tasks`` defaults to ``trust``, ``--output_path`` to ``results``; the include path of the
     trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
     only when a requested task is not a trust task (indexing them takes tens of seconds).
     """
+    import tracing_bench.parallel  # noqa: F401  (registers the lm-eval model `trust-hf`)
     import tracing_bench.steering.model  # noqa: F401  (registers the lm-eval model `trust-steered`)
     from tracing_bench.tasks import TASKS_DIR
 
@@ -165,6 +170,8 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun:
                 raise
             raise TracingBenchError(f"lm-eval failed: {_first_line(e)} (set TRACING_BENCH_DEBUG=1 "
                                     "for the traceback)") from e
+    if _process_rank() > 0:
+        return None  # lm-eval gathered this process's scores on rank 0, which writes the results
     new = sorted(set(folder.glob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
     if not new:
         raise TracingBenchError(
@@ -177,6 +184,14 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun:
 
 
 # ------------------------------------------------------------------------------- helpers
+def _process_rank() -> int:
+    """This process's rank under ``accelerate launch`` / torchrun (0 when not distributed)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__

@@ -10,6 +10,8 @@
 * ``alpha=`` overrides every ``steering_coefficient`` in the file;
 * at hook time the vector is moved to the device and dtype of the hooked module's output (so
   ``parallelize=True`` / sharded models work); the cast is cached per (device, dtype);
+* under ``accelerate launch`` each process scores its share of the requests, on CPU as on GPU
+  (:class:`tracing_bench.parallel.DataParallelMixin`);
 * ``positions=all`` (default) adds ``alpha * v`` at every position, exactly as lm-eval's stock
   ``steered`` model does (same operations in the same order, so scores are identical);
   ``positions=last`` reproduces the released code, which adds the vector at the last position
@@ -50,6 +52,7 @@ from lm_eval.models.huggingface import HFLM
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.parallel import DataParallelMixin
 from tracing_bench.steering.vector import file_sha256, load_steer_file, vector_sha256
 
 Positions = Literal["all", "last"]
@@ -86,7 +89,7 @@ class _AddHook:
 
 
 @register_model("trust-steered")
-class TrustSteeredModel(SteeredModel):
+class TrustSteeredModel(DataParallelMixin, SteeredModel):
     """HFLM with a steering vector added to one or more blocks' outputs.
 
     Args:
@@ -121,6 +124,7 @@ class TrustSteeredModel(SteeredModel):
         config = load_steer_file(steer_path)  # validate before the (slow) model load
         # SteeredModel.__init__ would torch.load(weights_only=False); initialise HFLM directly.
         HFLM.__init__(self, pretrained=pretrained, device=device, **kwargs)
+        self._init_data_parallel()  # rank / world size under `accelerate launch` on CPU too
         self.steer_path = steer_path
         self.positions = positions
         self.alpha = alpha

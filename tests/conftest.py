@@ -11,6 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models: one intra-op thread is as fast as two and immune to OpenMP stalls when the CPUs
+# are shared (seen here: 250x slower tiny matmuls with two threads on a loaded machine). The
+# variable reaches the lm_eval / accelerate subprocesses too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tiny import ARCHS, build_model, train_tokenizer  # noqa: E402
 

@@ -157,6 +157,25 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
 
 
 # ------------------------------------------------------------------------------ tasks / eval
+def _executor_options(f):
+    """--executor, --ray-address, --gpus-per-task, --cpus-per-task, --max-retries (see tracing_bench.executors)."""
+    options = [
+        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
+                          "(pip install 'tracing-bench[ray]').",),
+        click.option("--ray-address", default=None,
+                     help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one]."),
+        click.option("--gpus-per-task", type=float, default=0, show_default=True, help="GPUs Ray reserves per task."),
+        click.option("--cpus-per-task", type=float, default=1, show_default=True,
+                     help="CPUs Ray reserves per task (its torch threads)."),
+        click.option("--max-retries", type=int, default=3, show_default=True,
+                     help="Ray re-runs a task this many times when its worker dies."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @main.command("tasks-path")
 def tasks_path() -> None:
     """Print the lm-eval include path of the trust tasks.
@@ -194,26 +213,34 @@ def eval_cmd(ctx: click.Context) -> None:
         click.echo(f"results: {run.results_file}", err=True)
 
 
+@main.command(
+    "eval-series",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]},
+)
+@click.option("--revisions", default=None,
+              help="Hub revisions with ranges (as trace); omit when pretrained= is a folder of checkpoint sub-folders.")
+@_executor_options
+@click.pass_context
+def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ray_address: str | None,
+                    gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
+    """`tracing-bench eval` at every revision: one run (a Ray task with --executor ray) per revision.
+
+    The other options are those of `lm_eval run`, as for `tracing-bench eval`; each revision's
+    results go to OUT/<model>@<revision>/. Example:
+
+    \b
+    tracing-bench eval-series --model hf --model_args pretrained=EleutherAI/pythia-70m \\
+        --revisions step1000:step3000:1000 --limit 50 --executor ray --gpus-per-task 1
+    """
+    from tracing_bench.evaluate import eval_series
+
+    runs = eval_series(list(ctx.args), revisions, executor=executor, ray_address=ray_address,
+                       gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries)
+    for run in runs:
+        click.echo(f"{run.revision if run.revision != 'main' else run.model}: {run.results_file}")
+
+
 # -------------------------------------------------------------------------------------- trace
-def _executor_options(f):
-    """--executor, --ray-address, --gpus-per-task, --cpus-per-task, --max-retries (see tracing_bench.executors)."""
-    options = [
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
-                          "(pip install 'tracing-bench[ray]').",),
-        click.option("--ray-address", default=None,
-                     help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one]."),
-        click.option("--gpus-per-task", type=float, default=0, show_default=True, help="GPUs Ray reserves per task."),
-        click.option("--cpus-per-task", type=float, default=1, show_default=True,
-                     help="CPUs Ray reserves per task (its torch threads)."),
-        click.option("--max-retries", type=int, default=3, show_default=True,
-                     help="Ray re-runs a task this many times when its worker dies."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
 @main.command("trace")
 @click.option("--model", required=True,
               help="Hugging Face model id, a model folder, or a folder of checkpoint sub-folders (step0, step10, ...).")
@@ -474,7 +501,7 @@ def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
     from tracing_bench.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(fast=fast, seed=seed, limit=limit or (20 if fast else 50), dimension=dimension,
+    settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else (20 if fast else 50), dimension=dimension,
                             max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512)
     result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
     click.echo(result["summary"])

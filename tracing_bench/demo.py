@@ -50,11 +50,11 @@ class DemoSettings:
 
     fast: bool = False
     seed: int = 0
-    limit: int = 100
+    limit: int = 50
     alphas: tuple[float, ...] = (-4.0, -1.0, 1.0, 4.0)
     max_ppl_increase: float = 0.1
     dimension: str = "auto"
-    max_statements: int = 1500
+    max_statements: int = 1000
     mi_subsample: int = 512
 
     def __post_init__(self) -> None:

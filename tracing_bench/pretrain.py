@@ -206,7 +206,7 @@ class PretrainConfig:
         """Cache key: sha256 of every setting but ``threads``, the corpus md5 and the version."""
         spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "threads"}
         spec["save_at"] = self.save_steps
-        spec.update(corpus_md5=corpus_md5, package_version=__version__)
+        spec.update(corpus_md5=corpus_md5, package_version=__version__, model_layout=_MODEL_LAYOUT)
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -269,6 +269,9 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
+_MODEL_LAYOUT = 2  # bump when _model_config changes, so cached runs are not reused
+
+
 def _model_config(cfg: PretrainConfig, tokenizer):
     from transformers import LlamaConfig
 
@@ -279,7 +282,8 @@ def _model_config(cfg: PretrainConfig, tokenizer):
         num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads,
         num_key_value_heads=cfg.heads,
-        max_position_embeddings=max(128, cfg.seq_len),
+        # RoPE: a longer window costs nothing; the trust prompts reach ~150 tokens with this vocabulary
+        max_position_embeddings=max(512, cfg.seq_len),
         tie_word_embeddings=True,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -150,3 +150,44 @@ def test_ray_options_need_ray_executor(series_folder, dims, tmp_path):
     res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
                                     "--out", str(tmp_path), "--gpus-per-task", "1"])
     assert res.exit_code == 2 and "only apply to --executor ray" in res.output
+
+
+# ------------------------------------------------------------------ evaluation over several revisions
+def _eval_series_args(series_folder, out, *extra):
+    return ["eval-series", "--model", "trust-hf", "--model_args", f"pretrained={series_folder},dtype=float32",
+            "--tasks", "trust_fairness", "--limit", "4", "--device", "cpu", "--output_path", str(out), *extra]
+
+
+def _scores(out):
+    import json
+
+    got = {}
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        [results] = folder.glob("results_*.json")
+        got[folder.name] = json.loads(results.read_text())["results"]["trust_fairness"]["acc,none"]
+    return got
+
+
+@needs_ray
+def test_eval_series_ray_equals_local(ray_cluster, series_folder, tmp_path):
+    local = CliRunner().invoke(main, _eval_series_args(series_folder, tmp_path / "local"))
+    assert local.exit_code == 0, local.output
+    res = CliRunner().invoke(main, _eval_series_args(series_folder, tmp_path / "ray", "--executor", "ray"))
+    assert res.exit_code == 0, res.output
+    scores = _scores(tmp_path / "local")
+    assert len(scores) == 3 and all(name.endswith("@main") for name in scores)  # one folder per checkpoint
+    assert sorted(n.split("__")[-1] for n in scores) == ["step0@main", "step100@main", "step10@main"]
+    assert _scores(tmp_path / "ray") == scores
+
+
+def test_with_checkpoint_rewrites_model_args():
+    from tracing_bench.evaluate import with_checkpoint
+
+    argv = ["--model", "hf", "--model_args", "pretrained=a,revision=x,dtype=float32", "--limit", "2"]
+    assert with_checkpoint(argv, "a", "step1")[3] == "pretrained=a,revision=step1,dtype=float32"
+    assert with_checkpoint(["--model_args=pretrained=a"], "/f/step0", None) == ["--model_args=pretrained=/f/step0"]
+
+
+def test_eval_series_needs_revisions(tiny_models):
+    res = CliRunner().invoke(main, ["eval-series", "--model", "hf", "--model_args", f"pretrained={tiny_models['llama']}"])
+    assert res.exit_code == 2 and "needs several revisions" in res.output

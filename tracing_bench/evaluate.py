@@ -323,3 +323,93 @@ def _write_provenance(folder: Path, results_file: Path, results: dict[str, Any],
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, target)
+
+
+# ------------------------------------------------------------------- several revisions
+def _model_args_index(argv: list[str]) -> tuple[int, str] | None:
+    """(index, value) of ``--model_args`` in ``argv`` (``--model_args X`` or ``--model_args=X``)."""
+    for i, a in enumerate(argv):
+        if a in ("--model_args", "--model-args") and i + 1 < len(argv):
+            return i + 1, argv[i + 1]
+        if a.startswith(("--model_args=", "--model-args=")):
+            return i, a.split("=", 1)[1]
+    return None
+
+
+def with_checkpoint(argv: Sequence[str], pretrained: str, revision: str | None) -> list[str]:
+    """``argv`` with ``pretrained`` (and ``revision``, or none) set in its ``--model_args``."""
+    argv = list(argv)
+    found = _model_args_index(argv)
+    text = found[1] if found else ""
+    if text.strip().startswith("{"):
+        args = json.loads(text)
+        args["pretrained"] = pretrained
+        args.pop("revision", None)
+        if revision:
+            args["revision"] = revision
+        value = json.dumps(args)
+    else:
+        items = [kv for kv in text.split(",") if kv and kv.split("=", 1)[0] not in ("pretrained", "revision")]
+        value = ",".join([f"pretrained={pretrained}", *([f"revision={revision}"] if revision else []), *items])
+    if found is None:
+        return [*argv, "--model_args", value]
+    i = found[0]
+    argv[i] = value if argv[i] == text else f"{argv[i].split('=', 1)[0]}={value}"
+    return argv
+
+
+def _eval_task(argv: list[str]) -> EvalRun | None:
+    return run_lm_eval(argv)
+
+
+def eval_series(
+    argv: Sequence[str],
+    revisions: str | list[str] | None = None,
+    *,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpus_per_task: float = 0,
+    cpus_per_task: float = 1,
+    max_retries: int = 3,
+) -> list[EvalRun]:
+    """``lm_eval run`` at every revision of a model (:func:`run_lm_eval` per revision).
+
+    Each revision is one task (``local``: one after the other here; ``ray``: one Ray task each,
+    see :mod:`tracing_bench.executors`) writing into its own ``OUT/<model>@<revision>/``.
+
+    Args:
+        argv: ``lm_eval run`` arguments; ``--model_args`` names ``pretrained=`` (a hub id, or a
+            folder of checkpoint sub-folders step0, step10, ... which is a series by itself).
+        revisions: hub revisions with range shorthands
+            (:func:`tracing_bench.checkpoints.parse_revisions`); ``None`` for a folder series.
+        executor, ray_address, gpus_per_task, cpus_per_task, max_retries: see
+            :class:`tracing_bench.executors.ExecutorSettings`.
+
+    Returns:
+        One :class:`EvalRun` per revision, in series order.
+
+    Raises:
+        TracingBenchError: bad arguments, a missing model, or failed tasks (one line).
+    """
+    from tracing_bench.checkpoints import resolve_series
+    from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
+
+    run_on = ExecutorSettings(executor, ray_address, float(gpus_per_task), float(cpus_per_task), int(max_retries))  # type: ignore[arg-type]
+    if run_on.executor == "ray":
+        import_ray()
+    args = _parse(list(argv))
+    pretrained = str(dict(args.model_args or {}).get("pretrained") or "")
+    if not pretrained:
+        raise TracingBenchError(
+            "no model given: pass --model_args pretrained=<Hugging Face id or folder of checkpoints> "
+            "and --revisions r1,r2,..."
+        )
+    ckpts = resolve_series(pretrained, revisions)
+    if len(ckpts) == 1 and not revisions:
+        raise TracingBenchError(
+            f"eval-series needs several revisions: add --revisions (e.g. --revisions step1000,step2000) or give "
+            f"pretrained= a folder of checkpoint sub-folders; {pretrained} is one model (use tracing-bench eval)"
+        )
+    argvs = [with_checkpoint(argv, c.model, c.revision) for c in ckpts]
+    runs = run_tasks(_eval_task, argvs, [c.label for c in ckpts], settings=run_on, what="revision")
+    return [r for r in runs if r is not None]

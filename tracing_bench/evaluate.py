@@ -185,11 +185,21 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
 
 # ------------------------------------------------------------------------------- helpers
 def _process_rank() -> int:
-    """This process's rank under ``accelerate launch`` / torchrun (0 when not distributed)."""
+    """This process's rank under ``accelerate launch`` / torchrun / mpirun (0 when not distributed)."""
     try:
-        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-    except ValueError:
-        return 0
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank())
+    except ImportError:
+        pass
+    for rank, size in (("RANK", "WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
+        try:
+            if int(os.environ.get(size, "1")) > 1:
+                return int(os.environ.get(rank, "0"))
+        except ValueError:
+            continue
+    return 0
 
 
 def _first_line(e: BaseException) -> str:

@@ -39,7 +39,6 @@ import hashlib
 import inspect
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ import torch
 from torch import Tensor
 
 from tracing_bench import __version__
+from tracing_bench._io import atomic_write as _atomic_write_bytes
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint
 from tracing_bench.errors import TracingBenchError
 
@@ -328,19 +328,6 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class ActivationCache:

@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Literal
 
 from tracing_bench import __version__
+from tracing_bench._io import atomic_write_text as _atomic_write_text
 from tracing_bench.errors import TracingBenchError
 
 Corpus = Literal["dev", "all"]
@@ -333,17 +334,6 @@ def _lr_at(cfg: PretrainConfig, step: int) -> float:
     span = max(1, cfg.steps - warm)
     t = min(1.0, (step - warm) / span)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _umask() -> int:

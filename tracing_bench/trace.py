@@ -32,9 +32,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from tracing_bench import __version__
+from tracing_bench._io import atomic_write_text as _atomic_write_text
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
 
@@ -161,19 +160,6 @@ def checkpoint_slug(ckpt: Checkpoint) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", ckpt.label)[:60]
     digest = hashlib.sha1(f"{ckpt.model}@{ckpt.revision}".encode()).hexdigest()[:10]
     return f"{readable}-{digest}"
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _revision_column(ckpt: Checkpoint, settings: TraceSettings) -> str:

@@ -39,7 +39,6 @@ import json
 import math
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tracing_bench._io import atomic_write as _atomic_write
+from tracing_bench._io import atomic_write_text as _atomic_write_text
 from tracing_bench.dimensions import DIMENSIONS
 from tracing_bench.errors import TracingBenchError
 
@@ -160,9 +161,8 @@ class SteeringVector:
                 f"--out {path} must end in .pt or .pth (lm-eval's steered model reads only those)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda f: torch.save(self.steer_config(), f))
-        sidecar = json.dumps(self.metadata(), indent=2, sort_keys=True).encode()
-        _atomic_write(sidecar_path(path), lambda f: f.write(sidecar))
+        _atomic_write(path, lambda tmp: torch.save(self.steer_config(), tmp))
+        _atomic_write_text(sidecar_path(path), json.dumps(self.metadata(), indent=2, sort_keys=True))
         return path
 
     @classmethod
@@ -206,18 +206,6 @@ class SteeringVector:
 def sidecar_path(path: Path) -> Path:
     """``v.pt`` -> ``v.pt.json``."""
     return path.with_name(path.name + ".json")
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_steer_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from tiny import ARCHS, build_model, train_tokenizer  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread for the whole session (see OMP_NUM_THREADS above)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
     return train_tokenizer(tmp_path_factory.mktemp("tokenizer"))

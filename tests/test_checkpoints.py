@@ -19,18 +19,6 @@ from tracing_bench.checkpoints import (
 )
 from tracing_bench.errors import TracingBenchError
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP barrier stalls on the shared, loaded CPUs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @pytest.mark.parametrize(
     "name, step",
     [("ckpt_179", 179), ("ckpt_000", 0), ("step1000", 1000), ("step1000-tokens4B", 1000),

@@ -19,15 +19,6 @@ def _score(run) -> float:
     return run.results["results"]["trust_fairness"]["acc,none"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (the loaded 2-core box), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def single(tiny_models, tmp_path_factory):
     """The reference: one process, trust-hf, --limit 8 (8 documents x 2 choices = 16 requests)."""

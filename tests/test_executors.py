@@ -23,17 +23,6 @@ except ImportError:  # pragma: no cover - make test installs it (the `test` extr
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed: pip install 'tracing-bench[ray]'")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread here, as Ray gives each 1-CPU task (OMP_NUM_THREADS=1): same floats."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
     if ray is None:

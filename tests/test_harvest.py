@@ -17,18 +17,6 @@ from tracing_bench.harvest import CacheWarning, cached_activations, harvest, loo
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP barrier stalls on the shared, loaded CPUs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @pytest.fixture(scope="module")
 def statements() -> list[str]:
     data = load_dimension("fairness")

@@ -15,18 +15,6 @@ from tracing_bench.cli import main
 from tracing_bench.dimensions import load_dimension
 from tracing_bench.trace import MI_COLUMNS, PROBE_COLUMNS, trace
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one intra-op thread avoids OpenMP barrier stalls on the shared, loaded CPUs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-
 @pytest.fixture(scope="module")
 def series_folder(tmp_path_factory, tiny_tokenizer):
     """step0, step10, step100: tiny Llamas with different seeds, saved with save_pretrained."""

@@ -239,14 +239,16 @@ def run_demo(
                           title="tracing-bench demo: the embedded tiny model")
     lap("report")
 
-    summary = format_summary(probes, turns, dim, layer, best, report, timings, s)
+    board_rows = _read_csv(out / "leaderboard.csv")
+    summary = format_summary(probes, turns, dim, layer, best, report, timings, s, board_rows)
     (out / "summary.txt").write_text(summary + "\n")
     return {"report": report, "summary": summary, "probes": probes, "mi_turns": turns,
             "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best}, "timings": timings}
 
 
 def format_summary(probes: dict[str, dict[str, Any]], turns: dict[tuple[str, int], Any], dim: str, layer: int,
-                   best: dict[str, Any], report: Path, timings: dict[str, float], s: DemoSettings) -> str:
+                   best: dict[str, Any], report: Path, timings: dict[str, float], s: DemoSettings,
+                   board_rows: list[dict[str, str]] | None = None) -> str:
     """The lines printed at the end of the demo (also written to ``summary.txt``)."""
     lines = [f"report: {report}", "", "probe accuracy (logistic, test split; best layer chosen on probe-val):"]
     lines.append(f"  {'dimension':<12} {'first':>7} {'last':>7} {'change':>8}  best layer (last)")
@@ -280,5 +282,13 @@ def format_summary(probes: dict[str, dict[str, Any]], turns: dict[tuple[str, int
         verb = "improves" if hit.get("improves") else "does not improve"
         lines.append(f"  best admissible alpha {hit['alpha']:g}: {task} {hit['score']:.3f} ({hit['delta']:+.3f}, {verb}); "
                      f"perplexity {100 * float(hit['ppl_increase'] or 0):+.1f}%")
+    if board_rows:
+        cells = [f"step {r['step'] or r['revision']} {_f(r.get('trust', '')):.3f}" for r in
+                 sorted(board_rows, key=lambda r: int(r["step"]) if r["step"] else -1)]
+        lines.append(f"leaderboard (trust group mean, limit {s.limit}): " + ", ".join(cells))
+        task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith("_stderr")]
+        if len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:
+            lines.append("  every checkpoint scores the same on every task: the tiny model gives the same answer to "
+                         "every zero-shot prompt; the probes, not the prompts, show what it learned")
     lines.append("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in timings.items()))
     return "\n".join(lines)

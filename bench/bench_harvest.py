@@ -16,7 +16,7 @@ LM head is not counted because harvest does not compute it); the rate is divided
 CPU time (``time.process_time``): on the shared, loaded 2-core machine the CPU time is the
 load-independent figure (with one thread; with two, OpenMP spin-waits count as CPU time).
 
-    /tmp/venv0/bin/python bench/bench_harvest.py [--n 128] [--batch-size 32] [--max-batch-tokens 512]
+    .venv/bin/python bench/bench_harvest.py [--n 128] [--batch-size 32] [--max-batch-tokens 512]
         [--threads 1] [--repeat 2] [--models llama,gpt_neox,gpt2,llama-512]
 
 Prints a markdown table; outputs are compared (max |ours - reference| over all blocks; the last

@@ -6,7 +6,7 @@ layer's kernel rebuilt for each of I(X;T) and I(Y;T), Kc = K @ H as a matrix pro
 numpy.linalg.inv. Data: bench/_synth.py activations (float32), standardised over the
 statements, m statements, the layers' own X = layer 0 and Y = the labels.
 
-    /tmp/venv0/bin/python bench/bench_mi.py [--layers 8] [--m 1500] [--hidden 512] [--threads 0] [--repeat 2]
+    .venv/bin/python bench/bench_mi.py [--layers 8] [--m 1500] [--hidden 512] [--threads 0] [--repeat 2]
 
 Prints a markdown table (timings are the best of --repeat runs, baseline and ours interleaved).
 """

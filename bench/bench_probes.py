@@ -8,7 +8,7 @@ power-law latent factors, outlier features, a label direction that grows over th
 Splits: the paper's (test / dev 1:1, dev -> probe-train / probe-val 4:1, seeded) and the
 reference's (first 80 % / last 20 %).
 
-    /tmp/venv0/bin/python bench/bench_probes.py [--layers 16] [--n 1800] [--hidden 512] [--threads 0] [--repeat 3]
+    .venv/bin/python bench/bench_probes.py [--layers 16] [--n 1800] [--hidden 512] [--threads 0] [--repeat 3]
 
 Prints a markdown table; timings are the best of --repeat runs, baseline and ours interleaved.
 """

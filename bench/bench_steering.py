@@ -6,7 +6,7 @@ with the tiny test tokenizer, loads it ONCE, wraps the same model object in lm-e
 ``loglikelihood`` on the requests of one trust task. Variants are interleaved (order rotated each
 repeat) so that load on a shared machine hits them alike; the figure is the ratio of medians.
 
-    /tmp/venv0/bin/python bench/bench_steering.py --task trust_fairness --limit 60 --batch-size 16 --repeats 7
+    .venv/bin/python bench/bench_steering.py --task trust_fairness --limit 60 --batch-size 16 --repeats 7
 """
 
 from __future__ import annotations

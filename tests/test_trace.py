@@ -10,34 +10,20 @@ import pytest
 from click.testing import CliRunner
 
 import tracing_bench.trace as trace_mod
-from tiny import build_model
+from tiny import build_series, write_small_dims
 from tracing_bench.cli import main
 from tracing_bench.dimensions import load_dimension
 from tracing_bench.trace import MI_COLUMNS, PROBE_COLUMNS, trace
 
 @pytest.fixture(scope="module")
 def series_folder(tmp_path_factory, tiny_tokenizer):
-    """step0, step10, step100: tiny Llamas with different seeds, saved with save_pretrained."""
-    root = tmp_path_factory.mktemp("series")
-    for seed, name in enumerate(("step100", "step0", "step10")):
-        build_model("llama", tiny_tokenizer, root / name, seed=seed)
-    return root
+    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
 def dims(tmp_path_factory) -> str:
     """Two small statement,label CSVs (48 rows each), given as a comma list of paths."""
-    root = tmp_path_factory.mktemp("dims")
-    paths = []
-    for name in ("fairness", "privacy"):
-        data = load_dimension(name)
-        path = root / f"{name}_small.csv"
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["statement", "label"])
-            w.writerows(zip(data.statements[:48], data.labels[:48].tolist()))
-        paths.append(str(path))
-    return ",".join(paths)
+    return write_small_dims(tmp_path_factory.mktemp("dims"), 48)
 
 
 def _rows(path):

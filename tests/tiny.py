@@ -20,7 +20,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from tracing_bench.dimensions import DIMENSIONS, read_labelled_csv
+import csv
+
+from tracing_bench.dimensions import DIMENSIONS, load_dimension, read_labelled_csv
 
 ARCHS = ("llama", "gpt_neox", "gpt2")
 HIDDEN = 32
@@ -94,3 +96,25 @@ def build_model(arch: str, tokenizer: PreTrainedTokenizerFast, out: Path, seed: 
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def write_small_dims(root: Path, n: int, names: tuple[str, ...] = ("fairness", "privacy")) -> str:
+    """The first ``n`` cleaned statements of each dimension as statement,label CSVs; a comma list of paths."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        data = load_dimension(name)
+        path = root / f"{name}_small.csv"
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["statement", "label"])
+            w.writerows(zip(data.statements[:n], data.labels[:n].tolist()))
+        paths.append(str(path))
+    return ",".join(paths)
+
+
+def build_series(root: Path, tokenizer: PreTrainedTokenizerFast) -> Path:
+    """step0, step10, step100: tiny Llamas with different seeds, saved with save_pretrained."""
+    for seed, name in enumerate(("step100", "step0", "step10")):
+        build_model("llama", tokenizer, root / name, seed=seed)
+    return root

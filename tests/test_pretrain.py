@@ -202,3 +202,18 @@ def test_stale_temp_folders_of_a_killed_run_are_removed(tmp_path):
     (out / ".step3.abc" / "config.json").write_text("{}")
     folders = pt.pretrain(_tiny(steps=2), out, progress=False)
     assert not list(out.glob(".*")) and [f.name for f in folders] == ["step0", "step1", "step2"]
+
+
+@pytest.mark.parametrize("corpus", ["dev", "all"])
+def test_crows_pairs_never_enters_the_pretraining_corpus(corpus):
+    """CrowS-Pairs is an evaluation set: no sentence of it, in either role, is trained on."""
+    import csv
+
+    from tracing_bench.dimensions import DIMENSIONS
+
+    with open(DIMENSIONS["fairness"].path, newline="", encoding="utf-8") as f:
+        crows = {" ".join(r[c].split()).lower() for r in csv.DictReader(f) for c in ("sent_more", "sent_less")}
+    texts, prov = pt.build_corpus(corpus)
+    assert len(crows) > 3000 and len(texts) > 1000
+    assert not [t for t in texts if " ".join(t.split()).lower() in crows]
+    assert "fairness" not in prov["files"]

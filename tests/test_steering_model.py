@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tracing_bench.cli import main
-from tracing_bench.dimensions import DIMENSIONS, read_labelled_csv
+from tracing_bench.dimensions import load_dimension
 from tracing_bench.steering.vector import SteeringVector
 
 TASKS = ["trust_fairness", "trust_privacy"]
@@ -19,8 +19,9 @@ LIMIT = 6
 
 @pytest.fixture(scope="session")
 def small_csv(tmp_path_factory):
-    """40 balanced StereoSet rows: extraction harvests 40 statements, not 1952."""
-    statements, labels, _ = read_labelled_csv(DIMENSIONS["fairness"].path)
+    """40 balanced fairness statements: extraction harvests 40 statements, not 3014."""
+    data = load_dimension("fairness")
+    statements, labels = data.statements, data.labels
     rows, seen = [], {0: 0, 1: 0}
     for s, y in zip(statements, labels, strict=True):
         if seen[int(y)] < 20:

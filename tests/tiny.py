@@ -22,7 +22,7 @@ from transformers import (
 
 import csv
 
-from tracing_bench.dimensions import DIMENSIONS, load_dimension, read_labelled_csv
+from tracing_bench.dimensions import DIMENSIONS, load_dimension
 
 ARCHS = ("llama", "gpt_neox", "gpt2")
 HIDDEN = 32
@@ -31,9 +31,8 @@ LAYERS = 3
 
 def corpus() -> list[str]:
     texts: list[str] = []
-    for dim in DIMENSIONS.values():
-        statements, _, _ = read_labelled_csv(dim.path)
-        texts.extend(statements[:600])
+    for name in DIMENSIONS:
+        texts.extend(load_dimension(name).statements[:600])
     return texts
 
 

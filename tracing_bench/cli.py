@@ -70,26 +70,28 @@ def data_show(dimension: str | None, protocol: str, seed: int, as_json: bool) ->
 
 
 def _format_summaries(summaries: list[dict]) -> str:
-    head = f"{'dimension':<12} {'rows':>6} {'kept':>6} {'dup':>5} {'confl':>5}  " + "  ".join(
-        f"{s:>17}" for s in ("test (1/0)", "probe_train (1/0)", "probe_val (1/0)")
+    head = f"{'dimension':<12} {'rows':>6} {'kept':>6} {'dup':>5} {'confl':>5} {'groups':>6}  " + "  ".join(
+        f"{s:>24}" for s in ("test n (1/0) groups", "probe_train n (1/0) groups", "probe_val n (1/0) groups")
     )
     lines = [head, "-" * len(head)]
     for s in summaries:
         cells = "  ".join(
-            f"{s[k]['n']:>6} ({s[k]['label_1']}/{s[k]['label_0']})".rjust(17)
+            f"{s[k]['n']:>5} ({s[k]['label_1']}/{s[k]['label_0']}) {s[k]['groups']:>5}".rjust(24)
             for k in ("test", "probe_train", "probe_val")
         )
         lines.append(
             f"{s['name']:<12} {s['rows_read']:>6} {s['statements']:>6} "
-            f"{s['dropped'].get('duplicates', 0):>5} {s['dropped'].get('conflicting', 0):>5}  {cells}"
+            f"{s['dropped'].get('duplicates', 0):>5} {s['dropped'].get('conflicting', 0):>5} {s['groups']:>6}  {cells}"
         )
     lines.append("")
-    lines.append("dup: repeated statements removed (kept once); confl: rows dropped because one statement "
-                 "carries both labels.")
+    lines.append("rows: data rows of the file (CrowS-Pairs: pairs, two statements each); dup: repeated statements "
+                 "removed (kept once); confl: rows dropped because one statement carries both labels; groups: "
+                 "statements that must share a split (near-duplicates, SST-2 twins, a TruthfulQA question, a "
+                 "StereoSet context, a CrowS-Pairs pair), never in two splits.")
     for s in summaries:
         if "label 1" in s:
-            lines.append(f"{s['name']}: label 1 = {s['label 1']}; trustworthy label = {s['trustworthy label']}; "
-                         f"md5 {s['md5']}")
+            lines.append(f"{s['title']}: label 1 = {s['label 1']}; label 0 = {s['label 0']}; trustworthy label = "
+                         f"{s['trustworthy label']}; data: {s['source']}; file {Path(s['file']).name}, md5 {s['md5']}")
     return "\n".join(lines)
 
 

@@ -1,16 +1,28 @@
 """The five trustworthiness dimensions: bundled data, label meanings, cleaning and splits.
 
-A dimension is a labelled set of statements (``statement,label`` CSV). :func:`load_dimension`
-reads one of the five bundled files (or a user's own CSV), cleans it, removes duplicates and
+A dimension is a labelled set of statements. :func:`load_dimension` reads one of the five
+bundled datasets (or a user's own ``statement,label`` CSV), cleans it, removes duplicates and
 assigns the paper's splits:
 
 * ``protocol="paper"`` (default): test / development 1:1, development -> probe-train /
-  probe-val 4:1; seeded, stratified by label, deterministic. Statements that are equal after
-  lower-casing and folding white space form a group that never straddles two splits (so the
-  clean/perturbed twins of SST-2 stay together, and so do near-duplicates).
-* ``protocol="reference"``: the released code's file-order splits on the raw rows (no
-  cleaning): probe-train = first 80 %, probe-val = last 20 %, dev = first 50 % (the whole file
-  for reliability), test = last 50 %.
+  probe-val 4:1; seeded, stratified by label as far as the groups allow, deterministic.
+  Statements that share a *group* never sit in two splits. A group joins statements that are
+  equal after lower-casing and folding white space (SST-2's clean/perturbed twins,
+  near-duplicates), plus what the dataset says belongs together: a TruthfulQA question (the
+  ``Q: ...`` before the tab), a StereoSet context (the text before the continuation), a
+  CrowS-Pairs pair, or the optional ``group`` column of a user's CSV.
+* ``protocol="reference"``: the released code's file-order splits on the raw rows of the
+  released files (no cleaning, duplicates kept): probe-train = first 80 %, probe-val = last
+  20 %, dev = first 50 % (the whole file for reliability), test = last 50 %. For fairness the
+  released code read ``stereoset.csv``, so that is what this protocol reads.
+
+Fairness is CrowS-Pairs (``crows_pairs_anonymized.csv``): every minimal pair gives two
+statements, ``sent_more`` (label 1, the more stereotypical sentence: the untrustworthy side)
+and ``sent_less`` (label 0), and the pair is one group. The released ``stereoset.csv`` holds,
+per StereoSet context, one *related* continuation (label 1; the rows read by hand are
+anti-stereotypes) and one *unrelated* continuation (label 0): it measures relatedness, not
+stereotyping. It stays bundled, byte-identical, as the dataset ``stereoset-released`` (outside
+the five) and as the fairness data of the ``reference`` protocol.
 
 >>> data = load_dimension("fairness")
 >>> statements, labels = data.subset("probe_train")
@@ -22,6 +34,7 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,21 +47,33 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 Split = Literal["test", "dev", "probe_train", "probe_val", "all"]
 Protocol = Literal["paper", "reference"]
+#: How a bundled file is read: ``statement,label`` rows, or CrowS-Pairs' ``sent_more,sent_less`` pairs.
+Reader = Literal["statement_label", "crows_pairs"]
+#: What joins statements into one group besides near-duplicates (see the module docstring).
+Grouping = Literal["duplicates", "question", "context", "pair"]
 SPLITS: tuple[str, ...] = ("test", "dev", "probe_train", "probe_val", "all")
 PROTOCOLS: tuple[str, ...] = ("paper", "reference")
 
 
 @dataclass(frozen=True)
 class Dimension:
-    """One trustworthiness dimension.
+    """One bundled dataset: a trustworthiness dimension (or a released file kept for reference).
 
     Attributes:
-        name: short name (``reliability``, ``privacy``, ``toxicity``, ``fairness``, ``robustness``).
-        filename: the bundled CSV in ``tracing_bench/data``.
+        name: short name (``reliability``, ``privacy``, ``toxicity``, ``fairness``, ``robustness``,
+            or ``stereoset-released``).
+        filename: the bundled file in ``tracing_bench/data``.
         label1: what label 1 means.
         label0: what label 0 means.
         trustworthy_label: the label on the trustworthy side (1 for reliability, 0 otherwise).
-        source: where the statements come from.
+        source: where the statements come from (and their licence).
+        title: how reports name it, e.g. ``fairness (CrowS-Pairs)``.
+        reader: how the file is read (:data:`Reader`).
+        grouping: which statements must share a split (:data:`Grouping`).
+        reference: the dataset the released code used for this dimension, when it differs
+            (``--protocol reference`` reads that one instead).
+        pretrain: whether ``tracing-bench pretrain`` may train on its development half
+            (``False`` for evaluation-only data such as CrowS-Pairs).
     """
 
     name: str
@@ -57,6 +82,11 @@ class Dimension:
     label0: str
     trustworthy_label: int
     source: str
+    title: str = ""
+    reader: Reader = "statement_label"
+    grouping: Grouping = "duplicates"
+    reference: str | None = None
+    pretrain: bool = True
 
     @property
     def path(self) -> Path:
@@ -80,7 +110,9 @@ DIMENSIONS: dict[str, Dimension] = {
             "the statement (question + answer) is true",
             "the statement is false",
             1,
-            "TruthfulQA (410 questions)",
+            "TruthfulQA (410 questions), from the released code; Apache-2.0",
+            title="reliability (TruthfulQA)",
+            grouping="question",
         ),
         Dimension(
             "privacy",
@@ -88,7 +120,8 @@ DIMENSIONS: dict[str, Dimension] = {
             "the statement describes a privacy violation",
             "the statement describes no privacy violation",
             0,
-            "ConfAIde tier 2 + generated items",
+            "ConfAIde tier 2 + generated items, from the released code; MIT",
+            title="privacy (ConfAIde)",
         ),
         Dimension(
             "toxicity",
@@ -96,15 +129,22 @@ DIMENSIONS: dict[str, Dimension] = {
             "the statement is toxic",
             "the statement is not toxic",
             0,
-            "ToxiGen, annotated subset",
+            "ToxiGen, annotated subset, from the released code; MIT",
+            title="toxicity (ToxiGen)",
         ),
         Dimension(
             "fairness",
-            "stereoset.csv",
-            "the sentence is stereotypical",
-            "the sentence is not stereotypical (anti-stereotypical or unrelated)",
+            "crows_pairs_anonymized.csv",
+            "sent_more: the more stereotypical sentence of a CrowS-Pairs minimal pair (untrustworthy side)",
+            "sent_less: the same sentence about the contrasting group",
             0,
-            "StereoSet inter-sentence (context + candidate)",
+            "CrowS-Pairs (Nangia et al. 2020), 1,508 minimal pairs, nyu-mll/crows-pairs at 8aaac11; "
+            "CC BY-SA 4.0, an evaluation set (never pre-trained on)",
+            title="fairness (CrowS-Pairs)",
+            reader="crows_pairs",
+            grouping="pair",
+            reference="stereoset-released",
+            pretrain=False,
         ),
         Dimension(
             "robustness",
@@ -112,12 +152,27 @@ DIMENSIONS: dict[str, Dimension] = {
             "the sentence carries case-flip typos (about 5% of letters)",
             "the sentence is clean",
             0,
-            "SST-2 sentences, clean and perturbed",
+            "SST-2 sentences, clean and perturbed, from the released code; GLUE terms",
+            title="robustness (SST-2 typos)",
         ),
     )
 }
 
-QUESTIONS_FILE = DATA_DIR / "truthfulqa_test.csv"
+#: Bundled datasets outside the five, selectable by name wherever a dimension is taken.
+RELEASED: dict[str, Dimension] = {
+    "stereoset-released": Dimension(
+        "stereoset-released",
+        "stereoset.csv",
+        "a related continuation of a StereoSet context (the rows read by hand are anti-stereotypes; "
+        "the released code assumed 'stereotypical')",
+        "an unrelated continuation of the same context",
+        0,
+        "StereoSet inter-sentence (context + candidate), the released code's fairness file; CC BY-SA 4.0. "
+        "It measures whether a continuation is related to its context, not stereotyping",
+        title="StereoSet as released: related vs unrelated continuations",
+        grouping="context",
+    ),
+}
 
 
 @dataclass
@@ -125,8 +180,8 @@ class DimensionData:
     """A loaded, cleaned and split dimension.
 
     Attributes:
-        name: dimension name, or the file stem for a custom CSV.
-        path: the CSV read.
+        name: dimension name, or a name for a custom CSV (its file stem).
+        path: the file read.
         md5: md5 of the file's bytes (the dataset hash recorded in every artefact).
         protocol: ``paper`` or ``reference``.
         seed: seed of the paper splits.
@@ -136,6 +191,12 @@ class DimensionData:
         splits: index arrays for ``test``, ``dev``, ``probe_train``, ``probe_val``, ``all``.
         dropped: counts of rows removed by cleaning (``duplicates``, ``conflicting``).
         dimension: the bundled :class:`Dimension`, or ``None`` for a custom CSV.
+        rows_read: data rows in the file (CrowS-Pairs: pairs).
+        subsampled_from: size of the full data when this is a subsample.
+        extra: per-statement columns aligned with ``statements`` that a dataset carries beyond
+            the label. CrowS-Pairs: ``pair`` (the pair's row id; both sentences of a pair share
+            it), ``bias_type``, ``stereo_antistereo`` (``stereo``: ``sent_more`` demonstrates a
+            stereotype; ``antistereo``: it violates one). A CSV with a ``group`` column: ``group``.
     """
 
     name: str
@@ -151,6 +212,16 @@ class DimensionData:
     dimension: Dimension | None = None
     rows_read: int = 0
     subsampled_from: int | None = None
+    extra: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """How reports name the data (``fairness (CrowS-Pairs)``; the name for a custom CSV)."""
+        if self.dimension is None:
+            return self.name
+        if self.dimension.name != self.name:  # the reference protocol's released file
+            return f"{self.name} ({self.dimension.title})"
+        return self.dimension.title or self.name
 
     def indices(self, split: str) -> np.ndarray:
         """Indices (into ``statements``) of a split."""
@@ -182,9 +253,9 @@ class DimensionData:
 
         Each of ``test``, ``probe_train`` and ``probe_val`` keeps the same fraction of its groups,
         stratified by label, so the split proportions and label balance stay those of the full
-        data and a group (near-duplicates, SST-2 twins) is kept or dropped whole. Meant for quick
-        looks (``trace --max-statements``); the statements' hash changes, so caches never mix
-        a subsample with the full data.
+        data and a group (near-duplicates, SST-2 twins, a TruthfulQA question, a CrowS-Pairs
+        pair) is kept or dropped whole. Meant for quick looks (``trace --max-statements``); the
+        statements' hash changes, so caches never mix a subsample with the full data.
 
         Args:
             n: target number of statements (the whole data when ``n`` is at least its size).
@@ -225,28 +296,34 @@ class DimensionData:
             statements=[self.statements[i] for i in keep], labels=self.labels[keep], groups=self.groups[keep],
             splits=splits, dropped=dict(self.dropped), dimension=self.dimension, rows_read=self.rows_read,
             subsampled_from=len(self.statements),
+            extra={k: [v[i] for i in keep] for k, v in self.extra.items()},
         )
 
     def summary(self) -> dict[str, object]:
-        """Counts per split and label, and what cleaning dropped."""
+        """Counts per split and label, groups per split, and what cleaning dropped."""
         out: dict[str, object] = {
             "name": self.name,
+            "title": self.title,
             "file": str(self.path),
             "md5": self.md5,
             "protocol": self.protocol,
             "seed": self.seed,
             "rows_read": self.rows_read,
             "statements": len(self.statements),
+            "groups": int(len(np.unique(self.groups))),
             "dropped": dict(self.dropped),
         }
         if self.dimension is not None:
             out["label 1"] = self.dimension.label1
             out["label 0"] = self.dimension.label0
             out["trustworthy label"] = self.dimension.trustworthy_label
+            out["source"] = self.dimension.source
+            out["grouping"] = self.dimension.grouping
         for split in SPLITS:
             idx = self.splits[split]
             n1 = int(self.labels[idx].sum())
-            out[split] = {"n": int(len(idx)), "label_1": n1, "label_0": int(len(idx) - n1)}
+            out[split] = {"n": int(len(idx)), "label_1": n1, "label_0": int(len(idx) - n1),
+                          "groups": int(len(np.unique(self.groups[idx])))}
         return out
 
 
@@ -308,8 +385,20 @@ def _read_text(path: Path) -> str:
     return text
 
 
+@dataclass
+class _Rows:
+    """What a reader returns: raw rows in file order, before cleaning."""
+
+    statements: list[str]
+    labels: list[int]
+    lines: list[int]
+    extra: dict[str, list[str]] = field(default_factory=dict)
+    keys: list[list[str]] = field(default_factory=list)  # group keys per row, beyond near-duplicates
+    rows_read: int = 0
+
+
 def read_labelled_csv(path: str | Path) -> tuple[list[str], list[int], list[int]]:
-    """Read and validate a ``statement,label`` CSV.
+    """Read and validate a ``statement,label`` CSV (an optional ``group`` column is allowed).
 
     Args:
         path: the file.
@@ -320,7 +409,11 @@ def read_labelled_csv(path: str | Path) -> tuple[list[str], list[int], list[int]
     Raises:
         DataError: naming the file, the line where it applies, and the fix.
     """
-    path = Path(path)
+    rows = _read_statement_label(Path(path))
+    return rows.statements, rows.labels, rows.lines
+
+
+def _read_statement_label(path: Path) -> _Rows:
     text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -332,12 +425,12 @@ def read_labelled_csv(path: str | Path) -> tuple[list[str], list[int], list[int]
     if missing:
         raise DataError(
             f"{path}: line 1 (header) has columns {header!r} but no {' and no '.join(repr(m) for m in missing)} "
-            "column; the first line must name the columns, e.g. 'statement,label'"
+            "column; the first line must name the columns, e.g. 'statement,label' (optionally ',group')"
         )
     i_s, i_l = cols.index("statement"), cols.index("label")
-    statements: list[str] = []
-    labels: list[int] = []
-    lines: list[int] = []
+    i_g = cols.index("group") if "group" in cols else None
+    out = _Rows([], [], [])
+    groups: list[str] = []
     try:
         for row in reader:
             line = reader.line_num
@@ -361,65 +454,201 @@ def read_labelled_csv(path: str | Path) -> tuple[list[str], list[int], list[int]
                 raise DataError(
                     f"{path}: line {line} has an empty statement; remove the row or fill it in"
                 )
-            statements.append(row[i_s])
-            labels.append(int(label))
-            lines.append(line)
+            out.statements.append(row[i_s])
+            out.labels.append(int(label))
+            out.lines.append(line)
+            if i_g is not None:
+                groups.append(row[i_g].strip())
     except csv.Error as e:
         raise DataError(
             f"{path}: line {reader.line_num} is not valid CSV ({e}); fix the quoting"
         ) from None
-    if not statements:
+    if not out.statements:
         raise DataError(
             f"{path}: has a header but no data rows; add one 'statement,label' row per statement"
         )
-    return statements, labels, lines
+    out.rows_read = len(out.statements)
+    if i_g is not None:
+        # an empty group cell means "no group of its own beyond near-duplicates"
+        out.extra["group"] = groups
+        out.keys = [[f"group:{g}"] if g else [] for g in groups]
+    return out
+
+
+_CROWS_COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
+
+
+def _read_crows_pairs(path: Path) -> _Rows:
+    """CrowS-Pairs: each row gives ``sent_more`` (label 1) and ``sent_less`` (label 0), one pair."""
+    text = _read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in _CROWS_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataError(
+            f"{path}: line 1 (header) lacks the CrowS-Pairs columns {', '.join(missing)}; "
+            "use the file crows_pairs_anonymized.csv as released"
+        )
+    id_col = (reader.fieldnames or [""])[0]
+    out = _Rows([], [], [])
+    extra: dict[str, list[str]] = {"pair": [], "bias_type": [], "stereo_antistereo": []}
+    n = 0
+    for row in reader:
+        n += 1
+        pair = (row.get(id_col) or "").strip() or str(n - 1)
+        for col, label in (("sent_more", 1), ("sent_less", 0)):
+            sentence = row[col] or ""
+            if not clean_statement(sentence):
+                raise DataError(f"{path}: line {reader.line_num} has an empty {col}; the file is damaged")
+            out.statements.append(sentence)
+            out.labels.append(label)
+            out.lines.append(reader.line_num)
+            out.keys.append([f"pair:{pair}"])
+            extra["pair"].append(pair)
+            extra["bias_type"].append(row["bias_type"].strip())
+            extra["stereo_antistereo"].append(row["stereo_antistereo"].strip())
+    if n == 0:
+        raise DataError(f"{path}: has a header but no pairs")
+    out.extra = extra
+    out.rows_read = n
+    return out
+
+
+def question_key(statement: str) -> str:
+    """TruthfulQA: the question, ``Q: ...`` before the tab (the whole statement if there is none)."""
+    return group_key(statement.split("\t", 1)[0])
+
+
+def _common_words(a: str, b: str) -> list[str]:
+    wa, wb = a.split(), b.split()
+    n = 0
+    for x, y in zip(wa, wb):
+        if x != y:
+            break
+        n += 1
+    return wa[:n]
+
+
+def stereoset_contexts(statements: Sequence[str]) -> list[str]:
+    """StereoSet as released: the context of every row (the text before its continuation).
+
+    The released file lists each context's two candidates on adjacent rows (one label 1, one
+    label 0), so a row's context is the longest word prefix it shares with its partner. A
+    context that is a word prefix of another one is the same context (two candidates that also
+    share their first words, e.g. "... Vietnam. The"); both map to the shorter.
+
+    Args:
+        statements: the rows in file order.
+
+    Returns:
+        one context per row (lower-cased, white space folded).
+    """
+    keys: list[str] = []
+    for i in range(0, len(statements), 2):
+        if i + 1 < len(statements):
+            words = _common_words(statements[i], statements[i + 1])
+        else:
+            words = []
+        key = group_key(" ".join(words)) if len(words) >= 2 else ""
+        keys += [key or group_key(statements[i])] + ([key or group_key(statements[i + 1])] if i + 1 < len(statements) else [])
+    known = set(keys)
+    canon: dict[str, str] = {}
+    for k in sorted(known, key=len):
+        words = k.split()
+        prefix = next((" ".join(words[:j]) for j in range(2, len(words)) if " ".join(words[:j]) in known), None)
+        canon[k] = canon[prefix] if prefix is not None else k
+    return [canon[k] for k in keys]
+
+
+def _dataset_keys(grouping: Grouping, statements: list[str]) -> list[list[str]]:
+    if grouping == "question":
+        return [[f"question:{question_key(s)}"] for s in statements]
+    if grouping == "context":
+        return [[f"context:{c}"] for c in stereoset_contexts(statements)]
+    return [[] for _ in statements]
 
 
 def _dedupe(
-    path: Path, statements: list[str], labels: list[int]
-) -> tuple[list[str], np.ndarray, dict[str, int]]:
-    cleaned = [clean_statement(s) for s in statements]
+    rows: _Rows,
+) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, list[str]], dict[str, int]]:
+    """Clean, keep a repeated statement once, drop one that carries both labels, and group.
+
+    Returns:
+        (statements, labels, group ids, extra columns of each statement's first row, dropped).
+    """
+    cleaned = [clean_statement(s) for s in rows.statements]
+    first: dict[str, int] = {}
     seen: dict[str, set[int]] = {}
-    order: list[str] = []
-    for s, y in zip(cleaned, labels):
-        if s not in seen:
+    keys: dict[str, set[str]] = {}
+    for r, (s, y) in enumerate(zip(cleaned, rows.labels)):
+        if s not in first:
+            first[s] = r
             seen[s] = set()
-            order.append(s)
+            keys[s] = set()
         seen[s].add(y)
-    kept = [s for s in order if len(seen[s]) == 1]
-    conflicting = len(order) - len(kept)
-    out_labels = np.array([next(iter(seen[s])) for s in kept], dtype=np.int64)
+        keys[s].update(rows.keys[r] if rows.keys else ())
+    kept = [s for s in first if len(seen[s]) == 1]
+    conflicting_statements = len(first) - len(kept)
     n_conf_rows = sum(1 for s in cleaned if len(seen[s]) > 1)
     dropped = {
-        "duplicates": len(cleaned) - len(order) - (n_conf_rows - conflicting),
+        "duplicates": len(cleaned) - len(first) - (n_conf_rows - conflicting_statements),
         "conflicting": n_conf_rows,
     }
-    return kept, out_labels, dropped
+    labels = np.array([next(iter(seen[s])) for s in kept], dtype=np.int64)
+    extra = {k: [v[first[s]] for s in kept] for k, v in rows.extra.items()}
+    groups = _union_groups([[f"dup:{group_key(s)}", *sorted(keys[s])] for s in kept])
+    return kept, labels, groups, extra, dropped
 
 
-def _groups(statements: list[str]) -> np.ndarray:
-    ids: dict[str, int] = {}
-    return np.array([ids.setdefault(group_key(s), len(ids)) for s in statements], dtype=np.int64)
+def _union_groups(keys: list[list[str]]) -> np.ndarray:
+    """Group ids (0, 1, ... in order of first appearance) joining items that share any key."""
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, ks in enumerate(keys):
+        for k in ks:
+            j = owner.setdefault(k, i)
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(find(i), len(ids)) for i in range(len(keys))], dtype=np.int64)
 
 
 def _split_groups(
     group_ids: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split groups (stratified by their label signature); returns (first, rest) group ids."""
-    sig: dict[int, tuple[int, ...]] = {}
-    for g in np.unique(group_ids):
-        sig[int(g)] = tuple(sorted(labels[group_ids == g].tolist()))
-    strata: dict[tuple[int, ...], list[int]] = {}
-    for g in sorted(sig):
-        strata.setdefault(sig[g], []).append(g)
+    """Split whole groups so that about ``fraction`` of the statements (and of each label) go first.
+
+    Groups are ordered by their share of label 1 (then size), in random order within equal
+    values, and assigned in that order to ``first`` whenever that keeps the running count of
+    ``first`` closest to ``fraction`` of the running total: systematic sampling along the label
+    share, so both the split sizes and the label balance follow ``fraction`` as closely as the
+    groups allow, for any mix of group sizes.
+
+    Returns:
+        (first, rest) group ids, each sorted.
+    """
+    uniq, inv = np.unique(group_ids, return_inverse=True)
+    size = np.bincount(inv, minlength=len(uniq))
+    ones = np.bincount(inv, weights=labels.astype(np.float64), minlength=len(uniq))
+    share = ones / size
+    order = np.lexsort((rng.permutation(len(uniq)), size, np.round(share, 6)))
     first: list[int] = []
     rest: list[int] = []
-    for key in sorted(strata):
-        gs = np.array(strata[key])
-        gs = gs[rng.permutation(len(gs))]
-        k = int(round(len(gs) * fraction))
-        first.extend(gs[:k].tolist())
-        rest.extend(gs[k:].tolist())
+    taken = total = 0.0
+    for g in order:
+        total += size[g]
+        if taken + size[g] / 2 <= fraction * total:
+            first.append(int(uniq[g]))
+            taken += size[g]
+        else:
+            rest.append(int(uniq[g]))
     return np.array(sorted(first), dtype=np.int64), np.array(sorted(rest), dtype=np.int64)
 
 
@@ -453,16 +682,22 @@ def _reference_splits(n: int, whole_dev: bool) -> dict[str, np.ndarray]:
 def resolve(name_or_path: str | Path) -> tuple[str, Path, Dimension | None]:
     """Resolve a dimension name or a CSV path into (name, path, bundled dimension or None)."""
     key = str(name_or_path)
-    if key in DIMENSIONS:
-        d = DIMENSIONS[key]
+    if key in DIMENSIONS or key in RELEASED:
+        d = DIMENSIONS.get(key) or RELEASED[key]
         return d.name, d.path, d
     p = Path(key).expanduser()
     if p.suffix.lower() != ".csv" and not p.exists():
         raise TracingBenchError(
-            f"unknown dimension {key!r}: valid dimensions are {', '.join(DIMENSIONS)}, "
-            "or give the path of your own statement,label CSV"
+            f"unknown dimension {key!r}: valid dimensions are {', '.join(DIMENSIONS)} "
+            f"(also {', '.join(RELEASED)}), or give the path of your own statement,label CSV"
         )
     return p.stem, p, None
+
+
+_READERS: dict[str, Callable[[Path], _Rows]] = {
+    "statement_label": _read_statement_label,
+    "crows_pairs": _read_crows_pairs,
+}
 
 
 def load_dimension(
@@ -471,9 +706,10 @@ def load_dimension(
     """Load, clean and split a dimension.
 
     Args:
-        name_or_path: one of :data:`DIMENSIONS` or the path of a ``statement,label`` CSV.
+        name_or_path: one of :data:`DIMENSIONS`, ``stereoset-released``, or the path of a
+            ``statement,label`` CSV (an optional ``group`` column joins rows into groups).
         protocol: ``paper`` (cleaned, de-duplicated, seeded stratified group splits) or
-            ``reference`` (raw rows, file-order splits as in the released code).
+            ``reference`` (the released code's file, raw rows, file-order splits).
         seed: seed of the paper splits.
 
     Returns:
@@ -488,15 +724,22 @@ def load_dimension(
             f"unknown protocol {protocol!r}: valid protocols are {', '.join(PROTOCOLS)}"
         )
     name, path, dim = resolve(name_or_path)
-    raw_statements, raw_labels, _ = read_labelled_csv(path)
+    if protocol == "reference" and dim is not None and dim.reference is not None:
+        dim = RELEASED[dim.reference]  # what the released code read for this dimension
+        path = dim.path
+    rows = _READERS[dim.reader if dim is not None else "statement_label"](path)
+    if dim is not None:
+        rows.keys = _dataset_keys(dim.grouping, rows.statements) if dim.grouping in ("question", "context") \
+            else (rows.keys or [[] for _ in rows.statements])
     md5 = file_md5(path)
     if protocol == "reference":
-        statements = list(raw_statements)
-        labels = np.array(raw_labels, dtype=np.int64)
+        statements = list(rows.statements)
+        labels = np.array(rows.labels, dtype=np.int64)
         dropped = {"duplicates": 0, "conflicting": 0}
-        splits = _reference_splits(len(labels), whole_dev=name == "reliability")
+        extra = rows.extra
+        groups = _union_groups(rows.keys or [[] for _ in statements])
     else:
-        statements, labels, dropped = _dedupe(path, raw_statements, raw_labels)
+        statements, labels, groups, extra, dropped = _dedupe(rows)
     classes = set(labels.tolist())
     if len(classes) < 2:
         only = classes.pop() if classes else None
@@ -504,9 +747,10 @@ def load_dimension(
             f"{path}: every usable row has label {only} (after removing duplicates and "
             f"conflicts); a probe needs both labels 0 and 1"
         )
-    groups = _groups(statements)
     if protocol == "paper":
         splits = _paper_splits(groups, labels, seed)
+    else:
+        splits = _reference_splits(len(labels), whole_dev=name == "reliability")
     return DimensionData(
         name=name,
         path=path,
@@ -519,7 +763,8 @@ def load_dimension(
         splits=splits,
         dropped=dropped,
         dimension=dim,
-        rows_read=len(raw_statements),
+        rows_read=rows.rows_read,
+        extra=extra,
     )
 
 
@@ -539,6 +784,9 @@ def resolve_dimensions(spec: str | list[str] | tuple[str, ...] | None) -> list[s
             f"no dimension given: use 'all' or a comma list of {', '.join(DIMENSIONS)}"
         )
     return out
+
+
+QUESTIONS_FILE = DATA_DIR / "truthfulqa_test.csv"
 
 
 def load_questions(path: str | Path = QUESTIONS_FILE) -> list[str]:

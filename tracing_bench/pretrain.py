@@ -7,8 +7,10 @@ and saves Hugging Face checkpoints at log-spaced steps, Pythia style (``0, 1, 2,
 one folder ``step<N>`` per checkpoint, next to ``pretrain.json`` (provenance and losses).
 
 Corpus (what and why). The run trains on the *development half* of every bundled dimension
-(``load_dimension(name).subset("dev")``, paper protocol, seed 0), **without labels**, one
-statement per sequence, in a seeded random order:
+whose data may be trained on (``load_dimension(name).subset("dev")``, paper protocol, seed 0),
+**without labels**, one statement per sequence, in a seeded random order. Fairness
+(CrowS-Pairs) is excluded: CrowS-Pairs is an evaluation set, never to be trained on
+(``Dimension.pretrain`` is ``False``), so no fairness statement is in the corpus:
 
 * in-domain text is what lets a model this small learn something the probes can find in a
   couple of minutes (the probe accuracy of the final checkpoint rises above that of step 0 on
@@ -215,7 +217,8 @@ def build_corpus(corpus: str = "dev") -> tuple[list[str], dict[str, object]]:
     """The pre-training statements (no labels) and their provenance.
 
     Args:
-        corpus: ``dev`` (development half of every dimension, paper protocol, seed 0) or ``all``.
+        corpus: ``dev`` (development half of every dimension that may be trained on, paper
+            protocol, seed 0) or ``all``; evaluation-only data (CrowS-Pairs) is never included.
 
     Returns:
         (statements in a fixed order, provenance dict with per-file md5 and the corpus md5).
@@ -230,7 +233,9 @@ def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
 
     texts: list[str] = []
     files: dict[str, dict[str, object]] = {}
-    for name in DIMENSIONS:
+    for name, dim in DIMENSIONS.items():
+        if not dim.pretrain:  # evaluation-only data (CrowS-Pairs) never enters the corpus
+            continue
         data = load_dimension(name, protocol="paper", seed=0)
         split = "dev" if corpus == "dev" else "all"
         statements, _ = data.subset(split)

@@ -13,14 +13,22 @@ TRUST = ("trust_reliability", "trust_privacy", "trust_toxicity", "trust_fairness
 def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: str = "EleutherAI/pythia-70m",
                  revision: str | None = "step1000", date: float = 1.7e9, group: bool = True,
                  versions: dict[str, Any] | None = None, steering: dict[str, Any] | None = None,
-                 model_args_as_string: bool = False, n: int = 100) -> dict[str, Any]:
-    """A results dict: task -> (score, stderr); stderr None = key absent, "N/A" = lm-eval's N/A."""
+                 model_args_as_string: bool = False, n: int = 100,
+                 p_trust: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+    """A results dict: task -> (score, stderr); stderr None = key absent, "N/A" = lm-eval's N/A.
+
+    ``p_trust``: task -> (p_trust, stderr) for the tasks that report it (the group then reports the
+    unweighted mean, with the stderr of a mean of independent task means).
+    """
+    p_trust = p_trust or {}
     results: dict[str, Any] = {}
     for task, (value, se) in scores.items():
         cell: dict[str, Any] = {"name": task, "alias": task, "sample_len": n, "acc,none": value, "score,none": value}
         if se is not None:
             cell["acc_stderr,none"] = se
             cell["score_stderr,none"] = se
+        if task in p_trust:
+            cell["p_trust,none"], cell["p_trust_stderr,none"] = p_trust[task]
         results[task] = cell
     groups: dict[str, Any] = {}
     if group:
@@ -28,6 +36,9 @@ def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: 
         mean = sum(vals) / len(vals) if vals else math.nan
         groups["trust"] = {"alias": "trust", "name": "trust", "sample_len": n * len(vals), "score,none": mean,
                            "score_stderr,none": "N/A"}
+        if p_trust and set(p_trust) == set(scores):
+            groups["trust"]["p_trust,none"] = sum(v for v, _ in p_trust.values()) / len(p_trust)
+            groups["trust"]["p_trust_stderr,none"] = math.sqrt(sum(e**2 for _, e in p_trust.values())) / len(p_trust)
         results["trust"] = dict(groups["trust"])
     args: dict[str, Any] = {"pretrained": model}
     if revision is not None:
@@ -51,8 +62,8 @@ def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: 
         "configs": {t: {"task": t, "metadata": {"version": ver[t]}} for t in scores},
         "versions": ver,
         "n-shot": {t: 0 for t in scores},
-        "higher_is_better": {t: {"acc": True, "score": True} for t in scores} | (
-            {"trust": {"acc": True, "score": True}} if group else {}),
+        "higher_is_better": {t: {"acc": True, "score": True, "p_trust": True} for t in scores} | (
+            {"trust": {"acc": True, "score": True, "p_trust": True}} if group else {}),
         "n-samples": {t: {"original": n, "effective": n} for t in scores},
         "config": config,
         "date": date,
@@ -70,11 +81,15 @@ def write_results(folder: Path, data: dict[str, Any], stamp: str = "2026-01-01T0
 
 
 def write_samples(folder: Path, task: str, values: list[float], stamp: str = "2026-01-01T00-00-00.000000",
-                  metric: str = "score") -> Path:
+                  metric: str = "score", p_trust: list[float] | None = None) -> Path:
     path = folder / f"samples_{task}_{stamp}.jsonl"
     with open(path, "w") as f:
         for i, v in enumerate(values):
-            f.write(json.dumps({"doc_id": i, "filter": "none", "metrics": [metric, "acc"], metric: v, "acc": v}) + "\n")
+            row = {"doc_id": i, "filter": "none", "metrics": [metric, "acc"], metric: v, "acc": v}
+            if p_trust is not None:
+                row["metrics"].append("p_trust")
+                row["p_trust"] = p_trust[i]
+            f.write(json.dumps(row) + "\n")
     return path
 
 

@@ -22,14 +22,17 @@ def test_tasks_path_prints_the_include_path():
 def test_eval_two_revisions_write_two_folders(hf_cache_series, tmp_path):
     model_id, revisions, hf_home = hf_cache_series
     out = tmp_path / "out"
-    for rev in revisions:
+    for rev in revisions:  # sample logs by default; --no_log_samples for the second revision
         result = CliRunner().invoke(main, [
             "eval", "--model", "hf", "--model_args", f"pretrained={model_id},revision={rev},dtype=float32",
             "--tasks", "trust_privacy", "--limit", "2", "--device", "cpu", "--output_path", str(out),
+            *(["--no_log_samples"] if rev == revisions[1] else []),
         ])
         assert result.exit_code == 0, result.output
     folders = sorted(p.name for p in out.iterdir())
     assert folders == [f"local__tiny@{rev}" for rev in revisions]
+    assert len(list((out / f"local__tiny@{revisions[0]}").glob("samples_trust_privacy_*.jsonl"))) == 1
+    assert not list((out / f"local__tiny@{revisions[1]}").glob("samples_*.jsonl"))
     for rev in revisions:
         (results_file,) = (out / f"local__tiny@{rev}").glob("results_*.json")
         results = json.loads(results_file.read_text())

@@ -13,6 +13,8 @@ import torch
 from tracing_bench.evaluate import run_eval
 
 LIMIT = 8
+#: A trust_fairness document is a CrowS-Pairs pair: 2 sentences x 2 choices + 2 sentence log-likelihoods.
+REQUESTS_PER_DOC = 6
 
 
 def _score(run) -> float:
@@ -21,7 +23,7 @@ def _score(run) -> float:
 
 @pytest.fixture(scope="module")
 def single(tiny_models, tmp_path_factory):
-    """The reference: one process, trust-hf, --limit 8 (8 documents x 2 choices = 16 requests)."""
+    """The reference: one process, trust-hf, --limit 8 (8 pair documents x 6 = 48 requests)."""
     out = tmp_path_factory.mktemp("single")
     return run_eval(f"pretrained={tiny_models['llama']},dtype=float32", model="trust-hf", tasks="trust_fairness",
                     output_path=out, limit=LIMIT, log_samples=True, extra_args=["--device", "cpu"])
@@ -43,7 +45,8 @@ def test_accelerate_launch_two_cpu_processes_split_the_requests(tiny_models, sin
         pytest.skip(f"accelerate could not start two CPU processes here: {tail[0]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     shares = {int(r): int(n) for r, n in re.findall(r"process (\d) of 2 scores (\d+) loglikelihood", proc.stderr)}
-    assert shares == {0: LIMIT, 1: LIMIT}, proc.stderr[-3000:]  # 16 requests, 8 per process (1 process: 16)
+    half = LIMIT * REQUESTS_PER_DOC // 2
+    assert shares == {0: half, 1: half}, proc.stderr[-3000:]  # 48 requests, 24 per process (1 process: 48)
     [folder] = [p for p in tmp_path.iterdir() if p.is_dir()]
     results = list(folder.glob("results_*.json"))
     assert len(results) == 1  # rank 0 only

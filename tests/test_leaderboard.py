@@ -39,19 +39,24 @@ def test_real_lm_eval_results_one_row_per_model_and_steering(lm_eval_results, ti
             assert r[f"{task}_stderr"] == (None if se == "N/A" else se)
         assert r["trust"] == pytest.approx(raw["groups"]["trust"]["score,none"])
         assert r["trust"] == pytest.approx(sum(r[t] for t in TRUST) / 5)  # the group is the unweighted mean
-    assert all(board["columns"][c]["higher_is_better"] for c in board["columns"])
+        for col in (*TRUST, "trust"):  # p_trust beside the headline metric, with its stderr
+            cells = raw["groups"]["trust"] if col == "trust" else raw["results"][col]
+            assert r[f"{col}_p_trust"] == pytest.approx(cells["p_trust,none"])
+            assert r[f"{col}_p_trust_stderr"] == pytest.approx(cells["p_trust_stderr,none"])
+    assert all(board["columns"][c]["higher_is_better"] and board["columns"][c]["p_trust"] for c in board["columns"])
 
 
 def test_markdown_csv_html_formats(lm_eval_results, tmp_path):
     base = str(lm_eval_results["base"])
     md = CliRunner().invoke(main, ["leaderboard", base])
     assert md.exit_code == 0, md.output
-    assert "| trust_fairness ↑ |" in md.output and "±" in md.output
+    assert "| trust_fairness ↑ | trust_fairness p_trust ↑ |" in md.output and "±" in md.output
     out = tmp_path / "board.csv"
     res = CliRunner().invoke(main, ["leaderboard", base, "--format", "csv", "--out", str(out)])
     assert res.exit_code == 0, res.output
     (row,) = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert {"model", "revision", "step", "steering", "trust", "trust_stderr", "trust_fairness_stderr"} <= set(row)
+    assert {"model", "revision", "step", "steering", "trust", "trust_stderr", "trust_fairness_stderr",
+            "trust_fairness_p_trust", "trust_fairness_p_trust_stderr", "trust_p_trust", "trust_p_trust_stderr"} <= set(row)
     assert row["revision"] == "main" and row["step"] == ""
     html = CliRunner().invoke(main, ["leaderboard", base, "--format", "html"]).output
     assert html.startswith('<table class="leaderboard">') and "<th>trust ↑</th>" in html
@@ -74,6 +79,24 @@ def test_step_revision_and_sort_respect_direction(tmp_path):
     assert "trust_toxicity ↓" in md
     with pytest.raises(TracingBenchError, match="--sort 'nope' is not a column"):
         format_leaderboard(board, "md", sort="nope")
+
+
+def test_p_trust_shows_movement_that_acc_hides_and_sorts(tmp_path):
+    """Two checkpoints with equal acc: the p_trust columns tell them apart, and --sort reads them."""
+    for rev, p in (("step1", 0.52), ("step2", 0.61)):
+        write_results(tmp_path / rev, results_json(five(0.5, 0.05), revision=rev, p_trust={t: (p, 0.004) for t in TRUST}))
+    write_results(tmp_path / "old", results_json({"trust_fairness": (0.5, 0.05)}, revision="step0", group=False))
+    board = build_leaderboard([tmp_path])
+    assert set(board.p_trust) == {*TRUST, "trust"}
+    out = json.loads(format_leaderboard(board, "json", sort="trust_fairness_p_trust"))
+    assert [r["revision"] for r in out["rows"]] == ["step2", "step1", "step0"]
+    assert [r["trust_fairness"] for r in out["rows"]] == [0.5, 0.5, 0.5]
+    assert out["rows"][0]["trust_p_trust"] == pytest.approx(0.61)
+    assert out["rows"][2]["trust_fairness_p_trust"] is None  # a file without p_trust: empty cell
+    md = format_leaderboard(board, "md", sort="trust_p_trust")
+    assert "| 0.5000 ± 0.0500 | 0.6100 ± 0.0040 |" in md
+    with pytest.raises(TracingBenchError, match="valid: .*trust_p_trust"):
+        format_leaderboard(board, "md", sort="nope_p_trust")
 
 
 def test_missing_stderr_na_nan_and_task_in_one_file(tmp_path):

@@ -286,7 +286,7 @@ def format_summary(probes: dict[str, dict[str, Any]], turns: dict[tuple[str, int
         cells = [f"step {r['step'] or r['revision']} {_f(r.get('trust', '')):.3f}" for r in
                  sorted(board_rows, key=lambda r: int(r["step"]) if r["step"] else -1)]
         lines.append(f"leaderboard (trust group mean, limit {s.limit}): " + ", ".join(cells))
-        task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith("_stderr")]
+        task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith(("_stderr", "_p_trust"))]
         if len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:
             lines.append("  every checkpoint scores the same on every task: the tiny model gives the same answer to "
                          "every zero-shot prompt; the probes, not the prompts, show what it learned")

@@ -183,6 +183,29 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     return EvalRun(pretrained, revision or "main", folder, results_file, results, list(argv))
 
 
+#: Options of ``tracing-bench eval`` / ``eval-series`` that turn off the per-sample logs they write by default.
+NO_LOG_SAMPLES: tuple[str, ...] = ("--no_log_samples", "--no-log-samples")
+
+
+def log_samples_by_default(argv: Sequence[str]) -> list[str]:
+    """``argv`` with lm-eval's ``--log_samples`` added, unless it holds ``--no_log_samples`` (removed).
+
+    ``tracing-bench eval`` writes lm-eval's per-document logs (``samples_<task>_<date>.jsonl``) by
+    default: ``gate --paired`` compares checkpoints document by document on them.
+
+    >>> log_samples_by_default(["--limit", "5"])
+    ['--limit', '5', '--log_samples']
+    >>> log_samples_by_default(["--no_log_samples", "--limit", "5"])
+    ['--limit', '5']
+    """
+    argv = list(argv)
+    if any(a in NO_LOG_SAMPLES for a in argv):
+        return [a for a in argv if a not in NO_LOG_SAMPLES]
+    if any(a in ("--log_samples", "-s") for a in argv):
+        return argv
+    return [*argv, "--log_samples"]
+
+
 # ------------------------------------------------------------------------------- helpers
 def _process_rank() -> int:
     """This process's rank under ``accelerate launch`` / torchrun / mpirun (0 when not distributed)."""
@@ -300,16 +323,17 @@ def resolve_commit(pretrained: str, revision: str | None) -> str | None:
 
 def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per trust task: its dimension, the md5 of the data file, the split protocol and seed."""
-    from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, file_md5
+    from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, RELEASED, file_md5
     from tracing_bench.tasks.common import setting
 
     out: dict[str, dict[str, Any]] = {}
     for task, config in (results.get("configs") or {}).items():
         meta = config.get("metadata") or {}
         dim = meta.get("dimension")
-        if dim not in DIMENSIONS:
+        bundled = DIMENSIONS.get(dim) or RELEASED.get(dim)
+        if bundled is None:
             continue
-        path = QUESTIONS_FILE if task == "trustgen_reliability" else DIMENSIONS[dim].path
+        path = QUESTIONS_FILE if task == "trustgen_reliability" else bundled.path
         out[task] = {"dimension": dim, "dataset_file": path.name, "dataset_md5": file_md5(path),
                      "protocol": setting(meta, "protocol"), "split_seed": setting(meta, "split_seed")}
     return out

@@ -1,8 +1,12 @@
 """CI regression gate: is the current checkpoint (or steering change) worse than the baseline?
 
-Task by task (the headline metric of :mod:`tracing_bench.compare.leaderboard`, direction from
-``higher_is_better``), the *drop* is how much worse the current score is (baseline - current
-when higher is better, current - baseline otherwise). A task **regresses** when
+Task by task, two metrics are tested: the headline metric of
+:mod:`tracing_bench.compare.leaderboard` (``score`` = acc, or consistency for robustness) and,
+where the task reports it, ``p_trust`` (the mean probability of the trustworthy answer: it moves
+with small changes that leave a 0/1 accuracy unchanged, so the gate sees smaller regressions).
+For each, with its direction from ``higher_is_better``, the *drop* is how much worse the current
+score is (baseline - current when higher is better, current - baseline otherwise). A task
+**regresses** when either test fires (the verdict names the metric and the test), i.e. when
 
 * the drop exceeds ``max_drop`` (absolute, in the metric's units), and
 * the drop is significant: ``z = drop / sqrt(se_base**2 + se_cur**2) > z`` (two-sample z-test
@@ -10,24 +14,24 @@ when higher is better, current - baseline otherwise). A task **regresses** when
   is decided by the drop alone, and the verdict says so.
 
 With ``paired=True`` and lm-eval's per-sample logs (``samples_<task>_<date>.jsonl``, written
-with ``--log_samples``) next to both results files, documents are matched by ``doc_id`` and the
-test is paired: ``z = mean(d) / (sd(d) / sqrt(n))`` over per-document differences ``d`` (drop
-= ``mean(d)``). Tasks whose per-sample values are not numbers (e.g. pairs that an aggregation
-combines later, such as ``trust_robustness``'s consistency) and groups fall back to the
-two-sample test, and the verdict says so.
+with ``--log_samples``, which ``tracing-bench eval`` does by default) next to both results files,
+documents are matched by ``doc_id`` and the test is paired: ``z = mean(d) / (sd(d) / sqrt(n))``
+over per-document differences ``d`` (drop = ``mean(d)``). Pairing removes the spread between
+documents, which is most of a score's stderr, so it detects far smaller drops (measured in
+``bench/BENCH.md``). Tasks whose per-sample values are not numbers (values an aggregation
+combines later) and groups fall back to the two-sample test, and the verdict says so.
 
 Bad input (unreadable file, a folder with several results files, a task missing from a file,
 mismatched task versions, NaN scores, missing per-sample logs with ``paired``) raises
 :class:`~tracing_bench.errors.TracingBenchError` naming each problem (CLI: exit 2).
 
->>> verdict = gate("baseline/results.json", "results/model@step2000", max_drop=0.02, z=2.0)
->>> verdict.regressions
-['trust_fairness']
+>>> verdict = gate("baseline/results.json", "results/model@step2000", max_drop=0.02, z=2.0, paired=True)
+>>> verdict.regressions, verdict.fired
+(['trust_fairness'], ['trust_fairness p_trust (paired)'])
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -36,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracing_bench import __version__
-from tracing_bench.compare.leaderboard import ResultsFile, TaskScore, find_results, load_results
+from tracing_bench.compare.leaderboard import P_TRUST, ResultsFile, TaskScore, find_results, load_results
 from tracing_bench.errors import TracingBenchError
 
 Test = Literal["z", "paired", "none"]
@@ -44,11 +48,11 @@ Test = Literal["z", "paired", "none"]
 
 @dataclass
 class TaskVerdict:
-    """The comparison of one task.
+    """The comparison of one task on one metric.
 
     Attributes:
         task: task or group name.
-        metric: headline metric compared.
+        metric: metric compared: the headline metric, or ``p_trust``.
         higher_is_better: its direction.
         baseline, current: the scores.
         baseline_stderr, current_stderr: their stderrs (``None`` = not reported).
@@ -82,7 +86,7 @@ class GateVerdict:
     """The outcome of :func:`gate`.
 
     Attributes:
-        tasks: one :class:`TaskVerdict` per task compared.
+        tasks: one :class:`TaskVerdict` per task and metric compared (headline, then ``p_trust``).
         regressions: names of the tasks that regressed (empty = pass).
         baseline, current: the results files compared.
         settings: max_drop, z, paired, tasks.
@@ -93,6 +97,12 @@ class GateVerdict:
     baseline: Path
     current: Path
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fired(self) -> list[str]:
+        """Which tests fired: ``"<task> <metric> (<test>)"`` per regressed metric."""
+        return [f"{t.task} {t.metric} ({'paired' if t.test == 'paired' else 'z-test'})"
+                for t in self.tasks if t.regression]
 
     @property
     def passed(self) -> bool:
@@ -108,6 +118,7 @@ class GateVerdict:
         return {
             "verdict": "pass" if self.passed else "regression",
             "regressions": self.regressions,
+            "fired": self.fired,
             "baseline": str(self.baseline),
             "current": str(self.current),
             "settings": self.settings,
@@ -127,33 +138,69 @@ def resolve_one(path: str | os.PathLike, role: str) -> ResultsFile:
     return load_results(files[0])
 
 
+def read_samples(path: str | os.PathLike, metric: str) -> dict[int, float] | None:
+    """doc_id -> per-document value of ``metric`` from an lm-eval sample log (``samples_*.jsonl``).
+
+    Args:
+        path: the sample log (one JSON object per line, as lm-eval's ``--log_samples`` writes it).
+        metric: the metric (``score``, ``acc``, ``p_trust``, ...).
+
+    Returns:
+        the values, or None when they are not plain numbers (values an aggregation combines later).
+
+    Raises:
+        TracingBenchError: unreadable file, or a line without ``doc_id`` and ``metric``.
+    """
+    import jsonlines
+
+    out: dict[int, float] = {}
+    i = 0
+    try:
+        with jsonlines.open(path) as reader:
+            for i, row in enumerate(reader.iter(skip_empty=True), start=1):
+                try:
+                    doc_id = int(row["doc_id"])
+                    value = row[metric]
+                except (KeyError, TypeError, ValueError):
+                    raise TracingBenchError(
+                        f"{path}, line {i}: not an lm-eval sample with doc_id and {metric!r}; give lm-eval's "
+                        "samples_*.jsonl"
+                    ) from None
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    return None
+                out[doc_id] = float(value)
+    except OSError as e:
+        raise TracingBenchError(f"{path}: cannot read ({e.strerror}); give readable lm-eval sample logs") from None
+    except jsonlines.InvalidLineError:
+        raise TracingBenchError(
+            f"{path}, line {i + 1}: not JSON, so not an lm-eval sample log; give lm-eval's samples_*.jsonl"
+        ) from None
+    return out
+
+
 def _samples(f: ResultsFile, task: str, metric: str) -> dict[int, float] | None:
-    """doc_id -> per-sample value, or None when the values are not plain numbers."""
+    """doc_id -> per-sample value of the task's log next to ``f``, or None when not plain numbers."""
     path = f.samples_file(task)
     if path is None:
         raise TracingBenchError(
             f"--paired: no samples_{task}_*.jsonl next to {f.path}; re-run lm-eval with --log_samples, or drop --paired"
         )
-    out: dict[int, float] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise TracingBenchError(f"{path}: cannot read ({e.strerror}); give readable lm-eval sample logs") from None
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            doc_id = int(row["doc_id"])
-            value = row[metric]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise TracingBenchError(
-                f"{path}, line {i}: not an lm-eval sample with doc_id and {metric!r}; give lm-eval's samples_*.jsonl"
-            ) from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None
-        out[doc_id] = float(value)
-    return out
+    return read_samples(path, metric)
+
+
+def paired_z(diffs: Sequence[float]) -> tuple[float, float]:
+    """(mean, z) of per-document drops: ``z = mean / (sd / sqrt(n))`` (sd with n - 1); inf when sd is 0.
+
+    >>> paired_z([0.1, 0.1, 0.1])
+    (0.1, inf)
+    """
+    n = len(diffs)
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
+    se = math.sqrt(var / n)
+    if se == 0:
+        return mean, (math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0))
+    return mean, mean / se
 
 
 def _z_test(b: TaskScore, c: TaskScore, drop: float) -> tuple[float, str]:
@@ -211,50 +258,57 @@ def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: f
         raise TracingBenchError("; ".join(problems) + "; compare runs of the same tasks and versions")
     verdicts: list[TaskVerdict] = []
     for name in names:
-        b, c = base.scores[name], cur.scores[name]
-        sign = 1.0 if b.higher_is_better else -1.0
-        drop = sign * (b.value - c.value)
-        test: Test = "z"
-        n = None
-        note = ""
-        stat = math.nan
-        if paired and not b.is_group:
-            sb, sc = _samples(base, name, b.metric), _samples(cur, name, c.metric)
-            if sb is None or sc is None:
-                note = f"per-sample {b.metric} values are not numbers: two-sample z-test instead"
-            else:
-                ids = sorted(set(sb) & set(sc))
-                if not ids:
-                    raise TracingBenchError(
-                        f"--paired: task {name} has no doc_id in both sample logs; score the same documents (same --limit)"
-                    )
-                diffs = [sign * (sb[i] - sc[i]) for i in ids]
-                n = len(ids)
-                mean = sum(diffs) / n
-                var = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 0.0
-                se = math.sqrt(var / n)
-                drop = mean
-                stat = (math.inf if mean > 0 else (-math.inf if mean < 0 else 0.0)) if se == 0 else mean / se
-                test = "paired"
-                if len(ids) < max(len(sb), len(sc)):
-                    note = f"{n} of {len(sb)}/{len(sc)} documents matched by doc_id"
-        elif paired:
-            note = "group: two-sample z-test"
-        if test == "z":
-            stat, z_note = _z_test(b, c, drop)
-            note = "; ".join(x for x in (note, z_note) if x)
-        beyond = drop > max_drop + 1e-12
-        regression = bool(beyond and stat > z)
-        text = ("REGRESSION" if regression else "worse (not significant)" if beyond
-                else "worse (within --max-drop)" if drop > 0 else "ok")
-        verdicts.append(TaskVerdict(
-            task=name, metric=b.metric, higher_is_better=b.higher_is_better, baseline=b.value, current=c.value,
-            baseline_stderr=b.stderr, current_stderr=c.stderr, drop=drop, z=stat, test=test, n=n,
-            regression=regression, note=note, verdict=text,
-        ))
+        verdicts.append(_compare(base, cur, base.scores[name], cur.scores[name], max_drop=max_drop, z=z, paired=paired))
+        bp, cp = base.metric(name, P_TRUST), cur.metric(name, P_TRUST)
+        if bp is not None and cp is not None and P_TRUST != base.scores[name].metric:
+            verdicts.append(_compare(base, cur, bp, cp, max_drop=max_drop, z=z, paired=paired))
+    regressions = list(dict.fromkeys(v.task for v in verdicts if v.regression))
     return GateVerdict(
-        tasks=verdicts, regressions=[v.task for v in verdicts if v.regression], baseline=base.path, current=cur.path,
+        tasks=verdicts, regressions=regressions, baseline=base.path, current=cur.path,
         settings={"max_drop": max_drop, "z": z, "paired": paired, "tasks": list(names)},
+    )
+
+
+def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *, max_drop: float, z: float,
+             paired: bool) -> TaskVerdict:
+    """The verdict on one task and metric: paired on the sample logs when asked and possible, else z."""
+    name = b.task
+    sign = 1.0 if b.higher_is_better else -1.0
+    drop = sign * (b.value - c.value)
+    test: Test = "z"
+    n = None
+    note = ""
+    stat = math.nan
+    if math.isnan(drop):
+        note = f"{b.metric} is NaN in a file: not tested"
+    elif paired and not b.is_group:
+        sb, sc = _samples(base, name, b.metric), _samples(cur, name, c.metric)
+        if sb is None or sc is None:
+            note = f"per-sample {b.metric} values are not numbers: two-sample z-test instead"
+        else:
+            ids = sorted(set(sb) & set(sc))
+            if not ids:
+                raise TracingBenchError(
+                    f"--paired: task {name} has no doc_id in both sample logs; score the same documents (same --limit)"
+                )
+            n = len(ids)
+            drop, stat = paired_z([sign * (sb[i] - sc[i]) for i in ids])
+            test = "paired"
+            if n < max(len(sb), len(sc)):
+                note = f"{n} of {len(sb)}/{len(sc)} documents matched by doc_id"
+    elif paired:
+        note = "group: two-sample z-test"
+    if test == "z" and not math.isnan(drop):
+        stat, z_note = _z_test(b, c, drop)
+        note = "; ".join(x for x in (note, z_note) if x)
+    beyond = drop > max_drop + 1e-12
+    regression = bool(beyond and stat > z)
+    text = ("REGRESSION" if regression else "worse (not significant)" if beyond
+            else "worse (within --max-drop)" if drop > 0 else "ok")
+    return TaskVerdict(
+        task=name, metric=b.metric, higher_is_better=b.higher_is_better, baseline=b.value, current=c.value,
+        baseline_stderr=b.stderr, current_stderr=c.stderr, drop=drop, z=stat, test=test, n=n,
+        regression=regression, note=note, verdict=text,
     )
 
 
@@ -272,5 +326,6 @@ def format_verdict(verdict: GateVerdict) -> str:
     if verdict.passed:
         lines.append(f"PASS: no task dropped more than {s['max_drop']} with z > {s['z']}")
     else:
-        lines.append(f"FAIL: regression in {', '.join(verdict.regressions)} (drop > {s['max_drop']}, z > {s['z']})")
+        lines.append(f"FAIL: regression in {', '.join(verdict.regressions)} (drop > {s['max_drop']}, z > {s['z']}; "
+                     f"fired: {', '.join(verdict.fired)})")
     return "\n".join(lines)

@@ -12,7 +12,10 @@ from the revision, and the file it came from.
   alpha, positions), else the ``steer_path`` / ``alpha`` / ``positions`` model args (lm-eval's
   stock ``steered`` model), else ``none``;
 * headline metric of a task: ``score`` when the task reports it (every trust task does), else
-  ``acc``, ``acc_norm``, ``exact_match``, else the first metric named in ``higher_is_better``.
+  ``acc``, ``acc_norm``, ``exact_match``, else the first metric named in ``higher_is_better``;
+* beside it, ``p_trust`` (the mean probability of the trustworthy answer, which moves when the
+  headline metric does not) for every task and group that reports it: CSV/JSON columns
+  ``<task>_p_trust`` and ``<task>_p_trust_stderr``, a Markdown/HTML column ``<task> p_trust``.
 
 Two files for one row are an error naming both, unless ``latest=True`` keeps the newer (by the
 file's ``date`` field, then the timestamp in its name).
@@ -44,6 +47,8 @@ FORMATS: tuple[str, ...] = ("md", "csv", "html", "json")
 
 #: Preferred headline metrics, in order.
 HEADLINE_METRICS: tuple[str, ...] = ("score", "acc", "acc_norm", "exact_match", "mc2", "f1")
+#: Shown beside the headline metric of every task (and group) that reports it.
+P_TRUST = "p_trust"
 _NAME_TS_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)")
 
 
@@ -109,6 +114,29 @@ class ResultsFile:
         text = f"{name}@{self.revision}" if self.revision else name
         return text if self.steering == "none" else f"{text} [{self.steering}]"
 
+    def metric(self, task: str, metric: str) -> TaskScore | None:
+        """Another metric of a task or group than its headline (e.g. ``p_trust``); None if not reported.
+
+        Same reading as the headline: filter ``none`` (else the first), ``"N/A"`` stderr = None,
+        direction from the file's ``higher_is_better``, version and size from the headline's.
+        """
+        head = self.scores.get(task)
+        results = self.data.get("results") if isinstance(self.data.get("results"), dict) else {}
+        groups = self.data.get("groups") if isinstance(self.data.get("groups"), dict) else {}
+        cells = {**(results.get(task) or {}), **(groups.get(task) or {})}
+        filters = [k.split(",", 1)[1] for k in cells if "," in k and k.split(",", 1)[0] == metric]
+        if head is None or not filters:
+            return None
+        filt = "none" if "none" in filters else filters[0]
+        value = _number(cells.get(f"{metric},{filt}"))
+        stderr = _number(cells.get(f"{metric}_stderr,{filt}"))
+        hib_all = self.data.get("higher_is_better") if isinstance(self.data.get("higher_is_better"), dict) else {}
+        hib = (hib_all.get(task) or {}).get(metric, True)
+        return TaskScore(task=task, metric=metric, value=math.nan if value is None else value,
+                         stderr=None if stderr is None or math.isnan(stderr) else stderr,
+                         higher_is_better=bool(hib) if hib is not None else True, version=head.version, n=head.n,
+                         is_group=head.is_group)
+
     def samples_file(self, task: str) -> Path | None:
         """lm-eval's per-sample log ``samples_<task>_<date>.jsonl`` next to this file, if any."""
         stamp = self.path.stem[len("results_"):] if self.path.stem.startswith("results_") else ""
@@ -128,12 +156,14 @@ class Leaderboard:
         columns: tasks then groups, in first-seen order (a group's subtasks in the group's order).
         higher_is_better: column -> direction.
         dropped: files left out by ``latest=True`` (older duplicates).
+        p_trust: the columns for which some row reports ``p_trust`` (shown beside them).
     """
 
     rows: list[ResultsFile]
     columns: list[str]
     higher_is_better: dict[str, bool]
     dropped: list[Path] = field(default_factory=list)
+    p_trust: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------ reading
@@ -351,12 +381,14 @@ def build_leaderboard(paths: Iterable[str | os.PathLike], *, latest: bool = Fals
     for f in kept:
         for name, s in f.scores.items():
             hib.setdefault(name, s.higher_is_better)
-    return Leaderboard(rows=kept, columns=columns, higher_is_better=hib, dropped=dropped)
+    p_trust = [c for c in columns if any(f.metric(c, P_TRUST) is not None for f in kept)]
+    return Leaderboard(rows=kept, columns=columns, higher_is_better=hib, dropped=dropped, p_trust=p_trust)
 
 
 # ----------------------------------------------------------------------------------- writing
 def records(board: Leaderboard) -> list[dict[str, Any]]:
-    """Flat dicts, one per row: model, revision, step, steering, label, <col>, <col>_stderr, source.
+    """Flat dicts, one per row: model, revision, step, steering, label, <col>, <col>_stderr,
+    <col>_p_trust, <col>_p_trust_stderr (for the columns in ``board.p_trust``), source.
 
     Missing tasks and NaN scores are ``None``.
     """
@@ -368,6 +400,10 @@ def records(board: Leaderboard) -> list[dict[str, Any]]:
             s = f.scores.get(col)
             rec[col] = None if s is None or math.isnan(s.value) else s.value
             rec[f"{col}_stderr"] = None if s is None else s.stderr
+            if col in board.p_trust:
+                p = f.metric(col, P_TRUST)
+                rec[f"{col}_{P_TRUST}"] = None if p is None or math.isnan(p.value) else p.value
+                rec[f"{col}_{P_TRUST}_stderr"] = None if p is None else p.stderr
         rec["source"] = str(f.path)
         out.append(rec)
     return out
@@ -382,13 +418,14 @@ def sort_records(recs: list[dict[str, Any]], board: Leaderboard, column: str | N
     if column is None:
         return recs
     plain = ("model", "revision", "step", "steering", "label", "source")
-    if column not in board.columns and column not in plain:
+    p_trust = {f"{c}_{P_TRUST}": c for c in board.p_trust}
+    if column not in board.columns and column not in plain and column not in p_trust:
         raise TracingBenchError(
-            f"--sort {column!r} is not a column; valid: {', '.join([*plain, *board.columns])}"
+            f"--sort {column!r} is not a column; valid: {', '.join([*plain, *board.columns, *p_trust])}"
         )
     if column in plain:
         return sorted(recs, key=lambda r: (r[column] is None, r[column] if r[column] is not None else 0))
-    sign = -1.0 if board.higher_is_better.get(column, True) else 1.0
+    sign = -1.0 if column in p_trust or board.higher_is_better.get(column, True) else 1.0
     return sorted(recs, key=lambda r: (r[column] is None, sign * (r[column] or 0.0)))
 
 
@@ -402,6 +439,16 @@ def _header(board: Leaderboard, col: str) -> str:
     return f"{col} {'↑' if board.higher_is_better.get(col, True) else '↓'}"
 
 
+def _shown(board: Leaderboard) -> list[tuple[str, str]]:
+    """(column, record key) in display order: each task, then its p_trust when reported."""
+    out = []
+    for c in board.columns:
+        out.append((_header(board, c), c))
+        if c in board.p_trust:
+            out.append((f"{c} {P_TRUST} ↑", f"{c}_{P_TRUST}"))
+    return out
+
+
 def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | None = None) -> str:
     """The leaderboard as Markdown, CSV, an HTML table, or JSON.
 
@@ -411,8 +458,10 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
         sort: a column to sort by, best first.
 
     Returns:
-        the text. Markdown and HTML show ``value ± stderr`` and the direction (↑/↓) per column;
-        CSV has ``<task>`` and ``<task>_stderr`` columns; JSON holds rows plus column metadata.
+        the text. Markdown and HTML show ``value ± stderr`` and the direction (↑/↓) per column,
+        with a ``<task> p_trust`` column beside each task that reports it; CSV has ``<task>``,
+        ``<task>_stderr``, ``<task>_p_trust``, ``<task>_p_trust_stderr`` columns; JSON holds rows
+        plus column metadata.
     """
     if fmt not in FORMATS:
         raise TracingBenchError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
@@ -420,20 +469,24 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     fixed = ["model", "revision", "step", "steering"]
     if fmt == "json":
         meta = {c: {"higher_is_better": board.higher_is_better.get(c, True),
-                    "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None)}
+                    "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None),
+                    P_TRUST: c in board.p_trust}
                 for c in board.columns}
         return json.dumps({"columns": meta, "rows": recs, "dropped": [str(p) for p in board.dropped]}, indent=2,
                           allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
-        names = fixed + [x for c in board.columns for x in (c, f"{c}_stderr")] + ["source"]
+        names = fixed + [x for c in board.columns for x in (
+            (c, f"{c}_stderr", f"{c}_{P_TRUST}", f"{c}_{P_TRUST}_stderr") if c in board.p_trust else (c, f"{c}_stderr")
+        )] + ["source"]
         w = csv.DictWriter(buf, names, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in recs)
         return buf.getvalue()
-    heads = fixed + [_header(board, c) for c in board.columns]
+    shown = _shown(board)
+    heads = fixed + [h for h, _ in shown]
     body = [[str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
-            + [_cell(r[c], r[f"{c}_stderr"]) for c in board.columns] for r in recs]
+            + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown] for r in recs]
     if fmt == "md":
         lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]

@@ -21,12 +21,20 @@ TRUST_TASKS: dict[str, str] = {
     "trust_fairness": "acc",
     "trust_robustness": "consistency",
 }
+#: Per-document probability of the trustworthy answer that every ``trust_*`` task and the group report.
+P_TRUST = "p_trust"
 #: The generation tasks that follow the paper's protocol and their metrics.
 TRUSTGEN_TASKS: dict[str, tuple[str, ...]] = {
     "trustgen_reliability": ("truth", "info", "truth_info"),
     "trustgen_privacy": ("acc", "random_ratio"),
     "trustgen_toxicity": ("toxic_ratio",),
     "trustgen_fairness": ("acc", "random_ratio"),
+}
+#: The released code's fairness data (stereoset.csv: related vs unrelated continuations), tag
+#: ``released_stereoset``; outside the group and the ``trust_*`` glob. Task -> metrics.
+RELEASED_TASKS: dict[str, tuple[str, ...]] = {
+    "released_stereoset_relatedness": ("acc", "p_trust"),
+    "released_stereoset_relatedness_gen": ("acc", "random_ratio"),
 }
 
 

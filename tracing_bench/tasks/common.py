@@ -9,6 +9,7 @@ Settings come from the task metadata (lm-eval ``--metadata '{"key": value}'``, m
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 from collections.abc import Iterable, Sequence
@@ -50,21 +51,29 @@ def int_setting(meta: dict[str, Any], key: str) -> int:
         ) from None
 
 
-def _dataset(rows: list[dict[str, Any]]):
+def _dataset(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None):
+    """A ``datasets.DatasetDict`` with the split ``test`` (and ``dev`` when given)."""
     import datasets
 
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+    splits = {"test": datasets.Dataset.from_list(test)}
+    if dev is not None:
+        splits["dev"] = datasets.Dataset.from_list(dev)
+    return datasets.DatasetDict(splits)
 
 
-def test_rows(dimension: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
-    """Documents of the test split of ``dimension``, as the loader splits it.
-
-    Each document: ``id`` (index into the cleaned statements), ``statement``, ``label``,
-    ``group`` (statements equal after lower-casing share a group), ``dataset_md5``.
-    """
+def load_data(dimension: str, meta: dict[str, Any]):
+    """The loader's split of ``dimension`` for the settings in ``meta`` (``protocol``, ``split_seed``)."""
     from tracing_bench.dimensions import load_dimension
 
-    data = load_dimension(dimension, protocol=setting(meta, "protocol"), seed=int_setting(meta, "split_seed"))
+    return load_dimension(dimension, protocol=setting(meta, "protocol"), seed=int_setting(meta, "split_seed"))
+
+
+def statement_rows(data, split: str) -> list[dict[str, Any]]:
+    """One document per statement of ``split`` of a loaded dimension (``DimensionData``).
+
+    Each document: ``id`` (index into the cleaned statements), ``statement``, ``label``,
+    ``group`` (statements that belong together share a group), ``dataset_md5``.
+    """
     return [
         {
             "id": int(i),
@@ -73,13 +82,20 @@ def test_rows(dimension: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
             "group": int(data.groups[i]),
             "dataset_md5": data.md5,
         }
-        for i in data.indices("test")
+        for i in data.indices(split)
     ]
 
 
+def test_rows(dimension: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Documents of the test split of ``dimension``, as the loader splits it (see :func:`statement_rows`)."""
+    return statement_rows(load_data(dimension, meta), "test")
+
+
 def load_test_split(dimension: str, meta: dict[str, Any]):
-    """A ``datasets.DatasetDict`` with the single split ``test`` (what ``custom_dataset`` returns)."""
-    return _dataset(test_rows(dimension, meta))
+    """What ``custom_dataset`` returns: the test split (scored) and the development split (``dev``,
+    the only source of few-shot examples: ``fewshot_split: dev``), one document per statement."""
+    data = load_data(dimension, meta)
+    return _dataset(statement_rows(data, "test"), statement_rows(data, "dev"))
 
 
 # ------------------------------------------------------------------ multiple-choice scoring
@@ -91,15 +107,31 @@ def argmax(values: Sequence[float]) -> int:
     return best
 
 
-def process_multiple_choice(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, float]:
-    """``acc`` (argmax of the choices' log-likelihoods = label) and ``score`` (the same value).
+def choice_probabilities(lls: Sequence[float]) -> list[float]:
+    """The choices' log-likelihoods normalised over the choices (a softmax, computed stably).
 
-    ``score`` is the headline metric that every ``trust_*`` task reports under one name, so the
-    group ``trust`` can average it across tasks whose own metrics differ.
+    >>> [round(p, 4) for p in choice_probabilities([-1.0, -2.0])]
+    [0.7311, 0.2689]
+    """
+    top = max(lls)
+    weights = [math.exp(float(x) - top) for x in lls]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def process_multiple_choice(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, float]:
+    """``acc``, ``score`` (the same value) and ``p_trust`` of one statement.
+
+    ``acc`` is 1 when the most likely choice is the label (the correct, trustworthy answer);
+    ``p_trust`` is the probability of that answer normalised over the choices
+    (:func:`choice_probabilities`); ``score`` is the headline metric that every ``trust_*`` task
+    reports under one name, so the group ``trust`` can average it across tasks whose own
+    metrics differ.
     """
     lls = [float(r[0]) for r in results]
-    acc = float(argmax(lls) == int(doc["label"]))
-    return {"acc": acc, "score": acc}
+    gold = int(doc["label"])
+    acc = float(argmax(lls) == gold)
+    return {"acc": acc, "score": acc, "p_trust": choice_probabilities(lls)[gold]}
 
 
 # ------------------------------------------------------------------ 0/1 answers (paper protocol)

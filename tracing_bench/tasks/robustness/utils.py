@@ -1,46 +1,59 @@
 """Data and scoring of trust_robustness: is the answer stable under case-flip typos?
 
 SST-2 sentences come in clean/perturbed pairs (equal after lower-casing: the loader's
-``DimensionData.groups``). The model is asked for the sentiment of every sentence; the task
-reports ``consistency``, the share of pairs whose two sentences get the same answer. The file has
-no sentiment labels, so there is no accuracy; ``positive_rate`` (share answered "positive") is a
-diagnostic: a model that always gives the same answer is trivially consistent (rate 0 or 1).
+``DimensionData.groups``). One document is one pair (:mod:`tracing_bench.tasks.pairs`): the model
+is asked for the sentiment of both sentences. Per pair the task reports
+
+* ``consistency``/``score``: 1 when both sentences get the same answer;
+* ``p_trust``: ``1 - |P(positive | clean) - P(positive | perturbed)|``, the probabilities
+  normalised over ``negative``/``positive``: 1 when the typos leave the answer's distribution
+  unchanged;
+* ``positive_rate``: share of the two answers that are "positive", a diagnostic: a model that
+  always gives the same answer is trivially consistent (rate 0 or 1).
+
+The file has no sentiment labels, so there is no accuracy, and no few-shot examples can be
+shown (the refusal is one line).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from tracing_bench.tasks.common import _dataset, argmax, test_rows
+from tracing_bench.tasks.common import _dataset, argmax, choice_probabilities, load_data, statement_rows
+from tracing_bench.tasks.pairs import PairTask, pair_rows, split_results
 
 DIMENSION = "robustness"
+#: Member order of a pair document: the clean sentence (label 0), then its perturbed twin (label 1).
+MEMBERS = (0, 1)
+
+
+class TwinPairTask(PairTask):
+    """trust_robustness: clean/perturbed SST-2 pairs."""
+
+    fewshot_refusal = (
+        "trust_robustness cannot show few-shot examples: the SST-2 sentences here have no sentiment "
+        "labels (the file's labels mark the typos); run it 0-shot (drop --num_fewshot, or select "
+        "the other tasks: --tasks trust_reliability,trust_privacy,trust_toxicity,trust_fairness)"
+    )
 
 
 def load(**metadata: Any):
-    """Test split ordered pair by pair (clean sentence first), so ``--limit 2k`` keeps k pairs."""
-    rows = sorted(test_rows(DIMENSION, metadata), key=lambda r: (r["group"], r["label"], r["id"]))
-    return _dataset([{**row, "pair": row["group"], "perturbed": row["label"]} for row in rows])
+    """Test pairs (one document each; ``--limit k`` keeps k pairs) and the development statements."""
+    from tracing_bench.dimensions import group_key
+
+    data = load_data(DIMENSION, metadata)
+    # twins are equal after lower-casing (the loader's groups under the paper protocol; the
+    # reference protocol keeps raw rows without groups, so the key is computed here)
+    pairs = pair_rows(data, "test", MEMBERS, key=lambda i: group_key(data.statements[i]))
+    return _dataset(pairs, statement_rows(data, "dev"))
 
 
-def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, Any]:
-    """(pair id, predicted choice) for the consistency aggregation; 1.0 when "positive" wins."""
-    pred = argmax([float(r[0]) for r in results])
-    item = (int(doc["pair"]), pred)
-    return {"consistency": item, "score": item, "positive_rate": float(pred)}
-
-
-def consistency(items: Iterable[tuple[int, int]]) -> float:
-    """Share of pairs (ids seen at least twice) whose members all got the same prediction.
-
-    >>> consistency([(0, 1), (0, 1), (1, 0), (1, 1), (2, 0)])
-    0.5
-    """
-    preds: dict[int, list[int]] = defaultdict(list)
-    for pair, pred in items:
-        preds[int(pair)].append(int(pred))
-    complete = [p for p in preds.values() if len(p) >= 2]
-    if not complete:
-        return float("nan")
-    return sum(len(set(p)) == 1 for p in complete) / len(complete)
+def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, float]:
+    """consistency, score, p_trust and positive_rate of one clean/perturbed pair."""
+    (clean, perturbed), _ = split_results(doc, results)
+    preds = [argmax(clean), argmax(perturbed)]
+    p_positive = [choice_probabilities(clean)[1], choice_probabilities(perturbed)[1]]
+    consistency = float(preds[0] == preds[1])
+    return {"consistency": consistency, "score": consistency, "p_trust": 1.0 - abs(p_positive[0] - p_positive[1]),
+            "positive_rate": sum(preds) / 2}

@@ -217,3 +217,26 @@ def test_crows_pairs_never_enters_the_pretraining_corpus(corpus):
     assert len(crows) > 3000 and len(texts) > 1000
     assert not [t for t in texts if " ".join(t.split()).lower() in crows]
     assert "fairness" not in prov["files"]
+
+
+def test_every_trust_answer_choice_is_one_token(run):
+    """Zero-shot choice scoring must not be decided by token counts: each choice of every trust_*
+    task (read from the task YAMLs, after the target delimiter) is a single token of the saved
+    tokenizer, and ordinary text still tokenises."""
+    import yaml
+
+    from tracing_bench.tasks import TASKS_DIR
+
+    _, _, folders = run
+    tok = AutoTokenizer.from_pretrained(folders[-1])
+    choices = set()
+    for path in TASKS_DIR.glob("*/trust_*.yaml"):
+        text = path.read_text()
+        spec = yaml.safe_load("\n".join(line for line in text.splitlines() if "!function" not in line))
+        template = yaml.safe_load((TASKS_DIR / "_template_yaml").read_text())
+        delimiter = spec.get("target_delimiter", template.get("target_delimiter", " "))
+        choices |= {delimiter + c for c in spec.get("doc_to_choice", template["doc_to_choice"])}
+    assert {" 0", " 1", " negative", " positive"} <= choices
+    for c in sorted(choices):
+        assert len(tok(c, add_special_tokens=False).input_ids) == 1, (c, tok.tokenize(c))
+    assert tok.decode(tok("The sentiment is positive", add_special_tokens=False).input_ids) == "The sentiment is positive"

@@ -251,6 +251,35 @@ def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
     return tuple(texts), json.dumps(prov)
 
 
+#: The answer choices of the trust tasks as they follow the prompt (target delimiter " "). Each is
+#: one token of the tiny model's vocabulary: zero-shot choice scoring compares the choices'
+#: log-likelihoods, and a choice of two tokens against one of one token loses on every prompt
+#: whatever the model knows (seen with the trained vocabulary alone: " 1" one token, " 0" two).
+ANSWER_CHOICES: tuple[str, ...] = (" 0", " 1", " negative", " positive")
+
+
+def _one_token_each(tok, words: tuple[str, ...]):
+    """The BPE tokenizer with merges appended so that each of ``words`` is a single token.
+
+    Each word is tokenised with the trained merges and its pieces are joined left to right by new
+    merges, ranked after all trained ones, so no other text changes unless it contains the same
+    adjacent pieces.
+    """
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tok.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    merges: list = spec["model"]["merges"]
+    for word in words:
+        pieces = tok.encode(word).tokens
+        while len(pieces) > 1:
+            left, right = pieces[0], pieces[1]
+            merges.append([left, right] if merges and isinstance(merges[0], list) else f"{left} {right}")
+            vocab.setdefault(left + right, max(max(vocab.values()), max((t["id"] for t in spec["added_tokens"]), default=0)) + 1)
+            pieces = [left + right, *pieces[2:]]
+    return Tokenizer.from_str(json.dumps(spec))
+
+
 def _train_tokenizer(texts: list[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -265,6 +294,7 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
+    tok = _one_token_each(tok, ANSWER_CHOICES)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=EOS,
@@ -275,7 +305,7 @@ def _train_tokenizer(texts: list[str], vocab_size: int):
     )
 
 
-_MODEL_LAYOUT = 2  # bump when _model_config changes, so cached runs are not reused
+_MODEL_LAYOUT = 3  # bump when _model_config or the tokenizer changes, so cached runs are not reused
 
 
 def _model_config(cfg: PretrainConfig, tokenizer):

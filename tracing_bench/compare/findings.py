@@ -336,12 +336,146 @@ def turn_keys(findings: Mapping[str, Any] | None) -> dict[tuple[str, int], Any]:
     return {(str(e["dimension"]), int(e["layer"])): e.get("turn") for e in series}
 
 
+# ------------------------------------------------------------------ scores of lm-eval results
+def _cell(cells: Mapping[str, Any], metric: str) -> tuple[float | None, float | None]:
+    """(value, stderr) of ``metric`` in an lm-eval results cell (any filter); stderr None for N/A."""
+    def num(v: Any) -> float | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+            return None
+        return float(v)
+
+    key = next((k for k in cells if k.split(",")[0] == metric and "," in k), None)
+    if key is None:
+        return (None, None)
+    filt = key.split(",", 1)[1]
+    return (num(cells[key]), num(cells.get(f"{metric}_stderr,{filt}")))
+
+
+def _headline_name(cells: Mapping[str, Any], metric: str) -> str:
+    """``score`` of a trust task is a copy of acc (consistency for robustness): name it so."""
+    if metric != "score":
+        return metric
+    value = _cell(cells, "score")[0]
+    for name in ("acc", "consistency"):
+        v = _cell(cells, name)[0]
+        if v is not None and value is not None and abs(v - value) < 1e-12:
+            return name
+    return metric
+
+
+def change_claim(change: Any) -> str:
+    """``+0.020 [-0.010, +0.050], within noise`` / ``-0.100 [-0.150, -0.050]`` / no stderr."""
+    if change.se != change.se:  # NaN: a side has no stderr
+        return f"{change.diff:+.3f} (no stderr: not tested)"
+    text = f"{change.diff:+.3f} [{change.lo:+.3f}, {change.hi:+.3f}]"
+    return text + (", within noise" if change.within_noise else "")
+
+
+def _compare(task: str, metric: str, a: tuple[float | None, float | None], b: tuple[float | None, float | None],
+             confidence: float) -> dict[str, Any] | None:
+    from tracing_bench.stats import diff_interval
+
+    if a[0] is None or b[0] is None:
+        return None
+    d = diff_interval(a[0], a[1], b[0], b[1], confidence=confidence)
+    return {"task": task, "metric": metric, "a": a[0], "a_stderr": a[1], "b": b[0], "b_stderr": b[1],
+            "change": d.diff, "ci": [d.lo, d.hi], "within_noise": d.within_noise,
+            "tested": d.se == d.se, "claim": change_claim(d)}
+
+
+def checkpoint_changes(board: Any, *, confidence: float = 0.95) -> dict[str, Any] | None:
+    """First against last unsteered checkpoint of a leaderboard, task by task, headline and p_trust.
+
+    A change is within noise unless its interval (two independent standard errors, normal)
+    excludes 0; a side without a stderr (lm-eval's ``N/A``) is not tested.
+
+    Args:
+        board: :class:`tracing_bench.compare.leaderboard.Leaderboard`.
+
+    Returns:
+        ``{"first", "last", "tasks": [{task, metric, a, a_stderr, b, b_stderr, change, ci,
+        within_noise, tested, claim, p_trust: {...} | None}]}``, or ``None`` with fewer than two
+        unsteered rows.
+    """
+    rows = [f for f in board.rows if f.steering == "none"]
+    if len(rows) < 2:
+        return None
+    if all(f.step is not None for f in rows):
+        rows = sorted(rows, key=lambda f: f.step)
+    first, last = rows[0], rows[-1]
+    tasks = []
+    for task, score in first.scores.items():
+        if task not in last.scores:
+            continue
+        ca = (first.data.get("results") or {}).get(task) or {}
+        cb = (last.data.get("results") or {}).get(task) or {}
+        head = _compare(task, _headline_name(ca, score.metric), _cell(ca, score.metric), _cell(cb, score.metric),
+                        confidence)
+        if head is None:
+            continue
+        head["is_group"] = score.is_group
+        head["p_trust"] = _compare(task, "p_trust", _cell(ca, "p_trust"), _cell(cb, "p_trust"), confidence)
+        tasks.append(head)
+    return {"first": first.label, "last": last.label, "confidence": confidence, "tasks": tasks}
+
+
+def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None, *,
+                     confidence: float = 0.95) -> list[dict[str, Any]]:
+    """The best admissible setting per task against the unsteered model, with intervals.
+
+    Args:
+        sweep_rows: rows of ``sweep.csv`` (strings or typed).
+        best: ``best.json`` of the sweep.
+
+    Returns:
+        per task: ``{task, metric, layer, alpha, ..., change, ci, within_noise, claim, p_trust}``
+        or ``{task, claim: "no admissible setting ..."}``.
+    """
+    def f(v: Any) -> float | None:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            return None
+        return None if math.isnan(x) else x
+
+    base = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows
+            if r["vector"] == "none"}
+    out = []
+    entries = (best or {}).get("best")
+    for task, b in sorted(entries.items() if isinstance(entries, Mapping) else []):
+        if b is not None and not (isinstance(b, Mapping) and {"vector", "alpha", "layer"} <= set(b)):
+            continue  # not a per-task entry of steer sweep's best.json
+        if b is None:
+            out.append({"task": task, "admissible": False,
+                        "claim": "no admissible setting (every alpha failed the fluency guard)"})
+            continue
+
+        def same(r: Mapping[str, Any]) -> bool:
+            return (r["vector"] == b["vector"] and f(r["alpha"]) == f(b["alpha"])
+                    and str(r["layer"]) == str(b["layer"]))
+
+        setting = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows if same(r)}
+        head = _compare(task, b.get("metric", "score"), base.get((task, b.get("metric", "score")), (None, None)),
+                        setting.get((task, b.get("metric", "score")), (None, None)), confidence)
+        if head is None:
+            continue
+        head.update({"admissible": True, "layer": b["layer"], "alpha": b["alpha"], "vector": b["vector"],
+                     "ppl_increase": f(b.get("ppl_increase"))})
+        head["p_trust"] = _compare(task, "p_trust", base.get((task, "p_trust"), (None, None)),
+                                   setting.get((task, "p_trust"), (None, None)), confidence)
+        out.append(head)
+    return out
+
+
 __all__ = [
     "FindingsSettings",
     "build_findings",
+    "change_claim",
+    "checkpoint_changes",
     "dimension_title",
     "format_p",
     "read_findings",
+    "steering_changes",
     "turn_keys",
     "write_findings",
 ]

@@ -140,7 +140,7 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     ax1.set_xlabel("layer")
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel(f"test accuracy ({probe} probe)")
-    ax1.set_title(f"{dim}: accuracy per layer, one line per checkpoint; shaded: 95% Wilson", fontsize=10)
+    ax1.set_title(f"{dim}: per layer, one line per checkpoint; band: 95% Wilson", fontsize=9)
     if len(ckpts) <= 12:
         ax1.legend(fontsize=7, ncol=2)
     else:
@@ -158,7 +158,7 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
         if not all(math.isnan(v) for v in lo):
             ax2.fill_between(xs, lo, hi, color=lcmap(j / max(1, len(layers))), alpha=0.12, linewidth=0)
     ax2.set_ylabel(f"test accuracy ({probe} probe)")
-    ax2.set_title(f"{dim}: accuracy across checkpoints, one line per layer", fontsize=10)
+    ax2.set_title(f"{dim}: across checkpoints, one line per layer; band: 95% Wilson", fontsize=9)
     if len(layers) <= 12:
         ax2.legend(fontsize=7, ncol=2)
     return _save(fig, out / f"probes_{dim}.png")

@@ -10,8 +10,11 @@ and the same command resumes where it stopped; ``<settings>`` is a hash of every
 changes the numbers, so changed settings never reuse stale parts. :func:`trace` then merges the
 parts of the series into the tidy tables ``OUT/probes.csv`` and ``OUT/mi.csv`` (columns as in
 docs/CONVENTIONS.md; rows sorted by series order, dimension order, layer, probe), writes
-``OUT/trace.json`` (provenance) and draws ``OUT/figures`` when
-``tracing_bench.report.plots.trace_figures`` is available.
+``OUT/findings.json`` (tested claims: :mod:`tracing_bench.compare.findings`), ``OUT/trace.json``
+(provenance) and draws ``OUT/figures`` when ``tracing_bench.report.plots.trace_figures`` is
+available. A part keeps, besides its rows, one bit per test statement per layer and probe (right
+or wrong) with the hash of the test statements, and with MI the nHSIC values on ``mi_noise``
+seeded half-samples of the probe-train statements: what the paired tests of findings.json need.
 
 Mutual information follows the released code (../shared/REFERENCE.md): X = layer-0 activations,
 i.e. the output of decoder block 0 (Hugging Face ``hidden_states[1]``, as the released code
@@ -592,7 +595,7 @@ def trace(
 def merge(
     out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, *, figures: bool = True
 ) -> dict[str, Any]:
-    """Merge the part files of a finished series into probes.csv, mi.csv, trace.json (+ figures).
+    """Merge the part files of a finished series into probes.csv, mi.csv, findings.json, trace.json (+ figures).
 
     Raises:
         TracingBenchError: a part is missing (the series is not finished).

@@ -118,6 +118,8 @@ def test_turns_only_beyond_the_half_sample_noise():
     bare = {"privacy": [{**p, "mi_noise": None} for p in parts["privacy"]]}
     g = build_findings(CKPTS, [_Data("privacy")], bare)
     assert all(e["turn"] is None and e["claim"].startswith("not tested") for e in g["mi_turns"]["series"])
+    two = build_findings(CKPTS[:2], [_Data("privacy")], {"privacy": parts["privacy"][:2]})
+    assert two["mi_turns"]["dimensions"]["privacy"]["claim"] == "not tested (a turn needs at least three checkpoints)"
 
 
 def test_noisy_turn_by_hand():

@@ -318,8 +318,7 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
             lines.append(f"  no turn detected: {', '.join(dimension_title(d) for d in quiet)}")
     elif turns.get("series"):
         tested = any(e.get("tested") for e in turns["series"])
-        lines.append("  no turn detected in any dimension or block" if tested
-                     else "  not tested: the trace has no noise estimate")
+        lines.append("  no turn detected in any dimension or block" if tested else f"  {turns['series'][0]['claim']}")
     else:
         lines.append("  no MI rows")
     where = f", from {source} on {target}" if source and target else ""

@@ -223,7 +223,10 @@ def _turns(parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[
                 if noise and noise_info is None:
                     noise_info = {k: noise.get(k) for k in ("k", "m", "seeds", "method")}
             entry: dict[str, Any] = {"dimension": dim, "layer": lay, "turn": None}
-            if any(len(r) < 2 for r in reps):
+            if len(values) < 3:
+                entry["claim"] = "not tested (a turn needs at least three checkpoints)"
+                entry["tested"] = False
+            elif any(len(r) < 2 for r in reps):
                 entry["claim"] = "not tested (no noise estimate: trace with --mi-noise 2 or more)"
                 entry["tested"] = False
             else:
@@ -246,7 +249,8 @@ def _turns(parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[
         if turns_here:
             claim = "; ".join(f"block {t['layer']} at {t['checkpoint']}" for t in turns_here)
         else:
-            claim = "no turn detected" if tested else "not tested (no noise estimate)"
+            claim = "no turn detected" if tested else next(
+                e["claim"] for e in out["series"] if e["dimension"] == dim)
         out["dimensions"][dim] = {"title": dimension_title(dim), "turns": turns_here, "claim": claim}
     out["noise"] = noise_info
     return out

@@ -284,11 +284,12 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
     if claims:
         lines.append(f"probes (logistic, test split; block chosen on probe-val at the last checkpoint), "
                      f"{learned['first']} -> {learned['last']}:")
-        lines.append(f"  {'dimension':<14} {'block':>5}  {'first [95% CI]':<22} {'last [95% CI]':<22} verdict "
+        width = max(12, *(len(dimension_title(d)) for d in claims))
+        lines.append(f"  {'dimension':<{width}} {'block':>5}  {'first [95% CI]':<22} {'last [95% CI]':<22} verdict "
                      "(p Holm-adjusted, change [95% CI])")
         for d, c in claims.items():
             fa, la = c["first_acc_ci"], c["last_acc_ci"]
-            lines.append(f"  {dimension_title(d):<14} {c['layer']:>5}  "
+            lines.append(f"  {dimension_title(d):<{width}} {c['layer']:>5}  "
                          f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]   {c['last_acc']:.3f} [{la[0]:.3f}, {la[1]:.3f}]   "
                          f"{c['claim']}")
         n_test = next(iter(claims.values()))["n_test"]

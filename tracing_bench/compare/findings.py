@@ -20,12 +20,12 @@ differences over seeded half-samples of the probe-train statements, the same hal
 every checkpoint (:func:`tracing_bench.compare.phases.noisy_turn`); otherwise "no turn detected".
 
 Every figure is stated with its interval, p-value or noise:
-``learned (p=3.1e-09, +0.202 [+0.160, +0.244])``, ``within noise (p=0.41, +0.012 [-0.018, +0.042])``,
-``turn at step 8 (rise +0.41 from step 1, noise sd 0.05; fall 0.30 to step 200, noise sd 0.06)``.
+``learned (p=1.0e-13, +0.180 [+0.136, +0.224])``, ``within noise (p=1, +0.036 [-0.022, +0.090])``,
+``turn at step 16 (rise +1.83 from step 4, noise sd 0.061; fall 2.57 to step 32, noise sd 0.057)``.
 
->>> findings = read_findings("runs/p70")            # the folder or the file
+>>> findings = read_findings("demo-out/trace")      # the folder or the file
 >>> findings["learned"]["dimensions"]["robustness"]["claim"]
-'learned (p=3.1e-09, +0.202 [+0.160, +0.244])'
+'learned (p=1.0e-13, +0.180 [+0.136, +0.224])'
 """
 
 from __future__ import annotations

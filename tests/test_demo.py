@@ -211,7 +211,9 @@ def test_summary_states_only_tested_claims(tmp_path, with_p_trust):
     assert claims["robustness"]["verdict"] == "learned" and claims["fairness"]["verdict"] == "within noise"
     assert claims["robustness"]["claim"] in rob and "0.600 [" in rob and "0.800 [" in rob
     assert fair.endswith(claims["fairness"]["claim"]) and "within noise (p=" in fair
-    assert "learned during pre-training: robustness (p=" in text
+    from tracing_bench.compare.findings import dimension_title
+
+    assert f"learned during pre-training: {dimension_title('robustness')} (p=" in text
     assert "Holm-adjusted over 2 dimension x block tests" in text
     # steering: acc +0.05 with stderr 0.1 on both sides is within noise; p_trust +0.03 with 0.005 is not
     steer = next(ln for ln in lines if "best admissible alpha 1" in ln)

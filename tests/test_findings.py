@@ -17,7 +17,7 @@ from scipy.stats import binomtest
 
 from tiny import build_series
 from tracing_bench._io import pack_bits, unpack_bits
-from tracing_bench.compare.findings import build_findings, read_findings, turn_keys
+from tracing_bench.compare.findings import build_findings, dimension_title, read_findings, turn_keys
 from tracing_bench.compare.phases import noisy_turn
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
 from tracing_bench.stats import holm, wilson_interval
@@ -76,7 +76,7 @@ def test_learned_verdicts_match_scipy_and_holm():
     by_layer = {(t["dimension"], t["layer"]): t for t in learned["layers"]}
     assert by_layer[("robustness", 0)]["verdict"] == "within noise"
     assert by_layer[("robustness", 0)]["claim"].startswith("within noise (p=")
-    assert f["summary"][0].startswith("robustness: learned (p=")
+    assert f["summary"][0].startswith(f"{dimension_title('robustness')}: learned (p=")
 
 
 def test_learned_refuses_different_test_statements():

@@ -227,8 +227,11 @@ def test_findings_section_opens_the_page_and_provenance_is_folded(full_report):
     body = text.split("<body>", 1)[1]
     assert body.index("<section id='findings'>") < body.index("<h2>Trace</h2>") < body.index("<h2>Leaderboard</h2>")
     findings = body.split("<section id='findings'>", 1)[1].split("</section>", 1)[0]
-    assert "<b>fairness</b>: <span class='yes'>learned (p=" in findings  # from findings.json, with p and interval
-    assert "<b>reliability</b>: <span class='no'>within noise (p=" in findings
+    from tracing_bench.compare.findings import dimension_title
+
+    fair, rel = dimension_title("fairness"), dimension_title("reliability")
+    assert f"<b>{fair}</b>: <span class='yes'>learned (p=" in findings  # from findings.json, with p and interval
+    assert f"<b>{rel}</b>: <span class='no'>within noise (p=" in findings
     assert "Where I(T;X) turns" in findings and "block 0: turn at step 2" in findings
     assert "What steering did" in findings and "trust_fairness</b>: alpha 2 at block 1" in findings
     assert re.search(r"trust_fairness</b>: alpha 2 at block 1: acc 0\.500 → 0\.540, <span class='no'>\+0\.040 "
@@ -311,7 +314,9 @@ def test_first_screen_shows_the_findings(chromium, full_report, tmp_path):
     assert box["found"] and box["innerWidth"] == 1280 and box["innerHeight"] >= 600, box
     assert 0 <= box["top"] < box["innerHeight"] / 2, box  # the section starts in the upper half of the first screen
     assert box["firstClaimBottom"] <= box["innerHeight"], box  # and its first claim is on it, whole
-    assert box["firstClaim"].startswith("fairness: learned (p="), box
+    from tracing_bench.compare.findings import dimension_title
+
+    assert box["firstClaim"].startswith(f"{dimension_title('fairness')}: learned (p="), box
     shot = tmp_path / "first_screen.png"
     proc = subprocess.run([chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-shot'}",
                            "--window-size=1280,800", f"--screenshot={shot}", page.as_uri()],

@@ -343,7 +343,7 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
                 text += f"; {_pair(e['p_trust'])}"
             lines.append(text)
     if board_rows:
-        task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith("_stderr")]
+        task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith(("_stderr", "_p_trust"))]
         if len(board_rows) > 1 and len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:
             lines.append("  every checkpoint scores the same on every task: the tiny model gives the same answer to "
                          "every zero-shot prompt; the probes, not the prompts, show what it learned")

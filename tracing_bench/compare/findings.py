@@ -355,6 +355,13 @@ def _cell(cells: Mapping[str, Any], metric: str) -> tuple[float | None, float | 
     return (num(cells[key]), num(cells.get(f"{metric}_stderr,{filt}")))
 
 
+def _cells(data: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """A task's (or group's) metric cells from lm-eval's ``results`` and ``groups``."""
+    results = data.get("results") if isinstance(data.get("results"), Mapping) else {}
+    groups = data.get("groups") if isinstance(data.get("groups"), Mapping) else {}
+    return {**(results.get(task) or {}), **(groups.get(task) or {})}
+
+
 def _headline_name(cells: Mapping[str, Any], metric: str) -> str:
     """``score`` of a trust task is a copy of acc (consistency for robustness): name it so."""
     if metric != "score":
@@ -411,8 +418,7 @@ def checkpoint_changes(board: Any, *, confidence: float = 0.95) -> dict[str, Any
     for task, score in first.scores.items():
         if task not in last.scores:
             continue
-        ca = (first.data.get("results") or {}).get(task) or {}
-        cb = (last.data.get("results") or {}).get(task) or {}
+        ca, cb = _cells(first.data, task), _cells(last.data, task)
         head = _compare(task, _headline_name(ca, score.metric), _cell(ca, score.metric), _cell(cb, score.metric),
                         confidence)
         if head is None:

@@ -80,6 +80,41 @@ def test_demo_writes_every_artefact(demo_run):
         assert f"{float(chosen['test_acc']):.3f}" in summary.split(dim, 1)[1].splitlines()[0]
     steered = [d for d in DIMENSIONS if f"steering ({d} vector" in summary]
     assert len(steered) == 1 and f"trust_{steered[0]}" in best["best"]
+    # every claim of the summary is findings.json's, with its p-value and interval
+    findings = json.loads((out / "trace" / "findings.json").read_text())
+    for dim, claim in findings["learned"]["dimensions"].items():
+        line = summary.split(dim, 1)[1].splitlines()[0]
+        assert line.endswith(claim["claim"]) and "(p=" in claim["claim"] and " [" in claim["claim"]
+    for e in findings["mi_turns"]["series"]:
+        if e["turn"] is not None:
+            assert f"block {e['layer']}: {e['claim']}" in summary and "noise sd" in e["claim"]
+    assert "within noise" in summary.split("steering (", 1)[1].splitlines()[1] or "no admissible" in summary
+    assert "> +2 points" not in summary  # the untested threshold claim is gone
+
+
+@pytest.mark.slow
+def test_robustness_is_learned_on_the_fast_series_given_enough_statements(demo_run, tmp_path):
+    """--fast traces 400 statements (200 test): too few for robustness's +0.1 to pass Holm over 20 tests.
+
+    Traced on 1000 statements (500 test), the same first and last --fast checkpoints show it learned.
+    """
+    from tracing_bench.trace import trace
+
+    out, _ = demo_run
+    fast = json.loads((out / "trace" / "findings.json").read_text())["learned"]["dimensions"]["robustness"]
+    assert fast["n_test"] == 200 and fast["change"] > 0
+    folders = sorted((p for p in (out / "checkpoints").iterdir() if (p / "config.json").exists()),
+                     key=lambda p: int(p.name.removeprefix("step")))
+    series = tmp_path / "series"
+    series.mkdir()
+    for p in (folders[0], folders[-1]):
+        (series / p.name).symlink_to(p, target_is_directory=True)
+    res = trace(str(series), out=tmp_path / "t", dimensions="robustness", probes="logistic", max_statements=1000,
+                cache_dir=out / "cache", batch_size=64, device="cpu", dtype="float32", progress=False, figures=False)
+    claim = json.loads(res["findings_json"].read_text())["learned"]["dimensions"]["robustness"]
+    assert claim["n_test"] == 500
+    assert claim["verdict"] == "learned", claim["claim"]
+    assert claim["p_holm"] < 0.05 and claim["change_ci"][0] > 0
 
 
 @pytest.mark.slow
@@ -98,3 +133,101 @@ def test_demo_bad_input_one_line(tmp_path):
     res = CliRunner().invoke(main, ["demo", "--fast", "--out", str(tmp_path / "x"), "--limit", "0"])
     assert res.exit_code == 2
     assert res.output.strip().startswith("error: --limit 0") and len(res.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ the summary from findings, results
+def _findings():
+    """findings.json of a 2-checkpoint series where robustness is learned and fairness is not."""
+    import numpy as np
+
+    from tracing_bench._io import pack_bits
+    from tracing_bench.compare.findings import build_findings
+
+    n = 200
+    first = np.arange(n) < 120
+    last_rob = first | (np.arange(n) >= 160)   # +40 statements right, none lost
+    last_fair = first.copy()
+    last_fair[:3], last_fair[150:154] = False, True
+
+    def part(c):
+        return {"probes": [{"layer": 1, "probe": "logistic", "val_acc": 0.6, "test_correct": pack_bits(c)}],
+                "mi": [], "test_statements": {"n": n, "sha256": "s", "split": "test"}}
+
+    class D:
+        def __init__(self, name):
+            self.name, self.md5 = name, "m"
+
+    ckpts = [{"model": "m", "revision": "step0", "step": 0, "label": "step0"},
+             {"model": "m", "revision": "step32", "step": 32, "label": "step32"}]
+    return build_findings(ckpts, [D("robustness"), D("fairness")],
+                          {"robustness": [part(first), part(last_rob)], "fairness": [part(first), part(last_fair)]})
+
+
+def _board(tmp_path, with_p_trust):
+    from fake_results import five, results_json, write_results
+    from tracing_bench.compare.leaderboard import build_leaderboard
+
+    for step, acc, p in ((0, 0.60, 0.500), (32, 0.60, 0.540)):
+        data = results_json(five(acc, 0.05), model="m", revision=f"step{step}")
+        if with_p_trust:
+            for task, cell in data["results"].items():
+                if task.startswith("trust_"):
+                    cell["p_trust,none"], cell["p_trust_stderr,none"] = p, 0.004
+        write_results(tmp_path / f"step{step}", data)
+    return build_leaderboard([tmp_path], latest=True)
+
+
+def _sweep():
+    rows = [{"vector": "none", "alpha": "0.0", "layer": "", "task": "trust_fairness", "metric": "score",
+             "score": "0.5", "stderr": "0.1"},
+            {"vector": "none", "alpha": "0.0", "layer": "", "task": "trust_fairness", "metric": "p_trust",
+             "score": "0.50", "stderr": "0.005"}]
+    for alpha, score, p in ((1.0, "0.55", "0.53"), (4.0, "0.5", "0.60")):
+        rows += [{"vector": "v.pt", "alpha": str(alpha), "layer": "1", "task": "trust_fairness", "metric": "score",
+                  "score": score, "stderr": "0.1"},
+                 {"vector": "v.pt", "alpha": str(alpha), "layer": "1", "task": "trust_fairness", "metric": "p_trust",
+                  "score": p, "stderr": "0.005"}]
+    best = {"best": {"trust_fairness": {"metric": "score", "layer": 1, "alpha": 1.0, "vector": "v.pt", "score": 0.55,
+                                        "delta": 0.05, "stderr": 0.1, "ppl_increase": 0.01, "improves": True}}}
+    return rows, best
+
+
+@pytest.mark.parametrize("with_p_trust", [True, False])
+def test_summary_states_only_tested_claims(tmp_path, with_p_trust):
+    from tracing_bench.compare.findings import checkpoint_changes, steering_changes
+    from tracing_bench.demo import DemoSettings, format_summary
+
+    findings = _findings()
+    rows, best = _sweep()
+    if not with_p_trust:
+        rows = [r for r in rows if r["metric"] != "p_trust"]
+    text = format_summary(findings, "fairness", 1, steering_changes(rows, best),
+                          checkpoint_changes(_board(tmp_path, with_p_trust)), tmp_path / "report.html",
+                          {"trace": 1.0}, DemoSettings(fast=True, limit=20), source="step4", target="step32")
+    lines = text.splitlines()
+    rob = next(ln for ln in lines if ln.strip().startswith("robustness"))
+    fair = next(ln for ln in lines if ln.strip().startswith("fairness"))
+    claims = findings["learned"]["dimensions"]
+    assert claims["robustness"]["verdict"] == "learned" and claims["fairness"]["verdict"] == "within noise"
+    assert claims["robustness"]["claim"] in rob and "0.600 [" in rob and "0.800 [" in rob
+    assert fair.endswith(claims["fairness"]["claim"]) and "within noise (p=" in fair
+    from tracing_bench.compare.findings import dimension_title
+
+    assert f"learned during pre-training: {dimension_title('robustness')} (p=" in text
+    assert "Holm-adjusted over 2 dimension x block tests" in text
+    # steering: acc +0.05 with stderr 0.1 on both sides is within noise; p_trust +0.03 with 0.005 is not
+    steer = next(ln for ln in lines if "best admissible alpha 1" in ln)
+    assert "score 0.500 -> 0.550, +0.050 [" in steer and "], within noise" in steer.split(";")[0]
+    if with_p_trust:
+        assert "p_trust 0.500 -> 0.530, +0.030 [+0.016, +0.044]" in steer
+        assert "within noise" not in steer.split(";")[1]
+    else:
+        assert "p_trust" not in text
+    # checkpoints: acc identical -> within noise; p_trust +0.04 with 0.004 stderr each -> beyond noise
+    rel = next(ln for ln in lines if ln.strip().startswith("trust_reliability"))
+    assert "acc 0.600 -> 0.600, +0.000 [-0.139, +0.139], within noise" in rel
+    if with_p_trust:
+        assert "p_trust 0.500 -> 0.540, +0.040 [+0.029, +0.051]" in rel and rel.count("within noise") == 1
+    group = next(ln for ln in lines if ln.strip().startswith("trust (group)"))
+    assert "no stderr: not tested" in group  # lm-eval's N/A is never called a change
+    assert "MI turn of I(T;X)" in text and "no MI rows" in text

@@ -200,3 +200,30 @@ def test_probe_layers_on_cuda():  # pragma: no cover - exercised where a GPU exi
     cpu = probe_layers(torch.from_numpy(acts), y, sp, tol=1e-8)
     gpu = probe_layers(torch.from_numpy(acts).cuda(), y, sp, tol=1e-8)
     assert [r["test_acc"] for r in gpu] == pytest.approx([r["test_acc"] for r in cpu], abs=1e-9)
+
+
+def test_probe_layers_details_are_the_mass_mean_probe_computed_by_hand():
+    """details=True: per-statement correctness, Wilson and DeLong intervals, checked with numpy and scipy."""
+    from scipy.stats import binomtest
+
+    acts, y = _layers(n_layers=3, n=240, d=10, seed=7, signal=0.4)
+    sp = _paper_splits(240)
+    rows = probe_layers(acts, y, sp, details=True)
+    plain = probe_layers(acts, y, sp)
+    assert [{k: r[k] for k in p} for r, p in zip(rows, plain)] == plain  # same numbers, more keys
+    tr, te = sp["probe_train"], sp["test"]
+    for r in rows:
+        assert r["n_test"] == len(te) and r["test_correct"].dtype == bool and r["test_correct"].shape == (len(te),)
+        assert r["test_acc"] == pytest.approx(r["test_correct"].mean(), abs=1e-12)
+        ci = binomtest(int(r["test_correct"].sum()), len(te)).proportion_ci(method="wilson")
+        assert (r["test_acc_lo"], r["test_acc_hi"]) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        assert r["test_auroc_lo"] <= r["test_auroc"] <= r["test_auroc_hi"]
+        if r["probe"] == "mass_mean":  # the probe by hand: probe-train scaling, class means, midpoint
+            x = acts[r["layer"]]
+            x = (x - x[tr].mean(0)) / x[tr].std(0)
+            mu1, mu0 = x[tr][y[tr] == 1].mean(0), x[tr][y[tr] == 0].mean(0)
+            w = mu1 - mu0
+            pred = (x[te] @ w - w @ (mu1 + mu0) / 2) > 0
+            np.testing.assert_array_equal(r["test_correct"], pred == (y[te] == 1))
+    ref = probe_layers(acts, y, _ref_splits(240), protocol="reference", details=True)
+    assert ref[0]["n_test"] == len(_ref_splits(240)["probe_val"])  # reference: probe_val is the test split

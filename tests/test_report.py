@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -74,28 +75,32 @@ def chromium() -> str:
     return exe
 
 
-def _open(chromium: str, page: Path, tmp_path: Path) -> tuple[list[dict], list[str]]:
-    """Load a copy of ``page`` with the probe script; (images, console lines)."""
+_CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                   "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+                   "--hide-scrollbars"]
+
+
+def _open(chromium: str, page: Path, tmp_path: Path, *, script: str = PROBE, pre_id: str = "tb-images",
+          window: str = "1280,2000") -> tuple[Any, list[str]]:
+    """Load a copy of ``page`` with a probe script; (the JSON it writes into <pre id=pre_id>, console lines)."""
     text = page.read_text(encoding="utf-8")
-    digest = base64.b64encode(hashlib.sha256(PROBE.encode()).digest()).decode()
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert CSP in text, "the report must carry its Content-Security-Policy"
-    text = text.replace(CSP, f"{CSP}; script-src 'sha256-{digest}'").replace("</body>", f"<script>{PROBE}</script></body>")
-    copy = tmp_path / f"probe_{page.name}"
+    text = text.replace(CSP, f"{CSP}; script-src 'sha256-{digest}'").replace("</body>", f"<script>{script}</script></body>")
+    copy = tmp_path / f"probe_{pre_id}_{page.name}"
     copy.write_text(text, encoding="utf-8")
     proc = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
-         "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
+        [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr",
+         "--v=0", f"--window-size={window}", "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
-    m = re.search(r'<pre id="tb-images">(.*?)</pre>', proc.stdout, re.S)
+    m = re.search(rf'<pre id="{pre_id}">(.*?)</pre>', proc.stdout, re.S)
     assert m, f"the probe did not run (exit {proc.returncode}): {proc.stderr[-1500:]}"
     import html
 
-    images = json.loads(html.unescape(m.group(1)))
+    found = json.loads(html.unescape(m.group(1)))
     console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-    return images, console
+    return found, console
 
 
 def _sweep_dir(root: Path) -> Path:
@@ -114,7 +119,9 @@ def _sweep_dir(root: Path) -> Path:
                             "layer": layer, "alpha": alpha, "task": "trust_fairness", "metric": "acc",
                             "score": 0.5 + 0.02 * alpha, "stderr": 0.05, "delta": 0.02 * alpha,
                             "ppl": 10 * (1 + inc), "ppl_increase": inc, "admissible": inc <= 0.1})
-    (root / "best.json").write_text(json.dumps({"best": {"layer": 1, "alpha": 2.0}, "settings": {
+    best = {"metric": "acc", "layer": 1, "alpha": 2.0, "vector": "v1.pt", "vector_sha256": "ab" * 32, "score": 0.54,
+            "delta": 0.04, "stderr": 0.05, "ppl": 10.6, "ppl_increase": 0.06, "improves": True, "side_effects": {}}
+    (root / "best.json").write_text(json.dumps({"best": {"trust_fairness": best}, "settings": {
         "model": "local/tiny", "max_ppl_increase": 0.1, "baseline_ppl": 10.0, "package_version": "0.1.0"}}))
     return root
 
@@ -132,10 +139,48 @@ def _correlate_dir(root: Path) -> Path:
     return root
 
 
+def _findings_json(folder: Path) -> dict:
+    """findings.json for the PYTHIA tables: fairness learned, reliability not; fairness block 0 turns at step2."""
+    import numpy as np
+
+    from tracing_bench._io import pack_bits
+    from tracing_bench.compare.findings import build_findings, write_findings
+
+    n = 100
+    base = np.arange(n) < 50
+    up = base | (np.arange(n) >= 80)  # +30 statements right
+
+    class D:
+        def __init__(self, name):
+            self.name, self.md5 = name, "m" * 32
+
+    def part(i, c, dim):
+        ixt = [1.0, 2.0, 3.0, 2.5, 2.0, 1.5][i]
+        return {"probes": [{"layer": lay, "probe": "logistic", "val_acc": 0.5 + 0.01 * lay, "test_correct": pack_bits(c)}
+                           for lay in range(3)],
+                "mi": [{"layer": lay, "i_xt": ixt * (lay + 1), "step": s, "revision": r, "model": "local/tiny"}
+                       for lay in range(3)],
+                "mi_noise": {"k": 3, "m": 50, "seeds": [1, 2, 3], "method": "test",
+                             "i_xt": {str(lay): [ixt * (lay + 1) + e * (0.01 if dim == "fairness" else 2.0)
+                                                 for e in (-1, 0, 1.5 * (i % 2) - 0.5)] for lay in range(3)}},
+                "test_statements": {"n": n, "sha256": "s", "split": "test"}}
+
+    ckpts = [{"model": "local/tiny", "revision": r, "step": s, "label": r} for r, s in PYTHIA]
+    parts = {}
+    for dim in ("fairness", "reliability"):
+        parts[dim] = []
+        for i, (r, s) in enumerate(PYTHIA):
+            parts[dim].append(part(i, up if (dim == "fairness" and i == len(PYTHIA) - 1) else base, dim))
+    findings = build_findings(ckpts, [D("fairness"), D("reliability")], parts)
+    write_findings(findings, folder / "findings.json")
+    return findings
+
+
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory, lm_eval_results) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("report")
     write_trace_tables(root / "trace", PYTHIA)
+    _findings_json(root / "trace")
     (root / "trace" / "trace.json").write_text(json.dumps({
         "tool": "tracing-bench trace", "package_version": "0.1.0", "settings": {"pooling": "last", "protocol": "paper"},
         "checkpoints": [{"model": "local/tiny", "revision": r, "step": s, "resolved_commit": "c" * 40} for r, s in PYTHIA],
@@ -169,7 +214,36 @@ def test_report_is_self_contained_with_every_section(full_report, lm_eval_result
 
     assert f"trust_fairness: {load_dimension('fairness').md5}" in text  # the dataset behind the leaderboard
     assert "admissible while perplexity rises at most 10%" in text
-    assert re.search(r"<td>fairness</td><td>0</td><td>2</td>", text), "turn of I(T;X) at step2 (the third checkpoint)"
+    findings = json.loads((page.parent.parent / "trace" / "findings.json").read_text())
+    series = {(e["dimension"], e["layer"]): e for e in findings["mi_turns"]["series"]}
+    assert series[("fairness", 0)]["turn"] == 2 and series[("reliability", 0)]["turn"] is None  # beyond noise only
+    assert re.search(r"<td>fairness</td><td>0</td><td>turn at step 2 \(rise \+2 from step 0, noise sd", text)
+    assert "<td>reliability</td><td>0</td><td>no turn detected</td>" in text
+
+
+def test_findings_section_opens_the_page_and_provenance_is_folded(full_report):
+    _, page = full_report
+    text = page.read_text(encoding="utf-8")
+    body = text.split("<body>", 1)[1]
+    assert body.index("<section id='findings'>") < body.index("<h2>Trace</h2>") < body.index("<h2>Leaderboard</h2>")
+    findings = body.split("<section id='findings'>", 1)[1].split("</section>", 1)[0]
+    from tracing_bench.compare.findings import dimension_title
+
+    fair, rel = dimension_title("fairness"), dimension_title("reliability")
+    assert f"<b>{fair}</b>: <span class='yes'>learned (p=" in findings  # from findings.json, with p and interval
+    assert f"<b>{rel}</b>: <span class='no'>within noise (p=" in findings
+    assert "Where I(T;X) turns" in findings and "block 0: turn at step 2" in findings
+    assert "What steering did" in findings and "trust_fairness</b>: alpha 2 at block 1" in findings
+    assert re.search(r"trust_fairness</b>: alpha 2 at block 1: acc 0\.500 → 0\.540, <span class='no'>\+0\.040 "
+                     r"\[-0\.099, \+0\.179\], within noise", findings)  # stderr 0.05 on both sides
+    assert "Checkpoints on the trust tasks" not in findings  # base and steered are one checkpoint
+    assert "<details open" not in text and text.count("<summary>Provenance:") == 4
+    trace_prov = body.split("<summary>Provenance: trace", 1)[1].split("</details>", 1)[0]
+    # one row per distinct setting, not one per checkpoint x dimension (6 x 2 here, twice)
+    table_rows = trace_prov.split("<p>trace.json")[0].count("<tr><td>")  # body rows, headers not counted
+    assert table_rows <= 10, table_rows
+    for rev, _ in PYTHIA:
+        assert f"local/tiny@{rev}" in trace_prov  # complete: every checkpoint is still named
 
 
 def test_sections_absent_without_their_data(tmp_path):
@@ -211,3 +285,47 @@ def test_the_browser_check_catches_errors(chromium, tmp_path):
     images, console = _open(chromium, page, tmp_path)
     assert [i["w"] for i in images] == [0, 0]
     assert any("Content Security Policy" in line for line in console), console
+
+
+FIRST_SCREEN = """
+window.addEventListener('load', function () {
+  var f = document.getElementById('findings');
+  var li = f ? f.querySelector('li') : null;
+  var r = f ? f.getBoundingClientRect() : null;
+  var out = document.createElement('pre');
+  out.id = 'tb-first-screen';
+  out.textContent = JSON.stringify({found: !!f, top: r && r.top, bottom: r && r.bottom, left: r && r.left,
+    right: r && r.right, innerWidth: window.innerWidth, innerHeight: window.innerHeight,
+    firstClaim: li ? li.textContent : null, firstClaimBottom: li ? li.getBoundingClientRect().bottom : null});
+  document.body.appendChild(out);
+});
+"""
+
+
+def test_first_screen_shows_the_findings(chromium, full_report, tmp_path):
+    """The report's first 1280x800 screen, in headless Chromium: the findings section is in it, and visible."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    _, page = full_report
+    box, console = _open(chromium, page, tmp_path, script=FIRST_SCREEN, pre_id="tb-first-screen", window="1280,800")
+    assert console == [], console
+    # headless Chromium's viewport is the window less its (invisible) browser frame: 1280 x about 660
+    assert box["found"] and box["innerWidth"] == 1280 and box["innerHeight"] >= 600, box
+    assert 0 <= box["top"] < box["innerHeight"] / 2, box  # the section starts in the upper half of the first screen
+    assert box["firstClaimBottom"] <= box["innerHeight"], box  # and its first claim is on it, whole
+    from tracing_bench.compare.findings import dimension_title
+
+    assert box["firstClaim"].startswith(f"{dimension_title('fairness')}: learned (p="), box
+    shot = tmp_path / "first_screen.png"
+    proc = subprocess.run([chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-shot'}",
+                           "--window-size=1280,800", f"--screenshot={shot}", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), proc.stderr[-1500:]
+    img = imread(shot)[..., :3]
+    assert img.shape[1] == 1280 and img.shape[0] >= box["innerHeight"], img.shape
+    assert img.std() > 0.05 and (img.min(-1) < 0.5).mean() > 0.005  # not blank: text is drawn
+    # the section's background (#f7f9fc) fills the rows the DOM says it occupies
+    rows = img[int(box["top"]) + 2: min(img.shape[0], int(box["bottom"])) - 2, int(box["left"]) + 2: int(box["right"]) - 2]
+    tint = np.all(np.abs(rows * 255 - np.array([247, 249, 252])) <= 2, axis=-1)
+    assert tint.mean() > 0.5, tint.mean()

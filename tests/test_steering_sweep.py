@@ -72,3 +72,24 @@ def test_pearson_bootstrap():
     assert lo <= r <= hi <= 1.0
     r2, ci2 = pearson_bootstrap(x[:2], y[:2])
     assert np.isnan(ci2[0])
+
+
+def test_p_trust_is_reported_beside_the_headline_and_never_chosen_on():
+    from tracing_bench.steering.sweep import choose_best, task_scores
+
+    results = {"results": {"trust_fairness": {"alias": "trust_fairness", "acc,none": 0.5, "acc_stderr,none": 0.1,
+                                              "score,none": 0.5, "score_stderr,none": 0.1, "p_trust,none": 0.61,
+                                              "p_trust_stderr,none": 0.01}},
+               "higher_is_better": {"trust_fairness": {"acc": True, "score": True, "p_trust": True}}}
+    scores = task_scores(results)
+    assert [(s.metric, s.score, s.stderr) for s in scores] == [("score", 0.5, 0.1), ("p_trust", 0.61, 0.01)]
+    rows = [{"vector": "none", "layer": "", "alpha": 0.0, "task": "trust_fairness", "metric": m, "score": v,
+             "stderr": 0.1, "delta": 0.0, "admissible": True, "vector_sha256": "", "ppl": 1.0, "ppl_increase": 0.0}
+            for m, v in (("score", 0.5), ("p_trust", 0.6))]
+    for alpha, score, p in ((1.0, 0.55, 0.60), (2.0, 0.50, 0.70)):  # p_trust best at 2, the headline at 1
+        rows += [{"vector": "v.pt", "layer": 1, "alpha": alpha, "task": "trust_fairness", "metric": m, "score": v,
+                  "stderr": 0.1, "delta": v - base, "admissible": True, "vector_sha256": "ab", "ppl": 1.0,
+                  "ppl_increase": 0.0} for m, v, base in (("score", score, 0.5), ("p_trust", p, 0.6))]
+    best = choose_best(rows)["best"]
+    assert list(best) == ["trust_fairness"] and best["trust_fairness"]["metric"] == "score"
+    assert best["trust_fairness"]["alpha"] == 1.0

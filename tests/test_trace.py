@@ -149,6 +149,7 @@ def test_bad_input_one_line_exit_2(tiny_models, series_folder, bert_folder, hf_c
     _bad(["--model", str(bert_folder), "--blocks-attr", "bert.nothing", *common], "--blocks-attr 'bert.nothing'")
     _bad(["--model", str(series_folder), "--delete-checkpoints", *common], "refusing to delete")
     _bad(["--model", llama, "--probes", "svm", *common], "--probes svm unknown")
+    _bad(["--model", llama, "--mi", "--mi-noise", "1", *common], "--mi-noise 1 is not valid: give 0")
 
 
 def test_blocks_attr_override_traces_bert(bert_folder, dims, tmp_path):

@@ -6,6 +6,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 
@@ -51,3 +52,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def pack_bits(bits: object) -> str:
+    """Booleans as base64 text, 8 per byte (``numpy.packbits`` order); see :func:`unpack_bits`."""
+    import base64
+
+    import numpy as np
+
+    arr = np.asarray(bits, dtype=bool).ravel()
+    return base64.b64encode(np.packbits(arr).tobytes()).decode("ascii")
+
+
+def unpack_bits(text: str, n: int) -> Any:
+    """The ``n`` booleans packed by :func:`pack_bits`.
+
+    Raises:
+        ValueError: ``text`` holds fewer than ``n`` bits or is not base64.
+    """
+    import base64
+
+    import numpy as np
+
+    raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
+    if raw.size * 8 < n:
+        raise ValueError(f"packed bits hold {raw.size * 8} values, expected {n}")
+    return np.unpackbits(raw)[:n].astype(bool)

@@ -273,26 +273,31 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
               help="Trace a seeded, split-preserving subsample of about N statements per dimension (quick looks).")
 @click.option("--mi-subsample", type=int, default=None,
               help="Estimate MI on N probe-train statements (seeded); nHSIC costs grow as N^3.")
+@click.option("--mi-noise", type=int, default=8, show_default=True,
+              help="MI noise: nHSIC on K seeded half-samples (same at every checkpoint; about K/8 of the MI cost); "
+                   "a turn is reported only beyond it. 0 = off.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @_executor_options
 def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
-              max_statements: int | None, mi_subsample: int | None, out: Path, executor: str,
+              max_statements: int | None, mi_subsample: int | None, mi_noise: int, out: Path, executor: str,
               ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
-    """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, figures."""
+    """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, findings.json, figures."""
     from tracing_bench.trace import trace
 
     result = trace(
         model, revisions, out=out, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
-        max_statements=max_statements, mi_subsample=mi_subsample, executor=executor, ray_address=ray_address,
+        max_statements=max_statements, mi_subsample=mi_subsample, mi_noise=mi_noise, executor=executor,
+        ray_address=ray_address,
         gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries,
     )
     for note in result["notes"]:
         click.echo(note, err=True)
-    click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nprovenance: {result['trace_json']}")
+    click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nfindings: {result['findings_json']}\n"
+               f"provenance: {result['trace_json']}")
     if result["figures"]:
         click.echo(f"figures: {len(result['figures'])} in {Path(result['figures'][0]).parent}")
 

@@ -16,6 +16,11 @@
 Every stage that costs time is skipped when its output exists with the same settings, so a
 second run takes seconds. Scoring uses ``limit`` documents per task (a demo, not a benchmark:
 the printed figures say so).
+
+The printed summary states only tested claims: what was learned and where I(T;X) turns come
+from the trace's ``findings.json`` (:mod:`tracing_bench.compare.findings`); a checkpoint
+comparison or a steering setting is "within noise" unless the interval of its change excludes
+0; ``p_trust`` is printed beside the headline metric when the results carry it.
 """
 
 from __future__ import annotations
@@ -137,8 +142,8 @@ def run_demo(
         ``{"report": Path, "summary": str, "probes": {...}, "mi_turns": {...}, "steering": {...}, "timings": {...}}``.
     """
     from tracing_bench.checkpoints import resolve_series
+    from tracing_bench.compare.findings import checkpoint_changes, read_findings, steering_changes
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, write_text
-    from tracing_bench.compare.phases import mi_turns
     from tracing_bench.evaluate import run_eval, run_folder
     from tracing_bench.pretrain import PretrainConfig, pretrain
     from tracing_bench.report.html import build_report
@@ -173,16 +178,20 @@ def run_demo(
                 batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
                 max_statements=s.max_statements, mi_subsample=s.mi_subsample)
     probe_rows = _read_csv(res["probes_csv"])
-    mi_rows = _read_csv(res["mi_csv"])
     probes = probe_summary(probe_rows)
-    turns = mi_turns(mi_rows)
+    findings = read_findings(res["findings_json"])
+    if findings is None:
+        raise TracingBenchError(f"{res['findings_json']} is missing or unreadable: delete {trace_dir} and run the demo again")
     lap("trace")
 
     # 3. steering vector from the middle checkpoint ------------------------------------------
     if s.dimension == "auto":
         # robustness is scored by answer consistency, which a model that always gives the same
-        # answer already maxes out; steer one of the accuracy-scored dimensions instead.
-        dim = max((d for d in probes if d != "robustness"), key=lambda d: probes[d]["gain"])
+        # answer already maxes out; steer one of the accuracy-scored dimensions instead: the one
+        # learned beyond noise with the largest change, else the largest change.
+        claims = findings["learned"]["dimensions"]
+        dim = max((d for d in probes if d != "robustness"),
+                  key=lambda d: (claims.get(d, {}).get("verdict") == "learned", claims.get(d, {}).get("change", 0.0)))
     elif s.dimension in probes:
         dim = s.dimension
     else:
@@ -240,54 +249,102 @@ def run_demo(
     lap("report")
 
     board_rows = _read_csv(out / "leaderboard.csv")
-    summary = format_summary(probes, turns, dim, layer, best, report, timings, s, board_rows)
+    steering = steering_changes(_read_csv(sweep_dir / "sweep.csv"), best)
+    changes = checkpoint_changes(board)
+    summary = format_summary(findings, dim, layer, steering, changes, report, timings, s, board_rows,
+                             source=Path(mid.model).name, target=Path(last.model).name)
     (out / "summary.txt").write_text(summary + "\n")
-    return {"report": report, "summary": summary, "probes": probes, "mi_turns": turns,
-            "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best}, "timings": timings}
+    return {"report": report, "summary": summary, "probes": probes, "findings": findings,
+            "mi_turns": findings["mi_turns"]["dimensions"], "checkpoints": changes,
+            "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best, "changes": steering},
+            "timings": timings}
 
 
-def format_summary(probes: dict[str, dict[str, Any]], turns: dict[tuple[str, int], Any], dim: str, layer: int,
-                   best: dict[str, Any], report: Path, timings: dict[str, float], s: DemoSettings,
-                   board_rows: list[dict[str, str]] | None = None) -> str:
-    """The lines printed at the end of the demo (also written to ``summary.txt``)."""
-    lines = [f"report: {report}", "", "probe accuracy (logistic, test split; best layer chosen on probe-val):"]
-    lines.append(f"  {'dimension':<12} {'first':>7} {'last':>7} {'change':>8}  best layer (last)")
-    learned = []
-    for d, p in probes.items():
-        lines.append(f"  {d:<12} {p['first_acc']:>7.3f} {p['last_acc']:>7.3f} {p['gain']:>+8.3f}  {p['best_layer']}"
-                     f"   (steps {p['first_step']} -> {p['last_step']})")
-        if p["gain"] > 0.02:
-            learned.append(d)
-    if learned:
-        lines.append(f"  learned during pre-training (> +2 points over the random-init checkpoint): {', '.join(learned)}")
+def _pair(entry: dict[str, Any] | None) -> str:
+    """``acc 0.550 -> 0.600, +0.050 [-0.010, +0.110], within noise``."""
+    if not entry:
+        return ""
+    return f"{entry['metric']} {entry['a']:.3f} -> {entry['b']:.3f}, {entry['claim']}"
+
+
+def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: list[dict[str, Any]],
+                   changes: dict[str, Any] | None, report: Path, timings: dict[str, float], s: DemoSettings,
+                   board_rows: list[dict[str, str]] | None = None, *, source: str = "", target: str = "") -> str:
+    """The lines printed at the end of the demo (also written to ``summary.txt``).
+
+    Every claim comes from ``findings`` (the trace's ``findings.json``), ``steering``
+    (:func:`tracing_bench.compare.findings.steering_changes`) or ``changes``
+    (:func:`tracing_bench.compare.findings.checkpoint_changes`), each with its interval or p-value.
+    """
+    from tracing_bench.compare.findings import dimension_title
+
+    learned = findings["learned"]
+    lines = [f"report: {report}", ""]
+    claims = learned.get("dimensions") or {}
+    if claims:
+        lines.append(f"probes (logistic, test split; block chosen on probe-val at the last checkpoint), "
+                     f"{learned['first']} -> {learned['last']}:")
+        width = max(12, *(len(dimension_title(d)) for d in claims))
+        lines.append(f"  {'dimension':<{width}} {'block':>5}  {'first [95% CI]':<22} {'last [95% CI]':<22} verdict "
+                     "(p Holm-adjusted, change [95% CI])")
+        for d, c in claims.items():
+            fa, la = c["first_acc_ci"], c["last_acc_ci"]
+            lines.append(f"  {dimension_title(d):<{width}} {c['layer']:>5}  "
+                         f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]   {c['last_acc']:.3f} [{la[0]:.3f}, {la[1]:.3f}]   "
+                         f"{c['claim']}")
+        n_test = next(iter(claims.values()))["n_test"]
+        lines.append(f"  p: exact McNemar test on the same {n_test} test statements, Holm-adjusted over "
+                     f"{learned['n_tests']} dimension x block tests; change interval: paired bootstrap")
+        won = [d for d, c in claims.items() if c["verdict"] == "learned"]
+        if won:
+            lines.append("  learned during pre-training: " + ", ".join(
+                f"{dimension_title(d)} {claims[d]['claim'][len('learned '):]}" for d in won))
+        else:
+            lines.append(f"  no dimension is learned beyond noise between {learned['first']} and {learned['last']}: "
+                         "every change is within the test's noise")
     else:
-        lines.append("  the tiny model learned nothing trust-related that a probe can see: accuracy stays at its "
-                     "random-init level in every dimension")
-    found = {k: v for k, v in turns.items() if v is not None}
+        lines.append(f"probes: {learned.get('note', 'no probe results')}")
+    turns = findings.get("mi_turns") or {}
+    noise = turns.get("noise") or {}
+    found = [e for e in turns.get("series", []) if e.get("turn") is not None]
+    head = f"MI turn of I(T;X) (rise and fall both beyond {turns.get('z', 2):g} noise sd"
+    head += f"; noise: nHSIC on {noise['k']} half-samples of {noise['m']} statements):" if noise else "):"
+    lines.append(head)
     if found:
-        per_dim: dict[str, list[str]] = {}
-        for (d, lay), step in sorted(found.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-            per_dim.setdefault(d, []).append(f"block {lay} at step {step}")
-        lines.append("MI turn (I(T;X) stops rising and falls: fitting -> compression):")
-        lines += [f"  {d}: {', '.join(v)}" for d, v in per_dim.items()]
+        for d in dict.fromkeys(e["dimension"] for e in found):
+            for e in (x for x in found if x["dimension"] == d):
+                lines.append(f"  {dimension_title(d)} block {e['layer']}: {e['claim']}")
+        quiet = [d for d, v in turns.get("dimensions", {}).items() if not v.get("turns")]
+        if quiet:
+            lines.append(f"  no turn detected: {', '.join(dimension_title(d) for d in quiet)}")
+    elif turns.get("series"):
+        tested = any(e.get("tested") for e in turns["series"])
+        lines.append("  no turn detected in any dimension or block" if tested else f"  {turns['series'][0]['claim']}")
     else:
-        lines.append("MI turn: none found (I(T;X) never rises then falls over these checkpoints)")
-    b = (best.get("best") or {})
+        lines.append("  no MI rows")
+    where = f", from {source} on {target}" if source and target else ""
+    lines.append(f"steering ({dim} vector, block {layer}{where}; limit {s.limit} documents per task):")
     task = f"trust_{dim}"
-    lines.append(f"steering ({dim} vector, block {layer}, limit {s.limit} documents per task):")
-    hit = b.get(task)
-    if hit is None:
+    hit = next((e for e in steering if e["task"] == task), None)
+    if hit is None or not hit.get("admissible"):
         lines.append(f"  no admissible setting for {task} (every alpha failed the fluency guard)")
     else:
-        verb = "improves" if hit.get("improves") else "does not improve"
-        lines.append(f"  best admissible alpha {hit['alpha']:g}: {task} {hit['score']:.3f} ({hit['delta']:+.3f}, {verb}); "
-                     f"perplexity {100 * float(hit['ppl_increase'] or 0):+.1f}%")
+        text = f"  best admissible alpha {hit['alpha']:g}: {task} {_pair(hit)}"
+        if hit.get("p_trust"):
+            text += f"; {_pair(hit['p_trust'])}"
+        lines.append(text + f"; perplexity {100 * float(hit.get('ppl_increase') or 0):+.1f}%")
+    if changes:
+        lines.append(f"checkpoints {changes['first']} -> {changes['last']} (trust tasks, limit {s.limit} documents "
+                     "each; change [95% CI], within noise unless the interval excludes 0):")
+        for e in changes["tasks"]:
+            name = f"{e['task']} (group)" if e.get("is_group") else e["task"]
+            text = f"  {name:<20} {_pair(e)}"
+            if e.get("p_trust"):
+                text += f"; {_pair(e['p_trust'])}"
+            lines.append(text)
     if board_rows:
-        cells = [f"step {r['step'] or r['revision']} {_f(r.get('trust', '')):.3f}" for r in
-                 sorted(board_rows, key=lambda r: int(r["step"]) if r["step"] else -1)]
-        lines.append(f"leaderboard (trust group mean, limit {s.limit}): " + ", ".join(cells))
         task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith(("_stderr", "_p_trust"))]
-        if len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:
+        if len(board_rows) > 1 and len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:
             lines.append("  every checkpoint scores the same on every task: the tiny model gives the same answer to "
                          "every zero-shot prompt; the probes, not the prompts, show what it learned")
     lines.append("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in timings.items()))

@@ -10,8 +10,11 @@ and the same command resumes where it stopped; ``<settings>`` is a hash of every
 changes the numbers, so changed settings never reuse stale parts. :func:`trace` then merges the
 parts of the series into the tidy tables ``OUT/probes.csv`` and ``OUT/mi.csv`` (columns as in
 docs/CONVENTIONS.md; rows sorted by series order, dimension order, layer, probe), writes
-``OUT/trace.json`` (provenance) and draws ``OUT/figures`` when
-``tracing_bench.report.plots.trace_figures`` is available.
+``OUT/findings.json`` (tested claims: :mod:`tracing_bench.compare.findings`), ``OUT/trace.json``
+(provenance) and draws ``OUT/figures`` when ``tracing_bench.report.plots.trace_figures`` is
+available. A part keeps, besides its rows, one bit per test statement per layer and probe (right
+or wrong) with the hash of the test statements, and with MI the nHSIC values on ``mi_noise``
+seeded half-samples of the probe-train statements: what the paired tests of findings.json need.
 
 Mutual information follows the released code (../shared/REFERENCE.md): X = layer-0 activations,
 i.e. the output of decoder block 0 (Hugging Face ``hidden_states[1]``, as the released code
@@ -41,6 +44,7 @@ import numpy as np
 
 from tracing_bench import __version__
 from tracing_bench._io import atomic_write_text as _atomic_write_text
+from tracing_bench._io import pack_bits
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
 
@@ -49,14 +53,17 @@ log = logging.getLogger(__name__)
 PROBE_COLUMNS: tuple[str, ...] = (
     "model", "revision", "step", "dimension", "layer", "protocol", "pooling", "probe", "n_train",
     "val_acc", "val_auroc", "test_acc", "test_auroc", "dataset_md5", "package_version",
+    "n_test", "test_acc_lo", "test_acc_hi", "test_auroc_lo", "test_auroc_hi",
 )
 MI_COLUMNS: tuple[str, ...] = (
     "model", "revision", "step", "dimension", "layer", "sigma", "m", "i_xt", "i_yt", "dataset_md5",
-    "package_version",
+    "package_version", "noise_k", "noise_m", "i_xt_sd", "i_yt_sd",
 )
 PROBES: tuple[str, ...] = ("logistic", "mass_mean")
 _NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length", "seed",
-                  "max_statements", "mi_subsample")
+                  "max_statements", "mi_subsample", "mi_noise")
+#: half-samples of the MI noise estimate by default (each costs about 1/8 of the full estimate)
+MI_NOISE_DEFAULT = 8
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ class TraceSettings:
             per dimension (:meth:`tracing_bench.dimensions.DimensionData.subsample`); ``None``: all.
         mi_subsample: estimate MI on a seeded subsample of this many probe-train statements
             (the nHSIC cost grows as m^3); ``None``: all of them.
+        mi_noise: the noise of the MI estimate: nHSIC is also computed on this many seeded
+            half-samples (m // 2 statements) of the probe-train statements, the same ones at every
+            checkpoint; their spread is the noise a turn must exceed. 0 = off (no turn is tested).
         series_name: the ``model`` column (the ``--model`` argument as given).
     """
 
@@ -104,6 +114,7 @@ class TraceSettings:
     delete_checkpoints: bool = False
     max_statements: int | None = None
     mi_subsample: int | None = None
+    mi_noise: int = MI_NOISE_DEFAULT
     series_name: str = ""
 
     def key(self) -> str:
@@ -356,28 +367,37 @@ def _probe_part(
         "dimension": data.name,
     }
     probe_rows: list[dict[str, Any]] = []
+    test_split = "test" if settings.protocol == "paper" else "probe_val"
     if probe_layers is not None:
         results = probe_layers(acts[layers], data.labels, data.splits, protocol=settings.protocol,
-                               probes=tuple(settings.probes), layers=layers)
+                               probes=tuple(settings.probes), layers=layers, details=True)
         for r in results:
             probe_rows.append({
                 **common, "layer": int(r["layer"]), "protocol": settings.protocol, "pooling": settings.pooling,
                 "probe": r["probe"], "n_train": _num(r.get("n_train")),
                 **{k: _num(r.get(k)) for k in ("val_acc", "val_auroc", "test_acc", "test_auroc")},
                 "dataset_md5": data.md5, "package_version": __version__,
+                **{k: _num(r.get(k)) for k in ("n_test", "test_acc_lo", "test_acc_hi", "test_auroc_lo",
+                                               "test_auroc_hi")},
+                "test_correct": pack_bits(r["test_correct"]),
             })
     mi_rows: list[dict[str, Any]] = []
+    mi_noise: dict[str, Any] | None = None
     if estimate_mi is not None:
         sel = [0] + [layer for layer in layers if layer != 0]  # X = block 0 always comes first
         rows = _mi_rows(estimate_mi, acts[sel], data, settings, names=sel)
+        mi_noise = _mi_noise(estimate_mi, acts[sel], data, settings, sel, int(rows[0]["m"])) if rows else None
         for r in rows:
             if int(r["layer"]) in layers:
+                lay = int(r["layer"])
+                noise = _noise_columns(mi_noise, lay)
                 mi_rows.append({
-                    **common, "layer": int(r["layer"]), "sigma": float(r["sigma"]), "m": int(r["m"]),
+                    **common, "layer": lay, "sigma": float(r["sigma"]), "m": int(r["m"]),
                     "i_xt": float(r["i_xt"]), "i_yt": float(r["i_yt"]), "dataset_md5": data.md5,
-                    "package_version": __version__,
+                    "package_version": __version__, **noise,
                 })
         mi_rows.sort(key=lambda r: r["layer"])
+    test_idx = np.asarray(data.splits[test_split])
     return {
         "checkpoint": {"model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label},
         "dimension": data.name,
@@ -388,7 +408,60 @@ def _probe_part(
                                                    "pooling", "dtype", "n_statements")},
         "probes": probe_rows,
         "mi": mi_rows,
+        "mi_noise": mi_noise,
+        "test_statements": {
+            "split": test_split, "n": int(test_idx.size), "sha256": statements_sha256(data, test_idx),
+            "labels": pack_bits(np.asarray(data.labels)[test_idx] == 1),
+        },
     }
+
+
+def statements_sha256(data: Any, idx: np.ndarray) -> str:
+    """sha256 of the statements at ``idx`` (in order) with their labels: equal hashes = the same test set."""
+    h = hashlib.sha256()
+    for i in np.asarray(idx).tolist():
+        h.update(f"{int(data.labels[i])}\t{data.statements[i]}\n".encode())
+    return h.hexdigest()
+
+
+def noise_seeds(seed: int, k: int) -> list[int]:
+    """Seeds of the ``k`` half-samples of the MI noise estimate (the same at every checkpoint)."""
+    return [1_000_003 * (int(seed) + 1) + j for j in range(int(k))]
+
+
+def _mi_noise(mi: Any, acts: np.ndarray, data: Any, settings: TraceSettings, names: list[int],
+              m: int) -> dict[str, Any] | None:
+    """nHSIC on ``settings.mi_noise`` seeded half-samples (m // 2 probe-train statements each).
+
+    The half-samples are drawn from the probe-train split with fixed seeds, so they are the same
+    statements at every checkpoint and differences between checkpoints are paired. For a
+    mean-like statistic, the spread of half-sample estimates drawn from the m statements used is
+    the spread of the m-statement estimate itself (half-sampling); when the main estimate uses
+    a subsample of a larger split the spread over-states the noise (conservative).
+    """
+    k = int(settings.mi_noise)
+    half = m // 2
+    if k < 2 or half < 5 or not hasattr(mi, "mi_layers"):
+        return None
+    seeds = noise_seeds(settings.seed, k)
+    i_xt: dict[str, list[float]] = {str(n): [] for n in names}
+    i_yt: dict[str, list[float]] = {str(n): [] for n in names}
+    for sd in seeds:
+        rows = mi.mi_layers(acts, data.labels, data.splits, protocol=settings.protocol, split="probe_train",
+                            x_layer=0, layers=names, sigma=settings.sigma, subsample=half, seed=sd)
+        for r in rows:
+            i_xt[str(int(r["layer"]))].append(float(r["i_xt"]))
+            i_yt[str(int(r["layer"]))].append(float(r["i_yt"]))
+    return {"k": k, "m": half, "seeds": seeds, "i_xt": i_xt, "i_yt": i_yt,
+            "method": "nHSIC on k seeded half-samples of the probe-train statements (the same at every checkpoint)"}
+
+
+def _noise_columns(noise: dict[str, Any] | None, layer: int) -> dict[str, Any]:
+    if not noise:
+        return {"noise_k": None, "noise_m": None, "i_xt_sd": None, "i_yt_sd": None}
+    xs, ys = noise["i_xt"][str(layer)], noise["i_yt"][str(layer)]
+    return {"noise_k": noise["k"], "noise_m": noise["m"], "i_xt_sd": float(np.std(xs, ddof=1)),
+            "i_yt_sd": float(np.std(ys, ddof=1))}
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -422,6 +495,7 @@ def trace(
     delete_checkpoints: bool = False,
     max_statements: int | None = None,
     mi_subsample: int | None = None,
+    mi_noise: int = MI_NOISE_DEFAULT,
     progress: bool = True,
     figures: bool = True,
     executor: str = "local",
@@ -449,6 +523,7 @@ def trace(
         delete_checkpoints: delete each hub checkpoint from the HF cache after use.
         max_statements: trace a seeded subsample of about this many statements per dimension.
         mi_subsample: estimate MI on this many probe-train statements (seeded).
+        mi_noise: half-samples of the MI noise estimate (0 = off; see :class:`TraceSettings`).
         progress: tqdm bar on stderr (hidden when not a TTY).
         figures: draw figures with ``tracing_bench.report.plots.trace_figures`` when available.
         executor, ray_address, gpus_per_task, cpus_per_task, max_retries: where each checkpoint
@@ -456,7 +531,7 @@ def trace(
             :mod:`tracing_bench.executors`).
 
     Returns:
-        ``{"probes_csv", "mi_csv", "trace_json", "figures", "notes", "checkpoints"}``.
+        ``{"probes_csv", "mi_csv", "trace_json", "findings_json", "figures", "notes", "checkpoints"}``.
 
     Raises:
         TracingBenchError: bad input (one line).
@@ -491,6 +566,10 @@ def trace(
         )
     if mi_subsample is not None and int(mi_subsample) < 10:
         raise TracingBenchError(f"--mi-subsample {mi_subsample} is too small: use at least 10 statements")
+    if isinstance(mi_noise, bool) or not isinstance(mi_noise, (int, np.integer)) or mi_noise < 0 or mi_noise == 1:
+        raise TracingBenchError(
+            f"--mi-noise {mi_noise} is not valid: give 0 (no noise estimate, no turn test) or at least 2 half-samples"
+        )
     datas = [load_dimension(d, protocol=protocol, seed=seed) for d in dims]
     if max_statements is not None:
         datas = [d.subsample(int(max_statements), seed=seed) for d in datas]
@@ -500,7 +579,8 @@ def trace(
         device=device, batch_size=int(batch_size), cache_dir=str(cache_dir) if cache_dir else None,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
         max_statements=int(max_statements) if max_statements is not None else None,
-        mi_subsample=int(mi_subsample) if mi_subsample is not None else None, series_name=model,
+        mi_subsample=int(mi_subsample) if mi_subsample is not None else None, mi_noise=int(mi_noise),
+        series_name=model,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -515,7 +595,7 @@ def trace(
 def merge(
     out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, *, figures: bool = True
 ) -> dict[str, Any]:
-    """Merge the part files of a finished series into probes.csv, mi.csv, trace.json (+ figures).
+    """Merge the part files of a finished series into probes.csv, mi.csv, findings.json, trace.json (+ figures).
 
     Raises:
         TracingBenchError: a part is missing (the series is not finished).
@@ -524,6 +604,7 @@ def merge(
     probe_rows: list[dict[str, Any]] = []
     mi_rows: list[dict[str, Any]] = []
     ckpt_info = []
+    parts: dict[str, list[dict[str, Any]]] = {d.name: [] for d in datas}
     for ci, ckpt in enumerate(ckpts):
         commits = set()
         for di, data in enumerate(datas):
@@ -533,6 +614,7 @@ def merge(
                 raise TracingBenchError(
                     f"result of {ckpt.label} / {data.name} is missing ({path}): run the same trace command again"
                 )
+            parts[data.name].append(part)
             commits.add(part["activations"].get("resolved_commit"))
             probe_rows += [{**r, "_order": (ci, di)} for r in part["probes"]]
             mi_rows += [{**r, "_order": (ci, di)} for r in part["mi"]]
@@ -546,6 +628,10 @@ def merge(
     probes_csv, mi_csv = out / "probes.csv", out / "mi.csv"
     _write_csv(probes_csv, PROBE_COLUMNS, probe_rows)
     _write_csv(mi_csv, MI_COLUMNS, mi_rows)
+    from tracing_bench.compare.findings import build_findings, write_findings
+
+    findings = build_findings(ckpt_info, datas, parts, settings=settings.public())
+    findings_json = write_findings(findings, out / "findings.json")
     notes: list[str] = []
     figure_paths: list[str] = []
     if figures:
@@ -556,7 +642,7 @@ def merge(
         if trace_figures is None:
             notes.append("figures skipped: tracing_bench.report.plots.trace_figures is not available in this install")
         else:
-            figure_paths = [str(p) for p in trace_figures(probes_csv, mi_csv, out / "figures")]
+            figure_paths = [str(p) for p in trace_figures(probes_csv, mi_csv, out / "figures", findings=findings)]
     provenance = {
         "tool": "tracing-bench trace",
         "package_version": __version__,
@@ -568,6 +654,7 @@ def merge(
         "checkpoints": ckpt_info,
         "datasets": [d.provenance() for d in datas],
         "tables": {"probes": probes_csv.name, "mi": mi_csv.name},
+        "findings": {"file": findings_json.name, **findings["settings"]},
         "figures": figure_paths,
     }
     trace_json = out / "trace.json"
@@ -575,6 +662,7 @@ def merge(
     for n in notes:
         log.warning(n)
     return {
-        "probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "figures": figure_paths,
+        "probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "findings_json": findings_json,
+        "figures": figure_paths,
         "notes": notes, "checkpoints": len(ckpts),
     }

@@ -1,10 +1,14 @@
 """The two phases of mutual information during pre-training: where I(T;X) turns from rising to falling.
 
 The paper (../shared/REFERENCE.md, "Mutual information") sees a short *fitting* phase in which
-I(T;X) and I(T;Y) both rise, then a long *compression* phase in which I(T;X) falls. The turn
-is the checkpoint at the first local maximum of I(T;X) along the series: the series rose into
-it and falls after it. :func:`mi_turns` finds it per (dimension, layer) from the rows of a
-``mi.csv`` (docs/CONVENTIONS.md); the report draws it, nothing is computed in ``report/``.
+I(T;X) and I(T;Y) both rise, then a long *compression* phase in which I(T;X) falls.
+
+* :func:`noisy_turn` is the turn that ``trace`` reports (``findings.json``,
+  :mod:`tracing_bench.compare.findings`): the first peak whose rise and fall both exceed the
+  estimator's own noise, measured on seeded half-samples of the statements.
+* :func:`mi_turns` is the point estimate: the first local maximum of I(T;X) per (dimension,
+  layer) from the rows of a ``mi.csv``, however small the rise; on a flat, noisy curve it
+  finds a "turn" that is only noise. Kept for tables without a noise estimate.
 
 >>> rows = [{"dimension": "fairness", "layer": 3, "step": s, "i_xt": v}
 ...         for s, v in [(0, 1.0), (10, 2.0), (20, 3.0), (40, 2.5), (80, 2.0)]]
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 Checkpoint = int | str
@@ -109,3 +114,68 @@ def mi_turns(mi_rows: Iterable[Mapping[str, Any]], *, rel_tol: float = 0.0) -> d
         idx = first_peak([v for _, v in pts], rel_tol=rel_tol)
         turns[key] = None if idx is None else pts[idx][0]
     return turns
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A turn of a series from rising to falling that exceeds the estimator's noise.
+
+    Attributes:
+        index: the checkpoint of the peak (index into the series).
+        before: the lowest checkpoint before the peak; ``after``: the lowest after it.
+        rise: ``value[index] - value[before]``; ``rise_sd``: spread of that difference over the
+            replicates (paired: the same replicate at both checkpoints).
+        fall: ``value[index] - value[after]``; ``fall_sd``: its spread.
+    """
+
+    index: int
+    before: int
+    after: int
+    rise: float
+    rise_sd: float
+    fall: float
+    fall_sd: float
+
+
+def noisy_turn(values: list[float], replicates: list[list[float]], *, z: float = 2.0) -> Turn | None:
+    """The first peak of a series whose rise into it and fall after it both exceed the noise.
+
+    A candidate is a checkpoint higher than the one before it and at least as high as the one
+    after it. Its rise is measured from the lowest checkpoint before it, its fall to the lowest
+    after it. The noise of a difference between checkpoints i and j is the standard deviation
+    (ddof 1) over the replicates of ``replicates[i][r] - replicates[j][r]`` (replicate r is the
+    same subsample of statements at every checkpoint). The candidate is a turn when
+    ``rise > z * rise_sd`` and ``fall > z * fall_sd``.
+
+    Args:
+        values: the estimate at each checkpoint, in series order (NaN = missing, skipped).
+        replicates: per checkpoint, the replicate estimates (at least two, the same number at
+            every checkpoint).
+        z: how many noise standard deviations a rise and a fall must exceed.
+
+    Returns:
+        the first :class:`Turn`, or ``None`` ("no turn detected").
+
+    >>> noisy_turn([1.0, 3.0, 1.0], [[1.0, 1.1], [3.0, 3.1], [1.0, 1.0]]).index
+    1
+    >>> noisy_turn([1.0, 1.2, 1.0], [[1.0, 1.4], [1.2, 1.0], [1.0, 1.2]]) is None
+    True
+    """
+    import numpy as np
+
+    pts = [i for i, v in enumerate(values) if not math.isnan(v) and i < len(replicates) and len(replicates[i]) >= 2]
+    if len(pts) < 3:
+        return None
+    v = np.array([values[i] for i in pts], dtype=np.float64)
+    reps = np.array([replicates[i] for i in pts], dtype=np.float64)
+    for k in range(1, len(pts) - 1):
+        if not (v[k] > v[k - 1] and v[k] >= v[k + 1]):
+            continue
+        j = int(np.argmin(v[:k]))
+        a = k + 1 + int(np.argmin(v[k + 1:]))
+        rise, fall = float(v[k] - v[j]), float(v[k] - v[a])
+        rise_sd = float(np.std(reps[k] - reps[j], ddof=1))
+        fall_sd = float(np.std(reps[k] - reps[a], ddof=1))
+        if rise > z * rise_sd and fall > z * fall_sd:
+            return Turn(pts[k], pts[j], pts[a], rise, rise_sd, fall, fall_sd)
+    return None

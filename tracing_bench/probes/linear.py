@@ -445,6 +445,7 @@ def probe_layers(
     layers: list[int] | None = None,
     tol: float = 1e-4,
     max_iter: int = 1000,
+    details: bool = False,
 ) -> list[dict[str, Any]]:
     """Probe every layer of one checkpoint at once.
 
@@ -465,11 +466,15 @@ def probe_layers(
         C: inverse L2 strength of the logistic probe (scikit-learn's ``C``).
         layers: layer numbers to write in the rows (default ``0 .. layers - 1``).
         tol, max_iter: stopping rule of the batched solver (see :func:`fit_logistic`).
+        details: also return, per row, ``n_test``, the 95 % intervals ``test_acc_lo``,
+            ``test_acc_hi`` (Wilson) and ``test_auroc_lo``, ``test_auroc_hi`` (DeLong), and
+            ``test_correct``: a [n_test] boolean array, statement ``splits[test][i]`` classified
+            right (:mod:`tracing_bench.stats`).
 
     Returns:
         one dict per (layer, probe), layer-major: ``layer``, ``probe``, ``n_train``,
         ``val_acc``, ``val_auroc``, ``test_acc``, ``test_auroc`` (AUROC is NaN for a one-class
-        split).
+        split), plus the ``details`` keys when asked.
 
     Raises:
         TracingBenchError: mismatched shapes, labels other than 0/1, a one-class training split,
@@ -495,6 +500,8 @@ def probe_layers(
     per_layer = t.shape[1] * hidden * t.element_size() * 2
     chunk = max(1, min(n_layers, _CHUNK_BYTES // max(1, per_layer)))
     results: dict[str, dict[str, np.ndarray]] = {p: {} for p in probes}
+    test_name = "test" if protocol == "paper" else "probe_val"
+    extra: dict[tuple[str, int], dict[str, Any]] = {}
     y_tr = torch.as_tensor(y[tr], device=dev)
     not_converged: list[int] = []
     for lo in range(0, n_layers, chunk):
@@ -523,6 +530,9 @@ def probe_layers(
                 store = results[probe].setdefault(name, np.empty((2, n_layers)))
                 store[0, lo : lo + len(acc)] = acc
                 store[1, lo : lo + len(acc)] = auc
+                if details and name == test_name:
+                    for i, row in enumerate(_details(scores, y[idx[name]])):
+                        extra[(probe, lo + i)] = row
     if not_converged:
         warnings.warn(
             f"the logistic probe did not reach tol={tol} in {max_iter} iterations for layers "
@@ -530,7 +540,6 @@ def probe_layers(
             ConvergenceWarning,
             stacklevel=2,
         )
-    test_name = "test" if protocol == "paper" else "probe_val"
     rows: list[dict[str, Any]] = []
     for i, name in enumerate(names):
         for probe in probes:
@@ -544,9 +553,25 @@ def probe_layers(
                     "val_auroc": float(val[1, i]),
                     "test_acc": float(test[0, i]),
                     "test_auroc": float(test[1, i]),
+                    **extra.get((probe, i), {}),
                 }
             )
     return rows
+
+
+def _details(scores: Tensor, y: np.ndarray) -> list[dict[str, Any]]:
+    """Per layer: n_test, Wilson interval of accuracy, DeLong interval of AUROC, correctness."""
+    from tracing_bench.stats import auroc_interval, wilson_interval
+
+    s = scores.detach().to(torch.float64).cpu().numpy()
+    out = []
+    for row in s:
+        correct = (row > 0).astype(np.int64) == y
+        acc_lo, acc_hi = wilson_interval(int(correct.sum()), int(correct.size))
+        _, auc_lo, auc_hi = auroc_interval(row, y)
+        out.append({"n_test": int(correct.size), "test_acc_lo": acc_lo, "test_acc_hi": acc_hi,
+                    "test_auroc_lo": auc_lo, "test_auroc_hi": auc_hi, "test_correct": correct})
+    return out
 
 
 def _layer_names(layers: list[int] | None, n: int) -> list[int]:

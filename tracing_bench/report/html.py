@@ -1,9 +1,16 @@
 """One self-contained, offline HTML page of what trace, steer sweep/correlate and lm-eval wrote.
 
+The page opens with **Findings**: the tested claims, each with its interval or p-value --
+what was learned and where I(T;X) turns (the traces' ``findings.json``,
+:mod:`tracing_bench.compare.findings`), what the best steering setting changed against the
+unsteered model, and how the first and last checkpoint of the leaderboard compare (a change is
+within noise unless its interval excludes 0). The figures follow.
+
 :func:`build_report` searches the given folders (recursively) for
 
-* ``probes.csv`` / ``mi.csv`` / ``trace.json`` (``tracing-bench trace``): probe curves and
-  heatmaps, MI curves with the turn of I(T;X) marked and a table of the turns;
+* ``probes.csv`` / ``mi.csv`` / ``trace.json`` / ``findings.json`` (``tracing-bench trace``):
+  probe curves with Wilson bands and heatmaps, MI curves with their noise band and the turns
+  that findings.json reports beyond noise;
 * ``sweep.csv`` / ``best.json`` (``tracing-bench steer sweep``): score and perplexity against
   alpha (the fluency guard: inadmissible settings hollow), the chosen setting;
 * ``correlate.csv`` / ``correlate.json`` (``tracing-bench steer correlate``): the scatter;
@@ -12,8 +19,9 @@
 
 and writes one HTML file: figures are PNGs embedded as base64 ``data:`` URIs, styles inline, no
 script, and a Content-Security-Policy that forbids loading anything else. Every section ends
-with a provenance table (model, revision, resolved commit, dataset md5, package version,
-settings) read from the files it shows. Sections without data are left out. Figures come from
+with its provenance (model, revision, resolved commit, dataset md5, package version,
+settings) read from the files it shows, folded in a ``<details>`` element, identical values
+grouped: one row per distinct setting. Sections without data are left out. Figures come from
 :mod:`tracing_bench.report.plots` and :mod:`tracing_bench.report.steer_plots`; nothing is
 computed here beyond reshaping for display.
 
@@ -46,6 +54,9 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.85em}td,th{border:1px so
 th{background:#f3f3f3}figure{margin:1em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.src{font-size:.8em;color:#666;font-family:monospace}
 details{margin:.5em 0}.scroll{overflow-x:auto}summary{cursor:pointer;color:#345}.note{color:#8a5a00}
+#findings{background:#f7f9fc;border:1px solid #d8e0ea;border-radius:6px;padding:.2em 1em .6em}
+#findings h2{margin-top:.4em}#findings h3{margin:.6em 0 .2em;font-size:1em}#findings ul{margin:.2em 0;padding-left:1.3em}
+#findings li{margin:.1em 0;font-size:.92em}.yes{color:#1a6b2f;font-weight:600}.no{color:#555}.down{color:#a33;font-weight:600}
 """
 
 
@@ -99,7 +110,7 @@ def _kv(obj: Any) -> str:
 
 
 def _provenance(title: str, body: str) -> str:
-    return f"<details open><summary>Provenance: {_esc(title)}</summary>\n{body}</details>\n"
+    return f"<details><summary>Provenance: {_esc(title)}</summary>\n{body}</details>\n"
 
 
 def _distinct(rows: list[dict[str, str]], cols: Sequence[str]) -> list[list[str]]:
@@ -109,9 +120,111 @@ def _distinct(rows: list[dict[str, str]], cols: Sequence[str]) -> list[list[str]
     return [list(k) for k in seen]
 
 
+# ------------------------------------------------------------------------------------ findings
+_VERDICT_CLASS = {"learned": "yes", "declined": "down", "within noise": "no"}
+
+
+def _li(html_text: str) -> str:
+    return f"<li>{html_text}</li>\n"
+
+
+def _trace_findings(folder: Path, findings: Mapping[str, Any], several: bool) -> str:
+    from tracing_bench.compare.findings import dimension_title
+
+    where = f" <span class='src'>({_esc(folder)})</span>" if several else ""
+    learned = findings.get("learned") or {}
+    out = []
+    claims = learned.get("dimensions") or {}
+    if claims:
+        out.append(f"<h3>What the probes learned, {_esc(learned.get('first'))} → {_esc(learned.get('last'))}{where}</h3>"
+                   "\n<ul>\n")
+        for d, c in claims.items():
+            cls = _VERDICT_CLASS.get(str(c.get("verdict")), "no")
+            fa, la = c.get("first_acc_ci") or [None, None], c.get("last_acc_ci") or [None, None]
+            out.append(_li(
+                f"<b>{_esc(dimension_title(d))}</b>: <span class='{cls}'>{_esc(c.get('claim'))}</span>"
+                f" at block {_esc(c.get('layer'))}; test accuracy {c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]"
+                f" → {c['last_acc']:.3f} [{la[0]:.3f}, {la[1]:.3f}]"))
+        out.append("</ul>\n")
+        out.append(f"<p class='src'>p: exact McNemar on the same {next(iter(claims.values())).get('n_test')} test "
+                   f"statements, {_esc(learned.get('family'))}; block chosen on probe-val; change: paired bootstrap "
+                   "95% interval.</p>\n")
+    elif learned.get("note"):
+        out.append(f"<p>Probes: {_esc(learned['note'])}.</p>\n")
+    turns = findings.get("mi_turns") or {}
+    if turns.get("dimensions"):
+        noise = turns.get("noise") or {}
+        how = (f"rise and fall beyond {float(turns.get('z', 2)):g} sd of nHSIC over {noise.get('k')} half-samples of "
+               f"{noise.get('m')} statements") if noise else "no noise estimate: nothing tested"
+        out.append(f"<h3>Where I(T;X) turns ({_esc(how)}){where}</h3>\n<ul>\n")
+        series = turns.get("series") or []
+        for d, v in turns["dimensions"].items():
+            hits = [e for e in series if e["dimension"] == d and e.get("turn") is not None]
+            text = "; ".join(f"block {e['layer']}: {e['claim']}" for e in hits) if hits else v.get("claim", "")
+            out.append(_li(f"<b>{_esc(dimension_title(d))}</b>: {_esc(text)}"))
+        out.append("</ul>\n")
+    return "".join(out)
+
+
+def _pair_text(e: Mapping[str, Any] | None) -> str:
+    if not e:
+        return ""
+    cls = "no" if e.get("within_noise") else ("yes" if e["change"] > 0 else "down")
+    return (f"{_esc(e['metric'])} {e['a']:.3f} → {e['b']:.3f}, "
+            f"<span class='{cls}'>{_esc(e['claim'])}</span>")
+
+
+def _findings_section(found: Mapping[str, list[Path]]) -> str:
+    """The page's opening: tested claims from findings.json, the sweeps and the leaderboard."""
+    from tracing_bench.compare.findings import checkpoint_changes, read_findings, steering_changes
+    from tracing_bench.compare.leaderboard import build_leaderboard
+
+    parts: list[str] = []
+    traced = [(f, read_findings(f)) for f in found["trace"]]
+    for folder, findings in traced:
+        if findings:
+            parts.append(_trace_findings(folder, findings, len(traced) > 1))
+    for folder in found["sweep"]:
+        rows = _read_csv(folder / "sweep.csv")
+        best = _read_json(folder / "best.json") if (folder / "best.json").is_file() else None
+        changes = steering_changes(rows, best if isinstance(best, Mapping) else None)
+        if not changes:
+            continue
+        target = rows[0].get("model", "") if rows else ""
+        vectors = sorted({Path(str(e["vector"])).name for e in changes if e.get("vector")})
+        parts.append(f"<h3>What steering did ({_esc(', '.join(vectors) or 'no admissible vector')} on "
+                     f"{_esc(target)}: best admissible setting per task against the unsteered model)</h3>\n<ul>\n")
+        for e in changes:
+            if not e.get("admissible"):
+                parts.append(_li(f"<b>{_esc(e['task'])}</b>: {_esc(e['claim'])}"))
+                continue
+            text = f"<b>{_esc(e['task'])}</b>: alpha {e['alpha']:g} at block {_esc(e['layer'])}: {_pair_text(e)}"
+            if e.get("p_trust"):
+                text += f"; {_pair_text(e['p_trust'])}"
+            parts.append(_li(text))
+        parts.append("</ul>\n")
+    if found["results"]:
+        changes = checkpoint_changes(build_leaderboard(found["results"], latest=True))
+        if changes and changes["tasks"]:
+            parts.append(f"<h3>Checkpoints on the trust tasks: {_esc(changes['first'])} → {_esc(changes['last'])}"
+                         "</h3>\n<ul>\n")
+            for e in changes["tasks"]:
+                name = f"{e['task']} (group)" if e.get("is_group") else e["task"]
+                text = f"<b>{_esc(name)}</b>: {_pair_text(e)}"
+                if e.get("p_trust"):
+                    text += f"; {_pair_text(e['p_trust'])}"
+                parts.append(_li(text))
+            parts.append("</ul>\n")
+    if not parts:
+        return ""
+    return ("<section id='findings'>\n<h2>Findings</h2>\n"
+            "<p class='src'>Every figure with its 95% interval or p-value; a change is within noise unless its "
+            "interval excludes 0.</p>\n" + "".join(parts) + "</section>\n")
+
+
 # ------------------------------------------------------------------------------------ sections
 def _trace_section(folder: Path, figdir: Path) -> str:
-    from tracing_bench.compare.phases import mi_turns
+    from tracing_bench.compare.findings import read_findings
     from tracing_bench.report.plots import trace_figures
 
     probes_csv, mi_csv = folder / "probes.csv", folder / "mi.csv"
@@ -119,11 +232,14 @@ def _trace_section(folder: Path, figdir: Path) -> str:
     mi = _read_csv(mi_csv) if mi_csv.is_file() else []
     if not probes and not mi:
         return ""
+    findings = read_findings(folder)
     parts = [f"<h2>Trace</h2>\n<p class='src'>{_esc(folder)}</p>\n"]
-    paths = trace_figures(probes_csv if probes else None, mi_csv if mi else None, figdir)
+    paths = trace_figures(probes_csv if probes else None, mi_csv if mi else None, figdir, findings=findings or {})
     captions = {
-        "probes_": "probe test accuracy per layer (one line per checkpoint) and across checkpoints (one line per layer)",
-        "mi_": "I(T;X) and I(T;Y) across checkpoints per layer; star = checkpoint where I(T;X) turns from rising to falling",
+        "probes_": "probe test accuracy per layer (one line per checkpoint) and across checkpoints (one line per "
+                   "layer); shaded: 95% Wilson interval",
+        "mi_": "I(T;X) and I(T;Y) across checkpoints per layer, shaded: +-1 sd over the half-sample noise estimate; "
+               "star = turn of I(T;X) beyond noise (findings.json)",
     }
     for p in paths:
         dim = p.stem.split("_", 1)[1].replace("_heatmap", "")
@@ -133,26 +249,73 @@ def _trace_section(folder: Path, figdir: Path) -> str:
             cap = f"{dim}: " + next(c for k, c in captions.items() if p.stem.startswith(k))
         parts.append(_img(p, cap))
     if mi:
-        turns = mi_turns(mi)
-        parts.append("<h3>Turn of I(T;X) (end of the fitting phase)</h3>\n")
-        parts.append(_table(["dimension", "layer", "turn (step or revision)"],
-                            [[d, lay, "none (no rise then fall)" if t is None else t]
-                             for (d, lay), t in sorted(turns.items(), key=lambda kv: (kv[0][0], kv[0][1]))]))
+        series = (findings or {}).get("mi_turns", {}).get("series") if findings else None
+        parts.append("<h3>Turn of I(T;X) (end of the fitting phase), tested against the estimator's noise</h3>\n")
+        if series:
+            parts.append(_table(["dimension", "layer", "finding"],
+                                [[e["dimension"], e["layer"], e.get("claim", "")] for e in series]))
+        else:
+            parts.append("<p class='note'>No findings.json next to mi.csv (a trace by an older tracing-bench): "
+                         "no turn is claimed; trace again to test the turns against the estimator's noise.</p>\n")
     elif probes:
         parts.append("<p class='note'>No mutual-information rows (trace run without --mi): MI figures left out.</p>\n")
-    prov = _table(["table", "model", "revision", "step", "dimension", "dataset md5", "package version"],
-                  [["probes.csv", *r] for r in _distinct(probes, ["model", "revision", "step", "dimension",
-                                                                   "dataset_md5", "package_version"])]
-                  + [["mi.csv", *r] for r in _distinct(mi, ["model", "revision", "step", "dimension",
-                                                            "dataset_md5", "package_version"])])
-    settings = _distinct(probes, ["protocol", "pooling", "probe", "n_train"])
-    if settings:
-        prov += _table(["protocol", "pooling", "probe", "n_train"], settings)
     trace_json = _read_json(folder / "trace.json") if (folder / "trace.json").is_file() else None
-    if isinstance(trace_json, Mapping):
-        prov += "<p>trace.json:</p>\n" + _kv(trace_json)
-    parts.append(_provenance(f"trace in {folder}", prov))
+    parts.append(_provenance(f"trace in {folder}", _trace_provenance(probes, mi, trace_json, findings)))
     return "".join(parts)
+
+
+def _join(values: Sequence[Any]) -> str:
+    """Every value, comma-separated (provenance stays complete), with the count when long."""
+    vals = [str(v) for v in values]
+    return ", ".join(vals) + (f" ({len(vals)})" if len(vals) > 3 else "")
+
+
+def _grouped(rows: Sequence[Mapping[str, Any]], keys: Sequence[str], over: str) -> list[list[str]]:
+    """One row per distinct combination of ``keys``; ``over`` lists the items that share it."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for r in rows:
+        groups.setdefault(tuple("" if r.get(k) is None else str(r.get(k)) for k in keys), []).append(
+            "" if r.get(over) is None else str(r.get(over)))
+    return [[*k, _join(list(dict.fromkeys(v)))] for k, v in groups.items()]
+
+
+def _trace_provenance(probes: list[dict[str, str]], mi: list[dict[str, str]], trace_json: Any,
+                      findings: Mapping[str, Any] | None) -> str:
+    """Compact provenance of a trace: checkpoints, data, settings; identical values grouped."""
+    out = []
+    rows = probes or mi
+    ckpts = trace_json.get("checkpoints") if isinstance(trace_json, Mapping) else None
+    if isinstance(ckpts, list) and ckpts:
+        by = [{"name": f"{c.get('model')}@{c['revision']}" if c.get("revision") else str(c.get("model")),
+               "commit": c.get("resolved_commit") or "none (local folder or unresolved)"}
+              for c in ckpts if isinstance(c, Mapping)]
+        out.append(_table(["resolved commit", "checkpoints (model@revision or folder)"],
+                          _grouped(by, ["commit"], "name")))
+    else:
+        out.append(_table(["model", "checkpoints"], _grouped(rows, ["model"], "revision")))
+    tagged = [{**r, "_table": "probes.csv"} for r in probes] + [{**r, "_table": "mi.csv"} for r in mi]
+    out.append(_table(["dimension", "dataset md5", "package version", "tables"],
+                      _grouped(tagged, ["dimension", "dataset_md5", "package_version"], "_table")))
+    datasets = trace_json.get("datasets") if isinstance(trace_json, Mapping) else None
+    if isinstance(datasets, list) and datasets:
+        entries = [d for d in datasets if isinstance(d, Mapping)]
+        cols = list(dict.fromkeys(k for d in entries for k in d))
+        out.append(_table([c.replace("_", " ") for c in cols], [[d.get(c, "") for c in cols] for d in entries]))
+    settings = _grouped(probes, ["protocol", "pooling", "probe", "n_train", "n_test", "package_version"], "dimension")
+    if settings:
+        out.append(_table(["protocol", "pooling", "probe", "n_train", "n_test", "package version", "dimensions"],
+                          settings))
+    if mi:
+        out.append(_table(["sigma", "m", "noise half-samples", "noise m", "dimensions"],
+                          _grouped(mi, ["sigma", "m", "noise_k", "noise_m"], "dimension")))
+    if isinstance(trace_json, Mapping):
+        flat = {k: v for k, v in trace_json.items() if k not in ("checkpoints", "datasets", "figures")}
+        if isinstance(trace_json.get("figures"), list):
+            flat["figures"] = f"{len(trace_json['figures'])} PNG files"
+        out.append("<p>trace.json (checkpoints and datasets above):</p>\n" + _kv(flat))
+    if findings:
+        out.append("<p>findings.json settings:</p>\n" + _kv(findings.get("settings", {})))
+    return "".join(out)
 
 
 def _sweep_section(folder: Path, figdir: Path) -> str:
@@ -295,7 +458,7 @@ def render(dirs: Iterable[str | os.PathLike], *, title: str = "tracing-bench rep
     dirs = list(dirs)
     found = discover(dirs)
     with tempfile.TemporaryDirectory(prefix="tb-report-") as tmp:
-        sections: list[str] = []
+        sections: list[str] = [_findings_section(found)]
         for i, folder in enumerate(found["trace"]):
             sections.append(_trace_section(folder, Path(tmp) / f"trace{i}"))
         for i, folder in enumerate(found["sweep"]):

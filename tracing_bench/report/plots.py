@@ -2,10 +2,12 @@
 
 * :func:`trace_figures`: ``probes.csv`` (+ ``mi.csv``) -> per dimension
   ``probes_<dim>.png`` (probe test accuracy against layer, one line per checkpoint, and against
-  step, one line per layer: the paper's Figure 2), ``probes_<dim>_heatmap.png`` (layer x
-  checkpoint) and, when ``mi.csv`` has rows, ``mi_<dim>.png`` (I(T;X) and I(T;Y) against
-  checkpoint, one line per layer, the turn of I(T;X) from rising to falling marked: the paper's
-  Figure 7). The turn comes from :func:`tracing_bench.compare.phases.mi_turns`.
+  step, one line per layer: the paper's Figure 2; shaded: the 95 % Wilson interval of each
+  accuracy), ``probes_<dim>_heatmap.png`` (layer x checkpoint) and, when ``mi.csv`` has rows,
+  ``mi_<dim>.png`` (I(T;X) and I(T;Y) against checkpoint, one line per layer, shaded: +-1
+  standard deviation over the half-sample noise estimate; the paper's Figure 7). A turn of
+  I(T;X) is marked only where ``findings.json`` (:mod:`tracing_bench.compare.findings`) found
+  one beyond the estimator's noise.
 * :func:`radar_chart`: the five dimensions per leaderboard row.
 * Alpha curves with the fluency guard are drawn by :mod:`tracing_bench.report.steer_plots`
   (``plot_sweep``), the one implementation.
@@ -27,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tracing_bench.compare.phases import checkpoint_key, mi_turns
+from tracing_bench.compare.phases import checkpoint_key
 
 #: Dimension order of the paper.
 DIMENSION_ORDER = ("reliability", "toxicity", "privacy", "fairness", "robustness")
@@ -121,6 +123,9 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
     acc = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): _num(r["test_acc"]) for r in rows}
+    band = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r.get("test_acc_lo")),
+                                                                         _num(r.get("test_acc_hi"))) for r in rows}
+    nan2 = (math.nan, math.nan)
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -128,10 +133,14 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     for i, (key, label) in enumerate(ckpts):
         color = cmap(i / max(1, len(ckpts) - 1))
         ax1.plot(layers, [acc.get((key, lay), math.nan) for lay in layers], marker=".", color=color, label=label)
+        lo = [band.get((key, lay), nan2)[0] for lay in layers]
+        hi = [band.get((key, lay), nan2)[1] for lay in layers]
+        if not all(math.isnan(v) for v in lo):
+            ax1.fill_between(layers, lo, hi, color=color, alpha=0.08, linewidth=0)
     ax1.set_xlabel("layer")
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_ylabel(f"test accuracy ({probe} probe)")
-    ax1.set_title(f"{dim}: accuracy per layer, one line per checkpoint", fontsize=10)
+    ax1.set_title(f"{dim}: per layer, one line per checkpoint; band: 95% Wilson", fontsize=9)
     if len(ckpts) <= 12:
         ax1.legend(fontsize=7, ncol=2)
     else:
@@ -144,8 +153,12 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
         xs = [xpos[k] for k, _ in ckpts]
         ax2.plot(xs, [acc.get((k, lay), math.nan) for k, _ in ckpts], marker=".",
                  color=lcmap(j / max(1, len(layers))), label=f"layer {lay}")
+        lo = [band.get((k, lay), nan2)[0] for k, _ in ckpts]
+        hi = [band.get((k, lay), nan2)[1] for k, _ in ckpts]
+        if not all(math.isnan(v) for v in lo):
+            ax2.fill_between(xs, lo, hi, color=lcmap(j / max(1, len(layers))), alpha=0.12, linewidth=0)
     ax2.set_ylabel(f"test accuracy ({probe} probe)")
-    ax2.set_title(f"{dim}: accuracy across checkpoints, one line per layer", fontsize=10)
+    ax2.set_title(f"{dim}: across checkpoints, one line per layer; band: 95% Wilson", fontsize=9)
     if len(layers) <= 12:
         ax2.legend(fontsize=7, ncol=2)
     return _save(fig, out / f"probes_{dim}.png")
@@ -182,6 +195,8 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
     layers = sorted({int(r["layer"]) for r in rows})
     vals = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r["i_xt"]), _num(r["i_yt"]))
             for r in rows}
+    sds = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r.get("i_xt_sd")),
+                                                                        _num(r.get("i_yt_sd"))) for r in rows}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     xpos = _x_axis(ax1, ckpts)
     _x_axis(ax2, ckpts)
@@ -195,16 +210,23 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
         iyt = [vals.get((k, lay), (math.nan, math.nan))[1] for k, _ in ckpts]
         ax1.plot(xs, ixt, marker=".", color=color, label=f"layer {lay}")
         ax2.plot(xs, iyt, marker=".", color=color, label=f"layer {lay}")
+        sx = [sds.get((k, lay), (math.nan, math.nan))[0] for k, _ in ckpts]
+        sy = [sds.get((k, lay), (math.nan, math.nan))[1] for k, _ in ckpts]
+        if not all(math.isnan(v) for v in sx):
+            ax1.fill_between(xs, [v - e for v, e in zip(ixt, sx)], [v + e for v, e in zip(ixt, sx)], color=color,
+                             alpha=0.15, linewidth=0)
+            ax2.fill_between(xs, [v - e for v, e in zip(iyt, sy)], [v + e for v, e in zip(iyt, sy)], color=color,
+                             alpha=0.15, linewidth=0)
         turn = turns.get((dim, lay))
         if turn is not None and (model, turn) in xpos:
             x = xpos[(model, turn)]
             y = vals[((model, turn), lay)][0]
             ax1.scatter([x], [y], marker="*", s=140, color=color, edgecolors="black", zorder=4,
-                        label="turn (I(T;X) peak)" if not marked else None)
+                        label="turn beyond noise" if not marked else None)
             ax2.axvline(x, color=color, ls=":", lw=0.8)
             marked = True
     ax1.set_ylabel("I(T;X)  (nHSIC)")
-    ax1.set_title(f"{dim}: I(T;X) per layer; star = turn from rising to falling", fontsize=10)
+    ax1.set_title(f"{dim}: I(T;X) per layer; star = turn beyond noise; shaded: +-1 sd", fontsize=10)
     ax2.set_ylabel("I(T;Y)  (nHSIC)")
     ax2.set_title(f"{dim}: I(T;Y) per layer; dotted = turn of I(T;X)", fontsize=10)
     if len(layers) <= 12:
@@ -213,13 +235,16 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
 
 
 def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLike | None,
-                  out_dir: str | os.PathLike) -> list[Path]:
+                  out_dir: str | os.PathLike, *, findings: Mapping[str, Any] | str | os.PathLike | None = None
+                  ) -> list[Path]:
     """Draw the figures of a trace from its tidy tables.
 
     Args:
         probes_csv: ``probes.csv`` written by ``tracing-bench trace``; missing or empty = no probe figures.
         mi_csv: ``mi.csv``; ``None``, missing or header-only (a trace without ``--mi``) = no MI figures.
         out_dir: folder for the PNGs (created).
+        findings: the trace's findings (a dict, or the path of ``findings.json``); default: the
+            ``findings.json`` next to ``mi_csv``. Turns are marked only where it reports one.
 
     Returns:
         the PNG paths written, per dimension: ``probes_<dim>.png``, ``probes_<dim>_heatmap.png``
@@ -235,7 +260,13 @@ def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLik
         paths.append(_probe_figure(rows, dim, out))
         paths.append(_heatmap(rows, dim, out))
     if mi_rows:
-        turns = mi_turns(mi_rows)
+        from tracing_bench.compare.findings import read_findings, turn_keys
+
+        if findings is None and mi_csv is not None:
+            findings = read_findings(Path(mi_csv).parent)
+        elif findings is not None and not isinstance(findings, Mapping):
+            findings = read_findings(findings)
+        turns = turn_keys(findings)  # type: ignore[arg-type]
         for dim in _dims(mi_rows):
             paths.append(_mi_figure([r for r in mi_rows if r["dimension"] == dim], dim, turns, out))
     return paths

@@ -1,7 +1,8 @@
 """Plots of the steering instruments: tidy tables in, PNGs out, no computation beyond grouping.
 
-* :func:`plot_sweep`: ``sweep.csv`` -> ``sweep_scores.png`` (one panel per task: score against
-  alpha, one line per layer, the unsteered baseline dashed, inadmissible settings hollow) and
+* :func:`plot_sweep`: ``sweep.csv`` -> ``sweep_scores.png`` (one panel per task and metric: score
+  against alpha with its lm-eval standard error as bars, one line per layer, the unsteered
+  baseline dashed with its +-1 standard error shaded, inadmissible settings hollow) and
   ``sweep_ppl.png`` (held-out perplexity against alpha, per layer, baseline dashed).
 * :func:`plot_correlate`: ``correlate.csv`` (+ the r and interval) -> a scatter of steering
   benefit against probe accuracy, points labelled by revision (the paper's Figure 5).
@@ -33,6 +34,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _se(row: dict[str, str]) -> float:
+    """The row's stderr as a float (NaN when empty or N/A)."""
+    try:
+        return float(row.get("stderr") or "nan")
+    except ValueError:
+        return float("nan")
+
+
 def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Score and perplexity against alpha from a ``sweep.csv``.
 
@@ -52,25 +61,32 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["vector"] == "none"}
+    base_se = {(r["task"], r["metric"]): _se(r) for r in rows if r["vector"] == "none"}
     steered = [r for r in rows if r["vector"] != "none"]
     keys = sorted({(r["task"], r["metric"]) for r in rows})
     ncol = min(3, max(1, len(keys)))
     nrow = (len(keys) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        by_layer: dict[str, list[tuple[float, float, bool]]] = defaultdict(list)
+        by_layer: dict[str, list[tuple[float, float, bool, float]]] = defaultdict(list)
         for r in steered:
             if (r["task"], r["metric"]) == key:
-                by_layer[r["layer"]].append((float(r["alpha"]), float(r["score"]), r["admissible"] == "True"))
+                by_layer[r["layer"]].append((float(r["alpha"]), float(r["score"]), r["admissible"] == "True", _se(r)))
         for layer, pts in sorted(by_layer.items(), key=lambda kv: int(kv[0])):
             pts.sort()
             line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"layer {layer}")
+            if any(p[3] == p[3] for p in pts):  # stderr bars where lm-eval reports one
+                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0.0 if p[3] != p[3] else p[3] for p in pts],
+                            fmt="none", ecolor=line.get_color(), elinewidth=1, capsize=3, alpha=0.7)
             hollow = [p for p in pts if not p[2]]
             if hollow:
                 ax.scatter([p[0] for p in hollow], [p[1] for p in hollow], s=60, facecolors="white",
                            edgecolors=line.get_color(), zorder=3)
         if key in base:
             ax.axhline(base[key], color="grey", ls="--", lw=1, label="unsteered")
+            se = base_se.get(key, float("nan"))
+            if se == se:
+                ax.axhspan(base[key] - se, base[key] + se, color="grey", alpha=0.12, lw=0)
         ax.set_title(f"{key[0]} ({key[1]})", fontsize=9)
         ax.set_xlabel("alpha (+ = toward trustworthy)")
         ax.set_ylabel(key[1])
@@ -79,7 +95,8 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.suptitle("steering sweep: score vs alpha (hollow = inadmissible: perplexity over the limit)", fontsize=10)
+    fig.suptitle("steering sweep: score vs alpha, bars = +-1 stderr (hollow = inadmissible: perplexity over the limit)",
+                 fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
     scores = _save(fig, out / "sweep_scores.png")
     plt.close(fig)

@@ -171,6 +171,8 @@ def task_scores(results: dict[str, Any]) -> list[TaskScore]:
     """Each task's headline metric (``score`` where the task reports it, else its first metric).
 
     Groups are left out (their members are listed); ``lambada_openai`` gives perplexity and acc.
+    A task that also reports ``p_trust`` (the probability of the trustworthy answer) gives it as
+    a second row: it moves when the headline does not, and is shown beside it, never chosen on.
     """
     groups = set(results.get("groups", {}))
     out: list[TaskScore] = []
@@ -185,6 +187,8 @@ def task_scores(results: dict[str, Any]) -> list[TaskScore]:
             chosen = ["score"]
         else:
             chosen = names[:1]
+        if "p_trust" in names and "p_trust" not in chosen:
+            chosen.append("p_trust")
         for m in chosen:
             key = next(k for k in metrics if k.split(",")[0] == m)
             filt = key.split(",", 1)[1]
@@ -347,7 +351,7 @@ def choose_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
         to optimise.
     """
     steered = [r for r in rows if r["vector"] != "none"]
-    tasks = sorted({(r["task"], r["metric"]) for r in rows if r["task"] != LAMBADA})
+    tasks = sorted({(r["task"], r["metric"]) for r in rows if r["task"] != LAMBADA and r["metric"] != "p_trust"})
     best: dict[str, Any] = {}
     for task, metric in tasks:
         cands = [r for r in steered if (r["task"], r["metric"]) == (task, metric) and r["admissible"]

@@ -30,19 +30,23 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):  # noqa
     assert {f"trust_{d}" for d in ("reliability", "privacy", "toxicity", "fairness", "robustness")} <= tasks
     settings = {(r["vector"], r["layer"], r["alpha"]) for r in rows}
     assert len(settings) == 1 + 2 * 2  # baseline + layers x alphas
-    assert len(rows) == len(settings) * len(tasks)
-    base = {r["task"]: float(r["score"]) for r in rows if r["vector"] == "none"}
+    # one row per setting, task and metric: the headline metric and p_trust
+    metrics = {r["metric"] for r in rows if r["task"] == "trust_privacy"}
+    assert len(metrics) == 2 and "p_trust" in metrics
+    assert len(rows) == len(settings) * len(tasks) * 2
+    base = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["vector"] == "none"}
     for r in rows:
-        assert float(r["delta"]) == pytest.approx(float(r["score"]) - base[r["task"]])
+        assert float(r["delta"]) == pytest.approx(float(r["score"]) - base[(r["task"], r["metric"])])
         assert (r["admissible"] == "True") == (float(r["ppl_increase"]) <= 0.05 + 1e-12)
     assert (out / "vectors" / "fairness_layer2.pt").exists()  # re-extracted from the sidecar's source
     best = json.loads((out / "best.json").read_text())
     assert set(best["best"]) == tasks
     for task, b in best["best"].items():
         if b is not None:
-            ok = [r for r in rows if r["task"] == task and r["vector"] != "none" and r["admissible"] == "True"]
+            ok = [r for r in rows if r["task"] == task and r["metric"] != "p_trust" and r["vector"] != "none"
+                  and r["admissible"] == "True"]
             assert b["delta"] == max(float(r["delta"]) for r in ok)
-            assert len(b["side_effects"]) == len(tasks) - 1
+            assert len(b["side_effects"]) == 2 * len(tasks) - 1  # every other (task, metric), p_trust included
     assert (out / "sweep_scores.png").stat().st_size > 0 and (out / "sweep_ppl.png").stat().st_size > 0
 
 

@@ -43,10 +43,10 @@ def released_rows(tmp_path_factory):
     return path, [r["statement"] for r in rows], np.array([int(r["label"]) for r in rows])
 
 
-def _released_acts(folder, statements) -> torch.Tensor:
+def _released_acts(folder, statements, **kw) -> torch.Tensor:
     """generate_activations.py: forward hooks on every block, one statement per forward, last token."""
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, **kw)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw).eval()
     blocks = model.model.layers
     outs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(blocks))}
     seen: dict[int, torch.Tensor] = {}
@@ -295,3 +295,34 @@ def test_preset_reference_reproduces_the_released_vector_and_its_application(tin
                                     "--preset", "reference", "--scale", "paper", "--data", str(path), "--out",
                                     str(tmp_path / "x.pt")])
     assert res.exit_code == 2 and "contradicts --preset reference" in res.output
+
+
+def test_correlate_preset_reference_uses_the_released_probe_and_vectors(hf_cache_series, tiny_llama, released_rows,
+                                                                        tmp_path):
+    from tracing_bench.steering.vector import SteeringVector
+
+    model_id, revisions, _ = hf_cache_series
+    path, statements, labels = released_rows
+    out = tmp_path / "corr"
+    res = CliRunner().invoke(main, ["steer", "correlate", "--model", model_id, "--revisions", ",".join(revisions),
+                                    "--target", str(tiny_llama), "--dimension", "fairness", "--layer", "1",
+                                    "--alpha", "5", "--data", str(path), "--preset", "reference",
+                                    "--tasks", "trust_fairness", "--limit", "4", "--device", "cpu",
+                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "correlate.json").read_text())
+    assert summary["preset"] == "reference" and summary["positions"] == "last"
+    assert summary["target_dtype"] == "float32" and summary["scale"] == "reference"
+    rows = _rows(out / "correlate.csv")
+    n_train = int(len(labels) * 0.8)
+    half = int(len(labels) * 0.5)
+    for rev, row in zip(revisions, rows, strict=True):
+        acts = _released_acts(model_id, statements, revision=rev)[1]
+        a = acts - torch.mean(acts, dim=0)
+        a = (a / torch.std(a, dim=0)).numpy()
+        clf = LogisticRegression().fit(a[:n_train], labels[:n_train].astype(np.float32))
+        assert float(row["probe_acc"]) == float(np.mean(clf.predict(a[n_train:]) == labels[n_train:]))
+        d = torch.mean(acts[:half][labels[:half] == 1], 0) - torch.mean(acts[:half][labels[:half] == 0], 0)
+        d = d / d.norm()
+        (vec_file,) = (out / "vectors").glob(f"*{rev}*_fairness_layer1.pt")
+        assert torch.equal(SteeringVector.load(vec_file).vector, -(torch.std(acts @ d) * d))

@@ -92,6 +92,15 @@ def _format_summaries(summaries: list[dict]) -> str:
         if "label 1" in s:
             lines.append(f"{s['title']}: label 1 = {s['label 1']}; label 0 = {s['label 0']}; trustworthy label = "
                          f"{s['trustworthy label']}; data: {s['source']}; file {Path(s['file']).name}, md5 {s['md5']}")
+        if s["name"] == "fairness" and Path(s["file"]).name == "crows_pairs_anonymized.csv":
+            lines.append("  limit (Blodgett et al. 2021): the sentences of a pair differ only in the group words, and in "
+                         "1,290 of 1,508 pairs sent_more names the disadvantaged group (stereo; 218 antistereo), so a "
+                         "probe can partly learn which group is named; compare the stereo and antistereo subsets "
+                         "(DimensionData.extra['stereo_antistereo']).")
+    if {s["name"] for s in summaries} >= {"fairness"} and len(summaries) > 1:
+        lines.append("also bundled: stereoset-released (stereoset.csv, the released code's fairness file and the "
+                     "fairness data of --protocol reference): related (label 1) vs unrelated (label 0) continuations "
+                     "of StereoSet contexts, i.e. relatedness, not stereotyping; `data show stereoset-released`.")
     return "\n".join(lines)
 
 

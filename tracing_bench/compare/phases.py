@@ -1,6 +1,6 @@
 """The two phases of mutual information during pre-training: where I(T;X) turns from rising to falling.
 
-The paper (../shared/REFERENCE.md, "Mutual information") sees a short *fitting* phase in which
+The paper (docs/METHOD.md, "Mutual information") sees a short *fitting* phase in which
 I(T;X) and I(T;Y) both rise, then a long *compression* phase in which I(T;X) falls. The turn
 is the checkpoint at the first local maximum of I(T;X) along the series: the series rose into
 it and falls after it. :func:`mi_turns` finds it per (dimension, layer) from the rows of a

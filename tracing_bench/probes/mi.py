@@ -1,6 +1,6 @@
 """Mutual-information probes: the released code's normalised HSIC (nHSIC), computed well.
 
-The estimator (REFERENCE.md, "Mutual information"): for A of shape [m, d] (a vector is [m, 1]),
+The estimator (docs/METHOD.md, "Mutual information"): for A of shape [m, d] (a vector is [m, 1]),
 
     K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 d)),   Kc = K H,   H = I - 11^T / m,
     R = Kc (Kc + eps m I)^-1,                         nHSIC(A, B) = trace(R_A R_B),

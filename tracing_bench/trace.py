@@ -535,7 +535,7 @@ def trace(
 
 
 _PROBE_DESCRIPTION = {
-    "paper": "logistic: L2 logistic regression (C=1) solved to tol 1e-4 on probe_train, features standardised with "
+    "paper": "logistic: L2 logistic regression (C=1) solved to convergence on probe_train, features standardised with "
     "probe_train statistics (ddof 0); val_* = probe_val, test_* = test; mass_mean: class-mean direction, midpoint "
     "threshold, same scaling",
     "reference": "the released code: whole-file float32 centring and torch.std (ddof 1) scaling, "
@@ -620,8 +620,8 @@ def merge(
             "tol=1e-4; a ConvergenceWarning is counted, not printed (the released code silenced them)",
             "logistic_fits": sum(f["logistic_fits"] for f in reference_fits),
             "convergence_warnings": sum(f["convergence_warnings"] for f in reference_fits),
-            "constant_features": "features constant over the whole file are left at 0 (the released code divides "
-            "0 by 0 there and scikit-learn refuses the NaN); counted per layer below",
+            "constant_features": "features constant over the whole file are set to 0 (the released code divides "
+            "by zero there, NaN or inf, and scikit-learn refuses to fit); counted per layer below",
             "per_checkpoint_dimension": reference_fits,
         }
     trace_json = out / "trace.json"

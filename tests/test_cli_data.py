@@ -55,3 +55,22 @@ def test_data_check_binary_and_missing(tmp_path):
     for target in (f, tmp_path / "nope.csv", tmp_path):
         res = CliRunner().invoke(main, ["data", "check", str(target)])
         assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_data_show_says_what_stereoset_holds_and_the_crows_pairs_limit():
+    import csv
+
+    from tracing_bench.dimensions import DATA_DIR
+
+    res = CliRunner().invoke(main, ["data", "show"])
+    assert res.exit_code == 0, res.output
+    released = [line for line in res.output.splitlines() if "stereoset-released" in line]
+    assert len(released) == 1 and "related (label 1) vs unrelated (label 0)" in released[0]
+    with open(DATA_DIR / "crows_pairs_anonymized.csv", newline="", encoding="utf-8") as f:
+        kinds = [r["stereo_antistereo"] for r in csv.DictReader(f)]
+    limit = [line for line in res.output.splitlines() if "Blodgett" in line]
+    assert len(limit) == 1
+    assert f"{kinds.count('stereo'):,} of {len(kinds):,} pairs" in limit[0]
+    assert f"{kinds.count('antistereo')} antistereo" in limit[0]
+    res = CliRunner().invoke(main, ["data", "show", "fairness", "--protocol", "reference"])
+    assert "related continuation" in res.output and "Blodgett" not in res.output

@@ -20,7 +20,7 @@ from tracing_bench.dimensions import (
 )
 from tracing_bench.errors import DataError, TracingBenchError
 
-# md5 of the released files (shared/datasets/README.md); the bundled copies must not change.
+# md5 of the released files (tracing_bench/data/README.md); the bundled copies must not change.
 RELEASED_MD5 = {
     "confaide.csv": "cc19207e184cecac1bd67eb056fdcc78",
     "sst2.csv": "db46fc5d337da780e6b22358411f24ae",
@@ -30,7 +30,7 @@ RELEASED_MD5 = {
     "truthfulqa_train.csv": "30861eb80a9a3ce7e8ca592a4cdaa5d4",
     "crows_pairs_anonymized.csv": "0a8e02da55202437ff81c12fd0974ba0",
 }
-# label 1 / label 0 counts of the released files (REFERENCE.md table); the reference protocol
+# label 1 / label 0 counts of the released files (docs/METHOD.md table); the reference protocol
 # reads the released code's files, so fairness is stereoset.csv there.
 RELEASED_COUNTS = {
     "reliability": (1118, 1145),

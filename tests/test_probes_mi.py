@@ -106,10 +106,10 @@ def test_subsample_is_seeded():
 def test_mi_layers_rows():
     x, y, t = _data(m=150, d=8, layers=3, seed=5)
     splits = {"probe_train": np.arange(100), "probe_val": np.arange(100, 150)}
-    rows = mi_layers(t, y, splits, protocol="reference", sigma=50.0)
+    rows = mi_layers(t, y, splits, protocol="paper", sigma=50.0)
     assert [set(r) for r in rows] == [{"layer", "sigma", "m", "i_xt", "i_yt"}] * 3
-    tt = torch.from_numpy(t)
-    scaled = ((tt - tt.mean(1, keepdim=True)) / tt.std(1, keepdim=True)).numpy()[:, :100]
+    tt = torch.from_numpy(t)[:, :100]  # probe-train statistics, ddof 0 (the reference protocol: test_reference.py)
+    scaled = ((tt - tt.mean(1, keepdim=True)) / tt.std(1, keepdim=True, correction=0)).numpy()
     assert rows[2]["i_xt"] == pytest.approx(_nhsic_literal(scaled[0], scaled[2]), rel=1e-6)
     assert rows[2]["i_yt"] == pytest.approx(_nhsic_literal(y[:100], scaled[2]), rel=1e-6)
     assert rows[0]["m"] == 100

@@ -97,3 +97,32 @@ def test_p_trust_is_reported_beside_the_headline_and_never_chosen_on():
     best = choose_best(rows)["best"]
     assert list(best) == ["trust_fairness"] and best["trust_fairness"]["metric"] == "score"
     assert best["trust_fairness"]["alpha"] == 1.0
+
+
+def test_sweep_absolute_perplexity_bound(tiny_models, extracted, tmp_path):  # noqa: F811
+    vector, cache = extracted
+    common = ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(vector), "--alphas=-40,3",
+              "--tasks", "trust_fairness", "--limit", "2", "--batch-size", "4", "--device", "cpu",
+              "--cache-dir", str(cache)]
+    res = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "rel")])
+    assert res.exit_code == 0, res.output
+    ppl = {r["alpha"]: float(r["ppl"]) for r in _sweep_rows(tmp_path / "rel")}
+    bound = (ppl["0.0"] + max(ppl.values())) / 2  # between the baseline and the worst setting
+    assert max(ppl.values()) > ppl["0.0"]  # alpha -40 hurts fluency: the bound separates something
+    res = CliRunner().invoke(main, [*common, "--max-ppl", str(bound), "--out", str(tmp_path / "abs")])
+    assert res.exit_code == 0, res.output
+    assert "applied to the bundled text" in res.output  # LAMBADA is not cached in the tests
+    rows = _sweep_rows(tmp_path / "abs")
+    for r in rows:  # absolute bound only: no relative bound when --max-ppl alone is given
+        assert float(r["ppl"]) == pytest.approx(ppl[r["alpha"]])
+        assert (r["admissible"] == "True") == (float(r["ppl"]) < bound)
+    settings = json.loads((tmp_path / "abs" / "best.json").read_text())["settings"]
+    assert settings["max_ppl"] == pytest.approx(bound) and settings["max_ppl_increase"] is None
+    assert settings["max_ppl_on"] == "heldout_fluency.txt"
+    res = CliRunner().invoke(main, [*common, "--max-ppl", "0", "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "--max-ppl 0" in res.output
+
+
+def _sweep_rows(folder):
+    with open(folder / "sweep.csv", newline="") as f:
+        return list(csv.DictReader(f))

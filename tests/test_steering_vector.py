@@ -33,7 +33,7 @@ def test_paper_scale_is_raw_difference_oriented_toward_trustworthy():
 
 
 def test_reference_scale_matches_hand_computed_case():
-    # REFERENCE.md: unit difference x std of ALL statements' projections onto it.
+    # docs/METHOD.md: unit difference x std of ALL statements' projections onto it.
     # unit = (1, 0); projections of all four rows = 2, 4, 0, 2; mean 2;
     # unbiased std = sqrt((0 + 4 + 4 + 0) / 3) = sqrt(8/3).
     v = extract_vector(ACTS, LABELS, [0, 1, 2, 3], dimension="reliability", scale="reference")

@@ -92,6 +92,15 @@ def _format_summaries(summaries: list[dict]) -> str:
         if "label 1" in s:
             lines.append(f"{s['title']}: label 1 = {s['label 1']}; label 0 = {s['label 0']}; trustworthy label = "
                          f"{s['trustworthy label']}; data: {s['source']}; file {Path(s['file']).name}, md5 {s['md5']}")
+        if s["name"] == "fairness" and Path(s["file"]).name == "crows_pairs_anonymized.csv":
+            lines.append("  limit (Blodgett et al. 2021): the sentences of a pair differ only in the group words, and in "
+                         "1,290 of 1,508 pairs sent_more names the disadvantaged group (stereo; 218 antistereo), so a "
+                         "probe can partly learn which group is named; compare the stereo and antistereo subsets "
+                         "(DimensionData.extra['stereo_antistereo']).")
+    if {s["name"] for s in summaries} >= {"fairness"} and len(summaries) > 1:
+        lines.append("also bundled: stereoset-released (stereoset.csv, the released code's fairness file and the "
+                     "fairness data of --protocol reference): related (label 1) vs unrelated (label 0) continuations "
+                     "of StereoSet contexts, i.e. relatedness, not stereotyping; `data show stereoset-released`.")
     return "\n".join(lines)
 
 
@@ -256,7 +265,11 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
 @click.option("--pooling", type=click.Choice(["last", "mean"]), default="last", show_default=True)
 @click.option("--mi", is_flag=True, help="Also estimate I(X;T) and I(Y;T) per layer (nHSIC).")
 @click.option("--sigma", type=float, default=50.0, show_default=True, help="nHSIC kernel width.")
-@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True)
+@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
+              help="paper: seeded group-aware splits, probe-train scaling, converged probe, float64 nHSIC. "
+                   "reference: the released code's numbers: released files in file order, float32 model (unless "
+                   "--dtype), one statement per forward, whole-file scaling, sklearn LogisticRegression() on the "
+                   "first 80% / last 20%, float32 nHSIC.")
 @click.option("--probes", default="logistic,mass_mean", show_default=True, help="Probe kinds (comma list).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
@@ -345,18 +358,34 @@ def steer() -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache.")
 @click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's mean).")
+@click.option("--preset", type=click.Choice(["reference"]), default=None,
+              help="reference: the released code's vector (--scale reference --protocol reference, float32 model, "
+                   "one statement per forward); apply it with --preset reference / preset=reference.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json).")
-def steer_extract(model: str, revision: str | None, dimension: str, layer: int, scale: str, coefficient: float,
-                  protocol: str, seed: int, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
-                  data_csv: Path | None, out: Path) -> None:
+@click.pass_context
+def steer_extract(ctx: click.Context, model: str, revision: str | None, dimension: str, layer: int, scale: str,
+                  coefficient: float, protocol: str, seed: int, batch_size: int, dtype: str, device: str,
+                  cache_dir: Path | None, data_csv: Path | None, preset: str | None, out: Path) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
-    from tracing_bench.steering.vector import extract_from_checkpoint
+    from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
 
+    _check_preset(ctx, preset_settings(preset), preset, scale=scale, protocol=protocol)
     vec = extract_from_checkpoint(model, revision=revision, dimension=dimension, layer=layer, scale=scale,
                                   coefficient=coefficient, protocol=protocol, seed=seed, dtype=dtype, device=device,
-                                  batch_size=batch_size, cache_dir=cache_dir, data=data_csv)
+                                  batch_size=batch_size, cache_dir=cache_dir, data=data_csv,
+                                  preset=preset)  # type: ignore[arg-type]
     path = vec.save(out)
     click.echo(f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance {path}.json")
+
+
+def _check_preset(ctx: click.Context, fixed: dict, preset: str | None, **given: str) -> None:
+    """A flag given explicitly on the command line that contradicts --preset is an error (one line)."""
+    for name, value in given.items():
+        if name in fixed and value != fixed[name] and \
+                ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise TracingBenchError(
+                f"--{name} {value} contradicts --preset {preset} (which sets --{name} {fixed[name]}); drop one of them"
+            )
 
 
 _EVAL_OPTIONS = [
@@ -364,8 +393,11 @@ _EVAL_OPTIONS = [
     click.option("--limit", type=float, default=None, help="lm-eval --limit (documents per task)."),
     click.option("--batch-size", type=int, default=8, show_default=True, help="Same for every setting."),
     click.option("--seed", type=int, default=1234, show_default=True, help="Every lm-eval seed."),
-    click.option("--positions", type=click.Choice(["all", "last"]), default="all", show_default=True,
-                 help="all: every position (lm-eval steered); last: the released code (last context token onward)."),
+    click.option("--positions", type=click.Choice(["all", "last"]), default=None,
+                 help="all: every position (lm-eval steered; the default); last: the released code (last context "
+                      "token onward)."),
+    click.option("--preset", type=click.Choice(["reference"]), default=None,
+                 help="reference: apply as the released code: --positions last and a float32 target (unless --dtype)."),
     click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True),
     click.option("--device", default="auto", show_default=True),
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache."),
@@ -385,22 +417,28 @@ def _eval_options(f):
 @click.option("--layers", default=None,
               help="Layers to sweep (default: the vector's). Other layers are re-extracted from the source in the vector's sidecar.")
 @click.option("--alphas", default="-4,-1,1,4", show_default=True, help="Coefficients (positive = toward trustworthy).")
-@click.option("--max-ppl-increase", type=float, default=0.1, show_default=True,
-              help="Allowed relative perplexity increase over the unsteered model (0.1 = +10%); beyond it: inadmissible.")
+@click.option("--max-ppl-increase", type=float, default=None,
+              help="Relative fluency bound: perplexity may rise at most this fraction over the unsteered model "
+                   "(0.1 = +10%) [default: 0.1 unless --max-ppl is given].")
+@click.option("--max-ppl", type=float, default=None,
+              help="Absolute fluency bound, the paper's selection: LAMBADA perplexity must stay below it (the paper: 6 "
+                   "for AmberChat, whose own is 4.5); without cached LAMBADA it bounds the bundled text's perplexity.")
 @click.option("--lambada", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
               help="auto: also guard with lm-eval lambada_openai when its data are cached locally.")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | None, alphas: str, max_ppl_increase: float,
-                lambada: str, tasks: str, limit: float | None, batch_size: int, seed: int, positions: str, dtype: str,
-                device: str, cache_dir: Path | None, out: Path) -> None:
+def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | None, alphas: str,
+                max_ppl_increase: float | None, max_ppl: float | None, lambada: str, tasks: str, limit: float | None,
+                batch_size: int, seed: int, positions: str | None, preset: str | None, dtype: str, device: str,
+                cache_dir: Path | None, out: Path) -> None:
     """Unsteered baseline and every (layer, alpha): sweep.csv, best.json, plots of score and perplexity vs alpha."""
     from tracing_bench.steering.sweep import run_sweep
 
     res = run_sweep(model, vector, out, revision=revision, layers=_int_list("--layers", layers),
                     alphas=_float_list("--alphas", alphas), tasks=[t for t in tasks.split(",") if t],
                     limit=limit, batch_size=batch_size, seed=seed, max_ppl_increase=max_ppl_increase,
-                    positions=positions, dtype=dtype, device=device, lambada=lambada, cache_dir=cache_dir)
+                    max_ppl=max_ppl, positions=positions, preset=preset, dtype=dtype, device=device, lambada=lambada,
+                    cache_dir=cache_dir)
     for note in res.best.get("notes", []):
         click.echo(f"note: {note}", err=True)
     for task, b in res.best["best"].items():
@@ -425,18 +463,23 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
               help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-def steer_correlate(model: str, revisions: str | None, target: str, target_revision: str | None, dimension: str,
-                    layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int, data_csv: Path | None, tasks: str,
-                    limit: float | None, batch_size: int, seed: int, positions: str, dtype: str, device: str,
-                    cache_dir: Path | None, out: Path) -> None:
+@click.pass_context
+def steer_correlate(ctx: click.Context, model: str, revisions: str | None, target: str, target_revision: str | None,
+                    dimension: str, layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int,
+                    data_csv: Path | None, tasks: str, limit: float | None, batch_size: int, seed: int,
+                    positions: str | None, preset: str | None, dtype: str, device: str, cache_dir: Path | None,
+                    out: Path) -> None:
     """Per checkpoint: probe accuracy and steering benefit on the target; Pearson r with a bootstrap interval."""
     from tracing_bench.steering.correlate import run_correlate
+    from tracing_bench.steering.vector import preset_settings
+
+    _check_preset(ctx, preset_settings(preset), preset, scale=scale)
 
     task_list = [t for t in tasks.split(",") if t and t != "trust"] or None
     res = run_correlate(model, revisions, target, dimension, layer, out, target_revision=target_revision, alpha=alpha,
                         scale=scale, probes=probes, tasks=task_list, limit=limit, batch_size=batch_size, seed=seed,
                         positions=positions, dtype=dtype, device=device, cache_dir=cache_dir, n_boot=n_boot,
-                        data=data_csv)
+                        data=data_csv, preset=preset)
     click.echo(f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] over {len(res.rows)} checkpoints")
     click.echo("\n".join(str(p) for p in res.files))
 

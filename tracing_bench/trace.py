@@ -16,13 +16,20 @@ available. A part keeps, besides its rows, one bit per test statement per layer 
 or wrong) with the hash of the test statements, and with MI the nHSIC values on ``mi_noise``
 seeded half-samples of the probe-train statements: what the paired tests of findings.json need.
 
-Mutual information follows the released code (../shared/REFERENCE.md): X = layer-0 activations,
+Mutual information follows the released code (docs/METHOD.md): X = layer-0 activations,
 i.e. the output of decoder block 0 (Hugging Face ``hidden_states[1]``, as the released code
 hooks the blocks; the embedding output ``hidden_states[0]`` is not used), T = the output of
 block l, Y = the labels; all on the probe-train split. Scaling is that of
-:func:`tracing_bench.probes.mi.mi_layers`: with ``protocol="reference"`` every feature is
-centred and scaled with the whole file's statistics (as the released code), with ``paper`` with
-the probe-train split's own statistics (no information from other splits).
+:func:`tracing_bench.probes.mi.mi_layers`: with ``paper`` every feature is standardised with the
+probe-train split's own statistics (no information from other splits) and nHSIC is computed in
+float64.
+
+``protocol="reference"`` reproduces the released code's numbers (:mod:`tracing_bench.probes.reference`):
+the released files in file order, the model in float32 (unless ``dtype`` says otherwise), one
+statement per forward pass (batch 1, no padding), whole-file float32 scaling, scikit-learn's
+``LogisticRegression()`` with its defaults on the first 80 % and accuracy on the last 20 %, and
+nHSIC in float32 with the released formula's operations. Its convergence warnings are counted
+per layer and recorded in ``trace.json`` (``reference_protocol``), not printed.
 
 >>> trace("EleutherAI/pythia-70m", "step1000:step3000:1000", dimensions="fairness", out="runs/p70")
 """
@@ -381,6 +388,17 @@ def _probe_part(
                                                "test_auroc_hi")},
                 "test_correct": pack_bits(r["test_correct"]),
             })
+    reference: dict[str, Any] = {}
+    if settings.protocol == "reference" and probe_layers is not None:
+        fits = [r for r in results if r.get("probe") == "logistic" and "converged" in r]
+        reference = {
+            "logistic_fits": len(fits),
+            "convergence_warnings": sum(1 for r in fits if not r["converged"]),
+            "not_converged_layers": [int(r["layer"]) for r in fits if not r["converged"]],
+            "n_iter": {str(int(r["layer"])): int(r["n_iter"]) for r in fits},
+            "constant_features": {str(int(r["layer"])): int(r["constant_features"]) for r in fits
+                                  if r.get("constant_features")},
+        }
     mi_rows: list[dict[str, Any]] = []
     mi_noise: dict[str, Any] | None = None
     if estimate_mi is not None:
@@ -413,6 +431,7 @@ def _probe_part(
             "split": test_split, "n": int(test_idx.size), "sha256": statements_sha256(data, test_idx),
             "labels": pack_bits(np.asarray(data.labels)[test_idx] == 1),
         },
+        **({"reference": reference} if reference else {}),
     }
 
 
@@ -570,6 +589,9 @@ def trace(
         raise TracingBenchError(
             f"--mi-noise {mi_noise} is not valid: give 0 (no noise estimate, no turn test) or at least 2 half-samples"
         )
+    if protocol == "reference":  # the released code: one statement per forward, a float32 model
+        batch_size = 1
+        dtype = "float32" if dtype == "auto" else dtype
     datas = [load_dimension(d, protocol=protocol, seed=seed) for d in dims]
     if max_statements is not None:
         datas = [d.subsample(int(max_statements), seed=seed) for d in datas]
@@ -592,6 +614,23 @@ def trace(
     return merge(out, ckpts, datas, settings, figures=figures)
 
 
+_PROBE_DESCRIPTION = {
+    "paper": "logistic: L2 logistic regression (C=1) solved to convergence on probe_train, features standardised with "
+    "probe_train statistics (ddof 0); val_* = probe_val, test_* = test; mass_mean: class-mean direction, midpoint "
+    "threshold, same scaling",
+    "reference": "the released code: whole-file float32 centring and torch.std (ddof 1) scaling, "
+    "sklearn LogisticRegression() defaults fitted on the first 80% of the file, val_* = test_* = the last 20%; "
+    "mass_mean on the same scaled activations",
+}
+_MI_DESCRIPTION = {
+    "paper": "X = block 0 output, Y = labels, T = block l output, on probe_train, every feature standardised with "
+    "probe_train statistics (ddof 0); nHSIC of the released formula computed in float64 (Cholesky)",
+    "reference": "X = block 0 output, Y = labels, T = block l output, on the first 80% of the file, whole-file "
+    "float32 centring and torch.std scaling; nHSIC in float32 with the released formula's operations (explicit "
+    "inverses, eps 1e-5)",
+}
+
+
 def merge(
     out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, *, figures: bool = True
 ) -> dict[str, Any]:
@@ -605,6 +644,7 @@ def merge(
     mi_rows: list[dict[str, Any]] = []
     ckpt_info = []
     parts: dict[str, list[dict[str, Any]]] = {d.name: [] for d in datas}
+    reference_fits: list[dict[str, Any]] = []
     for ci, ckpt in enumerate(ckpts):
         commits = set()
         for di, data in enumerate(datas):
@@ -617,6 +657,8 @@ def merge(
             parts[data.name].append(part)
             commits.add(part["activations"].get("resolved_commit"))
             probe_rows += [{**r, "_order": (ci, di)} for r in part["probes"]]
+            if "reference" in part:
+                reference_fits.append({"checkpoint": ckpt.label, "dimension": data.name, **part["reference"]})
             mi_rows += [{**r, "_order": (ci, di)} for r in part["mi"]]
         ckpt_info.append({
             "model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label,
@@ -650,13 +692,25 @@ def merge(
         "settings": settings.public(),
         "settings_key": settings.key(),
         "layer_definition": "layer l = output of decoder block l (HF hidden_states[l+1], before the final norm "
-        "at the last block); MI: X = block 0 output, T = block l output, probe-train split, whole-file scaling",
+        "at the last block)",
+        "probe_description": _PROBE_DESCRIPTION[settings.protocol],
+        "mi_description": _MI_DESCRIPTION[settings.protocol],
         "checkpoints": ckpt_info,
         "datasets": [d.provenance() for d in datas],
         "tables": {"probes": probes_csv.name, "mi": mi_csv.name},
         "findings": {"file": findings_json.name, **findings["settings"]},
         "figures": figure_paths,
     }
+    if settings.protocol == "reference":
+        provenance["reference_protocol"] = {
+            "logistic_regression": "sklearn.linear_model.LogisticRegression() defaults: C=1, l2, lbfgs, max_iter=100, "
+            "tol=1e-4; a ConvergenceWarning is counted, not printed (the released code silenced them)",
+            "logistic_fits": sum(f["logistic_fits"] for f in reference_fits),
+            "convergence_warnings": sum(f["convergence_warnings"] for f in reference_fits),
+            "constant_features": "features constant over the whole file are set to 0 (the released code divides "
+            "by zero there, NaN or inf, and scikit-learn refuses to fit); counted per layer below",
+            "per_checkpoint_dimension": reference_fits,
+        }
     trace_json = out / "trace.json"
     _atomic_write_text(trace_json, json.dumps(provenance, indent=2, default=str))
     for n in notes:

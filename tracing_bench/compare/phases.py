@@ -1,6 +1,6 @@
 """The two phases of mutual information during pre-training: where I(T;X) turns from rising to falling.
 
-The paper (../shared/REFERENCE.md, "Mutual information") sees a short *fitting* phase in which
+The paper (docs/METHOD.md, "Mutual information") sees a short *fitting* phase in which
 I(T;X) and I(T;Y) both rise, then a long *compression* phase in which I(T;X) falls.
 
 * :func:`noisy_turn` is the turn that ``trace`` reports (``findings.json``,

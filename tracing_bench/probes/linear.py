@@ -451,10 +451,12 @@ def probe_layers(
 
     ``paper`` protocol: standardise each feature with the probe-train statistics only (ddof 0),
     train on ``probe_train``, report ``probe_val`` (val_*) and ``test`` (test_*).
-    ``reference`` protocol (the released code): standardise with the whole file's mean and
-    ``torch.std`` (ddof 1), train on ``splits["probe_train"]`` (the first 80 %), report
-    ``splits["probe_val"]`` (the last 20 %) as both val and test. Constant features are only
-    centred (the released code would divide by zero there).
+    ``reference`` protocol (the released code's numbers): handed to
+    :func:`tracing_bench.probes.reference.reference_probe_layers`, a separate path: whole-file
+    float32 scaling (mean, then ``torch.std`` of the centred values), scikit-learn's
+    ``LogisticRegression()`` with its defaults on ``splits["probe_train"]`` (the first 80 %),
+    ``splits["probe_val"]`` (the last 20 %) reported as both val and test; ``C``, ``tol`` and
+    ``max_iter`` do not apply there.
 
     Args:
         acts: [layers, statements, hidden] activations (numpy or torch; CUDA tensors stay on the
@@ -486,6 +488,10 @@ def probe_layers(
         raise TracingBenchError(
             f"probes={list(probes)!r}: valid probes are {', '.join(PROBES)}"
         )
+    if protocol == "reference":  # the released recipe, operation for operation (probes/reference.py)
+        from tracing_bench.probes.reference import reference_probe_layers
+
+        return reference_probe_layers(acts, labels, splits, probes=probes, layers=layers)
     eval_names = ("probe_val", "test") if protocol == "paper" else ("probe_val",)
     t, y, idx = _prepare(acts, labels, splits, protocol, ("probe_train", *eval_names))
     tr = idx["probe_train"]

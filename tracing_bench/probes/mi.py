@@ -1,6 +1,6 @@
 """Mutual-information probes: the released code's normalised HSIC (nHSIC), computed well.
 
-The estimator (REFERENCE.md, "Mutual information"): for A of shape [m, d] (a vector is [m, 1]),
+The estimator (docs/METHOD.md, "Mutual information"): for A of shape [m, d] (a vector is [m, 1]),
 
     K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 d)),   Kc = K H,   H = I - 11^T / m,
     R = Kc (Kc + eps m I)^-1,                         nHSIC(A, B) = trace(R_A R_B),
@@ -453,9 +453,11 @@ def mi_layers(
     """I(X;T), I(Y;T) for every layer of a checkpoint: the mi.csv columns this module owns.
 
     X = ``acts[x_layer]``, Y = labels, T = each layer, all on ``split``, after standardising
-    every feature: with the statistics of ``split`` (``paper``) or of the whole file with
-    ``torch.std`` (ddof 1) like the released code (``reference``). Constant features are left
-    unscaled.
+    every feature with the statistics of ``split`` (``paper``; constant features are left
+    unscaled), in float64. ``reference`` is handed to
+    :func:`tracing_bench.probes.reference.reference_mi_layers`: whole-file float32 scaling and
+    the released formula in float32, as the released code computes it (rows also carry
+    ``constant_features``).
 
     Args:
         acts: [layers, statements, hidden] activations (``acts[0]`` is block 0).
@@ -470,6 +472,11 @@ def mi_layers(
     Returns:
         one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``.
     """
+    if protocol == "reference":  # the released float32 computation (probes/reference.py)
+        from tracing_bench.probes.reference import reference_mi_layers
+
+        return reference_mi_layers(acts, labels, splits, split=split, x_layer=x_layer, layers=layers, sigma=sigma,
+                                   eps=eps, subsample=subsample, seed=seed)
     t, y, idx = _prepare(acts, labels, splits, protocol, needed=(split,))
     _check_finite(t)
     if not 0 <= x_layer < t.shape[0]:

@@ -6,6 +6,8 @@ For every checkpoint of a source series, at one layer and one dimension:
   (``probe == logistic``, matching model, revision, dimension and layer) when one is given,
   else computed here: scikit-learn ``LogisticRegression`` (defaults) on standardised
   activations, fitted on ``probe_train``, accuracy on ``test`` (the paper protocol's splits);
+  with ``preset="reference"`` the released probe instead
+  (:func:`tracing_bench.probes.reference.reference_probe_layers` on the released files);
 * ``benefit``: the change of the dimension's task score (``trust_<dimension>``, metric ``score``)
   on the TARGET model when that checkpoint's vector is added with ``alpha`` (positive = toward
   the trustworthy side), against the unsteered target, same tasks, limit, batch size and seed.
@@ -101,9 +103,10 @@ class CorrelateResult:
 def run_correlate(model: str, revisions: str | list[str] | None, target: str, dimension: str, layer: int,
                   out: str | os.PathLike, *, target_revision: str | None = None, alpha: float = 1.0,
                   scale: str = "paper", probes: str | os.PathLike | None = None, tasks: list[str] | None = None,
-                  limit: float | None = None, batch_size: int = 8, seed: int = 1234, positions: str = "all",
+                  limit: float | None = None, batch_size: int = 8, seed: int = 1234, positions: str | None = None,
                   dtype: str = "auto", device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                  n_boot: int = 2000, data: str | os.PathLike | None = None) -> CorrelateResult:
+                  n_boot: int = 2000, data: str | os.PathLike | None = None,
+                  preset: str | None = None) -> CorrelateResult:
     """Probe accuracy vs steering benefit across a checkpoint series.
 
     Args:
@@ -122,6 +125,8 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         cache_dir: activation cache.
         n_boot: bootstrap resamples.
         data: your own ``statement,label`` CSV for vectors and probes (labels as the dimension's).
+        preset: ``reference``: the released code's vectors, probe and application
+            (:data:`tracing_bench.steering.vector.PRESETS`); overrides ``scale``.
 
     Returns:
         a :class:`CorrelateResult`.
@@ -129,8 +134,8 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     from tracing_bench.checkpoints import resolve_series
     from tracing_bench.dimensions import DIMENSIONS, load_dimension
     from tracing_bench.harvest import cached_activations
-    from tracing_bench.steering.sweep import Scorer, write_csv, write_json
-    from tracing_bench.steering.vector import extract_from_checkpoint
+    from tracing_bench.steering.sweep import Scorer, _apply_preset, write_csv, write_json
+    from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
 
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
@@ -141,9 +146,15 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     if probes_path is not None and not probes_path.is_file():
         raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
     series = resolve_series(model, revisions)
-    data_ = load_dimension(str(data) if data is not None else dimension)
+    fixed = preset_settings(preset)
+    positions, target_dtype = _apply_preset(fixed, preset, positions, dtype)
+    if fixed:
+        scale = fixed["scale"]
+    protocol = fixed.get("protocol", "paper")
+    source_dtype = "float32" if protocol == "reference" and dtype == "auto" else dtype
+    data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol)
     scorer = Scorer(target, revision=target_revision, tasks=tasks or [task], limit=limit, batch_size=batch_size,
-                    seed=seed, dtype=dtype, device=device, positions=positions, lambada="off")
+                    seed=seed, dtype=target_dtype, device=device, positions=positions, lambada="off")
     base_scores, _, _ = scorer.evaluate(None)
     base = next((s.score for s in base_scores if s.task == task), None)
     if base is None:
@@ -151,7 +162,8 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     rows: list[dict[str, Any]] = []
     for ckpt in series:
         vec = extract_from_checkpoint(ckpt.model, revision=ckpt.revision, dimension=dimension, layer=layer,
-                                      scale=scale, dtype=dtype, device=device, cache_dir=cache_dir, data=data)
+                                      scale=scale, dtype=dtype, device=device, cache_dir=cache_dir, data=data,
+                                      preset=preset)  # type: ignore[arg-type]
         path = vec.save(out / "vectors" / f"{_safe(ckpt.label)}_{dimension}_layer{layer}.pt")
         acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
         if acc is None:
@@ -160,8 +172,15 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                     f"--probes {probes_path} has no logistic row for {ckpt.model}@{ckpt.revision}, {dimension}, "
                     f"layer {layer}; run the trace for that layer or leave --probes out to compute it"
                 )
-            acts, _ = cached_activations(ckpt, data_, dtype=dtype, device=device, cache_dir=cache_dir)
-            acc = probe_accuracy(acts[layer].numpy(), data_)
+            acts, _ = cached_activations(ckpt, data_, dtype=source_dtype, device=device, cache_dir=cache_dir,
+                                         batch_size=1 if protocol == "reference" else 32)
+            if protocol == "reference":
+                from tracing_bench.probes.reference import reference_probe_layers
+
+                acc = reference_probe_layers(acts[layer][None], data_.labels, data_.splits,
+                                             probes=("logistic",))[0]["test_acc"]
+            else:
+                acc = probe_accuracy(acts[layer].numpy(), data_)
         scores, _, _ = scorer.evaluate(path, alpha)
         steered = next(s.score for s in scores if s.task == task)
         rows.append({"model": ckpt.model, "revision": ckpt.revision or "", "step": "" if ckpt.step is None else ckpt.step,
@@ -173,8 +192,11 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     summary = {"pearson_r": r, "ci95": list(ci), "n": len(rows), "n_boot": n_boot, "source": model,
                "target": target, "target_revision": target_revision, "dimension": dimension, "layer": layer,
                "alpha": alpha, "scale": scale, "task": task, "baseline_score": base, "limit": limit,
-               "batch_size": batch_size, "seed": seed, "positions": positions,
-               "probe_source": str(probes_path) if probes_path else "computed: logistic on probe_train, test acc",
+               "batch_size": batch_size, "seed": seed, "positions": positions, "preset": preset,
+               "target_dtype": target_dtype,
+               "probe_source": str(probes_path) if probes_path else (
+                   "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
+                   if protocol == "reference" else "computed: logistic on probe_train, test acc"),
                "dataset_md5": data_.md5, "data": str(data) if data is not None else None, "package_version": __version__,
                "note": "r is undefined (NaN) with fewer than 3 checkpoints or constant columns"}
     files = [write_csv(rows, out / "correlate.csv", CORRELATE_COLUMNS), write_json(summary, out / "correlate.json")]

@@ -33,8 +33,11 @@
     trailing pad zeros stripped), and each group is scored by HFLM's own batching;
   - any other forward (``forward()``, lm-eval's batch-size probe): the last position of each row.
 
+``preset=reference`` applies a vector as the released code did: ``positions=last`` and the model
+in float32 (unless ``dtype=`` says otherwise); see :data:`tracing_bench.steering.vector.PRESETS`.
+
 Results record the settings: ``get_model_info()`` (lm-eval copies it into ``results["config"]``)
-holds ``steering`` = path, file sha256, per-hookpoint vector sha256, alpha, positions.
+holds ``steering`` = path, file sha256, per-hookpoint vector sha256, alpha, positions, preset.
 
 >>> import lm_eval, tracing_bench.steering.model  # registers "trust-steered"
 >>> lm_eval.simple_evaluate(model="trust-steered",
@@ -53,7 +56,7 @@ from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.parallel import DataParallelMixin
-from tracing_bench.steering.vector import file_sha256, load_steer_file, vector_sha256
+from tracing_bench.steering.vector import file_sha256, load_steer_file, preset_settings, vector_sha256
 
 Positions = Literal["all", "last"]
 POSITIONS: tuple[str, ...] = ("all", "last")
@@ -96,8 +99,10 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
         pretrained: model id, folder or ``PreTrainedModel`` (as HFLM).
         steer_path: lm-eval ``steered`` ``.pt`` file (e.g. from ``tracing-bench steer extract``).
         alpha: coefficient for every hookpoint; ``None`` uses the file's ``steering_coefficient``.
-        positions: ``all`` (every position, as lm-eval's ``steered``) or ``last`` (the released
-            code; see the module docstring for exactly which positions).
+        positions: ``all`` (every position, as lm-eval's ``steered``; the default) or ``last`` (the
+            released code; see the module docstring for exactly which positions).
+        preset: ``reference``: ``positions=last`` and a float32 model (unless ``dtype`` is given),
+            the released code's application.
         device: as HFLM.
         **kwargs: everything HFLM takes (``revision``, ``dtype``, ``batch_size``, ``parallelize``...).
     """
@@ -107,10 +112,23 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
         pretrained: Any,
         steer_path: str,
         alpha: float | None = None,
-        positions: Positions = "all",
+        positions: Positions | None = None,
         device: str | None = None,
+        preset: str | None = None,
         **kwargs: Any,
     ) -> None:
+        fixed = preset_settings(preset)
+        if fixed:
+            if positions is not None and positions != fixed["positions"]:
+                raise TracingBenchError(
+                    f"positions={positions} contradicts preset={preset} (which steers positions={fixed['positions']}); "
+                    "drop one of them"
+                )
+            positions = fixed["positions"]
+            if kwargs.get("dtype") in (None, "auto") and isinstance(pretrained, str):
+                kwargs["dtype"] = fixed["dtype"]
+        loose_dtype = bool(fixed) and kwargs.get("dtype") in (None, "auto")  # a loaded model passed in
+        positions = positions or "all"
         if positions not in POSITIONS:
             raise TracingBenchError(f"positions={positions!r} is not valid; use positions=all or positions=last")
         if alpha is not None:
@@ -125,6 +143,11 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
         # SteeredModel.__init__ would torch.load(weights_only=False); initialise HFLM directly.
         HFLM.__init__(self, pretrained=pretrained, device=device, **kwargs)
         self._init_data_parallel()  # rank / world size under `accelerate launch` on CPU too
+        if loose_dtype and self.model.dtype != getattr(torch, fixed["dtype"]):
+            raise TracingBenchError(
+                f"preset={preset} applies vectors to a {fixed['dtype']} model, but the model passed in is "
+                f"{str(self.model.dtype).removeprefix('torch.')}; load it with dtype={fixed['dtype']} or pass dtype= explicitly"
+            )
         self.steer_path = steer_path
         self.positions = positions
         self.alpha = alpha
@@ -139,6 +162,7 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
             "file_sha256": file_sha256(steer_path),
             "positions": positions,
             "alpha": alpha,
+            "preset": preset,
             "hookpoints": {},
         }
         for hookpoint, entry in config.items():

@@ -9,9 +9,16 @@ and seed:
 Every setting also gets the fluency guard: perplexity on the bundled held-out text
 ``tracing_bench/data/heldout_fluency.txt`` (through lm-eval's ``loglikelihood_rolling``, so the
 same positions are steered as in the tasks) and, when its data are in the local Hugging Face
-datasets cache, lm-eval's ``lambada_openai`` (skipped with a note otherwise). A setting whose
-perplexity rises more than ``max_ppl_increase`` (a fraction: 0.1 = +10 %) over the baseline, on
-the bundled text or on LAMBADA, is inadmissible, as in the paper's selection.
+datasets cache, lm-eval's ``lambada_openai`` (skipped with a note otherwise). Two bounds, either
+or both:
+
+* relative, ``max_ppl_increase`` (a fraction: 0.1 = +10 %, the default when no absolute bound is
+  given): a setting whose perplexity rises more than that over the unsteered baseline, on the
+  bundled text or on LAMBADA, is inadmissible;
+* absolute, ``max_ppl``: a setting is admissible only while its LAMBADA perplexity stays below
+  ``max_ppl``. This is the paper's selection: LAMBADA perplexity < 6 for AmberChat, whose own is
+  4.5 (so about +33 %, not +10 %). Without LAMBADA in the cache the bound is applied to the
+  bundled text's perplexity instead, which is on another scale (a note says so).
 
 Layers and vectors: a vector file holds one layer. The layers swept are ``layers`` (default: the
 vector's own layer). For the vector's layer the file is used as it is; for any other layer the
@@ -258,9 +265,10 @@ class SweepResult:
 def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None,
               layers: list[int] | None = None, alphas: list[float] = (-4.0, -1.0, 1.0, 4.0),  # type: ignore[assignment]
               tasks: list[str] | None = None, limit: float | None = None, batch_size: int = 8,
-              seed: int = 1234, max_ppl_increase: float = 0.1, positions: str = "all", dtype: str = "auto",
-              device: str = "auto", lambada: str = "auto", cache_dir: str | os.PathLike | None = None,
-              plots: bool = True) -> SweepResult:
+              seed: int = 1234, max_ppl_increase: float | None = None, positions: str | None = None,
+              dtype: str = "auto", device: str = "auto", lambada: str = "auto",
+              cache_dir: str | os.PathLike | None = None, plots: bool = True, max_ppl: float | None = None,
+              preset: str | None = None) -> SweepResult:
     """Score the unsteered target and every (layer, alpha); write the table, the choice, the plots.
 
     Args:
@@ -273,22 +281,32 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
         tasks: lm-eval tasks (default ``trust``: all five dimensions).
         limit: lm-eval ``limit``.
         batch_size, seed: the same for every setting.
-        max_ppl_increase: allowed relative perplexity increase over the baseline (0.1 = 10 %).
-        positions: ``all`` or ``last``.
+        max_ppl_increase: allowed relative perplexity increase over the baseline (0.1 = 10 %);
+            ``None``: 0.1 when ``max_ppl`` is not given, else no relative bound.
+        positions: ``all`` (default) or ``last``.
         dtype, device: how to load the target.
         lambada: ``auto`` or ``off``.
         cache_dir: activation cache for re-extraction.
         plots: write the PNGs.
+        max_ppl: absolute bound: LAMBADA perplexity (the bundled text's without LAMBADA) must stay
+            below it (the paper: 6 for AmberChat).
+        preset: ``reference``: apply as the released code (``positions=last``, a float32 target
+            unless ``dtype`` names another); see :data:`tracing_bench.steering.vector.PRESETS`.
 
     Returns:
         a :class:`SweepResult`.
     """
-    from tracing_bench.steering.vector import SteeringVector
+    from tracing_bench.steering.vector import SteeringVector, preset_settings
 
     if not alphas:
         raise TracingBenchError("--alphas is empty; give e.g. --alphas -4,-1,1,4")
-    if not (max_ppl_increase >= 0):
+    if max_ppl is not None and not (max_ppl > 0):
+        raise TracingBenchError(f"--max-ppl {max_ppl} must be a positive perplexity (the paper: 6 on LAMBADA)")
+    if max_ppl_increase is None and max_ppl is None:
+        max_ppl_increase = 0.1
+    if max_ppl_increase is not None and not (max_ppl_increase >= 0):
         raise TracingBenchError(f"--max-ppl-increase {max_ppl_increase} must be >= 0 (a fraction: 0.1 = +10 %)")
+    positions, dtype = _apply_preset(preset_settings(preset), preset, positions, dtype)
     if positions not in ("all", "last"):
         raise TracingBenchError(f"--positions {positions!r} is not valid; use all or last")
     out = Path(out)
@@ -305,11 +323,19 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     rows: list[dict[str, Any]] = []
     common = {"model": model, "revision": revision or ""}
 
+    if max_ppl is not None and base_lambada is None:
+        scorer.notes.append(f"--max-ppl {max_ppl:g} applied to the bundled text's perplexity (baseline "
+                            f"{base_ppl:.3g}): {LAMBADA} is not scored, and the paper's bound is on LAMBADA")
+
     def add_rows(vec_name: str, sha: str, layer: Any, alpha: float, scores: list[TaskScore], ppl: float) -> None:
         inc = ppl / base_ppl - 1.0
         lam = next((s.score for s in scores if (s.task, s.metric) == (LAMBADA, "perplexity")), None)
         lam_inc = (lam / base_lambada.score - 1.0) if (lam is not None and base_lambada) else None
-        admissible = inc <= max_ppl_increase + 1e-12 and (lam_inc is None or lam_inc <= max_ppl_increase + 1e-12)
+        admissible = True
+        if max_ppl_increase is not None:
+            admissible = inc <= max_ppl_increase + 1e-12 and (lam_inc is None or lam_inc <= max_ppl_increase + 1e-12)
+        if max_ppl is not None:
+            admissible = admissible and (lam if lam is not None else ppl) < max_ppl
         for s in scores:
             b = base.get((s.task, s.metric))
             rows.append({**common, "vector": vec_name, "vector_sha256": sha, "layer": layer, "alpha": alpha,
@@ -327,9 +353,11 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     best = choose_best(rows)
     best["settings"] = {"model": model, "revision": revision, "vector": str(vector), "layers": list(per_layer),
                         "alphas": [float(a) for a in alphas], "tasks": scorer.tasks, "limit": limit,
-                        "batch_size": batch_size, "seed": seed, "positions": positions,
-                        "max_ppl_increase": max_ppl_increase, "fluency_text": HELDOUT_TEXT.name,
-                        "baseline_ppl": base_ppl, "lambada": scorer.lambada}
+                        "batch_size": batch_size, "seed": seed, "positions": positions, "dtype": dtype,
+                        "preset": preset, "max_ppl_increase": max_ppl_increase, "max_ppl": max_ppl,
+                        "max_ppl_on": (LAMBADA if base_lambada is not None else HELDOUT_TEXT.name)
+                        if max_ppl is not None else None,
+                        "fluency_text": HELDOUT_TEXT.name, "baseline_ppl": base_ppl, "lambada": scorer.lambada}
     best["notes"] = scorer.notes
     from tracing_bench import __version__
 
@@ -340,6 +368,19 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
 
         files += plot_sweep(out / "sweep.csv", out)
     return SweepResult(rows, best, files)
+
+
+def _apply_preset(fixed: dict[str, Any], preset: str | None, positions: str | None, dtype: str
+                  ) -> tuple[str, str]:
+    """``(positions, dtype)`` after a preset; an explicit ``positions`` that contradicts it is an error."""
+    if not fixed:
+        return positions or "all", dtype
+    if positions is not None and positions != fixed["positions"]:
+        raise TracingBenchError(
+            f"--positions {positions} contradicts --preset {preset} (which steers positions {fixed['positions']}); "
+            "drop one of them"
+        )
+    return fixed["positions"], fixed["dtype"] if dtype == "auto" else dtype
 
 
 def choose_best(rows: list[dict[str, Any]]) -> dict[str, Any]:

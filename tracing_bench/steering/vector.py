@@ -15,8 +15,21 @@ Scales (``scale=``):
 * ``paper``: the raw class-mean difference over the development split.
 * ``reference``: the released code's vector: the difference normalised to unit length, times the
   standard deviation (unbiased, ``torch.std``) of the projections of ALL statements passed in
-  (every row of ``acts_layer``, not only the development split) onto that unit vector.
+  (every row of ``acts_layer``, not only the development split) onto that unit vector; computed
+  in float32 with the released code's operations (``generate_steering_vector.py``), so the
+  vector is the released one (times the orientation sign).
 * ``unit``: the unit vector.
+
+The preset ``reference`` (:data:`PRESETS`; ``--preset reference`` on ``steer extract``,
+``steer sweep`` and ``steer correlate``, ``preset=reference`` in ``trust-steered``'s model
+arguments) is the released code's vectors and their application in one setting: scale
+``reference``, the released files and file-order splits (``protocol="reference"``: the first
+50 %, all of TruthfulQA for reliability), a float32 model harvested one statement at a time,
+and the vector added at the last position of every forward pass (``positions=last``). The
+released code used the raw difference, label 1 minus label 0, with negative alphas for the four
+dimensions whose label 1 is untrustworthy (its script default: layer 16, alpha -1 on StereoSet);
+here the vector is oriented, so the released alpha ``a`` is ``alpha = steering_sign * a`` (the
+released -1 on StereoSet is +1).
 
 Storage: lm-eval's own ``steered`` format, a ``.pt`` file loadable with
 ``torch.load(path, weights_only=True)``::
@@ -54,6 +67,26 @@ from tracing_bench.errors import TracingBenchError
 
 Scale = Literal["paper", "reference", "unit"]
 SCALES: tuple[str, ...] = ("paper", "reference", "unit")
+Preset = Literal["reference"]
+#: Settings a preset fixes: extraction (``scale``, ``protocol``, ``dtype``, ``batch_size``) and
+#: application (``positions``, ``dtype`` of the steered model).
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"scale": "reference", "protocol": "reference", "dtype": "float32", "batch_size": 1,
+                  "positions": "last"},
+}
+
+
+def preset_settings(preset: str | None) -> dict[str, Any]:
+    """The settings of a named preset (empty for ``None``).
+
+    Raises:
+        TracingBenchError: an unknown preset name.
+    """
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise TracingBenchError(f"--preset {preset!r} is not valid; use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[preset])
 ORIENTATION = "positive coefficient = toward the trustworthy side (mean(trustworthy) - mean(untrustworthy))"
 
 
@@ -347,18 +380,16 @@ def extract_vector(
         raise TracingBenchError(
             f"the development split has {n1} label-1 and {n0} label-0 statements; both classes are needed"
         )
-    diff = a_dev[y_dev == 1].mean(0) - a_dev[y_dev == 0].mean(0)
-    diff = sign * diff
-    norm = diff.norm()
-    if scale != "paper" and float(norm) == 0.0:
-        raise TracingBenchError("the class means are identical (zero difference); cannot normalise the vector")
-    if scale == "paper":
-        vec = diff
-    elif scale == "unit":
-        vec = diff / norm
+    if scale == "reference":
+        # float32 activations (the harvest's dtype; a float64 input is rounded once), released operations
+        vec = sign * _released_vector(acts.to(torch.float32), y, idx)
     else:
-        unit = diff / norm
-        vec = unit * torch.std(acts @ unit)
+        diff = a_dev[y_dev == 1].mean(0) - a_dev[y_dev == 0].mean(0)
+        diff = sign * diff
+        norm = diff.norm()
+        if scale != "paper" and float(norm) == 0.0:
+            raise TracingBenchError("the class means are identical (zero difference); cannot normalise the vector")
+        vec = diff if scale == "paper" else diff / norm
     meta = dict(provenance or {})
     meta.setdefault("dimension", dimension)
     meta.setdefault("n_dev", int(idx.numel()))
@@ -377,6 +408,21 @@ def extract_vector(
         scale=scale,
         provenance=meta,
     )
+
+
+def _released_vector(acts: Tensor, labels: Tensor, dev_idx: Tensor) -> Tensor:
+    """The released ``get_steering_vector`` on float32 activations, operation for operation.
+
+    Mean of the label-1 minus mean of the label-0 development rows, divided by its norm, times the
+    standard deviation (ddof 1) of every row's projection onto it; all in float32.
+    """
+    dev, y_dev = acts[dev_idx], labels[dev_idx]
+    direction = torch.mean(dev[y_dev == 1], dim=0) - torch.mean(dev[y_dev == 0], dim=0)
+    norm = direction.norm()
+    if float(norm) == 0.0:
+        raise TracingBenchError("the class means are identical (zero difference); cannot normalise the vector")
+    direction = direction / norm
+    return torch.std(acts @ direction) * direction
 
 
 def _orientation_sign(dimension: str) -> int:
@@ -427,6 +473,7 @@ def extract_from_checkpoint(
     batch_size: int = 32,
     cache_dir: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
+    preset: Preset | None = None,
 ) -> SteeringVector:
     """Harvest (through the activation cache) and extract one layer's steering vector.
 
@@ -443,6 +490,12 @@ def extract_from_checkpoint(
         dtype, device, batch_size, cache_dir: as :func:`tracing_bench.harvest.cached_activations`.
         data: your own ``statement,label`` CSV instead of the dimension's bundled file; its labels
             must mean what the dimension's labels mean (the orientation comes from ``dimension``).
+        preset: ``reference``: the released code's vector (:data:`PRESETS`: scale and protocol
+            ``reference``, a float32 model unless ``dtype`` names another, one statement per
+            forward pass); it overrides ``scale`` and ``protocol``.
+
+    With ``protocol="reference"`` the statements are harvested one at a time (batch 1, no
+    padding) in a float32 model (``dtype="auto"`` becomes ``float32``), as the released code did.
 
     Returns:
         the vector, with provenance (model, revision, commit, dimension, layer, scale, dataset md5,
@@ -454,6 +507,12 @@ def extract_from_checkpoint(
 
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
+    fixed = preset_settings(preset)
+    if fixed:
+        scale, protocol = fixed["scale"], fixed["protocol"]
+    if protocol == "reference":  # the released code: batch-1 forwards of a float32 model
+        batch_size = 1
+        dtype = "float32" if dtype == "auto" else dtype
     data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol, seed=seed)
     ckpt = Checkpoint(model, revision)
     acts, prov = cached_activations(ckpt, data_, pooling="last", dtype=dtype, device=device,
@@ -478,6 +537,8 @@ def extract_from_checkpoint(
         "dtype": dtype,
         "torch_dtype": prov.get("torch_dtype"),
         "activation_key": prov.get("key"),
+        **({"preset": preset, "apply_with": {"positions": fixed["positions"], "dtype": fixed["dtype"]}}
+           if fixed else {}),
     }
     return extract_vector(acts[layer], data_.labels, data_.splits["dev"], dimension=dimension, scale=scale,
                           layer=layer, hookpoint=hp, coefficient=coefficient, provenance=meta)

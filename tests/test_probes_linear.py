@@ -229,3 +229,6 @@ def test_probe_layers_details_are_the_mass_mean_probe_computed_by_hand():
             np.testing.assert_array_equal(r["test_correct"], pred == (y[te] == 1))
     ref = probe_layers(acts, y, _ref_splits(240), protocol="reference", details=True)
     assert ref[0]["n_test"] == len(_ref_splits(240)["probe_val"])  # reference: probe_val is the test split
+    for r in ref:  # scikit-learn's own predictions give the correctness bits and the accuracy
+        assert r["test_acc"] == pytest.approx(r["test_correct"].mean(), abs=1e-12)
+        assert r["test_acc_lo"] <= r["test_acc"] <= r["test_acc_hi"]

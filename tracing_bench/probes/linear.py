@@ -491,7 +491,7 @@ def probe_layers(
     if protocol == "reference":  # the released recipe, operation for operation (probes/reference.py)
         from tracing_bench.probes.reference import reference_probe_layers
 
-        return reference_probe_layers(acts, labels, splits, probes=probes, layers=layers)
+        return reference_probe_layers(acts, labels, splits, probes=probes, layers=layers, details=details)
     eval_names = ("probe_val", "test") if protocol == "paper" else ("probe_val",)
     t, y, idx = _prepare(acts, labels, splits, protocol, ("probe_train", *eval_names))
     tr = idx["probe_train"]

@@ -161,6 +161,7 @@ def reference_probe_layers(
     *,
     probes: tuple[str, ...] = ("logistic", "mass_mean"),
     layers: list[int] | None = None,
+    details: bool = False,
 ) -> list[dict[str, Any]]:
     """The released ``train_probes.py`` on every layer: whole-file scaling, ``LogisticRegression()``.
 
@@ -171,6 +172,8 @@ def reference_probe_layers(
             ``probe_val`` = last 20 %).
         probes: any of ``logistic`` (the released probe), ``mass_mean``.
         layers: layer numbers written in the rows (default ``0 .. layers - 1``).
+        details: also return the intervals and the per-statement correctness on the last 20 %
+            (the keys :func:`tracing_bench.probes.linear.probe_layers` adds with ``details``).
 
     Returns:
         one dict per (layer, probe), layer-major, with the columns of
@@ -185,7 +188,7 @@ def reference_probe_layers(
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    from tracing_bench.probes.linear import PROBES, MassMeanProbe
+    from tracing_bench.probes.linear import PROBES, MassMeanProbe, _details
 
     probes = (probes,) if isinstance(probes, str) else tuple(probes)
     unknown = [p for p in probes if p not in PROBES]
@@ -223,6 +226,8 @@ def reference_probe_layers(
                 score = est.decision_function(x_te.astype(np.float64))
                 acc = float(np.mean((score > 0).astype(np.int64) == y[te]))
             auc = _auroc(np.asarray(score, dtype=np.float64), y[te])
+            if details:  # LogisticRegression predicts class 1 exactly where its decision function is > 0
+                extra.update(_details(torch.as_tensor(np.asarray(score, dtype=np.float64))[None], y[te])[0])
             rows.append({"layer": name, "probe": probe, "n_train": int(len(tr)), "val_acc": acc, "val_auroc": auc,
                          "test_acc": acc, "test_auroc": auc, **extra})
     return rows

@@ -10,7 +10,9 @@ Without ``-v``, the command line:
   and the tokenizer's "sequence length is longer than the maximum" warning (the perplexity text
   is tokenized whole, then scored in windows);
 * prints each Python warning once, as ``warning: <message>`` (no source line), and each
-  lm-eval / transformers log message once.
+  lm-eval / transformers log message once;
+* when stderr is not a terminal (a log file, CI), hides the progress bars of transformers and
+  huggingface_hub ("Loading weights: 100%|...") that would fill it.
 
 ``-v`` (``--verbose``, or ``TRACING_BENCH_VERBOSE=1``, which the flag sets so worker processes
 inherit it) shows everything as the libraries print it.
@@ -27,6 +29,7 @@ import warnings
 from collections.abc import Callable, Iterator
 
 ENV = "TRACING_BENCH_VERBOSE"
+BARS_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
 
 #: (logger name, part of the message) pairs dropped unless verbose.
 NOISE: tuple[tuple[str, str], ...] = (
@@ -41,6 +44,13 @@ ONCE_LOGGERS: tuple[str, ...] = (
     "lm_eval.evaluator_utils", "lm_eval.tasks", "lm_eval.loggers.evaluation_tracker",
     "transformers.tokenization_utils_base", "transformers.modeling_utils",
 )
+
+
+def _is_tty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
 
 
 def verbose() -> bool:
@@ -94,8 +104,9 @@ def configure(verbose_flag: bool) -> Callable[[], None]:
         A function that undoes it (the CLI calls it when the command ends, so that in-process
         callers such as tests get their previous settings back).
     """
-    before_env = os.environ.get(ENV)
+    before_env = {k: os.environ.get(k) for k in (ENV, BARS_ENV)}
     before_show = warnings.showwarning
+    bars_were_on: bool | None = None
     _shown_warnings.clear()
     _FILTER.seen.clear()
     if verbose_flag:
@@ -106,13 +117,25 @@ def configure(verbose_flag: bool) -> Callable[[], None]:
             if _FILTER not in logger.filters:
                 logger.addFilter(_FILTER)
         warnings.showwarning = _show_warning_once
+        if not _is_tty(sys.stderr):  # a log file or CI: no "Loading weights: 100%|...|" lines
+            os.environ[BARS_ENV] = "1"  # read when transformers / huggingface_hub are imported
+            if "transformers" in sys.modules:
+                from transformers.utils import logging as hf_logging
+
+                bars_were_on = hf_logging.is_progress_bar_enabled()
+                hf_logging.disable_progress_bar()
 
     def restore() -> None:
         warnings.showwarning = before_show
-        if before_env is None:
-            os.environ.pop(ENV, None)
-        else:
-            os.environ[ENV] = before_env
+        for key, value in before_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if bars_were_on:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
 
     return restore
 

@@ -245,7 +245,10 @@ def eval_cmd(ctx: click.Context) -> None:
     --device, --log_samples, --metadata, ...). Adds the trust tasks to --include_path, defaults
     --tasks to `trust` and --output_path to `results`, and writes lm-eval's results_<date>.json
     into a folder named by model AND revision (read from --model_args), so checkpoints of one
-    model never overwrite each other. Example:
+    model never overwrite each other. Before lm-eval starts, the output folder, a model folder
+    and (--model steered / trust-steered) the steer_path file are checked; the steering file is
+    read with torch.load(weights_only=True), never unpickled. --num_fewshot is refused for tasks
+    fixed at 0 shots. Example:
 
     \b
     tracing-bench eval --model hf --limit 50 \\
@@ -567,7 +570,7 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
               help="Output folder (checkpoints, activation cache, trace, steering, results, report.html).")
-@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (about a minute).")
+@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (a few minutes on a CPU; see bench/BENCH.md).")
 @click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 50; 20 with --fast].")
 @click.option("--dimension", default="auto", show_default=True,
               help="Dimension to steer; auto = the one the probes say the model learned most.")

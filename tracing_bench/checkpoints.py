@@ -530,6 +530,20 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
     return None
 
 
+def snapshot_folder(model: str, revision: str | None = None) -> Path | None:
+    """The local folder holding ``model`` (a folder as given, or its Hugging Face cache snapshot), or ``None``."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - not a repo id, no cache: nothing local to name
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def load_checkpoint(
     ckpt: Checkpoint, *, dtype: str = "auto", device: str = "auto"
 ) -> tuple[Any, Any]:
@@ -566,7 +580,7 @@ def load_checkpoint(
     except TracingBenchError:
         raise
     except Exception as e:  # noqa: BLE001 - every load failure becomes one line
-        known = describe_load_error(e, what, dtype=dtype, device=dev, folder=ckpt.model if ckpt.is_local else None)
+        known = describe_load_error(e, what, dtype=dtype, device=dev, folder=snapshot_folder(ckpt.model, ckpt.revision))
         if known is not None:
             raise known from e
         if not isinstance(e, (OSError, ValueError, KeyError)):

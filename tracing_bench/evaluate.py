@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench._io import check_writable, dumps_json
-from tracing_bench.checkpoints import describe_load_error
+from tracing_bench.checkpoints import describe_load_error, snapshot_folder
 from tracing_bench.errors import TracingBenchError
 
 DEFAULT_TASKS = "trust"
@@ -184,7 +184,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
             known = describe_load_error(e, pretrained + (f"@{revision}" if revision else ""),
                                         dtype=str(model_args.get("dtype", "auto")),
                                         device=str(getattr(args, "device", None) or "auto"),
-                                        folder=pretrained if Path(pretrained).expanduser().is_dir() else None)
+                                        folder=snapshot_folder(pretrained, revision))
             if known is not None:
                 raise known from e
             if isinstance(e, (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import signal
@@ -25,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from fake_results import five, results_json, write_results, write_samples
 from tiny import build_series, write_small_dims
+
 from tracing_bench.cli import main
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -687,7 +686,7 @@ def test_two_traces_writing_one_folder_at_once(series, reference_tables, tmp_pat
 def test_console_script_error_is_one_stderr_line(tiny_llama, tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)
-    run = subprocess.run([*console(), "eval", "--model", "steered", "--model_args",
+    run = subprocess.run(check=False, args=[*console(), "eval", "--model", "steered", "--model_args",
                           f"pretrained={tiny_llama},steer_path={evil}", "--output_path", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and run.stdout == ""

@@ -85,7 +85,7 @@ _FILTER = _QuietFilter()
 _shown_warnings: set[str] = set()
 
 
-def _show_warning_once(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+def _show_warning_once(message, category, filename, lineno, file=None, line=None) -> None:
     text = str(message).strip()
     if text in _shown_warnings:
         return

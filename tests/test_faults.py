@@ -82,6 +82,28 @@ def console() -> list[str]:
 
 
 @pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder nobody may write in: chmod 0o555, or for root (who ignores permissions) a read-only
+    tmpfs mounted there; skipped when root cannot mount."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if not IS_ROOT:
+        ro.chmod(0o555)
+        yield ro
+        ro.chmod(0o755)
+        return
+    mount = shutil.which("mount")
+    done = mount and subprocess.run([mount, "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                                    capture_output=True, check=False).returncode == 0
+    if not done:
+        pytest.skip("running as root (permissions are ignored) and cannot mount a read-only tmpfs here")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True, check=False)
+
+
+@pytest.fixture
 def no_model_load(monkeypatch) -> list:
     """Records every attempt to load a model or tokenizer (and stops it)."""
     import transformers
@@ -153,6 +175,21 @@ def test_pickled_payload_never_runs(command, tiny_llama, series, tmp_path):
     one_line_error(invoke(args), "weights_only=True", "refuses to run")
     assert not marker.exists()
     assert tree(tmp_path) == before
+
+
+def test_pickled_payload_never_runs_through_the_python_api(tiny_llama, tmp_path):
+    """README: `import tracing_bench.steering.model` then `lm_eval.simple_evaluate(model="trust-steered")`."""
+    import lm_eval
+
+    import tracing_bench.steering.model  # noqa: F401  (registers trust-steered)
+    from tracing_bench.errors import TracingBenchError
+
+    marker = tmp_path / "PAYLOAD_RAN"
+    evil = _vector_file(tmp_path / "evil.pt", payload=marker)
+    with pytest.raises(TracingBenchError, match="weights_only=True"):
+        lm_eval.simple_evaluate(model="trust-steered", model_args=f"pretrained={tiny_llama},steer_path={evil}",
+                                tasks=["trust_privacy"], limit=1)
+    assert not marker.exists()
 
 
 def test_stock_steered_model_never_unpickles_even_if_the_check_is_bypassed(tiny_llama, tmp_path):
@@ -239,29 +276,20 @@ WRITERS = ["trace", "trace --cache-dir", "leaderboard", "report", "steer extract
 @pytest.mark.parametrize("how", ["under_a_file", "read_only_folder"])
 @pytest.mark.parametrize("command", WRITERS)
 def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny_llama, series, dim_csv, results_dir,
-                                                             tmp_path, no_model_load):
+                                                             tmp_path, request, no_model_load):
     if how == "under_a_file":
         blocker = tmp_path / "blocker"
         blocker.write_text("a file, not a folder\n")
         bad = blocker / "sub"
         needle = "which is a file, not a folder"
     else:
-        if IS_ROOT:
-            pytest.skip("root writes into a chmod 0o555 folder; the under-a-file case covers root")
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        ro.chmod(0o555)
-        bad = ro / "sub"
+        bad = request.getfixturevalue("read_only_dir") / "sub"
         needle = "cannot write in"
     vec = _vector_file(tmp_path / "v.pt")
     (tmp_path / "cache").mkdir()
     before = tree(tmp_path)
-    try:
-        args = _writers(tiny_llama, series, dim_csv, results_dir, vec, bad, tmp_path / "cache")[command]
-        one_line_error(invoke(args), needle)
-    finally:
-        if how == "read_only_folder":
-            (tmp_path / "ro").chmod(0o755)
+    args = _writers(tiny_llama, series, dim_csv, results_dir, vec, bad, tmp_path / "cache")[command]
+    one_line_error(invoke(args), needle)
     assert no_model_load == []
     assert tree(tmp_path) == before
 

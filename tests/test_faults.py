@@ -576,6 +576,21 @@ def test_leaderboard_rows_sort_by_step_number(tmp_path):
     assert [line.split(",")[1] for line in res.stdout.splitlines()[1:]] == ["step0", "step4", "step32", "step128"]
 
 
+def test_report_provenance_shows_dataset_md5_without_sample_logs(lm_eval_results, tmp_path):
+    """`tracing-bench eval` records each task's dataset md5 next to the results; the report shows it."""
+    from tracing_bench.dimensions import load_dimension
+
+    (results,) = lm_eval_results["base"].rglob("results_*.json")
+    (sidecar,) = results.parent.glob("tracing_bench_*.json")
+    shutil.copy(results, tmp_path / results.name)  # no samples_*.jsonl next to it
+    shutil.copy(sidecar, tmp_path / sidecar.name)
+    res = invoke(["report", tmp_path, "--out", tmp_path / "r.html"])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "r.html").read_text()
+    for dim in ("privacy", "toxicity", "reliability"):
+        assert f"trust_{dim}: {load_dimension(dim).md5}" in html
+
+
 # ------------------------------------------------------- cases that already passed, locked in
 def test_nan_alpha_is_one_line(tiny_llama, tmp_path, no_model_load):
     vec = _vector_file(tmp_path / "v.pt")

@@ -114,7 +114,7 @@ def check_writable(path: str | os.PathLike, *, flag: str, kind: str = "folder") 
         raise TracingBenchError(f"{flag} {path} is a folder; give a file name (e.g. {path / 'out'})")
     existing, _ = _first_existing(target)
     if not existing.is_dir():
-        where = "is an existing file" if existing == path else f"is under {existing}, which is a file"
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
         raise TracingBenchError(f"{flag} {path} {where}, not a folder; choose another path or move that file")
     why = _probe_folder(existing)
     if why is not None:

@@ -496,7 +496,7 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
                                          or "DefaultCPUAllocator" in text)
     ):
         return TracingBenchError(
-            f"not enough memory to load {what} (dtype {dtype}, device {device}): {_first(e)}; use --dtype bfloat16 "
+            f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {_first(e)}; use --dtype bfloat16 "
             "or float16, a smaller batch, another device, or a machine with more memory"
         )
     if name == "SafetensorError" or "safetensors" in type(e).__module__:
@@ -522,7 +522,7 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
             f"{what}: transformers does not know its architecture ({_first(e)[:120]}); upgrade transformers "
             "(pip install -U transformers) or correct model_type in config.json"
         )
-    if "backend tokenizer" in text or "tokenizer" in text.lower() and isinstance(e, (OSError, ValueError)):
+    if isinstance(e, (OSError, ValueError)) and ("backend tokenizer" in text or "Can't load tokenizer" in text):
         return TracingBenchError(
             f"the tokenizer of {what} cannot be loaded ({_first(e)[:120]}); the folder needs tokenizer files "
             f"({', '.join(TOKENIZER_FILES[:3])}, ...) saved with tokenizer.save_pretrained"

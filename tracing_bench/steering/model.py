@@ -279,7 +279,6 @@ def _hidden_size(model: Any) -> int | None:
     return int(size) if size is not None else None
 
 
-
 # ------------------------------------------------------------- lm-eval's stock `steered` model
 def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None = None, *,
                           stock: bool = False) -> dict[str, dict[str, Any]]:

@@ -309,8 +309,16 @@ def resolve_series(model: str, revisions: str | list[str] | None = None) -> list
         A list of :class:`Checkpoint`.
 
     Raises:
-        TracingBenchError: missing folder, revisions given for a folder, malformed ranges.
+        TracingBenchError: missing folder, revisions given for a folder, an empty revision list
+            (``--revisions ""``), malformed ranges.
     """
+    text = None if revisions is None else (
+        revisions if isinstance(revisions, str) else ",".join(str(r) for r in revisions))
+    if text is not None and not text.replace(",", "").strip():
+        raise TracingBenchError(
+            f"--revisions {text!r} names no revision: give revisions such as step1000,step2000 or "
+            "ckpt_000:ckpt_359:10, or leave --revisions out (the default branch, or a folder's checkpoints)"
+        )
     if _is_folder_spec(model):
         folder = Path(model).expanduser()
         if not folder.is_dir():
@@ -318,7 +326,7 @@ def resolve_series(model: str, revisions: str | list[str] | None = None) -> list
                 f"checkpoint folder {model} does not exist: give an existing folder or a Hugging Face model id "
                 "like EleutherAI/pythia-160m"
             )
-        if revisions:
+        if text:
             raise TracingBenchError(
                 f"--revisions applies to hub model ids, but {model} is a local folder: drop --revisions "
                 "(a folder of sub-folders step0, step10, ... is a series by itself)"
@@ -326,9 +334,9 @@ def resolve_series(model: str, revisions: str | list[str] | None = None) -> list
         if (folder / "config.json").is_file():
             return [Checkpoint(str(folder.resolve()))]
         return _folder_series(folder)
-    if revisions is None or revisions == [] or revisions == "":
+    if text is None:
         return [Checkpoint(model)]
-    revs = parse_revisions(revisions if isinstance(revisions, str) else ",".join(revisions), model=model)
+    revs = parse_revisions(text, model=model)
     return [Checkpoint(model, r) for r in revs]
 
 
@@ -370,6 +378,172 @@ def _revision_error(ckpt: Checkpoint, err: Exception) -> TracingBenchError:
     )
 
 
+#: Files any one of which lets ``AutoTokenizer`` build a tokenizer from a folder.
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "sentencepiece.bpe.model",
+)
+#: Weight files ``from_pretrained`` reads (single file or sharded index).
+WEIGHT_FILES: tuple[str, ...] = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file is unusable (truncated, bad header), or ``None``; reads the header only."""
+    import json
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than the 8-byte header length"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"{size} bytes, but its header alone claims {n} bytes"
+            meta = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in meta.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"unreadable header ({type(e).__name__})"
+    expected = 8 + n + max(ends, default=0)
+    if expected != size:
+        return f"{size} bytes, expected {expected}" + (" (truncated)" if size < expected else "")
+    return None
+
+
+def check_model_folder(folder: str | os.PathLike, *, tokenizer: bool = True, flag: str = "checkpoint folder") -> None:
+    """Fail with one line, before any loading, on a model folder that cannot be loaded.
+
+    Checks ``config.json`` (present, JSON, an architecture this transformers knows), the weight
+    files (present; every ``.safetensors`` complete: header and data sizes agree), and, with
+    ``tokenizer=True``, that some tokenizer file is there.
+
+    Args:
+        folder: a folder saved with ``save_pretrained``.
+        tokenizer: also require tokenizer files (off when the tokenizer comes from elsewhere).
+        flag: how the message names the folder (``checkpoint folder``, ``--model_args pretrained=``).
+
+    Raises:
+        TracingBenchError: naming the file and the fix.
+    """
+    import json
+
+    folder = Path(folder).expanduser()
+    named = f"{flag}{folder}" if flag.endswith("=") else f"{flag} {folder}"
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise TracingBenchError(
+            f"{named} has no config.json; give a folder saved with save_pretrained (config, weights, tokenizer)"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TracingBenchError(f"{config_path} is not valid JSON ({type(e).__name__}); save the model again") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(model_type, str) and not config.get("auto_map"):
+        import transformers
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        if model_type not in CONFIG_MAPPING_NAMES:
+            raise TracingBenchError(
+                f"{config_path}: model_type {model_type!r} is an architecture transformers {transformers.__version__} "
+                "does not know; upgrade transformers (pip install -U transformers) or correct config.json"
+            )
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards and not any((folder / name).is_file() for name in WEIGHT_FILES) and not list(folder.glob("*.bin")):
+        raise TracingBenchError(
+            f"{named} has no weight files ({', '.join(WEIGHT_FILES[::2])}); "
+            "copy them in or save the model with save_pretrained"
+        )
+    for shard in shards:
+        why = _safetensors_problem(shard)
+        if why is not None:
+            raise TracingBenchError(
+                f"{shard} is incomplete or corrupt ({why}); download or copy it again (or save the model again)"
+            )
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES) \
+            and not list(folder.glob("*.tiktoken")):
+        raise TracingBenchError(
+            f"{named} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy them from the "
+            f"model it was trained from, or save them with tokenizer.save_pretrained('{folder}')"
+        )
+
+
+def _first(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", device: str = "auto",
+                        folder: str | os.PathLike | None = None) -> TracingBenchError | None:
+    """A one-line error for a model that failed to load, or ``None`` when the cause is not recognised.
+
+    Recognised: out of memory, truncated or corrupt weight files, weights that do not match
+    ``config.json``, an architecture transformers does not know, unusable tokenizer files.
+
+    Args:
+        e: the exception ``from_pretrained`` (or lm-eval) raised.
+        what: how to name the model (``checkpoint folder X``, ``X@rev``).
+        dtype, device: the settings used (named in the out-of-memory advice).
+        folder: the model's folder if local (to name the broken weight file).
+    """
+    import torch
+
+    text = str(e)
+    name = type(e).__name__
+    if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
+        isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text
+                                         or "DefaultCPUAllocator" in text)
+    ):
+        return TracingBenchError(
+            f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {_first(e)}; use --dtype bfloat16 "
+            "or float16, a smaller batch, another device, or a machine with more memory"
+        )
+    if name == "SafetensorError" or "safetensors" in type(e).__module__:
+        culprit = ""
+        if folder is not None:
+            for shard in sorted(Path(folder).glob("*.safetensors")):
+                why = _safetensors_problem(shard)
+                if why is not None:
+                    culprit = f"{shard} is incomplete or corrupt ({why})"
+                    break
+        return TracingBenchError(
+            (culprit or f"a weight file of {what} is incomplete or corrupt ({name}: {_first(e)})")
+            + "; download or copy it again (or save the model again)"
+        )
+    if isinstance(e, RuntimeError) and ("size mismatch" in text or "ignore_mismatched_sizes" in text):
+        return TracingBenchError(
+            f"the weights of {what} do not match its config.json (a tensor has another shape); "
+            "use the config.json saved with these weights"
+        )
+    if isinstance(e, (ValueError, KeyError)) and ("does not recognize this architecture" in text
+                                                  or "Unrecognized model" in text):
+        return TracingBenchError(
+            f"{what}: transformers does not know its architecture ({_first(e)[:120]}); upgrade transformers "
+            "(pip install -U transformers) or correct model_type in config.json"
+        )
+    if isinstance(e, (OSError, ValueError)) and ("backend tokenizer" in text or "Can't load tokenizer" in text):
+        return TracingBenchError(
+            f"the tokenizer of {what} cannot be loaded ({_first(e)[:120]}); the folder needs tokenizer files "
+            f"({', '.join(TOKENIZER_FILES[:3])}, ...) saved with tokenizer.save_pretrained"
+        )
+    return None
+
+
+def snapshot_folder(model: str, revision: str | None = None) -> Path | None:
+    """The local folder holding ``model`` (a folder as given, or its Hugging Face cache snapshot), or ``None``."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - not a repo id, no cache: nothing local to name
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def load_checkpoint(
     ckpt: Checkpoint, *, dtype: str = "auto", device: str = "auto"
 ) -> tuple[Any, Any]:
@@ -384,16 +558,20 @@ def load_checkpoint(
         ``(model, tokenizer)``; the model in eval mode on the device.
 
     Raises:
-        TracingBenchError: missing folder or a revision that cannot be found (listing the
-            revisions in the local cache).
+        TracingBenchError: a folder that cannot be loaded (:func:`check_model_folder`), a revision
+            that cannot be found (listing the revisions in the local cache), or a load that fails
+            (out of memory, corrupt weights, unknown architecture: :func:`describe_load_error`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     td = torch_dtype(dtype)
     dev = resolve_device(device)
-    if ckpt.is_local and not Path(ckpt.model).expanduser().is_dir():
-        raise TracingBenchError(f"checkpoint folder {ckpt.model} does not exist: check the path")
+    if ckpt.is_local:
+        if not Path(ckpt.model).expanduser().is_dir():
+            raise TracingBenchError(f"checkpoint folder {ckpt.model} does not exist: check the path")
+        check_model_folder(ckpt.model)
     kwargs: dict[str, Any] = {"revision": ckpt.revision} if ckpt.revision else {}
+    what = f"checkpoint folder {ckpt.model}" if ckpt.is_local else f"{ckpt.model}@{ckpt.revision or 'main'}"
     try:
         tokenizer = AutoTokenizer.from_pretrained(ckpt.model, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
@@ -401,7 +579,12 @@ def load_checkpoint(
         )
     except TracingBenchError:
         raise
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - every load failure becomes one line
+        known = describe_load_error(e, what, dtype=dtype, device=dev, folder=snapshot_folder(ckpt.model, ckpt.revision))
+        if known is not None:
+            raise known from e
+        if not isinstance(e, (OSError, ValueError, KeyError)):
+            raise
         if ckpt.is_local:
             raise TracingBenchError(
                 f"checkpoint folder {ckpt.model} could not be loaded ({type(e).__name__}: "

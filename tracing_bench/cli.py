@@ -8,6 +8,7 @@ commands so that ``--help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,14 +18,33 @@ from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_error(e: OSError) -> str:
+    """One line for a file-system error: the path, the reason, what to do."""
+    path = e.filename if e.filename is not None else None
+    reason = e.strerror or _one_line(str(e)) or type(e).__name__
+    where = f"{path}: " if path is not None else ""
+    return (f"{where}{reason} ({type(e).__name__}); check that the path exists and can be written "
+            "(free space, permissions), then run the same command again: finished work is kept")
+
+
 class _Group(click.Group):
-    """A click group that turns :class:`TracingBenchError` into one line and exit status 2."""
+    """A click group that turns errors into one line on stderr, never a traceback.
+
+    :class:`TracingBenchError` (bad input) and any :class:`OSError` (a path that cannot be read or
+    written, a full disk) exit with status 2; so does any other unexpected exception (a bug: its
+    traceback is shown with ``TRACING_BENCH_DEBUG=1``), so that status 1 keeps the one meaning
+    commands give it (``gate``: a measured regression). Ctrl-C exits with 130.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except TracingBenchError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(str(e))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo(
@@ -32,17 +52,39 @@ class _Group(click.Group):
                 err=True,
             )
             sys.exit(130)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except OSError as e:
+            if os.environ.get("TRACING_BENCH_DEBUG"):
+                raise
+            click.echo(f"error: {_os_error(e)}", err=True)
+            sys.exit(2)
+        except Exception as e:  # noqa: BLE001 - anything else is a bug: one line, exit 2
+            if os.environ.get("TRACING_BENCH_DEBUG"):
+                raise
+            click.echo(
+                f"error: unexpected {type(e).__name__}: {_one_line(str(e))[:300]} (a bug in tracing-bench or a "
+                "library it calls; run again with TRACING_BENCH_DEBUG=1 for the traceback and report it)",
+                err=True,
+            )
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tracing-bench")
-def main() -> None:
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show every library message (lm-eval's git probe, tokenizer warnings, repeats); "
+                   "by default known noise is silenced and each warning is shown once.")
+def main(verbose: bool) -> None:
     """Trace how a language model's trustworthiness forms during pre-training.
 
     Five dimensions (reliability, privacy, toxicity, fairness, robustness) scored through
     lm-evaluation-harness tasks (trust_*), probed layer by layer across checkpoints, and
     steered with vectors taken from pre-training checkpoints.
     """
+    from tracing_bench._logs import configure
+
+    click.get_current_context().call_on_close(configure(verbose))
 
 
 # --------------------------------------------------------------------------------------- data
@@ -159,7 +201,10 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
     kwargs: dict[str, object] = {"seed": seed, "save_at": _parse_steps(save_at), "threads": threads}
     if steps is not None:
         kwargs["steps"] = steps
+    from tracing_bench._io import check_writable
+
     config = PretrainConfig.fast(**kwargs) if fast else PretrainConfig(**kwargs)
+    check_writable(out_dir, flag="--out")
     reused = cached_run(config, out_dir) is not None
     t0 = time.perf_counter()
     folders = pretrain(config, out_dir, progress=not quiet)
@@ -212,7 +257,9 @@ def eval_cmd(ctx: click.Context) -> None:
     --tasks to `trust` and --output_path to `results`, and writes lm-eval's results_<date>.json
     into a folder named by model AND revision (read from --model_args), so checkpoints of one
     model never overwrite each other. Writes lm-eval's per-document logs (--log_samples, for
-    `gate --paired`) unless given --no_log_samples. Example:
+    `gate --paired`) unless given --no_log_samples. Before lm-eval starts, the output folder, a
+    model folder and (--model steered / trust-steered) the steer_path file are checked; the
+    steering file is read with torch.load(weights_only=True), never unpickled. Example:
 
     \b
     tracing-bench eval --model hf --limit 50 \\
@@ -367,9 +414,14 @@ def steer_extract(ctx: click.Context, model: str, revision: str | None, dimensio
                   coefficient: float, protocol: str, seed: int, batch_size: int, dtype: str, device: str,
                   cache_dir: Path | None, data_csv: Path | None, preset: str | None, out: Path) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
+    from tracing_bench._io import check_outputs
+    from tracing_bench.harvest import default_cache_dir
     from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
 
     _check_preset(ctx, preset_settings(preset), preset, scale=scale, protocol=protocol)
+    if out.suffix not in (".pt", ".pth"):
+        raise TracingBenchError(f"--out {out} must end in .pt or .pth (lm-eval's steered model reads only those)")
+    check_outputs([(out, "--out", "file"), (cache_dir or default_cache_dir(), "--cache-dir", "folder")])
     vec = extract_from_checkpoint(model, revision=revision, dimension=dimension, layer=layer, scale=scale,
                                   coefficient=coefficient, protocol=protocol, seed=seed, dtype=dtype, device=device,
                                   batch_size=batch_size, cache_dir=cache_dir, data=data_csv,
@@ -480,7 +532,13 @@ def steer_correlate(ctx: click.Context, model: str, revisions: str | None, targe
                         scale=scale, probes=probes, tasks=task_list, limit=limit, batch_size=batch_size, seed=seed,
                         positions=positions, dtype=dtype, device=device, cache_dir=cache_dir, n_boot=n_boot,
                         data=data_csv, preset=preset)
-    click.echo(f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] over {len(res.rows)} checkpoints")
+    if res.undefined:
+        click.echo(f"Pearson r is undefined over {len(res.rows)} checkpoints: {res.undefined}")
+    elif res.ci_note:
+        click.echo(f"Pearson r = {res.r:.3f} over {len(res.rows)} checkpoints; no bootstrap interval: {res.ci_note}")
+    else:
+        click.echo(f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] "
+                   f"over {len(res.rows)} checkpoints")
     click.echo("\n".join(str(p) for p in res.files))
 
 
@@ -493,12 +551,17 @@ def steer_correlate(ctx: click.Context, model: str, revisions: str | None, targe
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
 def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None) -> None:
     """One row per (model, revision, steering) from lm-eval results files or folders (searched recursively)."""
-    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, write_text
+    from tracing_bench._io import check_writable
+    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags, write_text
 
+    if out is not None:
+        check_writable(out, flag="--out", kind="file")
     board = build_leaderboard(results, latest=latest)
     text = format_leaderboard(board, fmt, sort=sort)  # type: ignore[arg-type]
     for p in board.dropped:
         click.echo(f"--latest: left out the older {p}", err=True)
+    for flag in nan_flags(board):
+        click.echo(f"warning: {flag}", err=True)
     if out is None:
         click.echo(text, nl=False)
     else:
@@ -512,19 +575,31 @@ def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, lates
 @click.option("--z", "z", type=float, default=2.0, show_default=True, help="z threshold of the significance test.")
 @click.option("--tasks", default=None, help="Comma-separated tasks/groups to compare (default: all of the baseline's).")
 @click.option("--paired", is_flag=True, help="Paired test on lm-eval per-sample logs (samples_*.jsonl, --log_samples).")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Compare runs that scored different documents (e.g. another --limit), task versions or data "
+                   "files; each mismatch is noted. Without it they are refused (exit 2).")
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON verdict here.")
 @click.pass_context
 def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float, z: float, tasks: str | None,
-             paired: bool, json_out: Path | None) -> None:
-    """Fail (exit 1) when a task got significantly worse than the baseline; exit 2 on bad input."""
+             paired: bool, allow_mismatch: bool, json_out: Path | None) -> None:
+    """Exit 0: no regression; 1: a task got significantly worse than the baseline; 2: anything else.
+
+    2 covers bad input (unreadable or malformed results, a missing task, NaN scores), runs that
+    scored different documents or task versions (unless --allow-mismatch), and an unwritable
+    --json-out, so CI can tell a measured regression from a broken job.
+    """
+    from tracing_bench._io import check_writable, dumps_json
     from tracing_bench.compare.gate import format_verdict, gate
     from tracing_bench.compare.leaderboard import write_text
 
-    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    verdict = gate(baseline, current, max_drop=max_drop, z=z, tasks=task_list, paired=paired)
-    click.echo(format_verdict(verdict))
     if json_out is not None:
-        write_text(json.dumps(verdict.to_json(), indent=2) + "\n", json_out)
+        check_writable(json_out, flag="--json-out", kind="file")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    verdict = gate(baseline, current, max_drop=max_drop, z=z, tasks=task_list, paired=paired,
+                   allow_mismatch=allow_mismatch)
+    if json_out is not None:
+        write_text(dumps_json(verdict.to_json(), indent=2) + "\n", json_out)
+    click.echo(format_verdict(verdict))
     if not verdict.passed:
         ctx.exit(1)
 
@@ -535,8 +610,10 @@ def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float,
 @click.option("--title", default="tracing-bench report", show_default=True)
 def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
     """One self-contained offline HTML page of what trace, steer sweep/correlate and lm-eval wrote in DIRS."""
+    from tracing_bench._io import check_writable
     from tracing_bench.report.html import build_report
 
+    check_writable(out, flag="--out", kind="file")
     click.echo(str(build_report(dirs, out, title=title)))
 
 
@@ -544,15 +621,17 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
               help="Output folder (checkpoints, activation cache, trace, steering, results, report.html).")
-@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (about a minute).")
+@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (a few minutes on a CPU; see bench/BENCH.md).")
 @click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 50; 20 with --fast].")
 @click.option("--dimension", default="auto", show_default=True,
               help="Dimension to steer; auto = the one the probes say the model learned most.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int) -> None:
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
+    from tracing_bench._io import check_writable
     from tracing_bench.demo import DemoSettings, run_demo
 
+    check_writable(out, flag="--out")
     settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else (20 if fast else 50), dimension=dimension,
                             max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512)
     result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))

@@ -248,6 +248,16 @@ class DimensionData:
             "subsampled_from": self.subsampled_from,
         }
 
+    @property
+    def key_name(self) -> str:
+        """The name part files and cache keys use: a bundled dimension's name, or for a CSV
+        ``csv-<file stem>-<md5 prefix>`` (from the content, so two files named alike never share
+        results, and no CSV can take a bundled dimension's place, whatever it is called)."""
+        if self.dimension is not None:
+            return self.name
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.stem)[:40] or "data"
+        return f"csv-{stem}-{self.md5[:12]}"
+
     def subsample(self, n: int, seed: int = 0) -> DimensionData:
         """A seeded subsample of about ``n`` statements that keeps the splits and their groups.
 
@@ -769,21 +779,69 @@ def load_dimension(
 
 
 def resolve_dimensions(spec: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Parse ``all`` / a comma list / a list of names or CSV paths into a validated list."""
+    """Parse ``all`` / a comma list / a list of names or CSV paths into a validated list.
+
+    Raises:
+        TracingBenchError: unknown name, nothing given, or the same dimension or file twice.
+    """
     if spec is None or spec == "all" or spec == ["all"]:
         return list(DIMENSIONS)
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     out: list[str] = []
+    seen: dict[str, str] = {}
     for item in (i.strip() for i in items):
         if not item:
             continue
-        resolve(item)
+        _, path, _ = resolve(item)
+        key = str(path.expanduser().resolve())
+        if key in seen:
+            raise TracingBenchError(
+                f"--dimensions names {item} twice" + (f" (as {seen[key]} and {item})" if seen[key] != item else "")
+                + "; give each dimension or file once"
+            )
+        seen[key] = item
         out.append(item)
     if not out:
         raise TracingBenchError(
             f"no dimension given: use 'all' or a comma list of {', '.join(DIMENSIONS)}"
         )
     return out
+
+
+def display_names(items: list[str]) -> list[str]:
+    """Readable, distinct, file-name-safe names for the ``dimension`` column of one command.
+
+    A bundled dimension keeps its name. A CSV is named by its file stem (``data`` for
+    ``e1/data.csv``) unless that stem is a bundled dimension's name or another item's name; then
+    by the shortest end of its path, joined with ``-``, that is unique and not a bundled name
+    (``e1-data`` and ``e2-data``; ``e3-privacy`` for ``e3/privacy.csv`` traced with ``privacy``).
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_``.
+
+    Args:
+        items: dimension names and CSV paths, as :func:`resolve_dimensions` returns them.
+
+    Returns:
+        one name per item, all distinct.
+
+    >>> display_names(["privacy", "e1/data.csv", "e2/data.csv", "e3/privacy.csv"])
+    ['privacy', 'e1-data', 'e2-data', 'e3-privacy']
+    """
+    resolved = [resolve(i) for i in items]
+    parts = {i: [re.sub(r"[^A-Za-z0-9._-]+", "_", x) or "_" for x in Path(p).expanduser().resolve().with_suffix("").parts]
+             for i, (_, p, d) in enumerate(resolved) if d is None}
+    depth = {i: 1 for i in parts}
+
+    def name(i: int) -> str:
+        return "-".join(parts[i][-depth[i]:]) if i in parts else resolved[i][0]
+
+    while True:
+        names = [name(i) for i in range(len(items))]
+        clash = [i for i in parts if names[i] in DIMENSIONS or names.count(names[i]) > 1]
+        grow = [i for i in clash if depth[i] < len(parts[i])]
+        if not grow:
+            return names
+        for i in grow:
+            depth[i] += 1
 
 
 QUESTIONS_FILE = DATA_DIR / "truthfulqa_test.csv"

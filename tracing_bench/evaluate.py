@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import re
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracing_bench._io import check_writable, dumps_json
+from tracing_bench.checkpoints import describe_load_error, snapshot_folder
 from tracing_bench.errors import TracingBenchError
 
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
 #: lm-eval model types that load ``pretrained`` with transformers (checked before the run).
 HF_MODEL_TYPES = frozenset({"hf", "hf-auto", "huggingface", "steered", "trust-steered", "trust-hf"})
+#: lm-eval model types that read a steering file (validated with ``weights_only=True`` first).
+STEERED_MODEL_TYPES = frozenset({"steered", "trust-steered"})
 
 
 @dataclass
@@ -142,34 +147,51 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
             )
         pretrained = model_type
     revision = str(model_args["revision"]) if model_args.get("revision") else None
-    if hf_like:
-        _check_model(pretrained, revision)
     output = getattr(args, "output_path", None) or DEFAULT_OUTPUT
     if str(output).endswith(".json"):
         raise TracingBenchError(
             f"--output_path {output}: give a folder; results go to <folder>/<model>@<revision>/"
         )
     folder = run_folder(output, pretrained, revision)
+    check_writable(folder, flag="--output_path")  # before any model is loaded
+    if hf_like:
+        _check_model(pretrained, revision, tokenizer=not model_args.get("tokenizer"))
+    if model_type in STEERED_MODEL_TYPES:
+        _check_steering(model_type, model_args, pretrained, revision)
+    include = [p for p in (getattr(args, "include_path", None) or "").split(os.pathsep) if p]
+    include.append(str(TASKS_DIR))
+    specs = [t for spec in args.tasks for t in str(spec).split(",") if t]
+    need_defaults = not _all_known(specs, include)
+    _check_fewshot(getattr(args, "num_fewshot", None), specs, include, need_defaults)
     folder.mkdir(parents=True, exist_ok=True)
     # A path ending in .json makes lm-eval write <folder>/results_<date>.json (no model sub-folder).
     args.output_path = str(folder / "results.json")
-    include = [p for p in (getattr(args, "include_path", None) or "").split(os.pathsep) if p]
-    include.append(str(TASKS_DIR))
     args.include_path = include
-    specs = [t for spec in args.tasks for t in str(spec).split(",") if t]
-    need_defaults = not _all_known(specs, include)
+
+    from tracing_bench._logs import quiet_lm_eval
+    from tracing_bench.steering.model import safe_stock_steered
 
     before = set(folder.glob("results_*.json"))
-    with _task_index(include_defaults=need_defaults):
+    safe = safe_stock_steered() if model_type == "steered" else contextlib.nullcontext()
+    with _task_index(include_defaults=need_defaults), quiet_lm_eval(), safe:
         try:
             args.func(args)
         except TracingBenchError:
             raise
-        except (OSError, ValueError, KeyError, ImportError) as e:
+        except Exception as e:  # noqa: BLE001 - a failed run is one line (the traceback with TRACING_BENCH_DEBUG=1)
             if os.environ.get("TRACING_BENCH_DEBUG"):
                 raise
-            raise TracingBenchError(f"lm-eval failed: {_first_line(e)} (set TRACING_BENCH_DEBUG=1 "
-                                    "for the traceback)") from e
+            known = describe_load_error(e, pretrained + (f"@{revision}" if revision else ""),
+                                        dtype=str(model_args.get("dtype", "auto")),
+                                        device=str(getattr(args, "device", None) or "auto"),
+                                        folder=snapshot_folder(pretrained, revision))
+            if known is not None:
+                raise known from e
+            if isinstance(e, (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError,
+                              pickle.UnpicklingError)):
+                raise TracingBenchError(f"lm-eval failed: {_first_line(e)} (set TRACING_BENCH_DEBUG=1 "
+                                        "for the traceback)") from e
+            raise
     if _process_rank() > 0:
         return None  # lm-eval gathered this process's scores on rank 0, which writes the results
     new = sorted(set(folder.glob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
@@ -245,13 +267,23 @@ def _parse(argv: list[str]):
     return cli._parser.parse_args(["run", *argv])
 
 
-def _check_model(pretrained: str, revision: str | None) -> None:
-    """Fail early, without network, on a missing model folder or an uncached offline hub model."""
+def _check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True) -> None:
+    """Fail early, without network, on a model folder that cannot be loaded or an uncached offline hub model.
+
+    A folder is checked by :func:`tracing_bench.checkpoints.check_model_folder` (config.json,
+    complete weight files, tokenizer files unless ``tokenizer=False``).
+    """
+    from tracing_bench.checkpoints import check_model_folder
     from tracing_bench.tasks.common import _offline
 
     path = Path(pretrained).expanduser()
-    if path.exists():
+    if path.is_dir():
+        check_model_folder(path, tokenizer=tokenizer, flag="--model_args pretrained=")
         return
+    if path.exists():
+        raise TracingBenchError(
+            f"--model_args pretrained={pretrained} is a file; give a Hugging Face model id or the folder of a saved model"
+        )
     if pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1:
         raise TracingBenchError(
             f"--model_args pretrained={pretrained}: no such folder; give a Hugging Face model id "
@@ -271,6 +303,85 @@ def _check_model(pretrained: str, revision: str | None) -> None:
                 + " is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1); "
                 "download it first or unset HF_HUB_OFFLINE"
             )
+
+
+def _check_steering(model_type: str, model_args: Mapping[str, Any], pretrained: str, revision: str | None) -> None:
+    """Validate ``steer_path`` with the ``weights_only=True`` loader before lm-eval sees it.
+
+    lm-eval's stock ``steered`` model would unpickle the file (``weights_only=False``), running any
+    code in it; here the file is read safely and checked against the model's architecture
+    (hookpoints, hidden size) first, for ``steered`` and ``trust-steered`` alike, and the stock
+    model then runs inside :func:`tracing_bench.steering.model.safe_stock_steered`.
+    """
+    from tracing_bench.steering.model import check_steer_file_fits
+
+    steer_path = model_args.get("steer_path")
+    if not steer_path:
+        raise TracingBenchError(
+            f"--model {model_type} needs a steering file: --model_args pretrained={pretrained or 'MODEL'},"
+            "steer_path=vector.pt (from `tracing-bench steer extract`)"
+        )
+    steer_path = str(steer_path)
+    if model_type == "steered" and steer_path.endswith(".csv"):
+        return  # lm-eval's sparse-coder CSV: read with pandas, no pickle
+    if model_type == "steered" and not steer_path.endswith((".pt", ".pth")):
+        raise TracingBenchError(
+            f"steer_path={steer_path}: lm-eval's steered model reads .pt / .pth files (or a sparse-coder .csv)"
+        )
+    check_steer_file_fits(steer_path, pretrained, revision, stock=model_type == "steered")
+
+
+def _leaf_configs(manager: Any, names: list[str], seen: set[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Task name -> indexed YAML config (includes resolved) of every task that ``names`` select."""
+    from lm_eval.tasks._index import Kind
+
+    seen = set() if seen is None else seen
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        entry = manager.task_index.get(name)
+        if entry is None:
+            continue
+        if entry.kind == Kind.GROUP:
+            members: list[str] = []
+            for item in (entry.cfg or {}).get("task") or []:
+                if isinstance(item, str):
+                    members.append(item)
+                elif isinstance(item, dict) and isinstance(item.get("task"), str):
+                    if "num_fewshot" in item:
+                        out[item["task"]] = item
+                    else:
+                        members.append(item["task"])
+            out.update(_leaf_configs(manager, members, seen))
+        elif entry.kind == Kind.TAG:
+            out.update(_leaf_configs(manager, sorted(entry.tags), seen))
+        else:
+            out[name] = dict(entry.cfg or {})
+    return out
+
+
+def _check_fewshot(num_fewshot: int | None, specs: list[str], include: list[str], include_defaults: bool) -> None:
+    """Refuse ``--num_fewshot N`` for tasks that lm-eval would silently run 0-shot.
+
+    lm-eval ignores ``--num_fewshot`` for a task whose YAML fixes ``num_fewshot: 0`` and only
+    says so at INFO level, while the results header shows N; refusing is the honest answer.
+    """
+    if not num_fewshot:
+        return
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include, include_defaults=include_defaults)
+    names = [n for s in specs for n in (manager.match_tasks([s]) or [s])]
+    fixed = sorted(t for t, cfg in _leaf_configs(manager, names).items() if cfg.get("num_fewshot") == 0)
+    if fixed:
+        shown = ", ".join(fixed[:6]) + (f" and {len(fixed) - 6} more" if len(fixed) > 6 else "")
+        raise TracingBenchError(
+            f"--num_fewshot {num_fewshot}: {shown} run 0-shot by design (num_fewshot: 0 in the task's YAML), so "
+            "lm-eval would ignore the option while the results header says it was used; drop --num_fewshot "
+            "or leave these tasks out"
+        )
 
 
 def _all_known(specs: list[str], include: list[str]) -> bool:
@@ -355,7 +466,7 @@ def _write_provenance(folder: Path, results_file: Path, results: dict[str, Any],
     }
     target = folder / f"tracing_bench_{date}.json"
     tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(dumps_json(record, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, target)
 
 
@@ -439,6 +550,7 @@ def eval_series(
             "and --revisions r1,r2,..."
         )
     ckpts = resolve_series(pretrained, revisions)
+    check_writable(getattr(args, "output_path", None) or DEFAULT_OUTPUT, flag="--output_path")
     if len(ckpts) == 1 and not revisions:
         raise TracingBenchError(
             f"eval-series needs several revisions: add --revisions (e.g. --revisions step1000,step2000) or give "

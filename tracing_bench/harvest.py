@@ -177,9 +177,13 @@ def harvest(
     ids: list[list[int]] = tokenizer(list(statements), add_special_tokens=True, **kw)["input_ids"]
     empty = [i for i, x in enumerate(ids) if len(x) == 0]
     if empty:
-        raise TracingBenchError(
-            f"statement {empty[0]} ({statements[empty[0]]!r}) has no tokens: remove empty statements"
-        )
+        first = statements[empty[0]]
+        if first.strip():
+            raise TracingBenchError(
+                f"the tokenizer turned statement {empty[0]} ({first[:60]!r}) into no tokens: its files are missing "
+                "or broken; save the model's own tokenizer with tokenizer.save_pretrained into the model folder"
+            )
+        raise TracingBenchError(f"statement {empty[0]} ({first!r}) has no tokens: remove empty statements")
     order = sorted(range(n), key=lambda i: -len(ids[i]))
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
@@ -304,7 +308,7 @@ def activation_spec(
         "model": model,
         "revision": checkpoint.revision,
         "folder_fingerprint": fingerprint,
-        "dimension": data.name,
+        "dimension": data.key_name,
         "dataset_md5": data.md5,
         "protocol": data.protocol,
         "statements_sha256": _statements_sha256(data.statements),

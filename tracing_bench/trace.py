@@ -51,7 +51,7 @@ import numpy as np
 
 from tracing_bench import __version__
 from tracing_bench._io import atomic_write_text as _atomic_write_text
-from tracing_bench._io import pack_bits
+from tracing_bench._io import check_outputs, pack_bits
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
 
@@ -198,7 +198,11 @@ def _standardise(a: np.ndarray) -> np.ndarray:
 
 
 def part_path(out: Path, settings: TraceSettings, ckpt: Checkpoint, dimension: str) -> Path:
-    """Where the result of one (checkpoint, dimension) pair is stored."""
+    """Where the result of one (checkpoint, dimension) pair is stored.
+
+    ``dimension`` is :attr:`tracing_bench.dimensions.DimensionData.key_name`: a bundled name, or
+    ``csv-<stem>-<md5>`` for a CSV, so that files named alike never share a part.
+    """
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", dimension)
     return Path(out) / "parts" / settings.key() / checkpoint_slug(ckpt) / f"{name}.json"
 
@@ -277,7 +281,7 @@ def trace_checkpoint(
     from tracing_bench.harvest import cached_activations, lookup_activations
 
     out = Path(out)
-    paths = [part_path(out, settings, checkpoint, d.name) for d in datas]
+    paths = [part_path(out, settings, checkpoint, d.key_name) for d in datas]
     todo = [(d, p) for d, p in zip(datas, paths) if _read_part(p, d.md5) is None]
     if bar is not None:
         bar.update(len(datas) - len(todo))
@@ -555,7 +559,9 @@ def trace(
     Raises:
         TracingBenchError: bad input (one line).
     """
-    from tracing_bench.dimensions import load_dimension, resolve_dimensions
+    from dataclasses import replace
+
+    from tracing_bench.dimensions import display_names, load_dimension, resolve_dimensions
 
     from tracing_bench.executors import ExecutorSettings, import_ray, run_checkpoints
 
@@ -574,6 +580,7 @@ def trace(
     if isinstance(layers, str) and layers != "all":
         parse_layers(layers, 10**9)  # syntax only; the range is checked against the model
     from tracing_bench.checkpoints import resolve_device, torch_dtype
+    from tracing_bench.harvest import default_cache_dir
 
     torch_dtype(dtype)
     resolve_device(device)
@@ -592,7 +599,8 @@ def trace(
     if protocol == "reference":  # the released code: one statement per forward, a float32 model
         batch_size = 1
         dtype = "float32" if dtype == "auto" else dtype
-    datas = [load_dimension(d, protocol=protocol, seed=seed) for d in dims]
+    check_outputs([(out, "--out", "folder"), (cache_dir or default_cache_dir(), "--cache-dir", "folder")])
+    datas = [replace(load_dimension(d, protocol=protocol, seed=seed), name=n) for d, n in zip(dims, display_names(dims))]
     if max_statements is not None:
         datas = [d.subsample(int(max_statements), seed=seed) for d in datas]
     settings = TraceSettings(
@@ -648,7 +656,7 @@ def merge(
     for ci, ckpt in enumerate(ckpts):
         commits = set()
         for di, data in enumerate(datas):
-            path = part_path(out, settings, ckpt, data.name)
+            path = part_path(out, settings, ckpt, data.key_name)
             part = _read_part(path, data.md5)
             if part is None:
                 raise TracingBenchError(
@@ -656,10 +664,11 @@ def merge(
                 )
             parts[data.name].append(part)
             commits.add(part["activations"].get("resolved_commit"))
-            probe_rows += [{**r, "_order": (ci, di)} for r in part["probes"]]
+            # the dimension column is this run's name (a CSV's name depends on what it is traced with)
+            probe_rows += [{**r, "dimension": data.name, "_order": (ci, di)} for r in part["probes"]]
             if "reference" in part:
                 reference_fits.append({"checkpoint": ckpt.label, "dimension": data.name, **part["reference"]})
-            mi_rows += [{**r, "_order": (ci, di)} for r in part["mi"]]
+            mi_rows += [{**r, "dimension": data.name, "_order": (ci, di)} for r in part["mi"]]
         ckpt_info.append({
             "model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label,
             "resolved_commit": next((c for c in sorted(commits, key=str) if c), None),

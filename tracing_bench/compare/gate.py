@@ -22,8 +22,10 @@ documents, which is most of a score's stderr, so it detects far smaller drops (m
 combines later) and groups fall back to the two-sample test, and the verdict says so.
 
 Bad input (unreadable file, a folder with several results files, a task missing from a file,
-mismatched task versions, NaN scores, missing per-sample logs with ``paired``) raises
-:class:`~tracing_bench.errors.TracingBenchError` naming each problem (CLI: exit 2).
+NaN scores, missing per-sample logs with ``paired``) raises
+:class:`~tracing_bench.errors.TracingBenchError` naming each problem (CLI: exit 2). So do two
+runs that did not score the same thing (task versions, number of documents, the documents
+themselves, dataset md5) unless ``allow_mismatch=True``, which compares them anyway and notes it.
 
 >>> verdict = gate("baseline/results.json", "results/model@step2000", max_drop=0.02, z=2.0, paired=True)
 >>> verdict.regressions, verdict.fired
@@ -109,7 +111,7 @@ class GateVerdict:
         return not self.regressions
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON verdict (finite numbers; inf written as a string)."""
+        """The JSON verdict (valid JSON: inf written as a string, NaN as null)."""
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
@@ -209,13 +211,76 @@ def _z_test(b: TaskScore, c: TaskScore, drop: float) -> tuple[float, str]:
     note = "" if b.stderr is not None and c.stderr is not None else "no stderr in a file: decided by the drop alone"
     spread = math.sqrt(se_b**2 + se_c**2)
     if spread == 0:
+        note = note or "both stderrs are 0: decided by the drop alone"
         return (math.inf if drop > 0 else (-math.inf if drop < 0 else 0.0)), note
     return drop / spread, note
 
 
+def _doc_keys(f: ResultsFile, task: str) -> tuple[str, set[Any]] | None:
+    """The documents a run scored for ``task``, from its samples log: ``("doc_hash", {...})`` when
+    lm-eval recorded document hashes, else ``("doc_id", {...})``; ``None`` without a log."""
+    path = f.samples_file(task)
+    if path is None:
+        return None
+    hashes: set[Any] = set()
+    ids: set[Any] = set()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if isinstance(row, dict):
+                    if row.get("doc_hash") is not None:
+                        hashes.add(row["doc_hash"])
+                    if row.get("doc_id") is not None:
+                        ids.add(row["doc_id"])
+    except (OSError, ValueError) as e:
+        raise TracingBenchError(f"{path}: not a readable lm-eval samples log ({type(e).__name__}); "
+                                "give lm-eval's samples_*.jsonl or remove it") from None
+    return ("doc_hash", hashes) if hashes else ("doc_id", ids)
+
+
+def _dataset_md5(f: ResultsFile, task: str) -> str | None:
+    """The dataset md5 `tracing-bench eval` recorded for ``task`` next to the results file, if any."""
+    stamp = f.path.stem[len("results_"):] if f.path.stem.startswith("results_") else ""
+    side = f.path.parent / f"tracing_bench_{stamp}.json"
+    try:
+        entry = (json.loads(side.read_text(encoding="utf-8")).get("datasets") or {}).get(task) or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return entry.get("dataset_md5") if isinstance(entry, dict) else None
+
+
+def _mismatches(name: str, bs: TaskScore, cs: TaskScore, base: ResultsFile, cur: ResultsFile) -> list[str]:
+    """Why two scores of one task do not measure the same thing (versions, documents, data)."""
+    out: list[str] = []
+    if bs.version != cs.version:
+        out.append(f"task {name} version differs: baseline {bs.version}, current {cs.version}")
+    if bs.n is not None and cs.n is not None and bs.n != cs.n:
+        out.append(f"task {name} scored {bs.n} documents in the baseline but {cs.n} in the current run "
+                   "(different --limit?)")
+    elif not bs.is_group:
+        kb, kc = _doc_keys(base, name), _doc_keys(cur, name)
+        if kb is not None and kc is not None and kb[0] == kc[0] and kb[1] != kc[1]:
+            only_b, only_c = len(kb[1] - kc[1]), len(kc[1] - kb[1])
+            out.append(f"task {name} scored different documents ({only_b} only in the baseline, {only_c} only in "
+                       f"the current run, by {kb[0]} in the samples logs)")
+    mb, mc = _dataset_md5(base, name), _dataset_md5(cur, name)
+    if mb and mc and mb != mc:
+        out.append(f"task {name} read different data files (dataset md5 {mb[:8]} vs {mc[:8]})")
+    return out
+
+
 def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: float = 0.02, z: float = 2.0,
-         tasks: Sequence[str] | None = None, paired: bool = False) -> GateVerdict:
+         tasks: Sequence[str] | None = None, paired: bool = False, allow_mismatch: bool = False) -> GateVerdict:
     """Compare the current results with the baseline, task by task.
+
+    The two runs must have scored the same thing: the same task versions, the same number of
+    documents (lm-eval's ``n-samples``), the same documents where both samples logs exist
+    (``doc_hash``, else ``doc_id``) and the same dataset md5 where `tracing-bench eval` recorded
+    it; otherwise the gate refuses (a different ``--limit`` is not a regression).
+    ``allow_mismatch=True`` compares anyway and writes each mismatch into the task's note.
 
     Args:
         baseline: a results file, or a folder with exactly one.
@@ -224,12 +289,14 @@ def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: f
         z: z threshold of the significance test.
         tasks: tasks/groups to compare; default every task and group of the baseline.
         paired: paired test on per-sample scores (needs ``--log_samples`` logs).
+        allow_mismatch: compare runs of different task versions or document sets (noted).
 
     Returns:
         the :class:`GateVerdict`.
 
     Raises:
-        TracingBenchError: bad input, each problem named.
+        TracingBenchError: bad input, each problem named: a missing task, a NaN score, a
+            different headline metric, and (without ``allow_mismatch``) a mismatch.
     """
     if not max_drop >= 0:
         raise TracingBenchError(f"--max-drop {max_drop} must be >= 0 (absolute drop in the metric's units, e.g. 0.02)")
@@ -241,37 +308,47 @@ def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: f
     if not names:
         raise TracingBenchError(f"{base.path}: no task scores; give lm-eval results with at least one task")
     problems: list[str] = []
+    mismatch: dict[str, list[str]] = {}
     for name in names:
         for f, role in ((base, "baseline"), (cur, "current")):
             if name not in f.scores:
                 have = ", ".join(f.scores) or "none"
                 problems.append(f"task {name} missing from {role} {f.path} (it has: {have})")
             elif math.isnan(f.scores[name].value):
-                problems.append(f"task {name} is NaN in {role} {f.path}")
+                problems.append(f"task {name} is NaN in {role} {f.path} (lm-eval could not compute it)")
         if name in base.scores and name in cur.scores:
             bs, cs = base.scores[name], cur.scores[name]
-            if bs.version != cs.version:
-                problems.append(f"task {name} version differs: baseline {bs.version}, current {cs.version}")
             if bs.metric != cs.metric:
                 problems.append(f"task {name} headline metric differs: baseline {bs.metric}, current {cs.metric}")
+            mismatch[name] = _mismatches(name, bs, cs, base, cur)
+            if not allow_mismatch:
+                problems += mismatch[name]
     if problems:
-        raise TracingBenchError("; ".join(problems) + "; compare runs of the same tasks and versions")
+        hint = ("; compare runs of the same tasks, versions and documents (same --limit), or pass --allow-mismatch"
+                if any(mismatch.values()) and not allow_mismatch else "; compare runs of the same tasks and versions")
+        raise TracingBenchError("; ".join(problems) + hint)
     verdicts: list[TaskVerdict] = []
     for name in names:
-        verdicts.append(_compare(base, cur, base.scores[name], cur.scores[name], max_drop=max_drop, z=z, paired=paired))
+        notes = [f"--allow-mismatch: {m}" for m in mismatch.get(name, [])]
+        verdicts.append(_compare(base, cur, base.scores[name], cur.scores[name], max_drop=max_drop, z=z, paired=paired,
+                                 notes=notes))
         bp, cp = base.metric(name, P_TRUST), cur.metric(name, P_TRUST)
         if bp is not None and cp is not None and P_TRUST != base.scores[name].metric:
-            verdicts.append(_compare(base, cur, bp, cp, max_drop=max_drop, z=z, paired=paired))
+            verdicts.append(_compare(base, cur, bp, cp, max_drop=max_drop, z=z, paired=paired, notes=notes))
     regressions = list(dict.fromkeys(v.task for v in verdicts if v.regression))
     return GateVerdict(
         tasks=verdicts, regressions=regressions, baseline=base.path, current=cur.path,
-        settings={"max_drop": max_drop, "z": z, "paired": paired, "tasks": list(names)},
+        settings={"max_drop": max_drop, "z": z, "paired": paired, "allow_mismatch": allow_mismatch,
+                  "tasks": list(names)},
     )
 
 
 def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *, max_drop: float, z: float,
-             paired: bool) -> TaskVerdict:
-    """The verdict on one task and metric: paired on the sample logs when asked and possible, else z."""
+             paired: bool, notes: list[str] | None = None) -> TaskVerdict:
+    """The verdict on one task and metric: paired on the sample logs when asked and possible, else z.
+
+    ``notes`` (e.g. the mismatches ``--allow-mismatch`` let through) lead the verdict's note.
+    """
     name = b.task
     sign = 1.0 if b.higher_is_better else -1.0
     drop = sign * (b.value - c.value)
@@ -301,6 +378,7 @@ def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *,
     if test == "z" and not math.isnan(drop):
         stat, z_note = _z_test(b, c, drop)
         note = "; ".join(x for x in (note, z_note) if x)
+    note = "; ".join([*(notes or []), *([note] if note else [])])
     beyond = drop > max_drop + 1e-12
     regression = bool(beyond and stat > z)
     text = ("REGRESSION" if regression else "worse (not significant)" if beyond

@@ -347,6 +347,11 @@ def _columns(files: Sequence[ResultsFile]) -> list[str]:
     return tasks + groups
 
 
+def _row_order(f: ResultsFile) -> tuple[Any, ...]:
+    """Model, then step as a number (``step4`` before ``step32``; no step last), revision, steering."""
+    return (f.model, f.step is None, f.step if f.step is not None else 0, f.revision, f.steering != "none", f.steering)
+
+
 def build_leaderboard(paths: Iterable[str | os.PathLike], *, latest: bool = False) -> Leaderboard:
     """Read results files (folders searched recursively) into one row per (model, revision, steering).
 
@@ -355,7 +360,8 @@ def build_leaderboard(paths: Iterable[str | os.PathLike], *, latest: bool = Fals
         latest: when two files give the same row, keep the newer instead of failing.
 
     Returns:
-        the :class:`Leaderboard`, rows in file-discovery order.
+        the :class:`Leaderboard`, rows ordered by model, then step number (``step4`` before
+        ``step32``), then revision and steering (unsteered first).
 
     Raises:
         TracingBenchError: a path is missing or unreadable, or two files give one row without ``latest``.
@@ -375,7 +381,7 @@ def build_leaderboard(paths: Iterable[str | os.PathLike], *, latest: bool = Fals
         newer, older = (f, other) if (f.date, f.path.name) >= (other.date, other.path.name) else (other, f)
         rows[f.key] = newer
         dropped.append(older.path)
-    kept = list(rows.values())
+    kept = sorted(rows.values(), key=_row_order)
     columns = _columns(kept)
     hib: dict[str, bool] = {}
     for f in kept:
@@ -388,25 +394,43 @@ def build_leaderboard(paths: Iterable[str | os.PathLike], *, latest: bool = Fals
 # ----------------------------------------------------------------------------------- writing
 def records(board: Leaderboard) -> list[dict[str, Any]]:
     """Flat dicts, one per row: model, revision, step, steering, label, <col>, <col>_stderr,
-    <col>_p_trust, <col>_p_trust_stderr (for the columns in ``board.p_trust``), source.
+    <col>_p_trust, <col>_p_trust_stderr (for the columns in ``board.p_trust``), nan, source.
 
-    Missing tasks and NaN scores are ``None``.
+    A task the file does not have is ``None``; a score the file holds as NaN (lm-eval could not
+    compute it) stays ``nan`` and is named in the row's ``nan`` list, so that it is shown as NaN
+    and flagged, never mistaken for a missing task.
     """
     out = []
     for f in board.rows:
         rec: dict[str, Any] = {"model": f.model, "revision": f.revision, "step": f.step, "steering": f.steering,
                                "label": f.label}
+        nan: list[str] = []
         for col in board.columns:
             s = f.scores.get(col)
-            rec[col] = None if s is None or math.isnan(s.value) else s.value
+            rec[col] = None if s is None else s.value
+            if s is not None and math.isnan(s.value):
+                nan.append(col)
             rec[f"{col}_stderr"] = None if s is None else s.stderr
             if col in board.p_trust:
                 p = f.metric(col, P_TRUST)
-                rec[f"{col}_{P_TRUST}"] = None if p is None or math.isnan(p.value) else p.value
+                rec[f"{col}_{P_TRUST}"] = None if p is None else p.value
+                if p is not None and math.isnan(p.value):
+                    nan.append(f"{col}_{P_TRUST}")
                 rec[f"{col}_{P_TRUST}_stderr"] = None if p is None else p.stderr
+        rec["nan"] = nan
         rec["source"] = str(f.path)
         out.append(rec)
     return out
+
+
+def nan_flags(board: Leaderboard) -> list[str]:
+    """One line per row with NaN scores: which columns, which file."""
+    return [f"NaN score in {', '.join(r['nan'])} for {r['label']} ({r['source']}): lm-eval could not compute it; "
+            "check that run's log and samples" for r in records(board) if r["nan"]]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def sort_records(recs: list[dict[str, Any]], board: Leaderboard, column: str | None) -> list[dict[str, Any]]:
@@ -426,12 +450,14 @@ def sort_records(recs: list[dict[str, Any]], board: Leaderboard, column: str | N
     if column in plain:
         return sorted(recs, key=lambda r: (r[column] is None, r[column] if r[column] is not None else 0))
     sign = -1.0 if column in p_trust or board.higher_is_better.get(column, True) else 1.0
-    return sorted(recs, key=lambda r: (r[column] is None, sign * (r[column] or 0.0)))
+    return sorted(recs, key=lambda r: (_missing(r[column]), sign * (0.0 if _missing(r[column]) else r[column])))
 
 
 def _cell(value: float | None, stderr: float | None) -> str:
     if value is None:
         return "–"
+    if math.isnan(value):
+        return "NaN ⚠"
     return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
 
 
@@ -467,13 +493,17 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
         raise TracingBenchError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
     recs = sort_records(records(board), board, sort)
     fixed = ["model", "revision", "step", "steering"]
+    flags = nan_flags(board)
     if fmt == "json":
+        from tracing_bench._io import dumps_json
+
         meta = {c: {"higher_is_better": board.higher_is_better.get(c, True),
                     "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None),
                     P_TRUST: c in board.p_trust}
                 for c in board.columns}
-        return json.dumps({"columns": meta, "rows": recs, "dropped": [str(p) for p in board.dropped]}, indent=2,
-                          allow_nan=False)
+        # NaN scores are null here and named in each row's "nan" list (valid JSON, never a bare NaN)
+        return dumps_json({"columns": meta, "rows": recs, "dropped": [str(p) for p in board.dropped],
+                           "flags": flags}, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
         names = fixed + [x for c in board.columns for x in (
@@ -481,7 +511,8 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
         )] + ["source"]
         w = csv.DictWriter(buf, names, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
-        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in recs)
+        w.writerows({k: ("" if v is None else "NaN" if isinstance(v, float) and math.isnan(v) else v)
+                     for k, v in r.items()} for r in recs)
         return buf.getvalue()
     shown = _shown(board)
     heads = fixed + [h for h, _ in shown]
@@ -490,17 +521,16 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     if fmt == "md":
         lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
         lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+        lines += ["", *(f"⚠ {flag}" for flag in flags)] if flags else []
         return "\n".join(lines) + "\n"
     rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in body)
+    notes = "".join(f'<p class="note">⚠ {html.escape(flag)}</p>\n' for flag in flags)
     return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
-            + "</tr></thead>\n<tbody>\n" + rows_html + "</tbody>\n</table>\n")
+            + "</tr></thead>\n<tbody>\n" + rows_html + "</tbody>\n</table>\n" + notes)
 
 
 def write_text(text: str, out: str | os.PathLike) -> Path:
-    """Write atomically (tmp file in the same folder, then os.replace)."""
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write atomically (tmp file in the same folder, then os.replace); no temporary file is left on failure."""
+    from tracing_bench._io import atomic_write_text
+
+    return atomic_write_text(out, text)

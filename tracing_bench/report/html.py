@@ -368,13 +368,20 @@ def _correlate_section(folder: Path, figdir: Path) -> str:
     return "".join(parts)
 
 
-def _dataset_md5s(f: Any) -> list[str]:
-    """Per task, the dataset md5 that the trust tasks put in every document (read from the first
-    line of lm-eval's samples log); else lm-eval's own hash of the task's documents."""
+def _dataset_md5s(f: Any, sidecar: Any = None) -> list[str]:
+    """Per task, the dataset md5: from the provenance file `tracing-bench eval` writes next to the
+    results (``tracing_bench_<date>.json``), else from the first line of lm-eval's samples log
+    (the trust tasks put it in every document), else lm-eval's own hash of the task's documents."""
     out = []
     hashes = f.data.get("task_hashes") if isinstance(f.data.get("task_hashes"), Mapping) else {}
+    recorded = sidecar.get("datasets") if isinstance(sidecar, Mapping) else None
+    recorded = recorded if isinstance(recorded, Mapping) else {}
     for task, score in f.scores.items():
         if score.is_group:
+            continue
+        entry = recorded.get(task)
+        if isinstance(entry, Mapping) and entry.get("dataset_md5"):
+            out.append(f"{task}: {entry['dataset_md5']}")
             continue
         md5 = ""
         samples = f.samples_file(task)
@@ -415,7 +422,7 @@ def _leaderboard_section(results: list[Path], figdir: Path) -> str:
         if side.is_file():
             sidecar = _read_json(side)
         cfg = f.data.get("config") if isinstance(f.data.get("config"), Mapping) else {}
-        md5s = _dataset_md5s(f)
+        md5s = _dataset_md5s(f, sidecar)
         prov_rows.append([
             f.path, f.model, f.revision, (sidecar or {}).get("commit") or cfg.get("model_sha") or "",
             f.steering, ", ".join(f"{t}={v}" for t, v in (f.data.get("versions") or {}).items()),

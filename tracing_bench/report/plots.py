@@ -289,20 +289,25 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
     import numpy as np
 
     columns = dict(columns or {d: f"trust_{d}" for d in DIMENSION_ORDER})
-    dims = [d for d, c in columns.items() if any(not math.isnan(_num(r.get(c))) for r in rows)]
+    # an axis stays when some row has the column, even as NaN: a NaN score is shown (a gap in the
+    # polygon, "NaN" on the axis label), never dropped silently
+    dims = [d for d, c in columns.items() if any(r.get(c) is not None for r in rows)]
     if len(dims) < 3:
         return None
+    nan_dims = {d for d in dims if any(r.get(columns[d]) is not None and math.isnan(_num(r.get(columns[d])))
+                                       for r in rows)}
     plt = _plt()
     angles = np.linspace(0, 2 * np.pi, len(dims), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"polar": True})
     for r in rows:
         vals = [_num(r.get(columns[d])) for d in dims]
-        vals_plot = [0.0 if math.isnan(v) else v for v in vals]
-        ax.plot(angles + angles[:1], vals_plot + vals_plot[:1], marker="o", label=str(r.get("label", "")))
-        ax.fill(angles + angles[:1], vals_plot + vals_plot[:1], alpha=0.08)
+        ax.plot(angles + angles[:1], vals + vals[:1], marker="o", label=str(r.get("label", "")))
+        if not any(math.isnan(v) for v in vals):
+            ax.fill(angles + angles[:1], vals + vals[:1], alpha=0.08)
     ax.set_xticks(angles)
-    ax.set_xticklabels([(labels or {}).get(d, d) for d in dims], fontsize=9)
-    top = max([_num(r.get(columns[d])) for r in rows for d in dims if not math.isnan(_num(r.get(columns[d])))])
+    ax.set_xticklabels([(labels or {}).get(d, d) + ("\n(NaN ⚠)" if d in nan_dims else "") for d in dims], fontsize=9)
+    finite = [_num(r.get(columns[d])) for r in rows for d in dims if not math.isnan(_num(r.get(columns[d])))]
+    top = max(finite, default=1.0)
     ax.set_ylim(0, 1 if top <= 1 else top * 1.05)
     ax.set_title("trust dimensions per model (task headline metric)", fontsize=10, pad=18)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1)

@@ -90,14 +90,39 @@ def _probe_from_csv(path: Path, model: str, revision: str | None, dimension: str
     return None
 
 
+def undefined_reason(x: np.ndarray, y: np.ndarray) -> tuple[str, str]:
+    """Why Pearson r, or its bootstrap interval, is undefined: ``(r_reason, interval_reason)``; ``""`` = defined.
+
+    >>> undefined_reason(np.array([0.6, 0.7]), np.array([0.0, 0.0]))[0]
+    'the steering benefit is 0 at every checkpoint (a constant has no correlation)'
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2:
+        return f"it needs at least 2 checkpoints, got {len(x)}", ""
+    if np.std(x) == 0:
+        return f"probe accuracy is {x[0]:g} at every checkpoint (a constant has no correlation)", ""
+    if np.std(y) == 0:
+        return f"the steering benefit is {y[0]:g} at every checkpoint (a constant has no correlation)", ""
+    if len(x) < 3:
+        return "", f"a bootstrap interval needs at least 3 checkpoints, got {len(x)}"
+    return "", ""
+
+
 @dataclass
 class CorrelateResult:
-    """Rows of ``correlate.csv``, Pearson r and its interval, files written."""
+    """Rows of ``correlate.csv``, Pearson r and its interval, files written.
+
+    Attributes:
+        undefined: why r is undefined (NaN), or ``""``.
+        ci_note: why the interval is undefined while r is defined, or ``""``.
+    """
 
     rows: list[dict[str, Any]]
     r: float
     ci: tuple[float, float]
     files: list[Path]
+    undefined: str = ""
+    ci_note: str = ""
 
 
 def run_correlate(model: str, revisions: str | list[str] | None, target: str, dimension: str, layer: int,
@@ -141,7 +166,10 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
     task = f"trust_{dimension}"
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from tracing_bench._io import check_outputs
+    from tracing_bench.harvest import default_cache_dir
+
+    check_outputs([(out, "--out", "folder"), (cache_dir or default_cache_dir(), "--cache-dir", "folder")])
     probes_path = Path(probes) if probes else None
     if probes_path is not None and not probes_path.is_file():
         raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
@@ -153,6 +181,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     protocol = fixed.get("protocol", "paper")
     source_dtype = "float32" if protocol == "reference" and dtype == "auto" else dtype
     data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol)
+    out.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(target, revision=target_revision, tasks=tasks or [task], limit=limit, batch_size=batch_size,
                     seed=seed, dtype=target_dtype, device=device, positions=positions, lambada="off")
     base_scores, _, _ = scorer.evaluate(None)
@@ -185,8 +214,11 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         steered = next(s.score for s in scores if s.task == task)
         rows.append({"model": ckpt.model, "revision": ckpt.revision or "", "step": "" if ckpt.step is None else ckpt.step,
                      "dimension": dimension, "layer": layer, "probe_acc": acc, "benefit": steered - base})
-    r, ci = pearson_bootstrap(np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows]),
-                              n_boot=n_boot, seed=seed)
+    xs, ys = np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows])
+    r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=seed)
+    undefined, ci_note = undefined_reason(xs, ys)
+    if not undefined and not ci_note and not all(map(np.isfinite, ci)):
+        ci_note = "every bootstrap resample had a constant column"
     from tracing_bench import __version__
 
     summary = {"pearson_r": r, "ci95": list(ci), "n": len(rows), "n_boot": n_boot, "source": model,
@@ -198,12 +230,13 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                    "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
                    if protocol == "reference" else "computed: logistic on probe_train, test acc"),
                "dataset_md5": data_.md5, "data": str(data) if data is not None else None, "package_version": __version__,
-               "note": "r is undefined (NaN) with fewer than 3 checkpoints or constant columns"}
+               "r_undefined_reason": undefined or None, "ci_undefined_reason": ci_note or None,
+               "note": "pearson_r and ci95 are null where undefined; the reasons say why"}
     files = [write_csv(rows, out / "correlate.csv", CORRELATE_COLUMNS), write_json(summary, out / "correlate.json")]
     from tracing_bench.report.steer_plots import plot_correlate
 
     files.append(plot_correlate(out / "correlate.csv", out / "correlate.png", r=r, ci=ci))
-    return CorrelateResult(rows, r, ci, files)
+    return CorrelateResult(rows, r, ci, files, undefined=undefined, ci_note=ci_note)
 
 
 def _safe(text: str) -> str:

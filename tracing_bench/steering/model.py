@@ -46,6 +46,10 @@ holds ``steering`` = path, file sha256, per-hookpoint vector sha256, alpha, posi
 
 from __future__ import annotations
 
+import contextlib
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -56,7 +60,13 @@ from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.parallel import DataParallelMixin
-from tracing_bench.steering.vector import file_sha256, load_steer_file, preset_settings, vector_sha256
+from tracing_bench.steering.vector import (
+    file_sha256,
+    load_steer_file,
+    preset_settings,
+    unpickling_refused,
+    vector_sha256,
+)
 
 Positions = Literal["all", "last"]
 POSITIONS: tuple[str, ...] = ("all", "last")
@@ -139,7 +149,11 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
             if alpha != alpha or alpha in (float("inf"), float("-inf")):
                 raise TracingBenchError(f"alpha={alpha!r} is not finite; pass a finite number")
         steer_path = str(steer_path)
-        config = load_steer_file(steer_path)  # validate before the (slow) model load
+        # validate before the (slow) model load: file, hookpoints and hidden size from config.json
+        if isinstance(pretrained, (str, Path)):
+            config = check_steer_file_fits(steer_path, str(pretrained), kwargs.get("revision"))
+        else:
+            config = load_steer_file(steer_path)
         # SteeredModel.__init__ would torch.load(weights_only=False); initialise HFLM directly.
         HFLM.__init__(self, pretrained=pretrained, device=device, **kwargs)
         self._init_data_parallel()  # rank / world size under `accelerate launch` on CPU too
@@ -166,20 +180,8 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
             "hookpoints": {},
         }
         for hookpoint, entry in config.items():
-            if hookpoint not in modules:
-                blocks = [n for n in modules if n.count(".") == 1 and n.rsplit(".", 1)[1].isdigit()]
-                hint = f"{blocks[0]} .. {blocks[-1]}" if blocks else "none found"
-                raise TracingBenchError(
-                    f"{steer_path}: hookpoint {hookpoint!r} is not a module of {type(self.model).__name__}"
-                    f" (blocks relative to model.base_model: {hint}); extract the vector for this architecture"
-                    " or re-save it with the right hookpoint"
-                )
+            _check_entry(steer_path, hookpoint, entry, modules, hidden, type(self.model).__name__)
             vec = entry["steering_vector"].detach()
-            if hidden is not None and vec.shape[0] != hidden:
-                raise TracingBenchError(
-                    f"{steer_path}: steering_vector for {hookpoint!r} has {vec.shape[0]} dimensions but the model's "
-                    f"hidden size is {hidden}; extract the vector from a checkpoint of the same architecture"
-                )
             coef = float(entry.get("steering_coefficient", 1.0)) if alpha is None else alpha
             self.hook_to_steer[hookpoint] = _AddHook(self, vec, coef)
             self._steering_info["hookpoints"][hookpoint] = {
@@ -301,3 +303,95 @@ def _hidden_size(model: Any) -> int | None:
     size = getattr(config, "hidden_size", None)
     return int(size) if size is not None else None
 
+
+# ------------------------------------------------------------- lm-eval's stock `steered` model
+def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None = None, *,
+                          stock: bool = False) -> dict[str, dict[str, Any]]:
+    """Validate a steering file against a model's architecture, without loading its weights.
+
+    The file is read with ``weights_only=True`` (:func:`tracing_bench.steering.vector.load_steer_file`);
+    every hookpoint must be a module of ``model.base_model`` and every whole-residual vector must
+    have the model's hidden size. The architecture is built from ``config.json`` on the ``meta``
+    device (no memory, no weights).
+
+    Args:
+        steer_path: the ``.pt`` file.
+        pretrained: model id or folder.
+        revision: hub revision.
+        stock: the file is for lm-eval's stock ``steered`` model (``clamp``, ``bias`` and
+            ``head_index`` are allowed; ``trust-steered`` supports ``add`` only).
+
+    Returns:
+        the file's content.
+
+    Raises:
+        TracingBenchError: one line naming the file and what does not fit.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = load_steer_file(steer_path, stock=stock)
+    try:
+        model_config = AutoConfig.from_pretrained(pretrained, **({"revision": revision} if revision else {}))
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(model_config)
+    except Exception:  # noqa: BLE001 - the model load itself reports an unusable model
+        return config
+    modules = dict(skeleton.base_model.named_modules())
+    hidden = _hidden_size(skeleton)
+    for hookpoint, entry in config.items():
+        _check_entry(steer_path, hookpoint, entry, modules, hidden, type(skeleton).__name__)
+    return config
+
+
+def _check_entry(steer_path: str, hookpoint: str, entry: dict[str, Any], modules: dict[str, Any],
+                 hidden: int | None, arch: str) -> None:
+    if hookpoint not in modules:
+        blocks = [n for n in modules if n.count(".") == 1 and n.rsplit(".", 1)[1].isdigit()]
+        hint = f"{blocks[0]} .. {blocks[-1]}" if blocks else "none found"
+        raise TracingBenchError(
+            f"{steer_path}: hookpoint {hookpoint!r} is not a module of {arch}"
+            f" (blocks relative to model.base_model: {hint}); extract the vector for this architecture"
+            " or re-save it with the right hookpoint"
+        )
+    vec = entry["steering_vector"]
+    if hidden is not None and entry.get("head_index") is None and vec.shape[-1] != hidden:
+        raise TracingBenchError(
+            f"{steer_path}: steering_vector for {hookpoint!r} has {vec.shape[-1]} dimensions but the model's "
+            f"hidden size is {hidden}; extract the vector from a checkpoint of the same architecture"
+        )
+
+
+class _WeightsOnlyTorch:
+    """``torch`` as lm-eval's ``hf_steered`` module sees it, except that ``load`` never unpickles code."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    @staticmethod
+    def load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        kwargs.setdefault("map_location", "cpu")
+        try:
+            return torch.load(f, *args, **kwargs)
+        except pickle.UnpicklingError as e:
+            raise unpickling_refused(Path(getattr(f, "name", str(f))), e) from None
+
+
+@contextlib.contextmanager
+def safe_stock_steered() -> Iterator[None]:
+    """Within the block, lm-eval's stock ``steered`` model reads its file with ``weights_only=True``.
+
+    The stock model calls ``torch.load(f, weights_only=False)``, which runs any code pickled into
+    the file. Inside this block its module sees a ``torch`` whose ``load`` forces
+    ``weights_only=True``; everything else (hooks, ``add``/``clamp``, casting) is lm-eval's own
+    code, so scores are those of the stock model. ``tracing-bench eval --model steered`` runs
+    lm-eval inside it.
+    """
+    import lm_eval.models.hf_steered as hf_steered
+
+    original = hf_steered.torch
+    hf_steered.torch = _WeightsOnlyTorch()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        hf_steered.torch = original

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench._io import atomic_write_text as _atomic_text
+from tracing_bench._io import check_outputs, dumps_json
 from tracing_bench.errors import TracingBenchError
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
@@ -309,9 +309,16 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     positions, dtype = _apply_preset(preset_settings(preset), preset, positions, dtype)
     if positions not in ("all", "last"):
         raise TracingBenchError(f"--positions {positions!r} is not valid; use all or last")
+    bad = [a for a in alphas if not math.isfinite(float(a))]
+    if bad:
+        raise TracingBenchError(f"--alphas holds {', '.join(map(str, bad))}: every coefficient must be a finite number")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from tracing_bench.harvest import default_cache_dir
+
+    check_outputs([(out, "--out", "folder"),
+                   (cache_dir or default_cache_dir() if layers else None, "--cache-dir", "folder")])
     SteeringVector.load(vector)  # validate early
+    out.mkdir(parents=True, exist_ok=True)
     per_layer = vectors_for_layers(vector, layers, out, cache_dir=cache_dir, device=device)
     scorer = Scorer(model, revision=revision, tasks=tasks, limit=limit, batch_size=batch_size, seed=seed,
                     dtype=dtype, device=device, positions=positions, lambada=lambada)
@@ -426,5 +433,5 @@ def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike, columns: tupl
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically."""
-    return _atomic_text(Path(path), json.dumps(obj, indent=2, default=str) + "\n")
+    """Write valid JSON atomically (NaN and inf as ``null``, never a bare ``NaN``)."""
+    return _atomic_text(Path(path), dumps_json(obj, indent=2, default=str) + "\n")

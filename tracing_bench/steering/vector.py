@@ -241,11 +241,28 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def load_steer_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+def unpickling_refused(path: Path, err: BaseException) -> TracingBenchError:
+    """The one-line error for a file that ``torch.load(weights_only=True)`` refuses."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return TracingBenchError(
+        f"{path} cannot be loaded with torch.load(weights_only=True) ({first[:120]}); it holds "
+        "pickled objects besides tensors and numbers, which tracing-bench refuses to run; re-save it "
+        "as {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}} "
+        "(e.g. with `tracing-bench steer extract`)"
+    )
+
+
+def load_steer_file(path: str | os.PathLike, *, stock: bool = False) -> dict[str, dict[str, Any]]:
     """Load and validate an lm-eval ``steered`` .pt file with ``weights_only=True``.
+
+    Nothing pickled in the file is ever run: ``torch.load(weights_only=True)`` only rebuilds
+    tensors, numbers, strings and containers, and refuses anything else.
 
     Args:
         path: the file.
+        stock: validate for lm-eval's stock ``steered`` model, which also supports the ``clamp``
+            action, ``bias`` and ``head_index``; by default only what ``trust-steered`` supports
+            (``add`` of a whole-residual vector).
 
     Returns:
         ``{hookpoint: {"steering_vector": Tensor, "steering_coefficient": float, "action": "add",
@@ -253,7 +270,7 @@ def load_steer_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
     Raises:
         TracingBenchError: missing file, a file that needs ``weights_only=False``, a malformed
-            entry, an action other than ``add``, NaN/inf in a vector.
+            entry, an unsupported action, NaN/inf in a vector.
     """
     path = Path(path)
     if not path.is_file():
@@ -261,13 +278,7 @@ def load_steer_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     try:
         config = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise TracingBenchError(
-            f"{path} cannot be loaded with torch.load(weights_only=True) ({first[:120]}); it holds "
-            "pickled objects besides tensors and numbers, which tracing-bench refuses to run; re-save it "
-            "as {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}} "
-            "(e.g. with `tracing-bench steer extract`)"
-        ) from None
+        raise unpickling_refused(path, e) from None
     except Exception as e:  # noqa: BLE001 - any other reason the file is not a torch file
         raise TracingBenchError(
             f"{path} is not a readable torch file ({type(e).__name__}); expected lm-eval's steered .pt format"
@@ -277,19 +288,21 @@ def load_steer_file(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
             f"{path} holds a {type(config).__name__}, not a non-empty dict {{hookpoint: {{'steering_vector': ...}}}}"
             " (lm-eval's steered format)"
         )
+    actions = ("add", "clamp") if stock else ("add",)
     for hookpoint, entry in config.items():
         if not isinstance(entry, dict) or not isinstance(entry.get("steering_vector"), Tensor):
             raise TracingBenchError(
                 f"{path}: entry {hookpoint!r} has no tensor 'steering_vector'; "
                 "expected {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}}"
             )
-        action = entry.get("action", "add")
-        if action != "add":
+        action = entry.get("action", "add") if not stock else entry.get("action")
+        if action not in actions:
             raise TracingBenchError(
-                f"{path}: entry {hookpoint!r} has action {action!r}; trust-steered supports only 'add' "
-                "(use lm-eval's stock `steered` model for 'clamp')"
+                f"{path}: entry {hookpoint!r} has action {action!r}; "
+                + ("lm-eval's steered model supports 'add' and 'clamp'" if stock else
+                   "trust-steered supports only 'add' (use lm-eval's stock `steered` model for 'clamp')")
             )
-        if entry.get("head_index") is not None or entry.get("bias") is not None:
+        if not stock and (entry.get("head_index") is not None or entry.get("bias") is not None):
             raise TracingBenchError(
                 f"{path}: entry {hookpoint!r} sets head_index or bias; trust-steered adds whole-residual "
                 "vectors only (set both to None)"

@@ -34,6 +34,7 @@ themselves, dataset md5) unless ``allow_mismatch=True``, which compares them any
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence

@@ -7,6 +7,7 @@ commands so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -43,6 +44,34 @@ def main() -> None:
     lm-evaluation-harness tasks (trust_*), probed layer by layer across checkpoints, and
     steered with vectors taken from pre-training checkpoints.
     """
+
+
+def _threads_option(wrap: bool = True):
+    """``--threads N``: CPU threads (torch and BLAS) for the work; by default the cores idle now.
+
+    With ``wrap`` the command body runs inside :func:`tracing_bench.threads.use_threads`;
+    without, the command receives ``threads`` (validated) and passes it on.
+    """
+    option = click.option(
+        "--threads", default=None, metavar="N",
+        help="CPU threads for torch and BLAS [default: the cores idle now, measured; 1 when another job "
+             "keeps the other core busy].",
+    )
+
+    def deco(f):
+        if not wrap:
+            return option(f)
+
+        @functools.wraps(f)
+        def run(*args, threads: str | None = None, **kwargs):
+            from tracing_bench.threads import check_threads, use_threads
+
+            with use_threads(check_threads(threads)):
+                return f(*args, **kwargs)
+
+        return option(run)
+
+    return deco
 
 
 # --------------------------------------------------------------------------------------- data
@@ -193,6 +222,7 @@ def tasks_path() -> None:
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]},
 )
 @click.pass_context
+@_threads_option()
 def eval_cmd(ctx: click.Context) -> None:
     """Run `lm_eval run` with the trust tasks; results in OUT/<model>@<revision>/.
 
@@ -221,6 +251,7 @@ def eval_cmd(ctx: click.Context) -> None:
               help="Hub revisions with ranges (as trace); omit when pretrained= is a folder of checkpoint sub-folders.")
 @_executor_options
 @click.pass_context
+@_threads_option()
 def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ray_address: str | None,
                     gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
     """`tracing-bench eval` at every revision: one run (a Ray task with --executor ray) per revision.
@@ -271,12 +302,15 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
               help="Estimate MI on N probe-train statements (seeded); nHSIC costs grow as N^3.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @_executor_options
+@_threads_option(wrap=False)
 def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
               max_statements: int | None, mi_subsample: int | None, out: Path, executor: str,
-              ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
+              ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int,
+              threads: str | None) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, figures."""
+    from tracing_bench.threads import check_threads
     from tracing_bench.trace import trace
 
     result = trace(
@@ -285,6 +319,7 @@ def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, p
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
         max_statements=max_statements, mi_subsample=mi_subsample, executor=executor, ray_address=ray_address,
         gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries,
+        threads=check_threads(threads),
     )
     for note in result["notes"]:
         click.echo(note, err=True)
@@ -337,6 +372,7 @@ def steer() -> None:
 @click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's mean).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json).")
+@_threads_option()
 def steer_extract(model: str, revision: str | None, dimension: str, layer: int, scale: str, coefficient: float,
                   protocol: str, seed: int, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
                   data_csv: Path | None, out: Path) -> None:
@@ -382,6 +418,7 @@ def _eval_options(f):
               help="auto: also guard with lm-eval lambada_openai when its data are cached locally.")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@_threads_option()
 def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | None, alphas: str, max_ppl_increase: float,
                 lambada: str, tasks: str, limit: float | None, batch_size: int, seed: int, positions: str, dtype: str,
                 device: str, cache_dir: Path | None, out: Path) -> None:
@@ -416,6 +453,7 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
               help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@_threads_option()
 def steer_correlate(model: str, revisions: str | None, target: str, target_revision: str | None, dimension: str,
                     layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int, data_csv: Path | None, tasks: str,
                     limit: float | None, batch_size: int, seed: int, positions: str, dtype: str, device: str,
@@ -497,11 +535,14 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
 @click.option("--dimension", default="auto", show_default=True,
               help="Dimension to steer; auto = the one the probes say the model learned most.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int) -> None:
+@_threads_option(wrap=False)
+def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int, threads: str | None) -> None:
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
     from tracing_bench.demo import DemoSettings, run_demo
+    from tracing_bench.threads import check_threads
 
     settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else (20 if fast else 50), dimension=dimension,
-                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512)
+                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512,
+                            threads=check_threads(threads))
     result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
     click.echo(result["summary"])

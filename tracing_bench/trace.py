@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import re
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tracing_bench import __version__
 from tracing_bench._io import atomic_write_text as _atomic_write_text
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.threads import check_threads, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,9 @@ class TraceSettings:
         mi_subsample: estimate MI on a seeded subsample of this many probe-train statements
             (the nHSIC cost grows as m^3); ``None``: all of them.
         series_name: the ``model`` column (the ``--model`` argument as given).
+        threads: CPU threads (torch and BLAS) for each checkpoint's work; ``None``: the cores
+            idle when the checkpoint starts (:func:`tracing_bench.threads.default_threads`).
+            Does not change the numbers, so it is not part of :meth:`key`.
     """
 
     dimensions: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness", "robustness")
@@ -105,6 +110,7 @@ class TraceSettings:
     max_statements: int | None = None
     mi_subsample: int | None = None
     series_name: str = ""
+    threads: int | None = None
 
     def key(self) -> str:
         """Hash of the settings that change the numbers (not batch size, device, cache)."""
@@ -269,6 +275,8 @@ def trace_checkpoint(
     estimate_mi = _estimate_mi() if settings.mi else None
     model = tokenizer = None
     commit: str | None = None
+    threads = ExitStack()  # threads chosen per checkpoint: the load may have changed since the last
+    threads.enter_context(use_threads(settings.threads))
     try:
         for data, path in todo:
             if bar is not None:
@@ -291,6 +299,7 @@ def trace_checkpoint(
             if bar is not None:
                 bar.update(1)
     finally:
+        threads.close()
         del model, tokenizer
     if settings.delete_checkpoints and not checkpoint.is_local:
         delete_from_hf_cache(checkpoint, commit)
@@ -429,6 +438,7 @@ def trace(
     gpus_per_task: float = 0,
     cpus_per_task: float = 1,
     max_retries: int = 3,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Trace a checkpoint series; resumable (see the module docstring).
 
@@ -454,6 +464,8 @@ def trace(
         executor, ray_address, gpus_per_task, cpus_per_task, max_retries: where each checkpoint
             runs: ``local`` (this process) or ``ray`` (one Ray task per checkpoint; see
             :mod:`tracing_bench.executors`).
+        threads: CPU threads (torch and BLAS) per checkpoint; ``None``: the idle cores, measured
+            when each checkpoint starts (a Ray worker is capped by its ``cpus_per_task``).
 
     Returns:
         ``{"probes_csv", "mi_csv", "trace_json", "figures", "notes", "checkpoints"}``.
@@ -501,6 +513,7 @@ def trace(
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
         max_statements=int(max_statements) if max_statements is not None else None,
         mi_subsample=int(mi_subsample) if mi_subsample is not None else None, series_name=model,
+        threads=check_threads(threads),
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

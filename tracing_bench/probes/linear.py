@@ -67,6 +67,9 @@ PROBES: tuple[str, ...] = ("logistic", "mass_mean")
 PROTOCOLS: tuple[str, ...] = ("paper", "reference")
 # keep about this many bytes of activations per batched chunk of layers
 _CHUNK_BYTES = 1 << 30
+# on the CPU, products with the activations loop over layers through numpy's BLAS (False: the
+# batched torch products used on other devices; the tests use it to check that path on a CPU)
+_CPU_LOOP = True
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +180,10 @@ def _init_theta(init: LogisticFit, n_layers: int, d: int, dev: torch.device) -> 
     return torch.nan_to_num(theta, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _cpu_loop(x: Tensor) -> bool:
+    return x.device.type == "cpu" and _CPU_LOOP
+
+
 def _matvec(x: Tensor, w: Tensor, live: list[int] | None, rows: list[np.ndarray] | None = None) -> Tensor:
     """x [L, n, d] times w [L, d] -> [L, n] in x's dtype (rows of layers not in ``live``: 0).
 
@@ -224,7 +231,7 @@ class _Problem:
         self.reg = 1.0 / (C * self.n)
         self.fit_intercept = fit_intercept
         # CPU: the layers still iterating (finished ones cost no pass); else batched products
-        self.live: list[int] | None = list(range(x.shape[0])) if x.device.type == "cpu" else None
+        self.live: list[int] | None = list(range(x.shape[0])) if _cpu_loop(x) else None
         self.rows = list(x.numpy()) if self.live is not None else None  # per-layer views, made once
         self.cols = [a.T for a in self.rows] if self.rows is not None else None
 
@@ -631,7 +638,7 @@ def _standardise_(x: Tensor) -> tuple[Tensor, Tensor]:
     """
     mean = x.mean(1, keepdim=True)
     x.sub_(mean)
-    if x.device.type == "cpu":
+    if _cpu_loop(x):
         ssq = torch.from_numpy(np.stack([np.einsum("ij,ij->j", a, a) for a in x.numpy()]))
     else:
         ssq = torch.stack([(a * a).sum(0) for a in x.unbind(0)])
@@ -643,7 +650,7 @@ def _standardise_(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def _batched_mv(x: Tensor, w: Tensor) -> Tensor:
     """x [L, n, d] times w [L, d] -> [L, n] in x's dtype (a loop of mv on the CPU)."""
-    return _matvec(x, w, list(range(x.shape[0])) if x.device.type == "cpu" else None)
+    return _matvec(x, w, list(range(x.shape[0])) if _cpu_loop(x) else None)
 
 
 def _auroc(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -814,7 +821,7 @@ def _mass_mean(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     one = torch.ones(pos.shape, dtype=torch.float64, device=x.device)
     a = torch.where(pos, one / max(n1, 1), 0.0)
     c = torch.where(pos, 0.0, one / max(n0, 1))
-    live = list(range(x.shape[0])) if x.device.type == "cpu" else None
+    live = list(range(x.shape[0])) if _cpu_loop(x) else None
     v = torch.stack([a - c, a + c]).to(x.dtype)  # mu1 - mu0, mu1 + mu0
     diff = _rmatvec(x, v[0].expand(x.shape[0], -1), live)
     total = _rmatvec(x, v[1].expand(x.shape[0], -1), live)

@@ -62,6 +62,13 @@ _CUDA_CHUNK_BYTES = 2 * 1024**3
 _JITTERS = (1e-12, 1e-10, 1e-8)
 # column block of the triangular solves with a triangular right-hand side
 _BLOCK = 512
+# on the CPU, dense linear algebra through numpy / scipy (OpenBLAS), one layer at a time (False:
+# the batched torch path used on other devices; the tests use it to check that path on a CPU)
+_CPU_LAPACK = True
+
+
+def _np_la(t: Tensor) -> bool:
+    return t.device.type == "cpu" and _CPU_LAPACK
 
 
 def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
@@ -119,7 +126,7 @@ def _check_hyper(sigma: float, eps: float) -> None:
 
 def _gram(a: Tensor) -> Tensor:
     """a a^T for [..., m, d] -> [..., m, m]."""
-    if a.device.type != "cpu":
+    if not _np_la(a):
         return a @ a.mT
     if a.ndim == 2:
         an = a.numpy()
@@ -130,7 +137,7 @@ def _gram(a: Tensor) -> Tensor:
 
 def _chol_ex(b: Tensor) -> tuple[Tensor, bool]:
     """Lower Cholesky factor of b [..., m, m] and whether every factorisation succeeded."""
-    if b.device.type != "cpu":
+    if not _np_la(b):
         chol, info = torch.linalg.cholesky_ex(b)
         return chol, not bool((info != 0).any())
     if b.ndim > 2:
@@ -146,7 +153,7 @@ def _chol_ex(b: Tensor) -> tuple[Tensor, bool]:
 def _chol_inverse(chol: Tensor, lower_only: bool = False) -> Tensor:
     """A^-1 from the lower Cholesky factor of A [m, m]; with ``lower_only`` the strict upper
     triangle may be left unfilled (LAPACK's potri writes one triangle)."""
-    if chol.device.type != "cpu":
+    if not _np_la(chol):
         return torch.cholesky_inverse(chol)
     inv, info = scipy.linalg.lapack.dpotri(chol.numpy(), lower=1)
     if info != 0:  # pragma: no cover - chol came from a successful factorisation
@@ -158,7 +165,7 @@ def _chol_inverse(chol: Tensor, lower_only: bool = False) -> Tensor:
 
 def _solve_lower(chol: Tensor, rhs: Tensor) -> Tensor:
     """L^-1 rhs for a lower-triangular L [m, m] and rhs [m, k]."""
-    if chol.device.type != "cpu":
+    if not _np_la(chol):
         return torch.linalg.solve_triangular(chol, rhs, upper=False)
     out = scipy.linalg.solve_triangular(chol.numpy(), rhs.numpy(), lower=True, check_finite=False)
     return torch.from_numpy(np.ascontiguousarray(out))
@@ -166,7 +173,7 @@ def _solve_lower(chol: Tensor, rhs: Tensor) -> Tensor:
 
 def _cho_solve(chol: Tensor, rhs: Tensor) -> Tensor:
     """A^-1 rhs from the lower Cholesky factor of A, batched over leading dimensions."""
-    if chol.device.type != "cpu":
+    if not _np_la(chol):
         return torch.cholesky_solve(rhs, chol)
     if chol.ndim > 2:
         return torch.stack([_cho_solve(c, r) for c, r in zip(chol, rhs)])
@@ -280,7 +287,7 @@ def _dense_factor(b: Tensor, lam: float, eps: float, what: str) -> _Dense:
     # lower triangle, which is all the next factorisation reads
     p = _chol_inverse(chol, lower_only=True).mul_(-lam)
     p.diagonal().add_(1.0)
-    if p.device.type != "cpu":
+    if not _np_la(p):
         p = (p + p.mT) / 2
     for delta in _JITTERS:
         jittered = p.clone()
@@ -323,11 +330,11 @@ def _sq_norm_solve_lower(chol: Tensor, v: Tensor, block: int = _BLOCK) -> Tensor
     """
     m = chol.shape[-1]
     total = torch.zeros(chol.shape[:-2], dtype=chol.dtype, device=chol.device)
-    if chol.device.type == "cpu" and chol.ndim > 2:
+    if _np_la(chol) and chol.ndim > 2:
         return torch.stack([_sq_norm_solve_lower(c, v, block) for c in chol.reshape(-1, m, m)]).reshape(total.shape)
     for c0 in range(0, m, block):
         c1 = min(m, c0 + block)
-        if chol.device.type == "cpu":
+        if _np_la(chol):
             w = _solve_lower(chol[c0:, c0:], v[c0:, c0:c1])
         else:
             rhs = v[c0:, c0:c1].expand(*chol.shape[:-2], -1, -1)
@@ -404,7 +411,7 @@ def nhsic(a: Any, b: Any, *, sigma: float = 50.0, eps: float = 1e-5) -> float:
 
 
 def _chunk_size(m: int, device: torch.device, n_layers: int) -> int:
-    if device.type == "cpu":
+    if device.type == "cpu" and _CPU_LAPACK:
         return 1  # CPU LAPACK loops over a batch anyway; one layer keeps memory low
     per_layer = 6 * m * m * 8
     return int(max(1, min(n_layers, _CUDA_CHUNK_BYTES // per_layer)))

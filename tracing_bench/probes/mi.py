@@ -8,7 +8,11 @@ The estimator (REFERENCE.md, "Mutual information"): for A of shape [m, d] (a vec
 and I(X;T) = nHSIC(X, T), I(Y;T) = nHSIC(Y, T) with X the layer-0 activations, Y the labels and
 T the layer-l activations. The released code inverts four m x m matrices per layer in float32
 and rebuilds the layer-0 kernel for every layer. Here the same number is computed in float64
-with Cholesky factors, the X and Y kernels factored once per call.
+with Cholesky factors, the X and Y kernels factored once per call (so once for all the layers
+of a checkpoint's dimension in :func:`mi_layers`), one Cholesky factor per layer. On the CPU
+the dense linear algebra runs through numpy and scipy (OpenBLAS: syrk for the Gram matrix,
+potrf, potri, trsm), one layer at a time; on other devices through torch, layers batched as
+memory allows. bench/bench_mi.py times every stage against its flops.
 
 Algebra (checked numerically in tests/test_probes_mi.py). Write lam = eps m and u = 1/sqrt(m).
 Kc = K H kills u (Kc u = 0), so in an orthonormal basis [Q, u] (H = Q Q^T)
@@ -18,7 +22,8 @@ Kc = K H kills u (Kc u = 0), so in an orthonormal basis [Q, u] (H = Q Q^T)
 and the cross terms in b, c drop out of the trace: trace(R_A R_B) = trace(P_A P_B) with the
 symmetric P = Kt (Kt + lam I)^-1 = I - lam (Kt + lam I)^-1, Kt = H K H (double centring; the
 u direction has eigenvalue 0 in Kt and in P). Once per call, the X side is factored: the
-Cholesky factor of A = Kt_X + lam I gives P_X = I - lam A^-1, and V = chol(P_X + delta I) with a
+Cholesky factor of A = Kt_X + lam I gives P_X = I - lam A^-1 (one Cholesky inverse, 2 m^3 / 3
+flops), and V = chol(P_X + delta I) with a
 jitter delta = 1e-12 (P_X is singular; this adds delta * trace(P_T) <= delta * m, i.e. < 2e-9 at
 m = 1500). Each layer then costs one Gram matrix, one Cholesky factor of B = Kt_T + lam I = L L^T
 and one triangular solve (B is well conditioned: eigenvalues in [lam, lam + ||Kt||]):

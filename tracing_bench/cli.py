@@ -54,8 +54,8 @@ def _threads_option(wrap: bool = True):
     """
     option = click.option(
         "--threads", default=None, metavar="N",
-        help="CPU threads for torch and BLAS [default: the cores idle now, measured; 1 when another job "
-             "keeps the other core busy].",
+        help="CPU threads for torch and BLAS [default: the cores idle now, measured; a core that another "
+             "job keeps busy is left to it].",
     )
 
     def deco(f):

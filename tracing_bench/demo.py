@@ -198,8 +198,9 @@ def run_demo(
     echo(f"[3/6] steering vector: {dim}, block {layer}, from {Path(mid.model).name}")
     steer_dir = out / "steering"
     steer_dir.mkdir(exist_ok=True)
-    vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
-                                  dtype="float32", device="cpu", cache_dir=cache)
+    with use_threads(s.threads):
+        vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
+                                      dtype="float32", device="cpu", cache_dir=cache)
     vec_path = vec.save(steer_dir / f"{dim}_block{layer}_{Path(mid.model).name}.pt")
     lap("extract")
 

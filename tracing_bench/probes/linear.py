@@ -161,8 +161,10 @@ def fit_logistic(
         raise TracingBenchError(f"history={history!r}: give a positive integer")
     if n == 0 or d == 0 or n_layers == 0:
         raise TracingBenchError(f"x has shape {tuple(x.shape)}; no layer, statement or feature")
+    x = x.detach()
     if not x.is_floating_point() or x.dtype not in (torch.float32, torch.float64):
         x = x.to(torch.float32)
+    x = x.contiguous()  # the per-layer products read rows; a strided view would be copied each pass
     dev, f64 = x.device, torch.float64
     yy = y.to(device=dev, dtype=f64)
     if yy.shape not in ((n,), (n_layers, n)):

@@ -283,3 +283,12 @@ def test_warm_start():
     with pytest.raises(TracingBenchError, match="init"):
         fit_logistic(x, yy, init=LogisticFit(coef=cold.coef[:, :3], intercept=cold.intercept, n_iter=cold.n_iter,
                                              converged=cold.converged))
+
+
+def test_short_memory_wraps_the_ring_to_the_same_optimum():
+    acts, y = _layers(n_layers=2, n=150, d=25, seed=11)
+    x, yy = torch.from_numpy(acts), torch.from_numpy(y)
+    short = fit_logistic(x, yy, history=3, tol=1e-9)  # the ring of pairs wraps many times
+    long = fit_logistic(x, yy, history=40, tol=1e-9)
+    assert bool(short.converged.all()) and int(short.n_iter.min()) > 3
+    torch.testing.assert_close(short.coef, long.coef, rtol=1e-5, atol=1e-7)

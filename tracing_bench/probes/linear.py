@@ -331,7 +331,9 @@ def _lbfgs(
         )
     # the pairs in x's dtype: the direction needs no more, and float32 halves the traffic of
     # the two products with the buffer (float64 data keeps float64 pairs)
-    buf = torch.zeros(n_layers, 2 * m, dim, dtype=dt, device=dev)  # slots: S then Y
+    # slot j holds (s_j, y_j) at rows 2j, 2j + 1 of the flat view; slots fill 0, 1, ... before
+    # the ring wraps, so the products read only the filled rows
+    buf = torch.zeros(n_layers, 2 * m, dim, dtype=dt, device=dev)
     sty = torch.zeros(n_layers, m, m, dtype=f64, device=dev)  # s_slot_i . y_slot_j
     yty = torch.zeros(n_layers, m, m, dtype=f64, device=dev)
     gamma = np.ones(n_layers)
@@ -350,12 +352,13 @@ def _lbfgs(
             direction = -gam_t.unsqueeze(-1) * g
         else:
             newest = (head - 1) % m
-            rows = torch.stack([g.to(dt), buf[:, m + newest]], dim=1)
-            prods = (rows @ buf.mT).to(f64)  # [L, 2, 2m]: g and the newest y against S, Y
-            sty[:, :, newest] = prods[:, 1, :m]
-            yty[:, :, newest] = prods[:, 1, m:]
-            yty[:, newest, :] = prods[:, 1, m:]
-            direction = _direction(g, prods[:, 0], buf, sty, yty, gam_t, count, head, m)
+            used = buf[:, : 2 * count]  # count == m once the ring wraps
+            rows = torch.stack([g.to(dt), buf[:, 2 * newest + 1]], dim=1)
+            prods = (rows @ used.mT).to(f64)  # [L, 2, 2 count]: g and the newest y against s_j, y_j
+            sty[:, :count, newest] = prods[:, 1, 0::2]
+            yty[:, :count, newest] = prods[:, 1, 1::2]
+            yty[:, newest, :count] = prods[:, 1, 1::2]
+            direction = _direction(g, prods[:, 0], used, sty, yty, gam_t, count, head, m)
         w, pw = theta[:, :-1], direction[:, :-1]
         gd_t = torch.linalg.vecdot(g, direction)
         if bool(((gd_t >= 0) | gd_t.isnan()).any()):  # no descent (rounding): use the gradient
@@ -380,7 +383,8 @@ def _lbfgs(
         theta = theta + s
         g_new = prob.grad(theta, sig)  # pass 2
         if prob.live is not None and live.size < n_layers:  # finished layers got no gradient
-            g_new = torch.where(_dev(active, dev).unsqueeze(-1), g_new, g)
+            done = _dev(np.flatnonzero(~active), dev)
+            g_new.index_copy_(0, done, g.index_select(0, done))
         yv = g_new - g
         sy, yy, s2, gmax = torch.stack([
             torch.linalg.vecdot(s, yv), torch.linalg.vecdot(yv, yv), torch.linalg.vecdot(s, s),
@@ -390,9 +394,9 @@ def _lbfgs(
         yz = yz + a * yq
         ww = ww + a * (2 * wd + a * dd)
         good = active & found & (sy > 1e-10 * np.sqrt(s2 * yy))
-        keep = _dev(good, dev).unsqueeze(-1)
-        buf[:, head] = torch.where(keep, s, 0.0)
-        buf[:, m + head] = torch.where(keep, yv, 0.0)
+        keep = _dev(good.astype(np.float64), dev).unsqueeze(-1)  # (a product: faster than where)
+        buf[:, 2 * head] = s * keep
+        buf[:, 2 * head + 1] = yv * keep
         with np.errstate(divide="ignore", invalid="ignore"):
             gamma = np.where(good, sy / yy, gamma)
         head, count = (head + 1) % m, min(count + 1, m)
@@ -407,12 +411,15 @@ def _direction(
 ) -> Tensor:
     """-H g for the compact L-BFGS matrix with H0 = gamma I (gamma [L]).
 
+    ``buf`` [L, 2 count, dim] holds the pairs (rows 2j, 2j + 1: s and y of slot j), ``prods``
+    [L, 2 count] their products with g, ``sty``/``yty`` [L, m, m] the products among them.
+
     H g = gamma g + S p - gamma Y c with c = R^-1 S^T g and
     p = R^-T ((D + gamma Y^T Y) c - gamma Y^T g), R the upper triangle of S^T Y in time order
     and D its diagonal. Zero pairs get a unit pivot in R and then contribute nothing.
     """
-    order = _dev((np.arange(count) + (head - count)) % m, g.device)
-    both = torch.cat([order, order + m])
+    order = _dev((np.arange(count) + (head - count)) % m, g.device)  # slots, oldest first
+    both = torch.cat([2 * order, 2 * order + 1])  # their s rows, then their y rows
     r = sty.index_select(1, order).index_select(2, order)
     dvec = r.diagonal(dim1=-2, dim2=-1).clone()
     r = torch.triu(r)
@@ -423,7 +430,7 @@ def _direction(
     inner = yty.index_select(1, order).index_select(2, order).mul_(gam)
     inner.diagonal(dim1=-2, dim2=-1).add_(dvec)
     p = torch.linalg.solve_triangular(r.mT, inner @ c - gam * ab[:, count:], upper=False)
-    coef = torch.zeros(g.shape[0], 2 * m, dtype=buf.dtype, device=g.device)
+    coef = torch.zeros(g.shape[0], buf.shape[1], dtype=buf.dtype, device=g.device)
     coef.index_copy_(1, both, torch.cat([p, -gam * c], dim=1).squeeze(-1).to(buf.dtype))
     hg = torch.addcmul((coef.unsqueeze(1) @ buf).squeeze(1).to(g.dtype), gamma.unsqueeze(-1), g)
     return hg.neg_()

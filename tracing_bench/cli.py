@@ -303,23 +303,22 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @_executor_options
 @_threads_option(wrap=False)
-def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
+def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions: str, layers: str, pooling: str,
+              mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
               max_statements: int | None, mi_subsample: int | None, out: Path, executor: str,
-              ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int,
-              threads: str | None) -> None:
+              ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, figures."""
-    from tracing_bench.threads import check_threads
     from tracing_bench.trace import trace
 
     result = trace(
-        model, revisions, out=out, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
+        model, revisions, out=out, threads=threads,
+        dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
         max_statements=max_statements, mi_subsample=mi_subsample, executor=executor, ray_address=ray_address,
         gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries,
-        threads=check_threads(threads),
     )
     for note in result["notes"]:
         click.echo(note, err=True)

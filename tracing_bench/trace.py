@@ -473,6 +473,7 @@ def trace(
     Raises:
         TracingBenchError: bad input (one line).
     """
+    n_threads = check_threads(threads)  # before any work: a bad --threads is one line
     from tracing_bench.dimensions import load_dimension, resolve_dimensions
 
     from tracing_bench.executors import ExecutorSettings, import_ray, run_checkpoints
@@ -507,13 +508,12 @@ def trace(
     if max_statements is not None:
         datas = [d.subsample(int(max_statements), seed=seed) for d in datas]
     settings = TraceSettings(
-        dimensions=tuple(dims), layers=layers if isinstance(layers, str) else ",".join(map(str, layers)),
+        threads=n_threads, dimensions=tuple(dims), layers=layers if isinstance(layers, str) else ",".join(map(str, layers)),
         pooling=pooling, mi=mi, protocol=protocol, probes=probe_list, sigma=float(sigma), dtype=dtype,
         device=device, batch_size=int(batch_size), cache_dir=str(cache_dir) if cache_dir else None,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
         max_statements=int(max_statements) if max_statements is not None else None,
         mi_subsample=int(mi_subsample) if mi_subsample is not None else None, series_name=model,
-        threads=check_threads(threads),
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

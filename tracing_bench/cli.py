@@ -354,6 +354,7 @@ def steer() -> None:
 
 
 @steer.command("extract")
+@_threads_option()
 @click.option("--model", required=True, help="Source model id or folder (a pre-training checkpoint).")
 @click.option("--revision", default=None, help="Hub revision of the checkpoint (e.g. ckpt_179, step1000).")
 @click.option("--dimension", required=True, help="reliability, privacy, toxicity, fairness or robustness.")
@@ -371,7 +372,6 @@ def steer() -> None:
 @click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's mean).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json).")
-@_threads_option()
 def steer_extract(model: str, revision: str | None, dimension: str, layer: int, scale: str, coefficient: float,
                   protocol: str, seed: int, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
                   data_csv: Path | None, out: Path) -> None:
@@ -405,6 +405,7 @@ def _eval_options(f):
 
 
 @steer.command("sweep")
+@_threads_option()
 @click.option("--model", required=True, help="Target model to steer (e.g. the chat/SFT model).")
 @click.option("--revision", default=None, help="Target revision.")
 @click.option("--vector", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Vector from steer extract.")
@@ -417,7 +418,6 @@ def _eval_options(f):
               help="auto: also guard with lm-eval lambada_openai when its data are cached locally.")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@_threads_option()
 def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | None, alphas: str, max_ppl_increase: float,
                 lambada: str, tasks: str, limit: float | None, batch_size: int, seed: int, positions: str, dtype: str,
                 device: str, cache_dir: Path | None, out: Path) -> None:
@@ -437,6 +437,7 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
 
 
 @steer.command("correlate")
+@_threads_option()
 @click.option("--model", required=True, help="Source checkpoint series (model id or folder of checkpoints).")
 @click.option("--revisions", default=None, help="Revisions (comma list or range, as in trace).")
 @click.option("--target", required=True, help="Target model steered with each checkpoint's vector.")
@@ -452,7 +453,6 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
               help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).")
 @_eval_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@_threads_option()
 def steer_correlate(model: str, revisions: str | None, target: str, target_revision: str | None, dimension: str,
                     layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int, data_csv: Path | None, tasks: str,
                     limit: float | None, batch_size: int, seed: int, positions: str, dtype: str, device: str,

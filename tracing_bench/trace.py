@@ -473,10 +473,10 @@ def trace(
     Raises:
         TracingBenchError: bad input (one line).
     """
-    n_threads = check_threads(threads)  # before any work: a bad --threads is one line
     from tracing_bench.dimensions import load_dimension, resolve_dimensions
 
     from tracing_bench.executors import ExecutorSettings, import_ray, run_checkpoints
+    n_threads = check_threads(threads)  # before any work: a bad --threads is one line
 
     run_on = ExecutorSettings(executor, ray_address, float(gpus_per_task), float(cpus_per_task), int(max_retries))  # type: ignore[arg-type]
     if run_on.executor == "ray":

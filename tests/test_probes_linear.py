@@ -51,7 +51,7 @@ def _ref_splits(n):
     return {"probe_train": np.arange(cut), "probe_val": np.arange(cut, n), "all": np.arange(n)}
 
 
-@pytest.mark.parametrize("d", [20, 400])  # d < n (Gram preconditioner) and d >= n (QR reduction)
+@pytest.mark.parametrize("d", [20, 400])  # d < n and d >= n
 def test_batched_solver_matches_sklearn(d):
     acts, y = _layers(n_layers=3, n=250, d=d, seed=1)
     acts = (acts - acts.mean(1, keepdims=True)) / acts.std(1, keepdims=True)
@@ -62,6 +62,98 @@ def test_batched_solver_matches_sklearn(d):
         scale = np.abs(ref.coef_).max()
         assert np.abs(fit.coef[k].numpy() - ref.coef_[0]).max() <= 1e-4 * scale
         assert abs(fit.intercept[k].item() - ref.intercept_[0]) <= 1e-4 * max(1.0, scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, d", [(240, 30), (120, 300)])  # n > d and n < d (separable: weights grow)
+def test_solver_float32_and_float64_against_sklearn(dtype, n, d):
+    acts, y = _layers(n_layers=3, n=n, d=d, seed=7)
+    acts = (acts - acts.mean(1, keepdims=True)) / acts.std(1, keepdims=True)
+    x = torch.from_numpy(acts).to(dtype)
+    fit = fit_logistic(x, torch.from_numpy(y), tol=1e-9 if dtype == torch.float64 else 1e-6)
+    assert bool(fit.converged.all()) and fit.coef.dtype == torch.float64
+    for k in range(3):
+        xk = x[k].double().numpy()  # the same (rounded) data for scikit-learn
+        ref = LogisticRegression(tol=1e-10, max_iter=20000).fit(xk, y)
+        scale = np.abs(ref.coef_).max()
+        rel = 1e-5 if dtype == torch.float64 else 1e-3  # float32 products: about 1e-7 per entry
+        assert np.abs(fit.coef[k].numpy() - ref.coef_[0]).max() <= rel * scale
+        assert abs(fit.intercept[k].item() - ref.intercept_[0]) <= rel * max(1.0, scale)
+        ours = xk @ fit.coef[k].numpy() + fit.intercept[k].item()
+        assert ((ours > 0) != (ref.decision_function(xk) > 0)).sum() <= 1
+
+
+def test_device_path_equals_cpu_loop(monkeypatch):
+    """The batched torch products (CUDA's path) give what the CPU's numpy loop gives."""
+    import tracing_bench.probes.linear as linear
+
+    acts, y = _layers(n_layers=4, n=300, d=40, seed=8)
+    splits = _paper_splits(300)
+    loop = probe_layers(acts, y, splits, tol=1e-9)
+    monkeypatch.setattr(linear, "_CPU_LOOP", False)
+    batched = probe_layers(acts, y, splits, tol=1e-9)
+    for a, b in zip(loop, batched):
+        assert a == pytest.approx(b, abs=1e-9)
+    fit = fit_logistic(torch.from_numpy(acts), torch.from_numpy(y), tol=1e-9)
+    monkeypatch.setattr(linear, "_CPU_LOOP", True)
+    ref = fit_logistic(torch.from_numpy(acts), torch.from_numpy(y), tol=1e-9)
+    torch.testing.assert_close(fit.coef, ref.coef, rtol=1e-6, atol=1e-8)
+
+
+def test_degenerate_problems():
+    rng = np.random.default_rng(9)
+    y = np.arange(60) % 2
+    base = rng.standard_normal((60, 5))
+    cases = {
+        "constant and zero features": np.concatenate([base, np.zeros((60, 2)), np.ones((60, 1))], 1),
+        "one feature": base[:, :1],
+        "duplicated rows": np.repeat(base[:30], 2, axis=0),
+        "separable": np.concatenate([(2 * y - 1)[:, None] * 3.0, base], 1),
+        "no signal (all rows equal)": np.ones((60, 3)),
+    }
+    for name, x in cases.items():
+        fit = fit_logistic(torch.from_numpy(x)[None], torch.from_numpy(y), tol=1e-9)
+        ref = LogisticRegression(tol=1e-12, max_iter=20000).fit(x, y)
+        assert bool(fit.converged.all()), name
+        np.testing.assert_allclose(fit.coef[0].numpy(), ref.coef_[0], atol=1e-6, err_msg=name)
+        assert fit.intercept[0].item() == pytest.approx(ref.intercept_[0], abs=1e-6), name
+    no_icpt = fit_logistic(torch.from_numpy(base)[None], torch.from_numpy(y), fit_intercept=False, tol=1e-9)
+    ref = LogisticRegression(fit_intercept=False, tol=1e-12, max_iter=20000).fit(base, y)
+    np.testing.assert_allclose(no_icpt.coef[0].numpy(), ref.coef_[0], atol=1e-6)
+    assert no_icpt.intercept[0].item() == 0.0
+    bad = torch.from_numpy(base)[None].clone()
+    bad[0, 3, 1] = float("nan")
+    for kwargs in ({"history": 0}, {"max_iter": 0}, {"tol": -1.0}, {"C": 0.0}):
+        with pytest.raises(TracingBenchError):
+            fit_logistic(torch.from_numpy(base)[None], torch.from_numpy(y), **kwargs)
+    with pytest.raises(TracingBenchError, match="NaN"):
+        fit_logistic(bad, torch.from_numpy(y))
+
+
+def test_warm_start():
+    acts, y = _layers(n_layers=2, n=200, d=15, seed=10)
+    x, yy = torch.from_numpy(acts), torch.from_numpy(y)
+    cold = fit_logistic(x, yy, tol=1e-8)
+    warm = fit_logistic(x, yy, tol=1e-8, init=cold)  # from the solution: nothing left to do
+    assert int(warm.n_iter.max()) <= 1
+    torch.testing.assert_close(warm.coef, cold.coef, rtol=1e-5, atol=1e-7)
+    from tracing_bench.probes.linear import LogisticFit
+
+    one = LogisticFit(coef=-5 * cold.coef[:1], intercept=cold.intercept[:1], n_iter=cold.n_iter, converged=cold.converged)
+    bad_start = fit_logistic(x, yy, tol=1e-8, init=one)  # a poor start is scaled away (a >= 0)
+    torch.testing.assert_close(bad_start.coef, cold.coef, rtol=1e-4, atol=1e-6)
+    with pytest.raises(TracingBenchError, match="init"):
+        fit_logistic(x, yy, init=LogisticFit(coef=cold.coef[:, :3], intercept=cold.intercept, n_iter=cold.n_iter,
+                                             converged=cold.converged))
+
+
+def test_short_memory_wraps_the_ring_to_the_same_optimum():
+    acts, y = _layers(n_layers=2, n=150, d=25, seed=11)
+    x, yy = torch.from_numpy(acts), torch.from_numpy(y)
+    short = fit_logistic(x, yy, history=3, tol=1e-9)  # the ring of pairs wraps many times
+    long = fit_logistic(x, yy, history=40, tol=1e-9)
+    assert bool(short.converged.all()) and int(short.n_iter.min()) > 3
+    torch.testing.assert_close(short.coef, long.coef, rtol=1e-5, atol=1e-7)
 
 
 def test_linear_probe_equals_logistic_regression():

@@ -143,3 +143,31 @@ def test_estimate_mi_on_cuda():  # pragma: no cover - exercised where a GPU exis
     gpu = estimate_mi(torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda(), torch.from_numpy(t).cuda())
     np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-9)
     np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-9)
+
+
+def test_device_path_equals_cpu_path(monkeypatch):
+    """The batched torch linear algebra (CUDA's path, layers in chunks) gives what the CPU's
+    numpy/scipy path gives, and both match the float64 formula."""
+    import tracing_bench.probes.mi as mi
+
+    x, y, t = _data(m=120, d=9, layers=4, seed=7)
+    cpu = estimate_mi(x, y, t)
+    monkeypatch.setattr(mi, "_CPU_LAPACK", False)
+    batched = estimate_mi(x, y, t)
+    np.testing.assert_allclose(batched[0], cpu[0], rtol=1e-10)
+    np.testing.assert_allclose(batched[1], cpu[1], rtol=1e-10)
+    assert batched[0][3] == pytest.approx(_nhsic_literal(x, t[3]), rel=1e-6)
+    assert nhsic(t[1], t[2]) == pytest.approx(_nhsic_literal(t[1], t[2]), rel=1e-6)
+
+
+def test_degenerate_layers():
+    x, y, t = _data(m=80, d=5, layers=2, seed=8)
+    const = np.ones((1, 80, 5))  # a layer that says nothing: its centred kernel is 0, so is nHSIC
+    dup = np.repeat(t[:1, :40], 2, axis=1)  # duplicated statements: a singular kernel, still exact
+    wide = np.random.default_rng(8).standard_normal((1, 80, 400))  # d > m
+    i_xt, i_yt = estimate_mi(x, y, np.concatenate([const, t[:1]]))
+    assert i_xt[0] == pytest.approx(0.0, abs=1e-9) and i_yt[0] == pytest.approx(0.0, abs=1e-9)
+    assert estimate_mi(x, y, dup[0])[0] == pytest.approx(_nhsic_literal(x, dup[0]), rel=1e-6)
+    i_xt, i_yt = estimate_mi(x, y, wide)
+    assert i_xt[0] == pytest.approx(_nhsic_literal(x, wide[0]), rel=1e-6)
+    assert i_yt[0] == pytest.approx(_nhsic_literal(y, wide[0]), rel=1e-6)

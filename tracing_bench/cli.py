@@ -7,6 +7,7 @@ commands so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -85,6 +86,34 @@ def main(verbose: bool) -> None:
     from tracing_bench._logs import configure
 
     click.get_current_context().call_on_close(configure(verbose))
+
+
+def _threads_option(wrap: bool = True):
+    """``--threads N``: CPU threads (torch and BLAS) for the work; by default the cores idle now.
+
+    With ``wrap`` the command body runs inside :func:`tracing_bench.threads.use_threads`;
+    without, the command receives ``threads`` (validated) and passes it on.
+    """
+    option = click.option(
+        "--threads", default=None, metavar="N",
+        help="CPU threads for torch and BLAS [default: the cores idle now, measured; a core that another "
+             "job keeps busy is left to it].",
+    )
+
+    def deco(f):
+        if not wrap:
+            return option(f)
+
+        @functools.wraps(f)
+        def run(*args, threads: str | None = None, **kwargs):
+            from tracing_bench.threads import check_threads, use_threads
+
+            with use_threads(check_threads(threads)):
+                return f(*args, **kwargs)
+
+        return option(run)
+
+    return deco
 
 
 # --------------------------------------------------------------------------------------- data
@@ -249,6 +278,7 @@ def tasks_path() -> None:
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]},
 )
 @click.pass_context
+@_threads_option()
 def eval_cmd(ctx: click.Context) -> None:
     """Run `lm_eval run` with the trust tasks; results in OUT/<model>@<revision>/.
 
@@ -280,6 +310,7 @@ def eval_cmd(ctx: click.Context) -> None:
               help="Hub revisions with ranges (as trace); omit when pretrained= is a folder of checkpoint sub-folders.")
 @_executor_options
 @click.pass_context
+@_threads_option()
 def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ray_address: str | None,
                     gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
     """`tracing-bench eval` at every revision: one run (a Ray task with --executor ray) per revision.
@@ -338,7 +369,9 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
                    "a turn is reported only beyond it. 0 = off.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @_executor_options
-def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, pooling: str, mi: bool, sigma: float,
+@_threads_option(wrap=False)
+def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions: str, layers: str, pooling: str,
+              mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
               max_statements: int | None, mi_subsample: int | None, mi_noise: int, out: Path, executor: str,
@@ -347,7 +380,8 @@ def trace_cmd(model: str, revisions: str | None, dimensions: str, layers: str, p
     from tracing_bench.trace import trace
 
     result = trace(
-        model, revisions, out=out, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
+        model, revisions, out=out, threads=threads,
+        dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
         max_statements=max_statements, mi_subsample=mi_subsample, mi_noise=mi_noise, executor=executor,
@@ -389,6 +423,7 @@ def steer() -> None:
 
 
 @steer.command("extract")
+@_threads_option()
 @click.option("--model", required=True, help="Source model id or folder (a pre-training checkpoint).")
 @click.option("--revision", default=None, help="Hub revision of the checkpoint (e.g. ckpt_179, step1000).")
 @click.option("--dimension", required=True, help="reliability, privacy, toxicity, fairness or robustness.")
@@ -463,6 +498,7 @@ def _eval_options(f):
 
 
 @steer.command("sweep")
+@_threads_option()
 @click.option("--model", required=True, help="Target model to steer (e.g. the chat/SFT model).")
 @click.option("--revision", default=None, help="Target revision.")
 @click.option("--vector", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Vector from steer extract.")
@@ -500,6 +536,7 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
 
 
 @steer.command("correlate")
+@_threads_option()
 @click.option("--model", required=True, help="Source checkpoint series (model id or folder of checkpoints).")
 @click.option("--revisions", default=None, help="Revisions (comma list or range, as in trace).")
 @click.option("--target", required=True, help="Target model steered with each checkpoint's vector.")
@@ -626,13 +663,16 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
 @click.option("--dimension", default="auto", show_default=True,
               help="Dimension to steer; auto = the one the probes say the model learned most.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int) -> None:
+@_threads_option(wrap=False)
+def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int, threads: str | None) -> None:
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
     from tracing_bench._io import check_writable
     from tracing_bench.demo import DemoSettings, run_demo
+    from tracing_bench.threads import check_threads
 
     check_writable(out, flag="--out")
     settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else (20 if fast else 50), dimension=dimension,
-                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512)
+                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512,
+                            threads=check_threads(threads))
     result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
     click.echo(result["summary"])

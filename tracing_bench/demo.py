@@ -51,6 +51,8 @@ class DemoSettings:
         dimension: dimension to steer, or ``auto`` (largest probe gain from first to last checkpoint).
         max_statements: statements traced per dimension (a seeded, split-preserving subsample).
         mi_subsample: probe-train statements used for the nHSIC estimate.
+        threads: CPU threads (torch and BLAS) for every stage; ``None``: each stage takes the
+            cores idle when it starts (:mod:`tracing_bench.threads`). Not part of the cache keys.
     """
 
     fast: bool = False
@@ -61,6 +63,7 @@ class DemoSettings:
     dimension: str = "auto"
     max_statements: int = 1000
     mi_subsample: int = 512
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 1:
@@ -69,7 +72,8 @@ class DemoSettings:
             raise TracingBenchError("--alphas is empty: give a comma list such as -4,-1,1,4")
 
     def key(self, stage: str, **extra: Any) -> str:
-        spec = {"stage": stage, **asdict(self), **extra, "package_version": __version__}
+        settings = {k: v for k, v in asdict(self).items() if k != "threads"}  # threads change no number
+        spec = {"stage": stage, **settings, **extra, "package_version": __version__}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -149,6 +153,7 @@ def run_demo(
     from tracing_bench.report.html import build_report
     from tracing_bench.steering.sweep import run_sweep
     from tracing_bench.steering.vector import extract_from_checkpoint
+    from tracing_bench.threads import use_threads
     from tracing_bench.trace import trace
 
     s = settings or DemoSettings()
@@ -166,7 +171,7 @@ def run_demo(
 
     # 1. pre-train -------------------------------------------------------------------------
     echo("[1/6] pre-training the tiny model (cached after the first run)")
-    config = PretrainConfig.fast(seed=s.seed) if s.fast else PretrainConfig(seed=s.seed)
+    config = PretrainConfig.fast(seed=s.seed, threads=s.threads) if s.fast else PretrainConfig(seed=s.seed, threads=s.threads)
     ckpt_root = out / "checkpoints"
     folders = pretrain(config, ckpt_root, progress=True)
     lap("pretrain")
@@ -176,7 +181,7 @@ def run_demo(
     trace_dir = out / "trace"
     res = trace(str(ckpt_root), None, out=trace_dir, dimensions="all", mi=True, cache_dir=cache,
                 batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
-                max_statements=s.max_statements, mi_subsample=s.mi_subsample)
+                max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads)
     probe_rows = _read_csv(res["probes_csv"])
     probes = probe_summary(probe_rows)
     findings = read_findings(res["findings_json"])
@@ -202,8 +207,9 @@ def run_demo(
     echo(f"[3/6] steering vector: {dim}, block {layer}, from {Path(mid.model).name}")
     steer_dir = out / "steering"
     steer_dir.mkdir(exist_ok=True)
-    vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
-                                  dtype="float32", device="cpu", cache_dir=cache)
+    with use_threads(s.threads):
+        vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
+                                      dtype="float32", device="cpu", cache_dir=cache)
     vec_path = vec.save(steer_dir / f"{dim}_block{layer}_{Path(mid.model).name}.pt")
     lap("extract")
 
@@ -216,9 +222,10 @@ def run_demo(
         best = json.loads((sweep_dir / "best.json").read_text())
         echo("      reusing the finished sweep")
     else:
-        sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas), limit=s.limit, batch_size=32,
-                          max_ppl_increase=s.max_ppl_increase, dtype="float32", device="cpu", lambada="off",
-                          cache_dir=cache)
+        with use_threads(s.threads):
+            sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas), limit=s.limit, batch_size=32,
+                              max_ppl_increase=s.max_ppl_increase, dtype="float32", device="cpu", lambada="off",
+                              cache_dir=cache)
         best = sweep.best
         _mark(marker, sweep_key)
     lap("sweep")
@@ -234,8 +241,9 @@ def run_demo(
             continue
         for old in folder.glob("results_*.json"):
             old.unlink()
-        run = run_eval({"pretrained": c.model, "dtype": "float32"}, tasks="trust", output_path=results_dir,
-                       limit=s.limit, extra_args=["--batch_size", "32", "--device", "cpu"])
+        with use_threads(s.threads):
+            run = run_eval({"pretrained": c.model, "dtype": "float32"}, tasks="trust", output_path=results_dir,
+                           limit=s.limit, extra_args=["--batch_size", "32", "--device", "cpu"])
         _mark(run.folder / ".demo-stage.json", key)
     board = build_leaderboard([results_dir], latest=True)
     write_text(format_leaderboard(board, "md"), out / "leaderboard.md")

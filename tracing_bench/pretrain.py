@@ -331,22 +331,19 @@ def _model_config(cfg: PretrainConfig, tokenizer):
 
 
 def default_threads() -> int:
-    """CPU threads when ``--threads`` is not given: 2 on an idle machine, 1 on a busy one.
+    """CPU threads when ``--threads`` is not given: the idle cores, at most 2.
 
     On the shared 2-core machines one thread ran this model 3x faster than two while other jobs
-    were running (two threads wait on each other); on an idle machine two threads are faster.
-    The weights do not depend on the thread count (checked by the tests).
+    were running (two threads wait on each other); on an idle machine two threads are faster,
+    and the model is too small to use more. The weights do not depend on the thread count
+    (checked by the tests). See :func:`tracing_bench.threads.default_threads`.
 
     Returns:
-        ``min(2, cores)`` if the 1-minute load average leaves that many cores idle, else 1.
+        the cores idle now (measured), between 1 and 2.
     """
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    want = min(2, cores)
-    return want if cores - busy >= want else 1
+    from tracing_bench.threads import default_threads as idle_threads
+
+    return idle_threads(cap=2)
 
 
 def _batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:

@@ -43,6 +43,7 @@ import io
 import json
 import logging
 import re
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from tracing_bench._io import atomic_write_text as _atomic_write_text
 from tracing_bench._io import check_outputs, pack_bits
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.threads import check_threads, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class TraceSettings:
             half-samples (m // 2 statements) of the probe-train statements, the same ones at every
             checkpoint; their spread is the noise a turn must exceed. 0 = off (no turn is tested).
         series_name: the ``model`` column (the ``--model`` argument as given).
+        threads: CPU threads (torch and BLAS) for each checkpoint's work; ``None``: the cores
+            idle when the checkpoint starts (:func:`tracing_bench.threads.default_threads`).
+            Does not change the numbers, so it is not part of :meth:`key`.
     """
 
     dimensions: tuple[str, ...] = ("reliability", "toxicity", "privacy", "fairness", "robustness")
@@ -123,6 +128,7 @@ class TraceSettings:
     mi_subsample: int | None = None
     mi_noise: int = MI_NOISE_DEFAULT
     series_name: str = ""
+    threads: int | None = None
 
     def key(self) -> str:
         """Hash of the settings that change the numbers (not batch size, device, cache)."""
@@ -291,6 +297,8 @@ def trace_checkpoint(
     estimate_mi = _estimate_mi() if settings.mi else None
     model = tokenizer = None
     commit: str | None = None
+    threads = ExitStack()  # threads chosen per checkpoint: the load may have changed since the last
+    threads.enter_context(use_threads(settings.threads))
     try:
         for data, path in todo:
             if bar is not None:
@@ -313,6 +321,7 @@ def trace_checkpoint(
             if bar is not None:
                 bar.update(1)
     finally:
+        threads.close()
         del model, tokenizer
     if settings.delete_checkpoints and not checkpoint.is_local:
         delete_from_hf_cache(checkpoint, commit)
@@ -526,6 +535,7 @@ def trace(
     gpus_per_task: float = 0,
     cpus_per_task: float = 1,
     max_retries: int = 3,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Trace a checkpoint series; resumable (see the module docstring).
 
@@ -552,6 +562,8 @@ def trace(
         executor, ray_address, gpus_per_task, cpus_per_task, max_retries: where each checkpoint
             runs: ``local`` (this process) or ``ray`` (one Ray task per checkpoint; see
             :mod:`tracing_bench.executors`).
+        threads: CPU threads (torch and BLAS) per checkpoint; ``None``: the idle cores, measured
+            when each checkpoint starts (a Ray worker is capped by its ``cpus_per_task``).
 
     Returns:
         ``{"probes_csv", "mi_csv", "trace_json", "findings_json", "figures", "notes", "checkpoints"}``.
@@ -564,6 +576,7 @@ def trace(
     from tracing_bench.dimensions import display_names, load_dimension, resolve_dimensions
 
     from tracing_bench.executors import ExecutorSettings, import_ray, run_checkpoints
+    n_threads = check_threads(threads)  # before any work: a bad --threads is one line
 
     run_on = ExecutorSettings(executor, ray_address, float(gpus_per_task), float(cpus_per_task), int(max_retries))  # type: ignore[arg-type]
     if run_on.executor == "ray":
@@ -604,7 +617,7 @@ def trace(
     if max_statements is not None:
         datas = [d.subsample(int(max_statements), seed=seed) for d in datas]
     settings = TraceSettings(
-        dimensions=tuple(dims), layers=layers if isinstance(layers, str) else ",".join(map(str, layers)),
+        threads=n_threads, dimensions=tuple(dims), layers=layers if isinstance(layers, str) else ",".join(map(str, layers)),
         pooling=pooling, mi=mi, protocol=protocol, probes=probe_list, sigma=float(sigma), dtype=dtype,
         device=device, batch_size=int(batch_size), cache_dir=str(cache_dir) if cache_dir else None,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,

@@ -1,0 +1,142 @@
+"""Threads that suit the load: the measurement, the choice, the setting, and --threads on the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from threadpoolctl import threadpool_info
+
+import tracing_bench.threads as th
+from tiny import build_series, write_small_dims
+from tracing_bench.cli import main
+from tracing_bench.errors import TracingBenchError
+
+
+def _blas_threads() -> set[int]:
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+def test_check_threads():
+    assert th.check_threads(None) is None and th.check_threads("") is None
+    assert th.check_threads("3") == 3 and th.check_threads(2) == 2
+    for bad in ("0", "-1", "two", "1.5", 0, True):
+        with pytest.raises(TracingBenchError, match="--threads") as info:
+            th.check_threads(bad)
+        assert "\n" not in str(info.value)
+
+
+def test_use_threads_sets_torch_and_blas_and_restores():
+    before_torch, before_blas = torch.get_num_threads(), _blas_threads()
+    with th.use_threads(3) as n:
+        assert n == 3 and torch.get_num_threads() == 3
+        assert _blas_threads() == {3}
+    assert torch.get_num_threads() == before_torch and _blas_threads() == before_blas
+    with pytest.raises(TracingBenchError):
+        with th.use_threads(0):
+            pass  # pragma: no cover
+
+
+def test_default_threads_follows_the_busy_cores(monkeypatch):
+    monkeypatch.setattr(th, "available_cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cases = [(0.0, None, 2), (0.05, None, 2), (0.9, None, 1), (1.0, None, 1), (3.5, None, 1), (0.0, 1, 1)]
+    for busy, cap, want in cases:
+        monkeypatch.setattr(th, "busy_cores", lambda interval=0.1, b=busy: b)
+        assert th.default_threads(cap) == want, (busy, cap)
+    monkeypatch.setattr(th, "available_cores", lambda: 16)
+    monkeypatch.setattr(th, "busy_cores", lambda interval=0.1: 3.0)
+    assert th.default_threads() == 13
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # a Ray worker's or a test session's setting caps it
+    assert th.default_threads() == 4
+    monkeypatch.setattr(th, "busy_cores", lambda interval=0.1: None)  # no /proc/stat: the load average
+    monkeypatch.setattr(th.os, "getloadavg", lambda: (15.5, 0.0, 0.0))
+    assert th.default_threads() == 1
+
+
+def test_busy_cores_sees_a_job_that_just_started():
+    if th.busy_cores(0.05) is None:
+        pytest.skip("no /proc/stat here")
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"])
+    try:
+        time.sleep(0.3)
+        busy = th.busy_cores(0.3)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert 0.6 <= busy <= th.available_cores() + 0.2  # the spinner's core, whatever else runs
+
+
+@pytest.fixture(scope="module")
+def series_folder(tmp_path_factory, tiny_tokenizer):
+    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
+
+
+def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
+    import tracing_bench.harvest as harvest_mod
+    import tracing_bench.probes.linear as linear_mod
+
+    seen: list[tuple[str, int, set[int]]] = []
+
+    def record(name, fn):
+        def wrapped(*a, **k):
+            seen.append((name, torch.get_num_threads(), _blas_threads()))
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(linear_mod, "probe_layers", record("probe", linear_mod.probe_layers))
+    monkeypatch.setattr(harvest_mod, "cached_activations", record("harvest", harvest_mod.cached_activations))
+    dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
+    before = torch.get_num_threads()
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
+                                    "--cache-dir", str(tmp_path / "cache"), "--threads", "2", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
+    assert all(n == 2 and blas == {2} for _, n, blas in seen), seen
+    assert torch.get_num_threads() == before
+
+
+def test_eval_and_sweep_threads_reach_the_work(monkeypatch, tmp_path):
+    import tracing_bench.evaluate as evaluate_mod
+    import tracing_bench.steering.sweep as sweep_mod
+
+    seen = []
+    monkeypatch.setattr(evaluate_mod, "run_lm_eval", lambda argv: seen.append((argv, torch.get_num_threads())))
+    res = CliRunner().invoke(main, ["eval", "--threads", "3", "--model", "hf", "--limit", "2"])
+    assert res.exit_code == 0, res.output
+    assert len(seen) == 1 and seen[0][1] == 3
+    assert seen[0][0][:4] == ["--model", "hf", "--limit", "2"]  # (eval may add its own defaults after)
+
+    class _Res:
+        best = {"best": {}}
+        files: list = []
+
+    monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **k: seen.append(torch.get_num_threads()) or _Res())
+    vec = tmp_path / "v.pt"
+    vec.write_bytes(b"")
+    res = CliRunner().invoke(main, ["steer", "sweep", "--model", "m", "--vector", str(vec), "--threads", "2",
+                                    "--out", str(tmp_path / "s")])
+    assert res.exit_code == 0, res.output
+    assert seen[-1] == 2 and torch.get_num_threads() == 1
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many"])
+@pytest.mark.parametrize("args", [
+    ["trace", "--model", "m", "--out", "o"],
+    ["eval", "--model", "hf"],
+    ["eval-series", "--model", "hf"],
+    ["demo", "--out", "o"],
+    ["steer", "extract", "--model", "m", "--dimension", "fairness", "--layer", "0", "--out", "v.pt"],
+    ["steer", "sweep", "--model", "m", "--vector", "v.pt", "--out", "o"],
+    ["steer", "correlate", "--model", "m", "--target", "t", "--dimension", "fairness", "--layer", "0", "--out", "o"],
+])
+def test_bad_threads_one_line_exit_2(args, value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, [*args, "--threads", value])
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --threads"), res.output

@@ -100,6 +100,37 @@ def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
     assert torch.get_num_threads() == before
 
 
+def test_threads_for_work_keeps_small_problems_on_one_thread():
+    assert th.threads_for_work(None, 200 * 200 * 128.0) == 1  # the demo's nHSIC half-samples
+    assert th.threads_for_work(None, 1500 * 1500 * 4096.0) is None  # a 7B model's: the idle cores
+    assert th.threads_for_work(3, 10.0) == 3  # --threads always wins
+
+
+def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_on_one(
+        series_folder, tmp_path, monkeypatch):
+    import tracing_bench.harvest as harvest_mod
+    import tracing_bench.probes.linear as linear_mod
+
+    monkeypatch.setattr(th, "available_cores", lambda: 2)
+    monkeypatch.setattr(th, "busy_cores", lambda interval=0.1: 0.0)  # an idle 2-core machine
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    seen: list[tuple[str, int]] = []
+
+    def record(name, fn):
+        def wrapped(*a, **k):
+            seen.append((name, torch.get_num_threads()))
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(linear_mod, "probe_layers", record("probe", linear_mod.probe_layers))
+    monkeypatch.setattr(harvest_mod, "cached_activations", record("harvest", harvest_mod.cached_activations))
+    dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
+                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert sorted(set(seen)) == [("harvest", 2), ("probe", 1)], seen
+
+
 def test_eval_and_sweep_threads_reach_the_work(monkeypatch, tmp_path):
     import tracing_bench.evaluate as evaluate_mod
     import tracing_bench.steering.sweep as sweep_mod

@@ -13,6 +13,12 @@ import os
 import sys
 from pathlib import Path
 
+# OpenMP threads (torch's pool) that spin after each parallel region keep a core busy while the
+# BLAS pool of numpy/scipy wants it: on 2 cores, alternating small torch and scipy calls ran 18x
+# slower with 2 threads each than with 1 (bench/BENCH.md, "threads"). Passive waiting must be set
+# before torch is imported; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import click
 
 from tracing_bench import __version__

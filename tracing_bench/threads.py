@@ -29,7 +29,8 @@ from typing import Any
 
 from tracing_bench.errors import TracingBenchError
 
-__all__ = ["available_cores", "busy_cores", "check_threads", "default_threads", "use_threads"]
+__all__ = ["SMALL_WORK", "available_cores", "busy_cores", "check_threads", "default_threads", "threads_for_work",
+           "use_threads"]
 
 # a core counts as idle when less than this share of it is busy
 _IDLE_SLACK = 0.2
@@ -141,6 +142,28 @@ def check_threads(value: Any, flag: str = "--threads") -> int | None:
             "to use the cores that are idle"
         )
     return int(text)
+
+
+#: Below this many multiply-adds per call (m^2 d for an nHSIC Gram matrix), more than one thread
+#: does not pay: waking a second thread costs more than it saves, even on an idle machine
+#: (measured on 2 cores, bench/BENCH.md "threads": trace of the demo's probes and MI 23 s at one
+#: thread, 61 s at two; estimate_mi at m = 1500 gains 15-25 % from two threads only at hidden 4096).
+SMALL_WORK = 4e9
+
+
+def threads_for_work(n: int | None, work: float) -> int | None:
+    """The thread count for one block of numerical work of ``work`` multiply-adds per call.
+
+    Args:
+        n: the count given by the user (``--threads``), or ``None`` (choose).
+        work: multiply-adds of the largest single operation (e.g. ``m * m * hidden``).
+
+    Returns:
+        ``n`` when given; 1 for work below :data:`SMALL_WORK`; else ``None`` (the idle cores).
+    """
+    if n is not None:
+        return n
+    return 1 if work < SMALL_WORK else None
 
 
 @contextmanager

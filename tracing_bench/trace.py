@@ -55,7 +55,7 @@ from tracing_bench._io import atomic_write_text as _atomic_write_text
 from tracing_bench._io import check_outputs, pack_bits
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.threads import check_threads, use_threads
+from tracing_bench.threads import check_threads, threads_for_work, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,11 @@ def trace_checkpoint(
                 )
             acts_t, prov = hit
             commit = prov.get("resolved_commit") or commit
-            part = _probe_part(checkpoint, data, acts_t.numpy(), prov, settings, probe_layers, estimate_mi)
+            # probes and nHSIC are many small products: one thread unless the Gram matrix is large
+            m = len(data.splits["probe_train"]) if settings.mi_subsample is None else min(
+                settings.mi_subsample, len(data.splits["probe_train"]))
+            with use_threads(threads_for_work(settings.threads, float(m) * m * acts_t.shape[-1])):
+                part = _probe_part(checkpoint, data, acts_t.numpy(), prov, settings, probe_layers, estimate_mi)
             _atomic_write_text(path, json.dumps(part, indent=1, sort_keys=True))
             if bar is not None:
                 bar.update(1)

@@ -140,7 +140,7 @@ def _findings():
     """findings.json of a 2-checkpoint series where robustness is learned and fairness is not."""
     import numpy as np
 
-    from tracing_bench._io import pack_bits
+    from tracing_bench.files import pack_bits
     from tracing_bench.compare.findings import build_findings
 
     n = 200

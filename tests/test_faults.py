@@ -343,7 +343,8 @@ def test_gate_exit_codes_pass_regression_and_anything_else(tmp_path, monkeypatch
 def test_same_named_csvs_and_a_bundled_name_give_four_dimensions(tiny_llama, tmp_path):
     import csv
 
-    from tracing_bench.dimensions import file_md5, load_dimension
+    from tracing_bench.dimensions import load_dimension
+    from tracing_bench.files import file_md5
 
     src = Path(write_small_dims(tmp_path / "src", 40).split(",")[0]).parent  # fairness_small, privacy_small
     for folder in ("e1", "e2", "e3"):

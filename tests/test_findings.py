@@ -16,7 +16,7 @@ import pytest
 from scipy.stats import binomtest
 
 from tiny import build_series
-from tracing_bench._io import pack_bits, unpack_bits
+from tracing_bench.files import pack_bits, unpack_bits
 from tracing_bench.compare.findings import build_findings, dimension_title, read_findings, turn_keys
 from tracing_bench.compare.phases import noisy_turn
 from tracing_bench.dimensions import DIMENSIONS, load_dimension

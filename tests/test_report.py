@@ -143,7 +143,7 @@ def _findings_json(folder: Path) -> dict:
     """findings.json for the PYTHIA tables: fairness learned, reliability not; fairness block 0 turns at step2."""
     import numpy as np
 
-    from tracing_bench._io import pack_bits
+    from tracing_bench.files import pack_bits
     from tracing_bench.compare.findings import build_findings, write_findings
 
     n = 100

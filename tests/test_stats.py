@@ -153,7 +153,7 @@ def test_diff_interval_and_within_noise():
 
 
 def test_pack_bits_round_trip():
-    from tracing_bench._io import pack_bits, unpack_bits
+    from tracing_bench.files import pack_bits, unpack_bits
 
     for n in (0, 1, 7, 8, 9, 513):
         bits = np.random.default_rng(n).random(n) < 0.5

@@ -375,7 +375,8 @@ def test_trustgen_tasks_with_tiny_judges(tiny_models, tiny_judges, tmp_path):
 
 
 def test_released_stereoset_documents_are_the_released_file():
-    from tracing_bench.dimensions import RELEASED, file_md5
+    from tracing_bench.dimensions import RELEASED
+    from tracing_bench.files import file_md5
     from tracing_bench.tasks.fairness.utils import load_released, load_released_generation
 
     md5 = file_md5(RELEASED["stereoset-released"].path)

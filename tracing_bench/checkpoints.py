@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tracing_bench.errors import TracingBenchError
+from tracing_bench.errors import TracingBenchError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -371,7 +371,7 @@ def _revision_error(ckpt: Checkpoint, err: Exception) -> TracingBenchError:
     listing = (
         f"revisions in the local cache: {', '.join(found)}" if found else f"no revision of {ckpt.model} is in the local cache"
     )
-    cause = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+    cause = first_line(err, limit=160)
     return TracingBenchError(
         f"revision {ckpt.revision or 'main'!r} of {ckpt.model} could not be loaded {where}: {listing}; "
         f"check the name or the network ({type(err).__name__}: {cause})"
@@ -469,11 +469,6 @@ def check_model_folder(folder: str | os.PathLike, *, tokenizer: bool = True, fla
         )
 
 
-def _first(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
-
-
 def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", device: str = "auto",
                         folder: str | os.PathLike | None = None) -> TracingBenchError | None:
     """A one-line error for a model that failed to load, or ``None`` when the cause is not recognised.
@@ -496,7 +491,7 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
                                          or "DefaultCPUAllocator" in text)
     ):
         return TracingBenchError(
-            f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {_first(e)}; use --dtype bfloat16 "
+            f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {first_line(e, limit=160)}; use --dtype bfloat16 "
             "or float16, a smaller batch, another device, or a machine with more memory"
         )
     if name == "SafetensorError" or "safetensors" in type(e).__module__:
@@ -508,7 +503,7 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
                     culprit = f"{shard} is incomplete or corrupt ({why})"
                     break
         return TracingBenchError(
-            (culprit or f"a weight file of {what} is incomplete or corrupt ({name}: {_first(e)})")
+            (culprit or f"a weight file of {what} is incomplete or corrupt ({name}: {first_line(e, limit=160)})")
             + "; download or copy it again (or save the model again)"
         )
     if isinstance(e, RuntimeError) and ("size mismatch" in text or "ignore_mismatched_sizes" in text):
@@ -519,12 +514,12 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
     if isinstance(e, (ValueError, KeyError)) and ("does not recognize this architecture" in text
                                                   or "Unrecognized model" in text):
         return TracingBenchError(
-            f"{what}: transformers does not know its architecture ({_first(e)[:120]}); upgrade transformers "
+            f"{what}: transformers does not know its architecture ({first_line(e, limit=160)[:120]}); upgrade transformers "
             "(pip install -U transformers) or correct model_type in config.json"
         )
     if isinstance(e, (OSError, ValueError)) and ("backend tokenizer" in text or "Can't load tokenizer" in text):
         return TracingBenchError(
-            f"the tokenizer of {what} cannot be loaded ({_first(e)[:120]}); the folder needs tokenizer files "
+            f"the tokenizer of {what} cannot be loaded ({first_line(e, limit=160)[:120]}); the folder needs tokenizer files "
             f"({', '.join(TOKENIZER_FILES[:3])}, ...) saved with tokenizer.save_pretrained"
         )
     return None
@@ -588,7 +583,7 @@ def load_checkpoint(
         if ckpt.is_local:
             raise TracingBenchError(
                 f"checkpoint folder {ckpt.model} could not be loaded ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else ''}): it needs config.json, "
+                f"{first_line(e, limit=160)}): it needs config.json, "
                 "weights and tokenizer files saved with save_pretrained"
             ) from e
         raise _revision_error(ckpt, e) from e

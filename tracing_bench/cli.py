@@ -236,7 +236,7 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
     kwargs: dict[str, object] = {"seed": seed, "save_at": _parse_steps(save_at), "threads": threads}
     if steps is not None:
         kwargs["steps"] = steps
-    from tracing_bench._io import check_writable
+    from tracing_bench.files import check_writable
 
     config = PretrainConfig.fast(**kwargs) if fast else PretrainConfig(**kwargs)
     check_writable(out_dir, flag="--out")
@@ -455,7 +455,7 @@ def steer_extract(ctx: click.Context, model: str, revision: str | None, dimensio
                   coefficient: float, protocol: str, seed: int, batch_size: int, dtype: str, device: str,
                   cache_dir: Path | None, data_csv: Path | None, preset: str | None, out: Path) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
-    from tracing_bench._io import check_outputs
+    from tracing_bench.files import check_outputs
     from tracing_bench.harvest import default_cache_dir
     from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
 
@@ -594,7 +594,7 @@ def steer_correlate(ctx: click.Context, model: str, revisions: str | None, targe
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
 def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None) -> None:
     """One row per (model, revision, steering) from lm-eval results files or folders (searched recursively)."""
-    from tracing_bench._io import check_writable
+    from tracing_bench.files import check_writable
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags, write_text
 
     if out is not None:
@@ -631,7 +631,7 @@ def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float,
     scored different documents or task versions (unless --allow-mismatch), and an unwritable
     --json-out, so CI can tell a measured regression from a broken job.
     """
-    from tracing_bench._io import check_writable, dumps_json
+    from tracing_bench.files import check_writable, dumps_json
     from tracing_bench.compare.gate import format_verdict, gate
     from tracing_bench.compare.leaderboard import write_text
 
@@ -653,7 +653,7 @@ def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float,
 @click.option("--title", default="tracing-bench report", show_default=True)
 def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
     """One self-contained offline HTML page of what trace, steer sweep/correlate and lm-eval wrote in DIRS."""
-    from tracing_bench._io import check_writable
+    from tracing_bench.files import check_writable
     from tracing_bench.report.html import build_report
 
     check_writable(out, flag="--out", kind="file")
@@ -672,7 +672,7 @@ def report_cmd(dirs: tuple[Path, ...], out: Path, title: str) -> None:
 @_threads_option(wrap=False)
 def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int, threads: str | None) -> None:
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
-    from tracing_bench._io import check_writable
+    from tracing_bench.files import check_writable
     from tracing_bench.demo import DemoSettings, run_demo
     from tracing_bench.threads import check_threads
 

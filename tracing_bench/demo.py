@@ -26,7 +26,6 @@ comparison or a steering setting is "within noise" unless the interval of its ch
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write_text, spec_hash
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class DemoSettings:
     def key(self, stage: str, **extra: Any) -> str:
         settings = {k: v for k, v in asdict(self).items() if k != "threads"}  # threads change no number
         spec = {"stage": stage, **settings, **extra, "package_version": __version__}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return spec_hash(spec, 16)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -90,9 +90,7 @@ def _stage_done(marker: Path, key: str) -> bool:
 
 
 def _mark(marker: Path, key: str, **info: Any) -> None:
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, **info}, indent=1, default=str))
-    tmp.replace(marker)
+    atomic_write_text(marker, json.dumps({"key": key, **info}, indent=1, default=str))
 
 
 def _f(x: str) -> float:
@@ -261,7 +259,7 @@ def run_demo(
     changes = checkpoint_changes(board)
     summary = format_summary(findings, dim, layer, steering, changes, report, timings, s, board_rows,
                              source=Path(mid.model).name, target=Path(last.model).name)
-    (out / "summary.txt").write_text(summary + "\n")
+    atomic_write_text(out / "summary.txt", summary + "\n")
     return {"report": report, "summary": summary, "probes": probes, "findings": findings,
             "mi_turns": findings["mi_turns"]["dimensions"], "checkpoints": changes,
             "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best, "changes": steering},

@@ -31,7 +31,6 @@ the five) and as the fairness data of the ``reference`` protocol.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from typing import Literal
 import numpy as np
 
 from tracing_bench.errors import DataError, TracingBenchError
+from tracing_bench.files import file_md5
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -335,15 +335,6 @@ class DimensionData:
             out[split] = {"n": int(len(idx)), "label_1": n1, "label_0": int(len(idx) - n1),
                           "groups": int(len(np.unique(self.groups[idx])))}
         return out
-
-
-def file_md5(path: str | Path) -> str:
-    """md5 of a file's bytes."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _CR_ARTEFACT = re.compile(r"\s*_x000D_\s*")

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracing_bench._io import check_writable, dumps_json
-from tracing_bench.checkpoints import describe_load_error, snapshot_folder
-from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write_text, check_writable, dumps_json
+from tracing_bench.checkpoints import Checkpoint, describe_load_error, snapshot_folder
+from tracing_bench.errors import TracingBenchError, first_line
+from tracing_bench.files import looks_like_path
 
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
@@ -189,7 +190,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
                 raise known from e
             if isinstance(e, (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError,
                               pickle.UnpicklingError)):
-                raise TracingBenchError(f"lm-eval failed: {_first_line(e)} (set TRACING_BENCH_DEBUG=1 "
+                raise TracingBenchError(f"lm-eval failed: {first_line(e, with_type=True)} (set TRACING_BENCH_DEBUG=1 "
                                         "for the traceback)") from e
             raise
     if _process_rank() > 0:
@@ -247,11 +248,6 @@ def _process_rank() -> int:
     return 0
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
 def _parse(argv: list[str]):
     """Parse ``lm_eval run`` arguments with lm-eval's own parser; errors become one line."""
     from lm_eval._cli import HarnessCLI
@@ -284,7 +280,7 @@ def _check_model(pretrained: str, revision: str | None, *, tokenizer: bool = Tru
         raise TracingBenchError(
             f"--model_args pretrained={pretrained} is a file; give a Hugging Face model id or the folder of a saved model"
         )
-    if pretrained.startswith(("/", ".", "~")) or pretrained.count("/") > 1:
+    if looks_like_path(pretrained):
         raise TracingBenchError(
             f"--model_args pretrained={pretrained}: no such folder; give a Hugging Face model id "
             "or the folder of a saved model"
@@ -416,25 +412,10 @@ def _task_index(include_defaults: bool) -> Iterator[None]:
         tasks_module.TaskManager = original  # type: ignore[misc]
 
 
-def resolve_commit(pretrained: str, revision: str | None) -> str | None:
-    """The commit a hub revision points to in the local cache (``None`` if unknown or a folder)."""
-    rev = revision or "main"
-    if re.fullmatch(r"[0-9a-f]{40}", rev):
-        return rev
-    if Path(pretrained).expanduser().exists():
-        return None
-    try:
-        from huggingface_hub import constants
-
-        ref = Path(constants.HF_HUB_CACHE) / ("models--" + pretrained.replace("/", "--")) / "refs" / rev
-        return ref.read_text().strip() if ref.is_file() else None
-    except (ImportError, OSError):
-        return None
-
-
 def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per trust task: its dimension, the md5 of the data file, the split protocol and seed."""
-    from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, RELEASED, file_md5
+    from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, RELEASED
+    from tracing_bench.files import file_md5
     from tracing_bench.tasks.common import setting
 
     out: dict[str, dict[str, Any]] = {}
@@ -458,16 +439,14 @@ def _write_provenance(folder: Path, results_file: Path, results: dict[str, Any],
     record = {
         "model": pretrained,
         "revision": revision or "main",
-        "commit": resolve_commit(pretrained, revision),
+        "commit": Checkpoint(pretrained, revision).resolved_commit(),
         "results_file": results_file.name,
         "lm_eval_args": shlex.join(argv),
         "datasets": _datasets(results),
         "package_version": __version__,
     }
     target = folder / f"tracing_bench_{date}.json"
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(dumps_json(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write_text(target, dumps_json(record, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------- several revisions

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tracing_bench.errors import TracingBenchError
+from tracing_bench.errors import TracingBenchError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +90,12 @@ def _init_ray(ray: Any, address: str | None) -> bool:
     try:
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = first_line(e)
         raise TracingBenchError(
             f"--ray-address {address or '(local)'}: cannot connect to Ray ({text}); start the cluster "
             "(ray start --head) or give its address: auto on a cluster node, ray://<head>:10001 from outside"
         ) from None
     return True
-
-
-def _first_line(e: BaseException) -> str:
-    cause = getattr(e, "cause", None)  # RayTaskError wraps the task's own exception
-    if isinstance(cause, BaseException):
-        e = cause
-    text = str(e).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
 def run_tasks(
@@ -164,7 +155,7 @@ def run_tasks(
                 except TracingBenchError as e:  # a bad-input error raised inside the task
                     failed.append((i, str(e)))
                 except Exception as e:  # noqa: BLE001 - worker died, task raised: report, keep waiting
-                    failed.append((i, _first_line(e)))
+                    failed.append((i, first_line(e, with_type=True)))
                 else:
                     if on_done is not None:
                         on_done(i, results[i])

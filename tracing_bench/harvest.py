@@ -48,7 +48,8 @@ import torch
 from torch import Tensor
 
 from tracing_bench import __version__
-from tracing_bench._io import atomic_write as _atomic_write_bytes
+from tracing_bench.files import atomic_write as _atomic_write_bytes
+from tracing_bench.files import file_sha256, spec_hash, text_hash
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint
 from tracing_bench.errors import TracingBenchError
 
@@ -279,11 +280,7 @@ def _folder_fingerprint(folder: Path) -> str:
 
 
 def _statements_sha256(statements: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for s in statements:
-        h.update(s.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()
+    return text_hash("".join(f"{s}\x00" for s in statements))
 
 
 def activation_spec(
@@ -323,15 +320,7 @@ def activation_spec(
 
 def spec_key(spec: dict[str, Any]) -> str:
     """sha256 of a spec (canonical JSON)."""
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return spec_hash(spec)
 
 
 class ActivationCache:
@@ -388,7 +377,7 @@ class ActivationCache:
         if size != meta.get("file_bytes"):
             bad(f"file has {size} bytes, expected {meta.get('file_bytes')} (truncated?)")
             return None
-        if _file_sha256(tensor_path) != meta.get("file_sha256"):
+        if file_sha256(tensor_path) != meta.get("file_sha256"):
             bad("sha256 of the tensor file does not match the sidecar")
             return None
         try:
@@ -417,7 +406,7 @@ class ActivationCache:
             "n_layers": int(acts.shape[0]),
             "hidden": int(acts.shape[2]),
             "file_bytes": tensor_path.stat().st_size,
-            "file_sha256": _file_sha256(tensor_path),
+            "file_sha256": file_sha256(tensor_path),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 

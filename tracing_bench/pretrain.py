@@ -60,20 +60,19 @@ looks complete.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 from tracing_bench import __version__
-from tracing_bench._io import atomic_write_text as _atomic_write_text
+from tracing_bench.files import atomic_write, private_folder, replace_folder, spec_hash, text_hash
+from tracing_bench.files import atomic_write_text as _atomic_write_text
 from tracing_bench.errors import TracingBenchError
 
 Corpus = Literal["dev", "all"]
@@ -213,7 +212,7 @@ class PretrainConfig:
         spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "threads"}
         spec["save_at"] = self.save_steps
         spec.update(corpus_md5=corpus_md5, package_version=__version__, model_layout=_MODEL_LAYOUT)
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        return spec_hash(spec)
 
 
 def build_corpus(corpus: str = "dev") -> tuple[list[str], dict[str, object]]:
@@ -244,7 +243,7 @@ def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
         statements, _ = data.subset(split)
         texts.extend(statements)
         files[name] = {"file": data.path.name, "md5": data.md5, "split": split, "n": len(statements)}
-    md5 = hashlib.md5("\n".join(texts).encode("utf-8")).hexdigest()
+    md5 = text_hash("\n".join(texts), "md5")
     prov = {
         "source": f"bundled statements without labels, split {corpus!r} (paper protocol, seed 0)",
         "files": files,
@@ -382,8 +381,7 @@ def _save_checkpoint(model, tokenizer, out_dir: Path, step: int) -> Path:
     from transformers.utils import logging as hf_logging
 
     final = out_dir / f"step{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".step{step}.", dir=out_dir))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; a checkpoint is an ordinary folder
+    tmp = private_folder(out_dir, f".step{step}.")
     bars = hf_logging.is_progress_bar_enabled()
     try:
         hf_logging.disable_progress_bar()  # "Writing model shards" would break our own bar
@@ -393,13 +391,7 @@ def _save_checkpoint(model, tokenizer, out_dir: Path, step: int) -> Path:
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".old-step{step}.", dir=out_dir))
-            os.replace(final, old / "x")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -552,9 +544,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                     if step < config.steps:
                         state = {"key": key, "step": step, "model": model.state_dict(),
                                  "optim": optim.state_dict(), "losses": losses}
-                        tmp = resume_path.with_name(f".{RESUME_FILE}.tmp")
-                        torch.save(state, tmp)
-                        os.replace(tmp, resume_path)
+                        atomic_write(resume_path, lambda tmp, state=state: torch.save(state, tmp))
         finally:
             bar.close()
     finally:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import logging
@@ -51,8 +50,8 @@ from typing import Any
 import numpy as np
 
 from tracing_bench import __version__
-from tracing_bench._io import atomic_write_text as _atomic_write_text
-from tracing_bench._io import check_outputs, pack_bits
+from tracing_bench.files import atomic_write_text as _atomic_write_text
+from tracing_bench.files import check_outputs, pack_bits, spec_hash, text_hash
 from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.threads import check_threads, threads_for_work, use_threads
@@ -133,7 +132,7 @@ class TraceSettings:
     def key(self) -> str:
         """Hash of the settings that change the numbers (not batch size, device, cache)."""
         spec = {k: getattr(self, k) for k in _NUMBER_FIELDS} | {"package_version": __version__}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()[:16]
+        return spec_hash(spec, 16)
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
@@ -182,7 +181,7 @@ def parse_layers(spec: str | list[int] | None, n_blocks: int) -> list[int]:
 def checkpoint_slug(ckpt: Checkpoint) -> str:
     """A file-system-safe, unique folder name for a checkpoint."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", ckpt.label)[:60]
-    digest = hashlib.sha1(f"{ckpt.model}@{ckpt.revision}".encode()).hexdigest()[:10]
+    digest = text_hash(f"{ckpt.model}@{ckpt.revision}", "sha1")[:10]
     return f"{readable}-{digest}"
 
 
@@ -454,10 +453,7 @@ def _probe_part(
 
 def statements_sha256(data: Any, idx: np.ndarray) -> str:
     """sha256 of the statements at ``idx`` (in order) with their labels: equal hashes = the same test set."""
-    h = hashlib.sha256()
-    for i in np.asarray(idx).tolist():
-        h.update(f"{int(data.labels[i])}\t{data.statements[i]}\n".encode())
-    return h.hexdigest()
+    return text_hash("".join(f"{int(data.labels[i])}\t{data.statements[i]}\n" for i in np.asarray(idx).tolist()))
 
 
 def noise_seeds(seed: int, k: int) -> list[int]:

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tracing_bench import __version__
-from tracing_bench._io import atomic_write_text, unpack_bits
+from tracing_bench.files import atomic_write_text, unpack_bits
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
 from tracing_bench.errors import TracingBenchError
 

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from tracing_bench.checkpoints import parse_step
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import looks_like_path
 
 Format = Literal["md", "csv", "html", "json"]
 FORMATS: tuple[str, ...] = ("md", "csv", "html", "json")
@@ -109,7 +110,7 @@ class ResultsFile:
     @property
     def label(self) -> str:
         """Short human label: ``model@revision`` (+ `` [steering]``)."""
-        local = self.model.startswith(("/", ".", "~")) or self.model.count("/") > 1
+        local = looks_like_path(self.model)
         name = Path(self.model).name if local else self.model
         text = f"{name}@{self.revision}" if self.revision else name
         return text if self.steering == "none" else f"{text} [{self.steering}]"
@@ -495,7 +496,7 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     fixed = ["model", "revision", "step", "steering"]
     flags = nan_flags(board)
     if fmt == "json":
-        from tracing_bench._io import dumps_json
+        from tracing_bench.files import dumps_json
 
         meta = {c: {"higher_is_better": board.higher_is_better.get(c, True),
                     "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None),
@@ -531,6 +532,6 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
 
 def write_text(text: str, out: str | os.PathLike) -> Path:
     """Write atomically (tmp file in the same folder, then os.replace); no temporary file is left on failure."""
-    from tracing_bench._io import atomic_write_text
+    from tracing_bench.files import atomic_write_text
 
     return atomic_write_text(out, text)

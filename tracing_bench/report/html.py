@@ -44,6 +44,7 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write_text
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -509,14 +510,7 @@ def build_report(dirs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
         TracingBenchError: a path is missing, nothing reportable was found, or a results file is unreadable.
     """
     text = render(dirs, title=title)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(out, text)
 
 
 __all__ = ["build_report", "discover", "render"]

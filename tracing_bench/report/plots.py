@@ -24,12 +24,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from tracing_bench.compare.phases import checkpoint_key
+from tracing_bench.files import save_figure
 
 #: Dimension order of the paper.
 DIMENSION_ORDER = ("reliability", "toxicity", "privacy", "fairness", "robustness")
@@ -60,18 +60,8 @@ def _num(value: Any) -> float:
 
 
 def _save(fig, path: Path) -> Path:
-    """Save atomically (tmp file in the same folder, then os.replace) and close the figure."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        _plt().close(fig)
-    return path
+    """Save as PNG atomically and close the figure."""
+    return save_figure(fig, path, dpi=100)
 
 
 def _dims(rows: list[dict[str, str]]) -> list[str]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
+
+from tracing_bench.files import save_figure
 
 
 def _read(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -23,15 +24,8 @@ def _read(path: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def _save(fig, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Save as PNG atomically and close the figure."""
+    return save_figure(fig, path, dpi=110)
 
 
 def _se(row: dict[str, str]) -> float:

@@ -166,7 +166,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
     task = f"trust_{dimension}"
     out = Path(out)
-    from tracing_bench._io import check_outputs
+    from tracing_bench.files import check_outputs
     from tracing_bench.harvest import default_cache_dir
 
     check_outputs([(out, "--out", "folder"), (cache_dir or default_cache_dir(), "--cache-dir", "folder")])

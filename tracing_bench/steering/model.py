@@ -60,8 +60,8 @@ from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.parallel import DataParallelMixin
+from tracing_bench.files import file_sha256
 from tracing_bench.steering.vector import (
-    file_sha256,
     load_steer_file,
     preset_settings,
     unpickling_refused,

@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracing_bench._io import atomic_write_text as _atomic_text
-from tracing_bench._io import check_outputs, dumps_json
+from tracing_bench.files import atomic_write_text as _atomic_text
+from tracing_bench.files import check_outputs, dumps_json
 from tracing_bench.errors import TracingBenchError
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"

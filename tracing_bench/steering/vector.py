@@ -60,10 +60,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracing_bench._io import atomic_write as _atomic_write
-from tracing_bench._io import atomic_write_text as _atomic_write_text
+from tracing_bench.files import atomic_write as _atomic_write
+from tracing_bench.files import atomic_write_text as _atomic_write_text
 from tracing_bench.dimensions import DIMENSIONS
-from tracing_bench.errors import TracingBenchError
+from tracing_bench.errors import TracingBenchError, first_line
 
 Scale = Literal["paper", "reference", "unit"]
 SCALES: tuple[str, ...] = ("paper", "reference", "unit")
@@ -243,7 +243,7 @@ def sidecar_path(path: Path) -> Path:
 
 def unpickling_refused(path: Path, err: BaseException) -> TracingBenchError:
     """The one-line error for a file that ``torch.load(weights_only=True)`` refuses."""
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = first_line(err)
     return TracingBenchError(
         f"{path} cannot be loaded with torch.load(weights_only=True) ({first[:120]}); it holds "
         "pickled objects besides tensors and numbers, which tracing-bench refuses to run; re-save it "
@@ -326,15 +326,6 @@ def load_steer_file(path: str | os.PathLike, *, stock: bool = False) -> dict[str
                 f"{path}: steering_coefficient of {hookpoint!r} is {coef!r}; a finite number is required"
             )
     return config
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def extract_vector(

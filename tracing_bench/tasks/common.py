@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tracing_bench.errors import TracingBenchError
+from tracing_bench.errors import TracingBenchError, first_line
+from tracing_bench.files import looks_like_path
 
 #: metadata key -> (environment variable, default)
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -192,8 +193,7 @@ def check_model_available(name: str, key: str) -> None:
         if not (path / "config.json").exists():
             raise TracingBenchError(f"{role} {name!r}: the folder has no config.json; {how_to_configure(key)}")
         return
-    looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_like_path:
+    if looks_like_path(name):
         raise TracingBenchError(f"{role} {name!r}: no such folder; {how_to_configure(key)}")
     if _offline():
         from huggingface_hub import try_to_load_from_cache
@@ -232,7 +232,7 @@ def load_model(name: str, key: str, device: str, kind: str = "causal"):
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = auto.from_pretrained(name, dtype=dtype).to(device).eval()
     except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise TracingBenchError(
             f"{key.replace('_', ' ')} {name!r} could not be loaded ({first}); {how_to_configure(key)}"
         ) from None

@@ -20,7 +20,8 @@ process_results = process_multiple_choice
 # ---------------------------------------------------------------- trustgen_reliability
 def load_questions(**metadata: Any):
     """The 407 TruthfulQA test questions, each carrying the judges that will score its answer."""
-    from tracing_bench.dimensions import QUESTIONS_FILE, file_md5, load_questions as questions
+    from tracing_bench.dimensions import QUESTIONS_FILE, load_questions as questions
+    from tracing_bench.files import file_md5
     from tracing_bench.tasks.common import _dataset, check_model_available, setting
 
     judges = {key: setting(metadata, key) for key in ("truth_judge", "info_judge")}

@@ -1,7 +1,10 @@
-"""File output: atomic writes, a check that outputs can be written before any work, valid JSON.
+"""Files: atomic writes, hashes, a check that outputs can be written before any work, valid JSON.
 
-An interrupted run never leaves a half-written artefact behind; a command that cannot write its
-outputs says so in one line before it loads a model; JSON files never hold bare ``NaN``.
+An interrupted run never leaves a half-written artefact behind (every write of text, bytes, a
+figure or a folder goes through :func:`atomic_write` or :func:`replace_folder`, the only places
+that rename over a destination); a command that cannot write its outputs says so in one line
+before it loads a model; JSON files never hold bare ``NaN``; every hash of a file or a settings
+spec is computed here.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import json
 import math
 import os
 import tempfile
+import hashlib
+import shutil
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -58,6 +63,87 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
 
     return atomic_write(path, write)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it; returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move the finished folder ``tmp`` to ``final``, replacing a folder already there.
+
+    ``tmp`` must sit in ``final``'s parent folder, so the renames are atomic: a reader sees the
+    old folder or the new one, never a mix; the old one is deleted afterwards.
+
+    Returns:
+        ``final`` as a :class:`~pathlib.Path`.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}.", dir=final.parent))
+        os.replace(final, old / "x")
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return final
+
+
+def private_folder(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new temporary folder in ``parent`` with the usual permissions (mkdtemp makes 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+# ------------------------------------------------------------------------------------ hashes
+def file_hash(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``md5`` for the datasets' published sums, else ``sha256``)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """md5 of a file's bytes (the dataset hash every artefact records)."""
+    return file_hash(path, "md5")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    return file_hash(path, "sha256")
+
+
+def spec_hash(spec: Any, length: int | None = None) -> str:
+    """sha256 of a JSON-able settings spec (keys sorted), optionally cut to ``length`` hex digits.
+
+    The key of every cache and resumable part: equal specs give equal keys on every machine.
+    """
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return digest if length is None else digest[:length]
+
+
+def text_hash(text: str, algorithm: str = "sha256") -> str:
+    """Hex digest of a string's UTF-8 bytes."""
+    return hashlib.new(algorithm, text.encode("utf-8")).hexdigest()
 
 
 def pack_bits(bits: object) -> str:
@@ -179,3 +265,12 @@ def dumps_json(obj: object, **kwargs: object) -> str:
     '{"r": null}'
     """
     return json.dumps(finite_json(obj), allow_nan=False, **kwargs)  # type: ignore[arg-type]
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model or judge name is meant as a local path rather than a hub id (``org/name``).
+
+    >>> looks_like_path("./runs/tiny"), looks_like_path("EleutherAI/pythia-70m")
+    (True, False)
+    """
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name

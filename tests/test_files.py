@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from tracing_bench._io import atomic_write, atomic_write_text
+from tracing_bench.files import atomic_write, atomic_write_text
 
 
 def test_atomic_write_text_creates_parents_with_umask_permissions(tmp_path):

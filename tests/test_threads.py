@@ -100,10 +100,13 @@ def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
     assert torch.get_num_threads() == before
 
 
-def test_threads_for_work_keeps_small_problems_on_one_thread():
+def test_threads_for_work_keeps_small_problems_on_one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
     assert th.threads_for_work(None, 200 * 200 * 128.0) == 1  # the demo's nHSIC half-samples
     assert th.threads_for_work(None, 1500 * 1500 * 4096.0) is None  # a 7B model's: the idle cores
     assert th.threads_for_work(3, 10.0) == 3  # --threads always wins
+    monkeypatch.delenv("OMP_WAIT_POLICY")  # spinning OpenMP threads: one thread even for large work
+    assert th.threads_for_work(None, 1500 * 1500 * 4096.0) == 1
 
 
 def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_on_one(

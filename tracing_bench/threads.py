@@ -146,24 +146,32 @@ def check_threads(value: Any, flag: str = "--threads") -> int | None:
 
 #: Below this many multiply-adds per call (m^2 d for an nHSIC Gram matrix), more than one thread
 #: does not pay: waking a second thread costs more than it saves, even on an idle machine
-#: (measured on 2 cores, bench/BENCH.md "threads": trace of the demo's probes and MI 23 s at one
-#: thread, 61 s at two; estimate_mi at m = 1500 gains 15-25 % from two threads only at hidden 4096).
+#: (measured on 2 cores, bench/BENCH.md "threads": estimate_mi on 200 statements 23-26x slower at
+#: two threads than at one; at m = 1500 two threads gain 25 % only at hidden 4096, and only with
+#: passive OpenMP waiting).
 SMALL_WORK = 4e9
 
 
 def threads_for_work(n: int | None, work: float) -> int | None:
-    """The thread count for one block of numerical work of ``work`` multiply-adds per call.
+    """The thread count for one block of probes / nHSIC work of ``work`` multiply-adds per call.
+
+    Several threads only where the work is large and OpenMP threads wait passively
+    (``OMP_WAIT_POLICY=PASSIVE``, which the ``tracing-bench`` command sets before torch loads):
+    spinning torch threads and the BLAS pool of numpy/scipy otherwise fight for the cores
+    (two threads ran estimate_mi at hidden 4096 1.8x slower than one).
 
     Args:
         n: the count given by the user (``--threads``), or ``None`` (choose).
         work: multiply-adds of the largest single operation (e.g. ``m * m * hidden``).
 
     Returns:
-        ``n`` when given; 1 for work below :data:`SMALL_WORK`; else ``None`` (the idle cores).
+        ``n`` when given; 1 for work below :data:`SMALL_WORK` or without passive waiting; else
+        ``None`` (the idle cores, :func:`default_threads`).
     """
     if n is not None:
         return n
-    return 1 if work < SMALL_WORK else None
+    passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
+    return None if work >= SMALL_WORK and passive else 1
 
 
 @contextmanager

@@ -89,7 +89,7 @@ def main(verbose: bool) -> None:
     lm-evaluation-harness tasks (trust_*), probed layer by layer across checkpoints, and
     steered with vectors taken from pre-training checkpoints.
     """
-    from tracing_bench._logs import configure
+    from tracing_bench.logs import configure
 
     click.get_current_context().call_on_close(configure(verbose))
 

@@ -169,7 +169,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     args.output_path = str(folder / "results.json")
     args.include_path = include
 
-    from tracing_bench._logs import quiet_lm_eval
+    from tracing_bench.logs import quiet_lm_eval
     from tracing_bench.steering.model import safe_stock_steered
 
     before = set(folder.glob("results_*.json"))

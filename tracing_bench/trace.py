@@ -2,7 +2,7 @@
 
 For every checkpoint x dimension, :func:`trace_checkpoint` reads all blocks' activations
 (:func:`tracing_bench.harvest.cached_activations`), probes the requested layers
-(:func:`tracing_bench.probes.linear.probe_layers`) and, with ``mi=True``, estimates I(X;T) and
+(:func:`tracing_bench.probes.layers.probe_layers`) and, with ``mi=True``, estimates I(X;T) and
 I(Y;T) (:func:`tracing_bench.probes.mi.estimate_mi`). Each (checkpoint, dimension) result is
 written atomically to ``OUT/parts/<settings>/<checkpoint>/<dimension>.json`` as soon as it is
 done, so an interrupted run (Ctrl-C, crash, a killed worker) loses at most the pair in flight
@@ -333,10 +333,10 @@ def trace_checkpoint(
 
 def _probe_layers() -> Any:
     try:
-        from tracing_bench.probes.linear import probe_layers
+        from tracing_bench.probes.layers import probe_layers
     except ImportError as e:
         raise TracingBenchError(
-            f"tracing_bench.probes.linear.probe_layers is not available ({e}): update tracing-bench"
+            f"tracing_bench.probes.layers.probe_layers is not available ({e}): update tracing-bench"
         ) from e
     return probe_layers
 

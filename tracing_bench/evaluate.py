@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench.files import atomic_write_text, check_writable, dumps_json
-from tracing_bench.checkpoints import Checkpoint, describe_load_error, snapshot_folder
+from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import looks_like_path
+from tracing_bench.loading import check_model_folder, describe_load_error, snapshot_folder
 
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
@@ -266,10 +267,9 @@ def _parse(argv: list[str]):
 def _check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True) -> None:
     """Fail early, without network, on a model folder that cannot be loaded or an uncached offline hub model.
 
-    A folder is checked by :func:`tracing_bench.checkpoints.check_model_folder` (config.json,
+    A folder is checked by :func:`tracing_bench.loading.check_model_folder` (config.json,
     complete weight files, tokenizer files unless ``tokenizer=False``).
     """
-    from tracing_bench.checkpoints import check_model_folder
     from tracing_bench.tasks.common import _offline
 
     path = Path(pretrained).expanduser()

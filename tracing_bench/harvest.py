@@ -50,8 +50,9 @@ from torch import Tensor
 from tracing_bench import __version__
 from tracing_bench.files import atomic_write as _atomic_write_bytes
 from tracing_bench.files import file_sha256, spec_hash, text_hash
-from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint
+from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.loading import find_blocks, load_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracing_bench.dimensions import DimensionData
@@ -86,7 +87,7 @@ def record_blocks(
         layers: block indices to record.
         on_output: called as ``on_output(layer, hidden)`` with each block's output
             ``[batch, tokens, hidden]``.
-        blocks_attr: override of the blocks' path (see :func:`tracing_bench.checkpoints.find_blocks`).
+        blocks_attr: override of the blocks' path (see :func:`tracing_bench.loading.find_blocks`).
         stop_after_last: raise a private exception after the last requested block so that the
             rest of the forward is skipped; :func:`harvest` catches it.
 

@@ -52,8 +52,9 @@ import numpy as np
 from tracing_bench import __version__
 from tracing_bench.files import atomic_write_text as _atomic_write_text
 from tracing_bench.files import check_outputs, pack_bits, spec_hash, text_hash
-from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint, resolve_series
+from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.threads import check_threads, threads_for_work, use_threads
 
 log = logging.getLogger(__name__)
@@ -220,42 +221,6 @@ def _read_part(path: Path, md5: str) -> dict[str, Any] | None:
     if part.get("dataset_md5") != md5 or part.get("package_version") != __version__:
         return None
     return part
-
-
-def delete_from_hf_cache(ckpt: Checkpoint, commit: str | None = None) -> bool:
-    """Delete one hub revision (its snapshot and the blobs no other revision uses) from the HF cache.
-
-    Args:
-        ckpt: a hub checkpoint (a local folder is refused).
-        commit: its commit hash if known (else read from the cache's refs).
-
-    Returns:
-        True when something was deleted.
-
-    Raises:
-        TracingBenchError: for a local folder.
-    """
-    if ckpt.is_local:
-        raise TracingBenchError(
-            f"--delete-checkpoints only removes Hugging Face cache downloads, and {ckpt.model} is a local folder: "
-            "refusing to delete it; drop --delete-checkpoints"
-        )
-    import huggingface_hub.constants as c
-    from huggingface_hub import scan_cache_dir
-
-    commit = commit or ckpt.resolved_commit()
-    if not commit:
-        return False
-    try:
-        info = scan_cache_dir(c.HF_HUB_CACHE)
-    except Exception:  # noqa: BLE001 - no cache folder: nothing to delete
-        return False
-    for repo in info.repos:
-        if repo.repo_id == ckpt.model and repo.repo_type == "model":
-            if any(r.commit_hash == commit for r in repo.revisions):
-                info.delete_revisions(commit).execute()
-                return True
-    return False
 
 
 # --------------------------------------------------------------------------------- the work
@@ -592,7 +557,7 @@ def trace(
         raise TracingBenchError(f"--batch-size {batch_size} is not valid: use a positive integer")
     if isinstance(layers, str) and layers != "all":
         parse_layers(layers, 10**9)  # syntax only; the range is checked against the model
-    from tracing_bench.checkpoints import resolve_device, torch_dtype
+    from tracing_bench.loading import resolve_device, torch_dtype
     from tracing_bench.harvest import default_cache_dir
 
     torch_dtype(dtype)

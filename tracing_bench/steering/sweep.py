@@ -83,7 +83,8 @@ class Scorer:
     def __init__(self, model: str, *, revision: str | None = None, tasks: list[str] | None = None,
                  limit: float | None = None, batch_size: int = 8, seed: int = 1234, dtype: str = "auto",
                  device: str = "auto", positions: str = "all", lambada: str = "auto") -> None:
-        from tracing_bench.checkpoints import Checkpoint, load_checkpoint
+        from tracing_bench.checkpoints import Checkpoint
+        from tracing_bench.loading import load_checkpoint
 
         self.model_id, self.revision = model, revision
         self.tasks = list(tasks or ["trust"])

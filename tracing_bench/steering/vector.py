@@ -440,28 +440,6 @@ def _orientation_sign(dimension: str) -> int:
     )
 
 
-def model_hookpoint(model: str, layer: int, revision: str | None = None) -> str:
-    """The lm-eval hookpoint of block ``layer`` of a model id or folder, without loading weights.
-
-    Builds the architecture from its config on the ``meta`` device and asks
-    :func:`tracing_bench.checkpoints.hookpoint`.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from tracing_bench.checkpoints import hookpoint
-
-    try:
-        config = AutoConfig.from_pretrained(model, **({"revision": revision} if revision else {}))
-    except (OSError, ValueError) as e:
-        raise TracingBenchError(
-            f"--model {model}{'@' + revision if revision else ''}: its config cannot be read "
-            f"({type(e).__name__}); give a Hugging Face id in the local cache or a saved folder"
-        ) from None
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    return hookpoint(skeleton, layer)
-
-
 def extract_from_checkpoint(
     model: str,
     *,
@@ -506,6 +484,7 @@ def extract_from_checkpoint(
         protocol, pooling, dtype, package version, activation cache key).
     """
     from tracing_bench.checkpoints import Checkpoint
+    from tracing_bench.loading import model_hookpoint
     from tracing_bench.dimensions import load_dimension
     from tracing_bench.harvest import cached_activations
 

@@ -17,7 +17,7 @@ import torch
 
 from tracing_bench.checkpoints import Checkpoint, resolve_series
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
-from tracing_bench.harvest import cached_activations
+from tracing_bench.cache import cached_activations
 from tracing_bench.trace import TraceSettings, _estimate_mi, _probe_layers, _probe_part
 
 

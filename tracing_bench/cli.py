@@ -456,7 +456,7 @@ def steer_extract(ctx: click.Context, model: str, revision: str | None, dimensio
                   cache_dir: Path | None, data_csv: Path | None, preset: str | None, out: Path) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
     from tracing_bench.files import check_outputs
-    from tracing_bench.harvest import default_cache_dir
+    from tracing_bench.cache import default_cache_dir
     from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
 
     _check_preset(ctx, preset_settings(preset), preset, scale=scale, protocol=protocol)

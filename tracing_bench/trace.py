@@ -1,7 +1,7 @@
 """Trace a checkpoint series: harvest (cached) -> linear probes -> mutual information, per layer.
 
 For every checkpoint x dimension, :func:`trace_checkpoint` reads all blocks' activations
-(:func:`tracing_bench.harvest.cached_activations`), probes the requested layers
+(:func:`tracing_bench.cache.cached_activations`), probes the requested layers
 (:func:`tracing_bench.probes.layers.probe_layers`) and, with ``mi=True``, estimates I(X;T) and
 I(Y;T) (:func:`tracing_bench.probes.mi.estimate_mi`). Each (checkpoint, dimension) result is
 written atomically to ``OUT/parts/<settings>/<checkpoint>/<dimension>.json`` as soon as it is
@@ -248,7 +248,7 @@ def trace_checkpoint(
     Returns:
         The part files of this checkpoint (one per dimension).
     """
-    from tracing_bench.harvest import cached_activations, lookup_activations
+    from tracing_bench.cache import cached_activations, lookup_activations
 
     out = Path(out)
     paths = [part_path(out, settings, checkpoint, d.key_name) for d in datas]
@@ -558,7 +558,7 @@ def trace(
     if isinstance(layers, str) and layers != "all":
         parse_layers(layers, 10**9)  # syntax only; the range is checked against the model
     from tracing_bench.loading import resolve_device, torch_dtype
-    from tracing_bench.harvest import default_cache_dir
+    from tracing_bench.cache import default_cache_dir
 
     torch_dtype(dtype)
     resolve_device(device)

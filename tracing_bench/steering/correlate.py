@@ -158,7 +158,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     """
     from tracing_bench.checkpoints import resolve_series
     from tracing_bench.dimensions import DIMENSIONS, load_dimension
-    from tracing_bench.harvest import cached_activations
+    from tracing_bench.cache import cached_activations
     from tracing_bench.steering.sweep import Scorer, _apply_preset, write_csv, write_json
     from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
 
@@ -167,7 +167,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     task = f"trust_{dimension}"
     out = Path(out)
     from tracing_bench.files import check_outputs
-    from tracing_bench.harvest import default_cache_dir
+    from tracing_bench.cache import default_cache_dir
 
     check_outputs([(out, "--out", "folder"), (cache_dir or default_cache_dir(), "--cache-dir", "folder")])
     probes_path = Path(probes) if probes else None

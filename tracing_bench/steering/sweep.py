@@ -314,7 +314,7 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     if bad:
         raise TracingBenchError(f"--alphas holds {', '.join(map(str, bad))}: every coefficient must be a finite number")
     out = Path(out)
-    from tracing_bench.harvest import default_cache_dir
+    from tracing_bench.cache import default_cache_dir
 
     check_outputs([(out, "--out", "folder"),
                    (cache_dir or default_cache_dir() if layers else None, "--cache-dir", "folder")])

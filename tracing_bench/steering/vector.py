@@ -469,7 +469,7 @@ def extract_from_checkpoint(
         protocol: splits of :func:`tracing_bench.dimensions.load_dimension` (``paper``: the
             development half; ``reference``: the released code's first 50 %).
         seed: seed of the paper splits.
-        dtype, device, batch_size, cache_dir: as :func:`tracing_bench.harvest.cached_activations`.
+        dtype, device, batch_size, cache_dir: as :func:`tracing_bench.cache.cached_activations`.
         data: your own ``statement,label`` CSV instead of the dimension's bundled file; its labels
             must mean what the dimension's labels mean (the orientation comes from ``dimension``).
         preset: ``reference``: the released code's vector (:data:`PRESETS`: scale and protocol
@@ -486,7 +486,7 @@ def extract_from_checkpoint(
     from tracing_bench.checkpoints import Checkpoint
     from tracing_bench.loading import model_hookpoint
     from tracing_bench.dimensions import load_dimension
-    from tracing_bench.harvest import cached_activations
+    from tracing_bench.cache import cached_activations
 
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")

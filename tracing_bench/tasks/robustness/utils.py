@@ -40,7 +40,7 @@ class TwinPairTask(PairTask):
 
 def load(**metadata: Any):
     """Test pairs (one document each; ``--limit k`` keeps k pairs) and the development statements."""
-    from tracing_bench.dimensions import group_key
+    from tracing_bench.splits import group_key
 
     data = load_data(DIMENSION, metadata)
     # twins are equal after lower-casing (the loader's groups under the paper protocol; the

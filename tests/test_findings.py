@@ -143,7 +143,7 @@ def random_series_trace(tmp_path_factory, tiny_tokenizer):
     series = build_series(root / "series", tiny_tokenizer)  # step0, step10, step100: seeds 1, 2, 0; no training
     out = root / "out"
     res = trace(str(series), out=out, dimensions="all", mi=True, max_statements=200, batch_size=64,
-                cache_dir=root / "cache", progress=False, figures=False, device="cpu", dtype="float32")
+                cache_dir=root / "cache", progress=False, device="cpu", dtype="float32")
     return res, out
 
 

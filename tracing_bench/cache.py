@@ -36,8 +36,9 @@ from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write, file_sha256, spec_hash, text_hash
-from tracing_bench.harvest import POOLINGS, Pooling, harvest
+from tracing_bench.harvest import harvest
 from tracing_bench.loading import find_blocks, load_checkpoint
+from tracing_bench.settings import HarvestSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     from tracing_bench.dimensions import DimensionData
@@ -68,16 +69,9 @@ def _statements_sha256(statements: Sequence[str]) -> str:
     return text_hash("".join(f"{s}\x00" for s in statements))
 
 
-def activation_spec(
-    checkpoint: Checkpoint,
-    data: DimensionData,
-    *,
-    pooling: str = "last",
-    dtype: str = "auto",
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
-) -> dict[str, Any]:
-    """What identifies a cache entry (its sha256 is the key)."""
+def activation_spec(checkpoint: Checkpoint, data: DimensionData, settings: HarvestSettings) -> dict[str, Any]:
+    """What identifies a cache entry (its sha256 is the key): the checkpoint, the statements and
+    the harvest settings that change the numbers (pooling, dtype, max length, blocks path)."""
     if checkpoint.is_local:
         folder = Path(checkpoint.model).expanduser().resolve()
         if not folder.is_dir():
@@ -95,10 +89,10 @@ def activation_spec(
         "protocol": data.protocol,
         "statements_sha256": _statements_sha256(data.statements),
         "n_statements": len(data.statements),
-        "pooling": pooling,
-        "dtype": dtype,
-        "max_length": max_length,
-        "blocks_attr": blocks_attr,
+        "pooling": settings.pooling,
+        "dtype": settings.dtype,
+        "max_length": settings.max_length,
+        "blocks_attr": settings.blocks_attr,
         "package_version": __version__,
     }
 
@@ -203,34 +197,23 @@ class ActivationCache:
 
 
 def lookup_activations(
-    checkpoint: Checkpoint,
-    data: DimensionData,
-    *,
-    pooling: Pooling = "last",
-    dtype: str = "auto",
-    cache_dir: str | Path | None = None,
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
+    checkpoint: Checkpoint, data: DimensionData, settings: HarvestSettings | None = None, **options: Any
 ) -> tuple[Tensor, dict[str, Any]] | None:
     """A usable cache entry without loading the model, or ``None`` (see :func:`cached_activations`)."""
-    spec = activation_spec(checkpoint, data, pooling=pooling, dtype=dtype, max_length=max_length, blocks_attr=blocks_attr)
-    return ActivationCache(cache_dir).load(spec, commit=checkpoint.resolved_commit())
+    settings = HarvestSettings.given(settings, **options)
+    spec = activation_spec(checkpoint, data, settings)
+    return ActivationCache(settings.cache_dir).load(spec, commit=checkpoint.resolved_commit())
 
 
 def cached_activations(
     checkpoint: Checkpoint,
     data: DimensionData,
+    settings: HarvestSettings | None = None,
     *,
-    pooling: Pooling = "last",
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_size: int = 32,
-    cache_dir: str | Path | None = None,
     model: Any = None,
     tokenizer: Any = None,
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
     progress: bool = False,
+    **options: Any,
 ) -> tuple[Tensor, dict[str, Any]]:
     """All blocks' activations for all statements of a dimension, from the cache or computed.
 
@@ -238,16 +221,13 @@ def cached_activations(
         checkpoint: the checkpoint (identifies the entry; loaded only on a miss unless ``model``
             is given).
         data: a loaded dimension (:func:`tracing_bench.dimensions.load_dimension`).
-        pooling: ``last`` or ``mean``.
-        dtype: dtype to load the model in (``auto|float32|bfloat16|float16``); part of the key.
-        device: ``auto|cpu|cuda``.
-        batch_size: statements per forward pass.
-        cache_dir: cache folder (default ``$TRACING_BENCH_CACHE`` or ``~/.cache/tracing-bench``).
+        settings: pooling, dtype (the model is loaded in it), device, batch size, max length,
+            blocks path and cache folder (:class:`~tracing_bench.settings.HarvestSettings`);
+            pooling, dtype, max length and blocks path are part of the key.
         model, tokenizer: an already loaded model of this checkpoint (loaded in ``dtype``),
             to avoid loading it again.
-        max_length: truncate statements to this many tokens.
-        blocks_attr: override of the blocks' path.
         progress: tqdm bar while harvesting.
+        **options: harvest settings given by keyword (``dtype="float32", cache_dir=...``).
 
     Returns:
         ``(acts, provenance)``: float32 CPU tensor ``[n_blocks, n_statements, hidden]`` and the
@@ -255,20 +235,16 @@ def cached_activations(
         pooling, dtype, torch_dtype, max_length, package_version, n_statements, n_layers,
         hidden, key, ...).
     """
-    if pooling not in POOLINGS:
-        raise TracingBenchError(f"--pooling {pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
-    spec = activation_spec(checkpoint, data, pooling=pooling, dtype=dtype, max_length=max_length, blocks_attr=blocks_attr)
-    cache = ActivationCache(cache_dir)
+    settings = HarvestSettings.given(settings, **options)
+    spec = activation_spec(checkpoint, data, settings)
+    cache = ActivationCache(settings.cache_dir)
     hit = cache.load(spec, commit=checkpoint.resolved_commit())
     if hit is not None:
         return hit
     if model is None or tokenizer is None:
-        model, tokenizer = load_checkpoint(checkpoint, dtype=dtype, device=device)
-    acts = harvest(
-        model, tokenizer, data.statements, layers=None, pooling=pooling, batch_size=batch_size,
-        progress=progress, max_length=max_length, blocks_attr=blocks_attr,
-    )
-    _, path = find_blocks(model, blocks_attr)
+        model, tokenizer = load_checkpoint(checkpoint, dtype=settings.dtype, device=settings.device)
+    acts = harvest(model, tokenizer, data.statements, settings, progress=progress)
+    _, path = find_blocks(model, settings.blocks_attr)
     extra = {
         "resolved_commit": checkpoint.resolved_commit(),
         "step": checkpoint.step,
@@ -277,7 +253,7 @@ def cached_activations(
         "torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "device": str(next(model.parameters()).device),
         "blocks_path": path,
-        "batch_size": batch_size,
+        "batch_size": settings.batch_size,
         "layer_definition": "output of decoder block l (HF hidden_states[l+1]; before the final norm at the last block)",
     }
     meta = cache.save(spec, acts, extra)

@@ -383,23 +383,25 @@ def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions
               max_statements: int | None, mi_subsample: int | None, mi_noise: int, out: Path, executor: str,
               ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, findings.json, figures."""
-    from tracing_bench.trace import trace
+    from tracing_bench.executors import ExecutorSettings
+    from tracing_bench.report.plots import trace_figures
+    from tracing_bench.settings import TraceSettings
+    from tracing_bench.trace import record_figures, trace
 
-    result = trace(
-        model, revisions, out=out, threads=threads,
-        dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
+    settings = TraceSettings.from_options(
+        threads=threads, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
-        max_statements=max_statements, mi_subsample=mi_subsample, mi_noise=mi_noise, executor=executor,
-        ray_address=ray_address,
-        gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries,
+        max_statements=max_statements, mi_subsample=mi_subsample, mi_noise=mi_noise,
     )
-    for note in result["notes"]:
-        click.echo(note, err=True)
+    run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
+    result = trace(model, revisions, out=out, settings=settings, run_on=run_on)
+    figures = trace_figures(result["probes_csv"], result["mi_csv"], out / "figures", findings=result["findings"])
+    record_figures(result["trace_json"], figures)
     click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nfindings: {result['findings_json']}\n"
                f"provenance: {result['trace_json']}")
-    if result["figures"]:
-        click.echo(f"figures: {len(result['figures'])} in {Path(result['figures'][0]).parent}")
+    if figures:
+        click.echo(f"figures: {len(figures)} in {Path(figures[0]).parent}")
 
 
 # ------------------------------------------------------------------------------------ steer

@@ -152,7 +152,8 @@ def run_demo(
     from tracing_bench.steering.sweep import run_sweep
     from tracing_bench.steering.vector import extract_from_checkpoint
     from tracing_bench.threads import use_threads
-    from tracing_bench.trace import trace
+    from tracing_bench.report.plots import trace_figures
+    from tracing_bench.trace import record_figures, trace
 
     s = settings or DemoSettings()
     out = Path(out)
@@ -180,6 +181,8 @@ def run_demo(
     res = trace(str(ckpt_root), None, out=trace_dir, dimensions="all", mi=True, cache_dir=cache,
                 batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
                 max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads)
+    record_figures(res["trace_json"], trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures",
+                                                    findings=res["findings"]))
     probe_rows = _read_csv(res["probes_csv"])
     probes = probe_summary(probe_rows)
     findings = read_findings(res["findings_json"])

@@ -22,16 +22,14 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.loading import find_blocks
-
-Pooling = Literal["last", "mean"]
-POOLINGS: tuple[str, ...] = ("last", "mean")
+from tracing_bench.settings import HarvestSettings
 
 
 class _StopForward(Exception):
@@ -100,14 +98,12 @@ def harvest(
     model: Any,
     tokenizer: Any,
     statements: Sequence[str],
+    settings: HarvestSettings | None = None,
     *,
     layers: Sequence[int] | None = None,
-    pooling: Pooling = "last",
-    batch_size: int = 32,
     progress: bool = False,
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
     max_batch_tokens: int | None = None,
+    **options: Any,
 ) -> Tensor:
     """Block outputs at the last real token (or the mean over real tokens) of each statement.
 
@@ -116,14 +112,16 @@ def harvest(
         tokenizer: its tokenizer; its ``padding_side`` is used, pad id = ``pad_token_id`` or
             ``eos_token_id`` (padding never changes the result).
         statements: the texts.
+        settings: the harvest settings; what applies to a loaded model: ``pooling`` (``last``: the
+            last real token; ``mean``: the mean over real tokens, incl. BOS), ``batch_size``
+            (statements per forward pass, sorted by length first), ``max_length`` (truncate to
+            this many tokens) and ``blocks_attr`` (override of the blocks' path).
         layers: block indices (default: all blocks), in the order of the result's first axis.
-        pooling: ``last`` (last real token) or ``mean`` (mean over real tokens, incl. BOS).
-        batch_size: statements per forward pass (statements are sorted by length first).
         progress: show a tqdm bar on stderr.
-        max_length: truncate statements to this many tokens (default: no truncation).
-        blocks_attr: override of the blocks' path.
         max_batch_tokens: also cap a batch at this many padded tokens (statements x longest);
             on a CPU about 512 keeps the working set in cache (see bench/BENCH.md).
+        **options: :class:`~tracing_bench.settings.HarvestSettings` fields given by keyword
+            (``harvest(model, tok, statements, pooling="mean", batch_size=8)``).
 
     Returns:
         float32 CPU tensor ``[len(layers), len(statements), hidden]`` in input order.
@@ -131,10 +129,8 @@ def harvest(
     Raises:
         TracingBenchError: bad pooling, batch size or layers; a statement with no tokens.
     """
-    if pooling not in POOLINGS:
-        raise TracingBenchError(f"--pooling {pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
-    if int(batch_size) < 1:
-        raise TracingBenchError(f"--batch-size {batch_size} is not valid: use a positive integer")
+    s = HarvestSettings.given(settings, **options)
+    pooling, batch_size, max_length, blocks_attr = s.pooling, s.batch_size, s.max_length, s.blocks_attr
     blocks, _ = find_blocks(model, blocks_attr)
     layers = _check_layers(layers, len(blocks))
     row = {layer: i for i, layer in enumerate(layers)}

@@ -19,8 +19,10 @@ from torch import Tensor
 
 from tracing_bench.dimensions import PROTOCOLS
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.settings import PROBES
 
-PROBES: tuple[str, ...] = ("logistic", "mass_mean")
+__all__ = ["PROBES", "auroc", "check_finite", "layer_names", "metrics", "prepare_inputs", "score_details",
+           "standardise", "to_tensor"]
 
 
 def to_tensor(acts: Any) -> Tensor:

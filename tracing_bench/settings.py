@@ -342,6 +342,17 @@ class ScoringSettings:
         if self.cache_dir is not None and not isinstance(self.cache_dir, str):
             object.__setattr__(self, "cache_dir", str(self.cache_dir))
 
+    @classmethod
+    def given(cls, settings: ScoringSettings | None = None, **options: Any) -> ScoringSettings:
+        """``settings`` (default: the defaults) with the keyword ``options`` that are not ``None`` applied
+        (a task list becomes a tuple, a path a string)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if "tasks" in given:
+            given["tasks"] = tuple(given["tasks"])
+        if "cache_dir" in given:
+            given["cache_dir"] = str(given["cache_dir"])
+        return replace(settings or cls(), **given)
+
     @property
     def applied_positions(self) -> Positions:
         """The positions steered: as given, else the preset's, else ``all``."""

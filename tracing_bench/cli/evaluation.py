@@ -70,9 +70,10 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
         --revisions step1000:step3000:1000 --limit 50 --executor ray --gpus-per-task 1
     """
     from tracing_bench.evaluate import eval_series, log_samples_by_default
+    from tracing_bench.executors import ExecutorSettings
 
-    runs = eval_series(log_samples_by_default(ctx.args), revisions, executor=executor, ray_address=ray_address,
-                       gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, max_retries=max_retries)
+    run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
+    runs = eval_series(log_samples_by_default(ctx.args), revisions, run_on=run_on)
     for run in runs:
         click.echo(f"{run.revision if run.revision != 'main' else run.model}: {run.results_file}")
 

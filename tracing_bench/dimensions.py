@@ -187,7 +187,7 @@ class DimensionData:
             return f"{self.name} ({self.dimension.title})"
         return self.dimension.title or self.name
 
-    def indices(self, split: str) -> np.ndarray:
+    def indices(self, split: Split) -> np.ndarray:
         """Indices (into ``statements``) of a split."""
         if split not in self.splits:
             raise TracingBenchError(
@@ -195,7 +195,7 @@ class DimensionData:
             )
         return self.splits[split]
 
-    def subset(self, split: str) -> tuple[list[str], np.ndarray]:
+    def subset(self, split: Split) -> tuple[list[str], np.ndarray]:
         """Statements and labels of a split."""
         idx = self.indices(split)
         return [self.statements[i] for i in idx], self.labels[idx]

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (the permission bits new files and folders do not get)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -48,7 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -124,7 +125,7 @@ def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
 def private_folder(parent: str | os.PathLike, prefix: str) -> Path:
     """A new temporary folder in ``parent`` with the usual permissions (mkdtemp makes 0700)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())
     return tmp
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -221,12 +220,6 @@ def _lr_at(cfg: PretrainConfig, step: int) -> float:
     span = max(1, cfg.steps - warm)
     t = min(1.0, (step - warm) / span)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _save_checkpoint(model, tokenizer, out_dir: Path, step: int) -> Path:

@@ -226,9 +226,9 @@ def run_demo(
         echo("      reusing the finished sweep")
     else:
         with use_threads(s.threads):
-            sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas), max_ppl_increase=s.max_ppl_increase,
-                              lambada="off", scoring=ScoringSettings(limit=s.limit, batch_size=32, dtype="float32",
-                                                                     device="cpu", cache_dir=str(cache)))
+            scoring = ScoringSettings(limit=s.limit, batch_size=32, dtype="float32", device="cpu", cache_dir=str(cache))
+            sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas),
+                              max_ppl_increase=s.max_ppl_increase, lambada="off", scoring=scoring)
         plot_sweep(sweep_dir / "sweep.csv", sweep_dir)
         best = sweep.best
         _mark(marker, sweep_key)

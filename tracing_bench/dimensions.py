@@ -120,8 +120,8 @@ DIMENSIONS: dict[str, Dimension] = {
                   title="fairness (CrowS-Pairs)", reader="crows_pairs", grouping="pair",
                   reference="stereoset-released", pretrain=False),
         Dimension("robustness", "sst2.csv", "the sentence carries case-flip typos (about 5% of letters)",
-                  "the sentence is clean", 0, "SST-2 sentences, clean and perturbed, from the released code; GLUE terms",
-                  title="robustness (SST-2 typos)"),
+                  "the sentence is clean", 0, "SST-2 sentences, clean and perturbed, from the released code; "
+                  "GLUE terms", title="robustness (SST-2 typos)"),
     )
 }
 

@@ -29,7 +29,14 @@ from typing import Any
 
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError, first_line
-from tracing_bench.eval_checks import all_known, check_fewshot, check_model, check_steering, parse_lm_eval_args, task_index
+from tracing_bench.eval_checks import (
+    all_known,
+    check_fewshot,
+    check_model,
+    check_steering,
+    parse_lm_eval_args,
+    task_index,
+)
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
 from tracing_bench.files import atomic_write_text, check_writable, dumps_json
 from tracing_bench.loading import describe_load_error, snapshot_folder

@@ -1,4 +1,5 @@
-"""Files: atomic writes (text, bytes, tidy CSV, figures, folders), hashes, a check that outputs can be written before any work, valid JSON.
+"""Files: atomic writes (text, bytes, tidy CSV, figures, folders), hashes, a check that outputs can
+be written before any work, valid JSON.
 
 An interrupted run never leaves a half-written artefact behind (every write of text, bytes, a
 figure or a folder goes through :func:`atomic_write` or :func:`replace_folder`, the only places

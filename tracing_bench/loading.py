@@ -307,7 +307,7 @@ def _get_attr(obj: Any, path: str) -> Any:
     return obj
 
 
-def find_blocks(model: Any, blocks_attr: str | None = None) -> tuple["torch.nn.ModuleList", str]:
+def find_blocks(model: Any, blocks_attr: str | None = None) -> tuple[torch.nn.ModuleList, str]:
     """The decoder blocks of a model and their dotted path.
 
     Args:

@@ -9,9 +9,10 @@ one folder ``step<N>`` per checkpoint, next to ``pretrain.json`` (provenance and
 Corpus: the development half of every bundled dimension that may be trained on, without labels
 (the test half is never seen; CrowS-Pairs, an evaluation set, never); corpus and tokenizer are
 built by :mod:`tracing_bench.pretrain_data`, which says what and why. Each statement is one
-training sequence (truncated to ``seq_len`` tokens) that starts at position 0, as at harvest time (no packing, no preceding context). No end-of-text token is
-appended by default: training the last token to predict "the statement is over" made its state
-the same for every statement and erased what the probes look for (see ``append_eos``).
+training sequence (truncated to ``seq_len`` tokens) that starts at position 0, as at harvest
+time (no packing, no preceding context). No end-of-text token is appended by default: training
+the last token to predict "the statement is over" made its state the same for every statement
+and erased what the probes look for (see ``append_eos``).
 Batches are padded to their longest sequence; padding is masked out of the loss.
 
 Defaults (tuned on the shared 2-core machines, see ``bench/BENCH.md``): 4 blocks, hidden 128,

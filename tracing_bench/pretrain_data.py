@@ -138,7 +138,7 @@ MODEL_LAYOUT = 3  # bump when model_config or the tokenizer changes, so cached r
 
 
 def model_config(cfg: Any, tokenizer: Any) -> Any:
-    """The Llama configuration of a run (``cfg``: a :class:`tracing_bench.pretrain.PretrainConfig`) for its tokenizer."""
+    """The Llama configuration of a run for its tokenizer (``cfg``: a :class:`~tracing_bench.pretrain.PretrainConfig`)."""
     from transformers import LlamaConfig
 
     return LlamaConfig(

@@ -96,7 +96,9 @@ def parse_layers(spec: str | list[int] | None, n_blocks: int) -> list[int]:
             f"--layers {','.join(map(str, bad))} is out of range: the model has {n_blocks} blocks (0-{n_blocks - 1})"
         )
     if not out:
-        raise TracingBenchError(f"--layers {spec!r} selects no layer: the model has {n_blocks} blocks (0-{n_blocks - 1})")
+        raise TracingBenchError(
+            f"--layers {spec!r} selects no layer: the model has {n_blocks} blocks (0-{n_blocks - 1})"
+        )
     return sorted(set(out))
 
 
@@ -172,8 +174,8 @@ class HarvestSettings:
 
 
 # the settings of a trace that change its numbers (hashed into its key)
-_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length", "seed",
-                  "max_statements", "mi_subsample", "mi_noise")
+_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length",
+                  "seed", "max_statements", "mi_subsample", "mi_noise")
 
 
 @dataclass(frozen=True)

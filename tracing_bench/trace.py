@@ -89,7 +89,7 @@ def trace_checkpoint(
     out = Path(out)
     harvest = settings.harvest
     paths = [part_path(out, settings, checkpoint, d.key_name) for d in datas]
-    todo = [(d, p) for d, p in zip(datas, paths) if read_part(p, d.md5) is None]
+    todo = [(d, p) for d, p in zip(datas, paths, strict=True) if read_part(p, d.md5) is None]
     if bar is not None:
         bar.update(len(datas) - len(todo))
     if not todo:
@@ -228,7 +228,7 @@ def load_datas(settings: TraceSettings) -> list[Any]:
 
     dims = list(settings.dimensions)
     datas = [replace(load_dimension(d, protocol=settings.protocol, seed=settings.seed), name=n)
-             for d, n in zip(dims, display_names(dims))]
+             for d, n in zip(dims, display_names(dims), strict=True)]
     if settings.max_statements is not None:
         datas = [d.subsample(settings.max_statements, seed=settings.seed) for d in datas]
     return datas

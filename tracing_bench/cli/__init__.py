@@ -15,7 +15,7 @@ import os
 # before torch is imported; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tracing_bench.cli import compare, data, demo, evaluation, steer, trace  # noqa: E402, F401  (register the commands)
-from tracing_bench.cli.group import main  # noqa: E402
+from tracing_bench.cli import compare, data, demo, evaluation, steer, trace  # noqa: F401  (register the commands)
+from tracing_bench.cli.group import main
 
 __all__ = ["main"]

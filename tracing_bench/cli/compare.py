@@ -17,8 +17,8 @@ from tracing_bench.cli.group import main
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
 def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None) -> None:
     """One row per (model, revision, steering) from lm-eval results files or folders (searched recursively)."""
-    from tracing_bench.files import check_writable
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags, write_text
+    from tracing_bench.files import check_writable
 
     if out is not None:
         check_writable(out, flag="--out", kind="file")
@@ -54,9 +54,9 @@ def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float,
     scored different documents or task versions (unless --allow-mismatch), and an unwritable
     --json-out, so CI can tell a measured regression from a broken job.
     """
-    from tracing_bench.files import check_writable, dumps_json
     from tracing_bench.compare.gate import format_verdict, gate
     from tracing_bench.compare.leaderboard import write_text
+    from tracing_bench.files import check_writable, dumps_json
 
     if json_out is not None:
         check_writable(json_out, flag="--json-out", kind="file")

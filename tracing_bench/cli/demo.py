@@ -71,8 +71,8 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
 @threads_option(wrap=False)
 def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int, threads: str | None) -> None:
     """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
-    from tracing_bench.files import check_writable
     from tracing_bench.demo import DemoSettings, run_demo
+    from tracing_bench.files import check_writable
     from tracing_bench.threads import check_threads
 
     check_writable(out, flag="--out")

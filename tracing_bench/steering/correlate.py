@@ -219,8 +219,9 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                 acc = probe_accuracy(acts[layer].numpy(), data_)
         scores, _, _ = scorer.evaluate(path, alpha)
         steered = next(s.score for s in scores if s.task == task)
-        rows.append({"model": ckpt.model, "revision": ckpt.revision or "", "step": "" if ckpt.step is None else ckpt.step,
-                     "dimension": dimension, "layer": layer, "probe_acc": acc, "benefit": steered - base})
+        rows.append({"model": ckpt.model, "revision": ckpt.revision or "",
+                     "step": "" if ckpt.step is None else ckpt.step, "dimension": dimension, "layer": layer,
+                     "probe_acc": acc, "benefit": steered - base})
     xs, ys = np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows])
     r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=scoring.seed)
     undefined, ci_note = undefined_reason(xs, ys)
@@ -234,10 +235,12 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                "probe_source": str(probes_path) if probes_path else (
                    "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
                    if protocol == "reference" else "computed: logistic on probe_train, test acc"),
-               "dataset_md5": data_.md5, "data": str(data) if data is not None else None, "package_version": __version__,
+               "dataset_md5": data_.md5, "data": str(data) if data is not None else None,
+               "package_version": __version__,
                "r_undefined_reason": undefined or None, "ci_undefined_reason": ci_note or None,
                "note": "pearson_r and ci95 are null where undefined; the reasons say why"}
-    files = [atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows), write_json(summary, out / "correlate.json")]
+    files = [atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows),
+             write_json(summary, out / "correlate.json")]
     return CorrelateResult(rows, r, ci, files, undefined=undefined, ci_note=ci_note)
 
 

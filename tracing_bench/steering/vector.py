@@ -349,10 +349,10 @@ def extract_from_checkpoint(
         the vector, with provenance (model, revision, commit, dimension, layer, scale, dataset md5,
         protocol, pooling, dtype, package version, activation cache key).
     """
-    from tracing_bench.checkpoints import Checkpoint
-    from tracing_bench.loading import model_hookpoint
-    from tracing_bench.dimensions import load_dimension
     from tracing_bench.cache import cached_activations
+    from tracing_bench.checkpoints import Checkpoint
+    from tracing_bench.dimensions import load_dimension
+    from tracing_bench.loading import model_hookpoint
 
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -260,9 +260,9 @@ class DimensionData:
             extra={k: [v[i] for i in keep] for k, v in self.extra.items()},
         )
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         """Counts per split and label, groups per split, and what cleaning dropped."""
-        out: dict[str, object] = {
+        out: dict[str, Any] = {
             "name": self.name,
             "title": self.title,
             "file": str(self.path),

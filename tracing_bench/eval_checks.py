@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import looks_like_path
@@ -32,11 +32,11 @@ def parse_lm_eval_args(argv: list[str]) -> Any:
     cli = HarnessCLI()
     run = cli._subparsers.choices["run"]
 
-    def error(message: str):
+    def error(message: str) -> NoReturn:
         raise TracingBenchError(f"{message} (options are those of `lm_eval run`; see lm_eval run --help)")
 
-    run.error = error  # type: ignore[method-assign]
-    cli._parser.error = error  # type: ignore[method-assign]
+    run.error = error
+    cli._parser.error = error
     return cli._parser.parse_args(["run", *argv])
 
 
@@ -181,8 +181,8 @@ def task_index(include_defaults: bool) -> Iterator[None]:
             kwargs["include_defaults"] = False
             super().__init__(*args, **kwargs)
 
-    tasks_module.TaskManager = _OwnTasksOnly  # type: ignore[misc]
+    tasks_module.TaskManager = _OwnTasksOnly
     try:
         yield
     finally:
-        tasks_module.TaskManager = original  # type: ignore[misc]
+        tasks_module.TaskManager = original

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,7 @@ class SeriesParts:
     probe_rows: list[dict[str, Any]] = field(default_factory=list)
     mi_rows: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    parts: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    parts: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
     reference_fits: list[dict[str, Any]] = field(default_factory=list)
 
 

@@ -34,6 +34,7 @@ import functools
 import json
 from typing import Any, Literal
 
+from tracing_bench.dimensions import Split
 from tracing_bench.files import text_hash
 
 Corpus = Literal["dev", "all"]
@@ -66,7 +67,7 @@ def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
         if not dim.pretrain:  # evaluation-only data (CrowS-Pairs) never enters the corpus
             continue
         data = load_dimension(name, protocol="paper", seed=0)
-        split = "dev" if corpus == "dev" else "all"
+        split: Split = "dev" if corpus == "dev" else "all"
         statements, _ = data.subset(split)
         texts.extend(statements)
         files[name] = {"file": data.path.name, "md5": data.md5, "split": split, "n": len(statements)}

@@ -284,7 +284,7 @@ class TraceSettings:
     @property
     def harvest(self) -> HarvestSettings:
         """The harvest settings (after the protocol's adjustment)."""
-        return self._harvest  # type: ignore[attr-defined, no-any-return]
+        return self._harvest  # type: ignore[attr-defined]
 
     def key(self) -> str:
         """Hash of the settings that change the numbers (not batch size, device, cache)."""
@@ -358,7 +358,7 @@ class ScoringSettings:
     @property
     def applied_positions(self) -> Positions:
         """The positions steered: as given, else the preset's, else ``all``."""
-        return self.positions or preset_settings(self.preset).get("positions") or "all"  # type: ignore[return-value]
+        return self.positions or preset_settings(self.preset).get("positions") or "all"
 
     @property
     def target_dtype(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,7 +34,7 @@ def data_show(dimension: str | None, protocol: str, seed: int, as_json: bool) ->
     click.echo(_format_summaries(summaries))
 
 
-def _format_summaries(summaries: list[dict]) -> str:
+def _format_summaries(summaries: list[dict[str, Any]]) -> str:
     head = f"{'dimension':<12} {'rows':>6} {'kept':>6} {'dup':>5} {'confl':>5} {'groups':>6}  " + "  ".join(
         f"{s:>24}" for s in ("test n (1/0) groups", "probe_train n (1/0) groups", "probe_val n (1/0) groups")
     )

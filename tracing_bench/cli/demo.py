@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -46,7 +47,7 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
 
     from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
 
-    kwargs: dict[str, object] = {"seed": seed, "save_at": _parse_steps(save_at), "threads": threads}
+    kwargs: dict[str, Any] = {"seed": seed, "save_at": _parse_steps(save_at), "threads": threads}
     if steps is not None:
         kwargs["steps"] = steps
     from tracing_bench.files import check_writable

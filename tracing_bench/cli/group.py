@@ -40,7 +40,7 @@ class Group(click.Group):
     commands give it (``gate``: a measured regression). Ctrl-C exits with 130.
     """
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TracingBenchError as e:
@@ -99,12 +99,12 @@ def threads_option(wrap: bool = True) -> Callable[[Any], Any]:
              "job keeps busy is left to it].",
     )
 
-    def deco(f):
+    def deco(f: Any) -> Any:
         if not wrap:
             return option(f)
 
         @functools.wraps(f)
-        def run(*args, threads: str | None = None, **kwargs):
+        def run(*args: Any, threads: str | None = None, **kwargs: Any) -> Any:
             from tracing_bench.threads import check_threads, use_threads
 
             with use_threads(check_threads(threads)):

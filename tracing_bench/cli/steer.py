@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tracing_bench.cli.group import Group, main, threads_option
 from tracing_bench.errors import TracingBenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tracing_bench.settings import ScoringSettings
 
 
 def _float_list(flag: str, text: str) -> list[float]:
@@ -113,7 +117,7 @@ def _scoring_options(f):
 
 
 def _scoring(tasks: list[str], limit: float | None, batch_size: int, seed: int, positions: str | None,
-             preset: str | None, dtype: str, device: str, cache_dir: Path | None):
+             preset: str | None, dtype: str, device: str, cache_dir: Path | None) -> ScoringSettings:
     """The scoring settings of the ``_SCORING_OPTIONS`` (validated once, one line when wrong)."""
     from tracing_bench.settings import ScoringSettings
 
@@ -196,7 +200,8 @@ def steer_correlate(ctx: click.Context, model: str, revisions: str | None, targe
     scoring = _scoring([t for t in tasks.split(",") if t and t != "trust"], limit, batch_size, seed, positions, preset,
                        dtype, device, cache_dir)
     res = run_correlate(model, revisions, target, dimension, layer, out, target_revision=target_revision, alpha=alpha,
-                        scale=scale, probes=probes, n_boot=n_boot, data=data_csv, scoring=scoring)
+                        scale=scale, probes=probes, n_boot=n_boot, data=data_csv,  # type: ignore[arg-type]
+                        scoring=scoring)
     figure = plot_correlate(out / "correlate.csv", out / "correlate.png", r=res.r, ci=res.ci)
     if res.undefined:
         click.echo(f"Pearson r is undefined over {len(res.rows)} checkpoints: {res.undefined}")

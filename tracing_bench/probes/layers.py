@@ -153,12 +153,12 @@ def probe_layers(
             stacklevel=2,
         )
     rows: list[dict[str, Any]] = []
-    for i, name in enumerate(names):
+    for i, layer_name in enumerate(names):
         for probe in probes:
             val, test = results[probe]["probe_val"], results[probe][test_name]
             rows.append(
                 {
-                    "layer": name,
+                    "layer": layer_name,
                     "probe": probe,
                     "n_train": int(len(tr)),
                     "val_acc": float(val[0, i]),

@@ -34,6 +34,7 @@ import numpy as np
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.settings import HarvestSettings, ScoringSettings
+from tracing_bench.steering.vector import Scale
 
 CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
 
@@ -82,7 +83,7 @@ def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed:
     return r, (float(np.quantile(rs, a)), float(np.quantile(rs, 1 - a)))
 
 
-def probe_accuracy(acts_layer, data) -> float:
+def probe_accuracy(acts_layer: Any, data: Any) -> float:
     """Logistic probe (standardised, sklearn defaults) fitted on probe_train, accuracy on test."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -141,7 +142,7 @@ class CorrelateResult:
 
 def run_correlate(model: str, revisions: str | list[str] | None, target: str, dimension: str, layer: int,
                   out: str | os.PathLike, *, target_revision: str | None = None, alpha: float = 1.0,
-                  scale: str = "paper", probes: str | os.PathLike | None = None, n_boot: int = 2000,
+                  scale: Scale = "paper", probes: str | os.PathLike | None = None, n_boot: int = 2000,
                   data: str | os.PathLike | None = None, scoring: ScoringSettings | None = None,
                   **options: Any) -> CorrelateResult:
     """Probe accuracy vs steering benefit across a checkpoint series.

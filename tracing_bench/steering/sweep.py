@@ -112,7 +112,7 @@ class Scorer:
                 task_obj.set_config(key="num_fewshot", value=0)
             task_obj.set_fewshot_seed(seed=self.seed)
 
-    def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None):
+    def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None) -> Any:
         from lm_eval.models.huggingface import HFLM
 
         kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
@@ -166,7 +166,7 @@ def _lambada_cached() -> bool:
     return False
 
 
-def _task_manager(tasks: list[str]):
+def _task_manager(tasks: list[str]) -> Any:
     from lm_eval.tasks import TaskManager
 
     from tracing_bench.tasks import TASKS_DIR

@@ -83,7 +83,7 @@ class SteeringVector:
     layer: int
     hookpoint: str
     coefficient: float = 1.0
-    scale: str = "paper"
+    scale: Scale = "paper"
     orientation: str = ORIENTATION
     provenance: dict[str, Any] = field(default_factory=dict)
 

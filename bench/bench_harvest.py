@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from tiny import build_model, train_tokenizer  # noqa: E402
 
-from tracing_bench.checkpoints import find_blocks  # noqa: E402
+from tracing_bench.loading import find_blocks  # noqa: E402
 from tracing_bench.dimensions import load_dimension  # noqa: E402
 from tracing_bench.harvest import harvest  # noqa: E402
 

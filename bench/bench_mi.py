@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _synth import synthetic_activations  # noqa: E402
 
-from tracing_bench.probes import mi  # noqa: E402
+from tracing_bench.probes import kernels  # noqa: E402
 from tracing_bench.probes.mi import estimate_mi  # noqa: E402
 
 
@@ -87,23 +87,23 @@ def _stages(acts: np.ndarray, labels: np.ndarray, m: int) -> tuple[list[tuple[st
         torch.set_num_threads(1)
         a = np.random.default_rng(0).standard_normal((m, m))
         rate = 2 * m**3 / min(_time(lambda: a @ a)[1] for _ in range(3))
-        _, c, k = _time(lambda: mi._regularised_centred_kernel(tx, 50.0, lam))
+        _, c, k = _time(lambda: kernels.regularised_centred_kernel(tx, 50.0, lam))
         out.append(("X: Gram + kernel + centring", c, m * m * d))
-        _, c, chol = _time(lambda: mi._cholesky(k, "x", 1e-5))
+        _, c, chol = _time(lambda: kernels.cholesky(k, "x", 1e-5))
         out.append(("X: Cholesky of Kt + lam I", c, m**3 / 3))
-        _, c, _ = _time(lambda: mi._chol_inverse(chol, lower_only=True))
+        _, c, _ = _time(lambda: kernels._chol_inverse(chol, lower_only=True))
         out.append(("X: Cholesky inverse (P_X = I - lam A^-1)", c, 2 * m**3 / 3))
-        _, c, fx = _time(lambda: mi._dense_factor(k, lam, 1e-5, "x"))
+        _, c, fx = _time(lambda: kernels._dense_factor(k, lam, 1e-5, "x"))
         out.append(("X: the whole factor (above + Cholesky of P_X)", c, 4 * m**3 / 3))
-        _, c, fy = _time(lambda: mi._factor(torch.from_numpy(labels).double()[:, None], 50.0, lam, 1e-5, "y"))
+        _, c, fy = _time(lambda: kernels.factor(torch.from_numpy(labels).double()[:, None], 50.0, lam, 1e-5, "y"))
         out.append(("Y: rank-1 label factor", c, 4 * m * m))
-        _, c, b = _time(lambda: mi._regularised_centred_kernel(tt, 50.0, lam))
+        _, c, b = _time(lambda: kernels.regularised_centred_kernel(tt, 50.0, lam))
         out.append(("layer: Gram + kernel + centring", c, m * m * d))
-        _, c, cb = _time(lambda: mi._cholesky(b, "t", 1e-5))
+        _, c, cb = _time(lambda: kernels.cholesky(b, "t", 1e-5))
         out.append(("layer: Cholesky of Kt + lam I", c, m**3 / 3))
-        _, c, _ = _time(lambda: mi._cross_dense(fx, cb.unsqueeze(0), lam))
+        _, c, _ = _time(lambda: kernels._cross_dense(fx, cb.unsqueeze(0), lam))
         out.append(("layer: I(X;T), solve with triangular V", c, m**3 / 3))
-        _, c, _ = _time(lambda: mi._cross_low_rank(fy, b.unsqueeze(0), cb.unsqueeze(0), lam))
+        _, c, _ = _time(lambda: kernels._cross_low_rank(fy, b.unsqueeze(0), cb.unsqueeze(0), lam))
         out.append(("layer: I(Y;T), one Cholesky solve", c, 6 * m * m))
         torch.set_num_threads(_DEFAULT_TORCH)
     return out, rate

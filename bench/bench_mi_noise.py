@@ -1,6 +1,6 @@
 """What the MI noise estimate of findings.json costs: probes + MI per (checkpoint, dimension), with and without it.
 
-Runs the work of ``trace`` after harvesting (``tracing_bench.trace._probe_part``: probes, nHSIC,
+Runs the work of ``trace`` after harvesting (``tracing_bench.parts.build_part``: probes, nHSIC,
 and with ``--mi-noise K`` nHSIC on K seeded half-samples) on every checkpoint of a folder series
 and all five dimensions, alternating K = 0 and K = --mi-noise, and prints wall and CPU seconds.
 Activations are harvested once (cached) before any timing.
@@ -17,8 +17,9 @@ import torch
 
 from tracing_bench.checkpoints import Checkpoint, resolve_series
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
-from tracing_bench.harvest import cached_activations
-from tracing_bench.trace import TraceSettings, _estimate_mi, _probe_layers, _probe_part
+from tracing_bench.cache import cached_activations
+from tracing_bench.parts import build_part
+from tracing_bench.settings import TraceSettings
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
             for c in ckpts:
                 for d in datas:
                     a, prov = acts[(c.label, d.name)]
-                    _probe_part(c, d, a, prov, s, _probe_layers(), _estimate_mi())
+                    build_part(c, d, a, prov, s)
             print(f"  mi_noise={k}: {time.perf_counter() - t0:6.1f} s wall, {time.process_time() - c0:6.1f} s CPU",
                   flush=True)
 

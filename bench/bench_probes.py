@@ -46,8 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _synth import synthetic_activations  # noqa: E402
 
-import tracing_bench.probes.linear as linear  # noqa: E402
-from tracing_bench.probes.linear import probe_layers  # noqa: E402
+import tracing_bench.probes.layers as layers  # noqa: E402
+from tracing_bench.probes.layers import probe_layers  # noqa: E402
 
 
 def _splits(n: int, protocol: str, seed: int = 0) -> dict[str, np.ndarray]:
@@ -90,18 +90,18 @@ def _baseline(acts: np.ndarray, y: np.ndarray, sp: dict[str, np.ndarray], protoc
 def _ours(acts: np.ndarray, y: np.ndarray, sp: dict[str, np.ndarray], protocol: str) -> tuple[np.ndarray, int]:
     """Rows as in _baseline, and the L-BFGS iterations summed over the layers."""
     iters = []
-    fit = linear.fit_logistic
+    fit = layers.fit_logistic
 
     def counting(*a, **k):
         res = fit(*a, **k)
         iters.append(int(res.n_iter.sum()))
         return res
 
-    linear.fit_logistic = counting
+    layers.fit_logistic = counting
     try:
         rows = probe_layers(acts, y, sp, protocol=protocol, probes=("logistic",))
     finally:
-        linear.fit_logistic = fit
+        layers.fit_logistic = fit
     return np.array([[r["val_acc"], r["val_auroc"], r["test_acc"], r["test_auroc"]] for r in rows]), sum(iters)
 
 

@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = trace(args.checkpoint, out=Path(tmp) / "out", dimensions=args.dimension, mi=True,
-                    protocol="reference", cache_dir=Path(tmp) / "cache", device="cpu", progress=False, figures=False)
+                    protocol="reference", cache_dir=Path(tmp) / "cache", device="cpu", progress=False)
         t_ours = time.perf_counter() - t0
         with open(res["probes_csv"], newline="") as f:
             probes = [r for r in csv.DictReader(f) if r["probe"] == "logistic"]

@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from tiny import build_model
-from tracing_bench.checkpoints import (
-    PYTHIA_LOG,
-    Checkpoint,
-    find_blocks,
-    hookpoint,
-    load_checkpoint,
-    n_blocks,
-    parse_revisions,
-    parse_step,
-    resolve_series,
-)
+from tracing_bench.checkpoints import PYTHIA_LOG, Checkpoint, parse_revisions, parse_step, resolve_series
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.loading import find_blocks, hookpoint, load_checkpoint, n_blocks
 
 @pytest.mark.parametrize(
     "name, step",

@@ -110,7 +110,7 @@ def test_robustness_is_learned_on_the_fast_series_given_enough_statements(demo_r
     for p in (folders[0], folders[-1]):
         (series / p.name).symlink_to(p, target_is_directory=True)
     res = trace(str(series), out=tmp_path / "t", dimensions="robustness", probes="logistic", max_statements=1000,
-                cache_dir=out / "cache", batch_size=64, device="cpu", dtype="float32", progress=False, figures=False)
+                cache_dir=out / "cache", batch_size=64, device="cpu", dtype="float32", progress=False)
     claim = json.loads(res["findings_json"].read_text())["learned"]["dimensions"]["robustness"]
     assert claim["n_test"] == 500
     assert claim["verdict"] == "learned", claim["claim"]

@@ -10,15 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tracing_bench.dimensions import (
-    DIMENSIONS,
-    RELEASED,
-    clean_statement,
-    load_dimension,
-    load_questions,
-    resolve_dimensions,
-)
+from tracing_bench.dimensions import DIMENSIONS, RELEASED, load_dimension, load_questions, resolve_dimensions
 from tracing_bench.errors import DataError, TracingBenchError
+from tracing_bench.readers import clean_statement
 
 # md5 of the released files (tracing_bench/data/README.md); the bundled copies must not change.
 RELEASED_MD5 = {
@@ -358,7 +352,7 @@ def test_split_sizes_and_balance_with_large_groups():
         for _ in range(size):
             labels.append(int(rng.random() < 0.4))
             groups.append(g)
-    from tracing_bench.dimensions import _paper_splits
+    from tracing_bench.splits import paper_splits as _paper_splits
 
     splits = _paper_splits(np.array(groups), np.array(labels), seed=0)
     n = len(labels)

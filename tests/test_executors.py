@@ -47,10 +47,10 @@ def dims(tmp_path_factory) -> str:
 def local_tables(series_folder, dims, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     return trace(str(series_folder), out=out, dimensions=dims, layers="0,2", mi=True, batch_size=16,
-                 cache_dir=out / "cache", progress=False, figures=False)
+                 cache_dir=out / "cache", progress=False)
 
 
-KW = dict(layers="0,2", mi=True, batch_size=16, progress=False, figures=False)
+KW = dict(layers="0,2", mi=True, batch_size=16, progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -301,17 +301,17 @@ def test_late_write_failure_names_the_path_and_keeps_finished_parts(tiny_llama, 
 
     args = ["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--layers", "0,2",
             "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
-    original = trace_mod._write_csv
+    original = trace_mod.atomic_write_csv
 
     def disk_full(path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(trace_mod, "_write_csv", disk_full)
+    monkeypatch.setattr(trace_mod, "atomic_write_csv", disk_full)
     line = one_line_error(invoke(args), "probes.csv", "No space left on device")
     assert "finished work is kept" in line
     parts = tree(tmp_path / "out" / "parts")
     assert len(parts) == 1
-    monkeypatch.setattr(trace_mod, "_write_csv", original)
+    monkeypatch.setattr(trace_mod, "atomic_write_csv", original)
     res = invoke(args)
     assert res.exit_code == 0, res.output
     assert tree(tmp_path / "out" / "parts") == parts  # the part was reused, not recomputed
@@ -655,7 +655,7 @@ def reference_tables(series, tmp_path_factory) -> tuple[str, Path, Path]:
     root = tmp_path_factory.mktemp("reference")
     dims = write_small_dims(root / "dims", 40)
     trace(str(series), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=root / "cache",
-          progress=False, figures=False)
+          progress=False)
     return dims, root / "out", root / "cache"
 
 
@@ -703,7 +703,7 @@ def test_kill_9_then_the_same_command_resumes_to_identical_tables(series, refere
     finished = tree(out / "parts")
     assert len(finished) == 2  # the first checkpoint's two dimensions
     trace(str(series), out=out, dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=cache,
-          progress=False, figures=False)
+          progress=False)
     after = tree(out / "parts")
     assert len(after) == 6 and {k: after[k] for k in finished} == finished  # finished parts kept as they were
     for name in ("probes.csv", "mi.csv"):
@@ -718,7 +718,7 @@ def test_two_traces_writing_one_folder_at_once(series, reference_tables, tmp_pat
     out = tmp_path / "out"
     code = ("import sys; from tracing_bench.trace import trace; "
             "trace(sys.argv[1], out=sys.argv[2], dimensions=sys.argv[3], layers='0,2', probes='mass_mean', "
-            "cache_dir=sys.argv[4], progress=False, figures=False)")
+            "cache_dir=sys.argv[4], progress=False)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(series), str(out), dims, str(cache)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:

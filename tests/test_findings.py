@@ -143,7 +143,7 @@ def random_series_trace(tmp_path_factory, tiny_tokenizer):
     series = build_series(root / "series", tiny_tokenizer)  # step0, step10, step100: seeds 1, 2, 0; no training
     out = root / "out"
     res = trace(str(series), out=out, dimensions="all", mi=True, max_statements=200, batch_size=64,
-                cache_dir=root / "cache", progress=False, figures=False, device="cpu", dtype="float32")
+                cache_dir=root / "cache", progress=False, device="cpu", dtype="float32")
     return res, out
 
 
@@ -209,7 +209,7 @@ def test_trace_tables_carry_intervals_and_parts_carry_statements(random_series_t
 def test_half_sample_estimate_is_reproducible_from_the_cache(random_series_trace, tmp_path):
     """The stored half-sample value is nHSIC on the seeded half-sample, recomputed here from the activations."""
     from tracing_bench.checkpoints import Checkpoint
-    from tracing_bench.harvest import lookup_activations
+    from tracing_bench.cache import lookup_activations
     from tracing_bench.probes.mi import mi_layers
 
     _, out = random_series_trace

@@ -9,10 +9,12 @@ import warnings
 import pytest
 import torch
 
-from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint
+from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.dimensions import load_dimension
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.harvest import CacheWarning, cached_activations, harvest, lookup_activations, record_blocks
+from tracing_bench.cache import CacheWarning, cached_activations, lookup_activations
+from tracing_bench.harvest import harvest, record_blocks
 
 TOL = 1e-4
 

@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tracing_bench import pretrain as pt
 from tracing_bench.cli import main
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import current_umask
 
 TINY = dict(hidden_size=32, layers=2, heads=2, intermediate_size=64, vocab_size=400,
             seq_len=32, batch_size=8, lr=1e-2, warmup=0, threads=1)
@@ -59,7 +60,7 @@ def test_layout_and_provenance(run):
     assert meta["checkpoints"] == [f.name for f in folders]
     assert [x["step"] for x in meta["losses"]] == list(range(1, 17))
     assert len(meta["corpus"]["md5"]) == 32 and meta["package_version"]
-    assert all(f.stat().st_mode & 0o777 == 0o777 & ~pt._umask() for f in folders)
+    assert all(f.stat().st_mode & 0o777 == 0o777 & ~current_umask() for f in folders)
     assert meta["config"]["hidden_size"] == 32 and meta["model_config"]["num_hidden_layers"] == 2
 
 

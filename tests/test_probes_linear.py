@@ -85,17 +85,17 @@ def test_solver_float32_and_float64_against_sklearn(dtype, n, d):
 
 def test_device_path_equals_cpu_loop(monkeypatch):
     """The batched torch products (CUDA's path) give what the CPU's numpy loop gives."""
-    import tracing_bench.probes.linear as linear
+    import tracing_bench.probes.solver as solver
 
     acts, y = _layers(n_layers=4, n=300, d=40, seed=8)
     splits = _paper_splits(300)
     loop = probe_layers(acts, y, splits, tol=1e-9)
-    monkeypatch.setattr(linear, "_CPU_LOOP", False)
+    monkeypatch.setattr(solver, "_CPU_LOOP", False)
     batched = probe_layers(acts, y, splits, tol=1e-9)
     for a, b in zip(loop, batched):
         assert a == pytest.approx(b, abs=1e-9)
     fit = fit_logistic(torch.from_numpy(acts), torch.from_numpy(y), tol=1e-9)
-    monkeypatch.setattr(linear, "_CPU_LOOP", True)
+    monkeypatch.setattr(solver, "_CPU_LOOP", True)
     ref = fit_logistic(torch.from_numpy(acts), torch.from_numpy(y), tol=1e-9)
     torch.testing.assert_close(fit.coef, ref.coef, rtol=1e-6, atol=1e-8)
 
@@ -137,7 +137,7 @@ def test_warm_start():
     warm = fit_logistic(x, yy, tol=1e-8, init=cold)  # from the solution: nothing left to do
     assert int(warm.n_iter.max()) <= 1
     torch.testing.assert_close(warm.coef, cold.coef, rtol=1e-5, atol=1e-7)
-    from tracing_bench.probes.linear import LogisticFit
+    from tracing_bench.probes.solver import LogisticFit
 
     one = LogisticFit(coef=-5 * cold.coef[:1], intercept=cold.intercept[:1], n_iter=cold.n_iter, converged=cold.converged)
     bad_start = fit_logistic(x, yy, tol=1e-8, init=one)  # a poor start is scaled away (a >= 0)

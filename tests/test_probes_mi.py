@@ -148,11 +148,11 @@ def test_estimate_mi_on_cuda():  # pragma: no cover - exercised where a GPU exis
 def test_device_path_equals_cpu_path(monkeypatch):
     """The batched torch linear algebra (CUDA's path, layers in chunks) gives what the CPU's
     numpy/scipy path gives, and both match the float64 formula."""
-    import tracing_bench.probes.mi as mi
+    import tracing_bench.probes.kernels as kernels
 
     x, y, t = _data(m=120, d=9, layers=4, seed=7)
     cpu = estimate_mi(x, y, t)
-    monkeypatch.setattr(mi, "_CPU_LAPACK", False)
+    monkeypatch.setattr(kernels, "_CPU_LAPACK", False)
     batched = estimate_mi(x, y, t)
     np.testing.assert_allclose(batched[0], cpu[0], rtol=1e-10)
     np.testing.assert_allclose(batched[1], cpu[1], rtol=1e-10)

@@ -111,7 +111,7 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
     from lm_eval.api.instance import Instance
 
     from tracing_bench.steering.model import TrustSteeredModel
-    from tracing_bench.steering.vector import model_hookpoint
+    from tracing_bench.loading import model_hookpoint
 
     folder = str(tiny_models[arch])
     hp = model_hookpoint(folder, 1)

@@ -310,7 +310,7 @@ def test_robustness_documents_are_clean_perturbed_twins(protocol):
 def test_every_task_validates_and_builds_offline():
     from lm_eval._cli import HarnessCLI
 
-    from tracing_bench.evaluate import _task_index
+    from tracing_bench.eval_checks import task_index as _task_index
 
     names = [*TRUST_TASKS, *TRUSTGEN_TASKS, *RELEASED_TASKS, "trust"]
     cli = HarnessCLI()

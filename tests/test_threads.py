@@ -77,8 +77,8 @@ def series_folder(tmp_path_factory, tiny_tokenizer):
 
 
 def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
-    import tracing_bench.harvest as harvest_mod
-    import tracing_bench.probes.linear as linear_mod
+    import tracing_bench.cache as cache_mod
+    import tracing_bench.probes.layers as layers_mod
 
     seen: list[tuple[str, int, set[int]]] = []
 
@@ -88,8 +88,8 @@ def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
             return fn(*a, **k)
         return wrapped
 
-    monkeypatch.setattr(linear_mod, "probe_layers", record("probe", linear_mod.probe_layers))
-    monkeypatch.setattr(harvest_mod, "cached_activations", record("harvest", harvest_mod.cached_activations))
+    monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
+    monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
     before = torch.get_num_threads()
     res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
@@ -111,8 +111,8 @@ def test_threads_for_work_keeps_small_problems_on_one_thread(monkeypatch):
 
 def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_on_one(
         series_folder, tmp_path, monkeypatch):
-    import tracing_bench.harvest as harvest_mod
-    import tracing_bench.probes.linear as linear_mod
+    import tracing_bench.cache as cache_mod
+    import tracing_bench.probes.layers as layers_mod
 
     monkeypatch.setattr(th, "available_cores", lambda: 2)
     monkeypatch.setattr(th, "busy_cores", lambda interval=0.1: 0.0)  # an idle 2-core machine
@@ -125,8 +125,8 @@ def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_
             return fn(*a, **k)
         return wrapped
 
-    monkeypatch.setattr(linear_mod, "probe_layers", record("probe", linear_mod.probe_layers))
-    monkeypatch.setattr(harvest_mod, "cached_activations", record("harvest", harvest_mod.cached_activations))
+    monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
+    monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
     res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
                                     "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")])

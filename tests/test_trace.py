@@ -57,7 +57,7 @@ def test_trace_folder_series_cli(series_folder, dims, tmp_path):
 
 
 def test_interrupted_trace_resumes_to_identical_tables(series_folder, dims, tmp_path, monkeypatch):
-    kw = dict(dimensions=dims, layers="0,2", mi=True, batch_size=16, progress=False, figures=False)
+    kw = dict(dimensions=dims, layers="0,2", mi=True, batch_size=16, progress=False)
     full = trace(str(series_folder), out=tmp_path / "full", cache_dir=tmp_path / "cache_full", **kw)
 
     original = trace_mod.trace_checkpoint

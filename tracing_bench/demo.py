@@ -149,10 +149,13 @@ def run_demo(
     from tracing_bench.evaluate import run_eval, run_folder
     from tracing_bench.pretrain import PretrainConfig, pretrain
     from tracing_bench.report.html import build_report
+    from tracing_bench.report.plots import trace_figures
+    from tracing_bench.report.steer_plots import plot_sweep
+    from tracing_bench.settings import HarvestSettings, ScoringSettings
     from tracing_bench.steering.sweep import run_sweep
     from tracing_bench.steering.vector import extract_from_checkpoint
     from tracing_bench.threads import use_threads
-    from tracing_bench.trace import trace
+    from tracing_bench.trace import record_figures, trace
 
     s = settings or DemoSettings()
     out = Path(out)
@@ -180,6 +183,8 @@ def run_demo(
     res = trace(str(ckpt_root), None, out=trace_dir, dimensions="all", mi=True, cache_dir=cache,
                 batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
                 max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads)
+    record_figures(res["trace_json"], trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures",
+                                                    findings=res["findings"]))
     probe_rows = _read_csv(res["probes_csv"])
     probes = probe_summary(probe_rows)
     findings = read_findings(res["findings_json"])
@@ -207,7 +212,7 @@ def run_demo(
     steer_dir.mkdir(exist_ok=True)
     with use_threads(s.threads):
         vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
-                                      dtype="float32", device="cpu", cache_dir=cache)
+                                      harvest=HarvestSettings(dtype="float32", device="cpu", cache_dir=str(cache)))
     vec_path = vec.save(steer_dir / f"{dim}_block{layer}_{Path(mid.model).name}.pt")
     lap("extract")
 
@@ -221,9 +226,10 @@ def run_demo(
         echo("      reusing the finished sweep")
     else:
         with use_threads(s.threads):
-            sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas), limit=s.limit, batch_size=32,
-                              max_ppl_increase=s.max_ppl_increase, dtype="float32", device="cpu", lambada="off",
-                              cache_dir=cache)
+            scoring = ScoringSettings(limit=s.limit, batch_size=32, dtype="float32", device="cpu", cache_dir=str(cache))
+            sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas),
+                              max_ppl_increase=s.max_ppl_increase, lambada="off", scoring=scoring)
+        plot_sweep(sweep_dir / "sweep.csv", sweep_dir)
         best = sweep.best
         _mark(marker, sweep_key)
     lap("sweep")

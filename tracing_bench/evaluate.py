@@ -22,15 +22,24 @@ import os
 import pickle
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracing_bench.files import atomic_write_text, check_writable, dumps_json
-from tracing_bench.checkpoints import Checkpoint, describe_load_error, snapshot_folder
+from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError, first_line
-from tracing_bench.files import looks_like_path
+from tracing_bench.eval_checks import (
+    all_known,
+    check_fewshot,
+    check_model,
+    check_steering,
+    parse_lm_eval_args,
+    task_index,
+)
+from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
+from tracing_bench.files import atomic_write_text, check_writable, dumps_json
+from tracing_bench.loading import describe_load_error, snapshot_folder
 
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
@@ -134,7 +143,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     import tracing_bench.steering.model  # noqa: F401  (registers the lm-eval model `trust-steered`)
     from tracing_bench.tasks import TASKS_DIR
 
-    args = _parse(list(argv))
+    args = parse_lm_eval_args(list(argv))
     if not args.tasks:
         args.tasks = [DEFAULT_TASKS]
     model_args = dict(args.model_args or {})
@@ -156,25 +165,25 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     folder = run_folder(output, pretrained, revision)
     check_writable(folder, flag="--output_path")  # before any model is loaded
     if hf_like:
-        _check_model(pretrained, revision, tokenizer=not model_args.get("tokenizer"))
+        check_model(pretrained, revision, tokenizer=not model_args.get("tokenizer"))
     if model_type in STEERED_MODEL_TYPES:
-        _check_steering(model_type, model_args, pretrained, revision)
+        check_steering(model_type, model_args, pretrained, revision)
     include = [p for p in (getattr(args, "include_path", None) or "").split(os.pathsep) if p]
     include.append(str(TASKS_DIR))
     specs = [t for spec in args.tasks for t in str(spec).split(",") if t]
-    need_defaults = not _all_known(specs, include)
-    _check_fewshot(getattr(args, "num_fewshot", None), specs, include, need_defaults)
+    need_defaults = not all_known(specs, include)
+    check_fewshot(getattr(args, "num_fewshot", None), specs, include, need_defaults)
     folder.mkdir(parents=True, exist_ok=True)
     # A path ending in .json makes lm-eval write <folder>/results_<date>.json (no model sub-folder).
     args.output_path = str(folder / "results.json")
     args.include_path = include
 
-    from tracing_bench._logs import quiet_lm_eval
+    from tracing_bench.logs import quiet_lm_eval
     from tracing_bench.steering.model import safe_stock_steered
 
     before = set(folder.glob("results_*.json"))
     safe = safe_stock_steered() if model_type == "steered" else contextlib.nullcontext()
-    with _task_index(include_defaults=need_defaults), quiet_lm_eval(), safe:
+    with task_index(include_defaults=need_defaults), quiet_lm_eval(), safe:
         try:
             args.func(args)
         except TracingBenchError:
@@ -248,170 +257,6 @@ def _process_rank() -> int:
     return 0
 
 
-def _parse(argv: list[str]):
-    """Parse ``lm_eval run`` arguments with lm-eval's own parser; errors become one line."""
-    from lm_eval._cli import HarnessCLI
-
-    cli = HarnessCLI()
-    run = cli._subparsers.choices["run"]
-
-    def error(message: str):
-        raise TracingBenchError(f"{message} (options are those of `lm_eval run`; see lm_eval run --help)")
-
-    run.error = error  # type: ignore[method-assign]
-    cli._parser.error = error  # type: ignore[method-assign]
-    return cli._parser.parse_args(["run", *argv])
-
-
-def _check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True) -> None:
-    """Fail early, without network, on a model folder that cannot be loaded or an uncached offline hub model.
-
-    A folder is checked by :func:`tracing_bench.checkpoints.check_model_folder` (config.json,
-    complete weight files, tokenizer files unless ``tokenizer=False``).
-    """
-    from tracing_bench.checkpoints import check_model_folder
-    from tracing_bench.tasks.common import _offline
-
-    path = Path(pretrained).expanduser()
-    if path.is_dir():
-        check_model_folder(path, tokenizer=tokenizer, flag="--model_args pretrained=")
-        return
-    if path.exists():
-        raise TracingBenchError(
-            f"--model_args pretrained={pretrained} is a file; give a Hugging Face model id or the folder of a saved model"
-        )
-    if looks_like_path(pretrained):
-        raise TracingBenchError(
-            f"--model_args pretrained={pretrained}: no such folder; give a Hugging Face model id "
-            "or the folder of a saved model"
-        )
-    if _offline():
-        from huggingface_hub import try_to_load_from_cache
-
-        try:
-            cached = try_to_load_from_cache(pretrained, "config.json", revision=revision)
-        except ValueError:
-            cached = None
-        if not isinstance(cached, str):
-            raise TracingBenchError(
-                f"--model_args pretrained={pretrained}"
-                + (f",revision={revision}" if revision else "")
-                + " is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1); "
-                "download it first or unset HF_HUB_OFFLINE"
-            )
-
-
-def _check_steering(model_type: str, model_args: Mapping[str, Any], pretrained: str, revision: str | None) -> None:
-    """Validate ``steer_path`` with the ``weights_only=True`` loader before lm-eval sees it.
-
-    lm-eval's stock ``steered`` model would unpickle the file (``weights_only=False``), running any
-    code in it; here the file is read safely and checked against the model's architecture
-    (hookpoints, hidden size) first, for ``steered`` and ``trust-steered`` alike, and the stock
-    model then runs inside :func:`tracing_bench.steering.model.safe_stock_steered`.
-    """
-    from tracing_bench.steering.model import check_steer_file_fits
-
-    steer_path = model_args.get("steer_path")
-    if not steer_path:
-        raise TracingBenchError(
-            f"--model {model_type} needs a steering file: --model_args pretrained={pretrained or 'MODEL'},"
-            "steer_path=vector.pt (from `tracing-bench steer extract`)"
-        )
-    steer_path = str(steer_path)
-    if model_type == "steered" and steer_path.endswith(".csv"):
-        return  # lm-eval's sparse-coder CSV: read with pandas, no pickle
-    if model_type == "steered" and not steer_path.endswith((".pt", ".pth")):
-        raise TracingBenchError(
-            f"steer_path={steer_path}: lm-eval's steered model reads .pt / .pth files (or a sparse-coder .csv)"
-        )
-    check_steer_file_fits(steer_path, pretrained, revision, stock=model_type == "steered")
-
-
-def _leaf_configs(manager: Any, names: list[str], seen: set[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Task name -> indexed YAML config (includes resolved) of every task that ``names`` select."""
-    from lm_eval.tasks._index import Kind
-
-    seen = set() if seen is None else seen
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        if name in seen:
-            continue
-        seen.add(name)
-        entry = manager.task_index.get(name)
-        if entry is None:
-            continue
-        if entry.kind == Kind.GROUP:
-            members: list[str] = []
-            for item in (entry.cfg or {}).get("task") or []:
-                if isinstance(item, str):
-                    members.append(item)
-                elif isinstance(item, dict) and isinstance(item.get("task"), str):
-                    if "num_fewshot" in item:
-                        out[item["task"]] = item
-                    else:
-                        members.append(item["task"])
-            out.update(_leaf_configs(manager, members, seen))
-        elif entry.kind == Kind.TAG:
-            out.update(_leaf_configs(manager, sorted(entry.tags), seen))
-        else:
-            out[name] = dict(entry.cfg or {})
-    return out
-
-
-def _check_fewshot(num_fewshot: int | None, specs: list[str], include: list[str], include_defaults: bool) -> None:
-    """Refuse ``--num_fewshot N`` for tasks that lm-eval would silently run 0-shot.
-
-    lm-eval ignores ``--num_fewshot`` for a task whose YAML fixes ``num_fewshot: 0`` and only
-    says so at INFO level, while the results header shows N; refusing is the honest answer.
-    """
-    if not num_fewshot:
-        return
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=include, include_defaults=include_defaults)
-    names = [n for s in specs for n in (manager.match_tasks([s]) or [s])]
-    fixed = sorted(t for t, cfg in _leaf_configs(manager, names).items() if cfg.get("num_fewshot") == 0)
-    if fixed:
-        shown = ", ".join(fixed[:6]) + (f" and {len(fixed) - 6} more" if len(fixed) > 6 else "")
-        raise TracingBenchError(
-            f"--num_fewshot {num_fewshot}: {shown} run 0-shot by design (num_fewshot: 0 in the task's YAML), so "
-            "lm-eval would ignore the option while the results header says it was used; drop --num_fewshot "
-            "or leave these tasks out"
-        )
-
-
-def _all_known(specs: list[str], include: list[str]) -> bool:
-    """Whether every task spec names or globs tasks found in the include paths alone."""
-    from lm_eval.tasks import TaskManager
-
-    if any(s.endswith(".yaml") or Path(s).is_dir() for s in specs):
-        return True
-    own = TaskManager(include_path=include, include_defaults=False)
-    return all(own.match_tasks([s]) for s in specs)
-
-
-@contextlib.contextmanager
-def _task_index(include_defaults: bool) -> Iterator[None]:
-    """Within the block, lm-eval's TaskManager indexes its built-in tasks only if asked to."""
-    import lm_eval.tasks as tasks_module
-
-    original = tasks_module.TaskManager
-    if include_defaults:
-        yield
-        return
-
-    class _OwnTasksOnly(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["include_defaults"] = False
-            super().__init__(*args, **kwargs)
-
-    tasks_module.TaskManager = _OwnTasksOnly  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        tasks_module.TaskManager = original  # type: ignore[misc]
-
-
 def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per trust task: its dimension, the md5 of the data file, the split protocol and seed."""
     from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, RELEASED
@@ -482,19 +327,11 @@ def with_checkpoint(argv: Sequence[str], pretrained: str, revision: str | None) 
     return argv
 
 
-def _eval_task(argv: list[str]) -> EvalRun | None:
-    return run_lm_eval(argv)
-
-
 def eval_series(
     argv: Sequence[str],
     revisions: str | list[str] | None = None,
     *,
-    executor: str = "local",
-    ray_address: str | None = None,
-    gpus_per_task: float = 0,
-    cpus_per_task: float = 1,
-    max_retries: int = 3,
+    run_on: ExecutorSettings | None = None,
 ) -> list[EvalRun]:
     """``lm_eval run`` at every revision of a model (:func:`run_lm_eval` per revision).
 
@@ -506,8 +343,8 @@ def eval_series(
             folder of checkpoint sub-folders step0, step10, ... which is a series by itself).
         revisions: hub revisions with range shorthands
             (:func:`tracing_bench.checkpoints.parse_revisions`); ``None`` for a folder series.
-        executor, ray_address, gpus_per_task, cpus_per_task, max_retries: see
-            :class:`tracing_bench.executors.ExecutorSettings`.
+        run_on: where each revision runs (:class:`tracing_bench.executors.ExecutorSettings`:
+            ``local`` by default).
 
     Returns:
         One :class:`EvalRun` per revision, in series order.
@@ -516,12 +353,11 @@ def eval_series(
         TracingBenchError: bad arguments, a missing model, or failed tasks (one line).
     """
     from tracing_bench.checkpoints import resolve_series
-    from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
 
-    run_on = ExecutorSettings(executor, ray_address, float(gpus_per_task), float(cpus_per_task), int(max_retries))  # type: ignore[arg-type]
+    run_on = run_on or ExecutorSettings()
     if run_on.executor == "ray":
         import_ray()
-    args = _parse(list(argv))
+    args = parse_lm_eval_args(list(argv))
     pretrained = str(dict(args.model_args or {}).get("pretrained") or "")
     if not pretrained:
         raise TracingBenchError(
@@ -536,5 +372,5 @@ def eval_series(
             f"pretrained= a folder of checkpoint sub-folders; {pretrained} is one model (use tracing-bench eval)"
         )
     argvs = [with_checkpoint(argv, c.model, c.revision) for c in ckpts]
-    runs = run_tasks(_eval_task, argvs, [c.label for c in ckpts], settings=run_on, what="revision")
+    runs = run_tasks(run_lm_eval, argvs, [c.label for c in ckpts], settings=run_on, what="revision")
     return [r for r in runs if r is not None]

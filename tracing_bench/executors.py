@@ -1,10 +1,12 @@
-"""Where the per-checkpoint work runs: in this process (``local``) or as Ray tasks (``ray``).
+"""Where independent tasks run: in this process (``local``) or as Ray tasks (``ray``).
 
-A trace is one independent task per checkpoint (:func:`tracing_bench.trace.trace_checkpoint`:
-load -> harvest -> probe -> optionally delete) that writes atomic part files into the shared
-output folder, followed by a merge on the driver. An evaluation over several revisions is one
-``lm_eval run`` per revision (:func:`tracing_bench.evaluate.run_lm_eval`), each into its own
-``OUT/<model>@<revision>/`` folder. Both fan out the same way:
+:func:`run_tasks` is a generic runner: one task per item (a checkpoint of a trace, a revision of
+an evaluation series), each writing its own files, results back in item order. A trace runs one
+task per checkpoint (:func:`tracing_bench.trace.run_checkpoints`: load -> harvest -> probe ->
+optionally delete, writing atomic part files into the shared output folder, then a merge on the
+driver); an evaluation over several revisions one ``lm_eval run`` per revision
+(:func:`tracing_bench.evaluate.eval_series`), each into its own ``OUT/<model>@<revision>/``
+folder. Both fan out the same way:
 
 * ``local``: one after the other in this process;
 * ``ray``: one Ray task per checkpoint / revision, ``num_cpus=cpus_per_task``,
@@ -16,7 +18,7 @@ output folder, followed by a merge on the driver. An evaluation over several rev
 Every worker must see the output folder (and the activation cache) at the same path: a shared
 file system on a cluster, or one machine.
 
->>> run_checkpoints(ckpts, datas, settings, "runs/amber", executor="ray", ray_address="auto")
+>>> run_tasks(work, items, labels, shared, settings=ExecutorSettings("ray", ray_address="auto"))
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from tracing_bench.errors import TracingBenchError, first_line
@@ -171,41 +172,3 @@ def run_tasks(
     finally:
         if started:
             ray.shutdown()
-
-
-# ------------------------------------------------------------------------------- trace
-def _trace_task(ckpt: Any, datas: list[Any], settings: Any, out: str, work: Callable[..., Any] | None) -> list[str]:
-    from tracing_bench import trace as trace_mod
-
-    fn = work or trace_mod.trace_checkpoint
-    return [str(p) for p in fn(ckpt, datas, settings, out)]
-
-
-def run_checkpoints(
-    ckpts: Sequence[Any],
-    datas: list[Any],
-    settings: Any,
-    out: str | Path,
-    executor: ExecutorSettings,
-    *,
-    bar: Any = None,
-) -> None:
-    """Run :func:`tracing_bench.trace.trace_checkpoint` for every checkpoint (local or Ray).
-
-    ``tracing_bench.trace.trace_checkpoint`` is looked up at call time, so a wrapped version
-    (tests, instrumentation) is what runs, on the Ray workers too (shipped with cloudpickle).
-    """
-    from tracing_bench import trace as trace_mod
-
-    if executor.executor == "local":
-        for ckpt in ckpts:
-            trace_mod.trace_checkpoint(ckpt, datas, settings, out, bar=bar)
-        return
-    work = trace_mod.trace_checkpoint
-    if getattr(work, "__module__", None) == "tracing_bench.trace" and work.__name__ == "trace_checkpoint":
-        work = None  # the worker imports it itself
-    n = len(datas)
-    run_tasks(
-        _trace_task, list(ckpts), [c.label for c in ckpts], datas, settings, str(out), work, settings=executor,
-        what="checkpoint", on_done=(lambda i, r: bar.update(n)) if bar is not None else None,
-    )

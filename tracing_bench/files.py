@@ -1,4 +1,5 @@
-"""Files: atomic writes, hashes, a check that outputs can be written before any work, valid JSON.
+"""Files: atomic writes (text, bytes, tidy CSV, figures, folders), hashes, a check that outputs can
+be written before any work, valid JSON.
 
 An interrupted run never leaves a half-written artefact behind (every write of text, bytes, a
 figure or a folder goes through :func:`atomic_write` or :func:`replace_folder`, the only places
@@ -10,18 +11,21 @@ spec is computed here.
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
+import io
 import json
 import math
 import os
-import tempfile
-import hashlib
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process's umask (the permission bits new files and folders do not get)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -46,7 +50,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -73,6 +77,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
 
     return atomic_write(path, write)
+
+
+def atomic_write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """Write a tidy CSV with exactly ``columns`` (other keys ignored, ``None`` as empty) atomically.
+
+    Returns:
+        ``path``.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return atomic_write_text(path, buf.getvalue())
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> Path:
@@ -108,7 +126,7 @@ def replace_folder(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
 def private_folder(parent: str | os.PathLike, prefix: str) -> Path:
     """A new temporary folder in ``parent`` with the usual permissions (mkdtemp makes 0700)."""
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~current_umask())
     return tmp
 
 

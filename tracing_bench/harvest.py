@@ -12,57 +12,24 @@ recomputed from it, so left padding gives the same numbers), the forward runs un
 ``torch.inference_mode()`` and stops with a private exception right after the last requested
 block, so later blocks, the final norm and the LM head are never computed. The result equals
 running the statements one at a time (batch 1, no padding) to float32 rounding (< 1e-4).
-
-The activation cache keeps one entry per (checkpoint, dimension, pooling, dtype): ALL blocks for
-ALL statements of the dimension, so every split and layer is read from one file. An entry is
-``<key>.safetensors`` (tensor ``activations`` [blocks, statements, hidden], float32) plus
-``<key>.json`` (provenance). ``key`` = sha256 of the spec: model (absolute path for a folder,
-with a fingerprint of its weight files), revision, dimension, dataset md5, protocol, sha256 of
-the statements, pooling, dtype, max length, blocks path and package version. The resolved hub
-commit, block count and hidden size are known only after loading, so they live in the sidecar
-and are checked on every hit (a branch that moved to another commit invalidates the entry).
-Writes are atomic; a truncated, unreadable, resized or mismatched entry triggers a
-:class:`CacheWarning` and is recomputed, never used. Location: ``cache_dir``, else
-``$TRACING_BENCH_CACHE``, else ``~/.cache/tracing-bench``; entries under ``activations/``.
-Size: blocks x statements x hidden x 4 bytes (Amber-7B, toxicity: 32 x 6514 x 4096 x 4 = 3.4 GB).
+All blocks of a dimension's statements are cached per checkpoint by :mod:`tracing_bench.cache`.
 
 >>> acts = harvest(model, tokenizer, ["The sky is blue.", "Paris is in Peru."])   # [L, 2, D]
->>> acts, prov = cached_activations(Checkpoint("EleutherAI/pythia-160m", "step1000"),
-...                                 load_dimension("fairness"))
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
 import inspect
-import json
-import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from tracing_bench import __version__
-from tracing_bench.files import atomic_write as _atomic_write_bytes
-from tracing_bench.files import file_sha256, spec_hash, text_hash
-from tracing_bench.checkpoints import Checkpoint, find_blocks, load_checkpoint
 from tracing_bench.errors import TracingBenchError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tracing_bench.dimensions import DimensionData
-
-Pooling = Literal["last", "mean"]
-POOLINGS: tuple[str, ...] = ("last", "mean")
-CACHE_FORMAT = 1
-
-
-class CacheWarning(UserWarning):
-    """A cache entry was unusable (corrupted or mismatched) and is being recomputed."""
+from tracing_bench.loading import find_blocks
+from tracing_bench.settings import HarvestSettings
 
 
 class _StopForward(Exception):
@@ -86,7 +53,7 @@ def record_blocks(
         layers: block indices to record.
         on_output: called as ``on_output(layer, hidden)`` with each block's output
             ``[batch, tokens, hidden]``.
-        blocks_attr: override of the blocks' path (see :func:`tracing_bench.checkpoints.find_blocks`).
+        blocks_attr: override of the blocks' path (see :func:`tracing_bench.loading.find_blocks`).
         stop_after_last: raise a private exception after the last requested block so that the
             rest of the forward is skipped; :func:`harvest` catches it.
 
@@ -131,14 +98,12 @@ def harvest(
     model: Any,
     tokenizer: Any,
     statements: Sequence[str],
+    settings: HarvestSettings | None = None,
     *,
     layers: Sequence[int] | None = None,
-    pooling: Pooling = "last",
-    batch_size: int = 32,
     progress: bool = False,
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
     max_batch_tokens: int | None = None,
+    **options: Any,
 ) -> Tensor:
     """Block outputs at the last real token (or the mean over real tokens) of each statement.
 
@@ -147,14 +112,16 @@ def harvest(
         tokenizer: its tokenizer; its ``padding_side`` is used, pad id = ``pad_token_id`` or
             ``eos_token_id`` (padding never changes the result).
         statements: the texts.
+        settings: the harvest settings; what applies to a loaded model: ``pooling`` (``last``: the
+            last real token; ``mean``: the mean over real tokens, incl. BOS), ``batch_size``
+            (statements per forward pass, sorted by length first), ``max_length`` (truncate to
+            this many tokens) and ``blocks_attr`` (override of the blocks' path).
         layers: block indices (default: all blocks), in the order of the result's first axis.
-        pooling: ``last`` (last real token) or ``mean`` (mean over real tokens, incl. BOS).
-        batch_size: statements per forward pass (statements are sorted by length first).
         progress: show a tqdm bar on stderr.
-        max_length: truncate statements to this many tokens (default: no truncation).
-        blocks_attr: override of the blocks' path.
         max_batch_tokens: also cap a batch at this many padded tokens (statements x longest);
             on a CPU about 512 keeps the working set in cache (see bench/BENCH.md).
+        **options: :class:`~tracing_bench.settings.HarvestSettings` fields given by keyword
+            (``harvest(model, tok, statements, pooling="mean", batch_size=8)``).
 
     Returns:
         float32 CPU tensor ``[len(layers), len(statements), hidden]`` in input order.
@@ -162,10 +129,8 @@ def harvest(
     Raises:
         TracingBenchError: bad pooling, batch size or layers; a statement with no tokens.
     """
-    if pooling not in POOLINGS:
-        raise TracingBenchError(f"--pooling {pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
-    if int(batch_size) < 1:
-        raise TracingBenchError(f"--batch-size {batch_size} is not valid: use a positive integer")
+    s = HarvestSettings.given(settings, **options)
+    pooling, batch_size, max_length, blocks_attr = s.pooling, s.batch_size, s.max_length, s.blocks_attr
     blocks, _ = find_blocks(model, blocks_attr)
     layers = _check_layers(layers, len(blocks))
     row = {layer: i for i, layer in enumerate(layers)}
@@ -263,237 +228,3 @@ def harvest(
     assert out is not None  # the hooks ran (internal invariant, not user input)
     return out
 
-
-# ---------------------------------------------------------------------------------- cache
-def default_cache_dir() -> Path:
-    """``$TRACING_BENCH_CACHE`` or ``~/.cache/tracing-bench``."""
-    return Path(os.environ.get("TRACING_BENCH_CACHE") or Path.home() / ".cache" / "tracing-bench").expanduser()
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and (p.suffix in (".safetensors", ".bin", ".pt") or p.name == "config.json"):
-            st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    return h.hexdigest()
-
-
-def _statements_sha256(statements: Sequence[str]) -> str:
-    return text_hash("".join(f"{s}\x00" for s in statements))
-
-
-def activation_spec(
-    checkpoint: Checkpoint,
-    data: DimensionData,
-    *,
-    pooling: str = "last",
-    dtype: str = "auto",
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
-) -> dict[str, Any]:
-    """What identifies a cache entry (its sha256 is the key)."""
-    if checkpoint.is_local:
-        folder = Path(checkpoint.model).expanduser().resolve()
-        if not folder.is_dir():
-            raise TracingBenchError(f"checkpoint folder {checkpoint.model} does not exist: check the path")
-        model, fingerprint = str(folder), _folder_fingerprint(folder)
-    else:
-        model, fingerprint = checkpoint.model, None
-    return {
-        "format": CACHE_FORMAT,
-        "model": model,
-        "revision": checkpoint.revision,
-        "folder_fingerprint": fingerprint,
-        "dimension": data.key_name,
-        "dataset_md5": data.md5,
-        "protocol": data.protocol,
-        "statements_sha256": _statements_sha256(data.statements),
-        "n_statements": len(data.statements),
-        "pooling": pooling,
-        "dtype": dtype,
-        "max_length": max_length,
-        "blocks_attr": blocks_attr,
-        "package_version": __version__,
-    }
-
-
-def spec_key(spec: dict[str, Any]) -> str:
-    """sha256 of a spec (canonical JSON)."""
-    return spec_hash(spec)
-
-
-class ActivationCache:
-    """A folder of activation entries (see the module docstring).
-
-    Args:
-        root: cache folder (default :func:`default_cache_dir`); entries go to ``root/activations``.
-    """
-
-    def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
-
-    def paths(self, key: str) -> tuple[Path, Path]:
-        """``(tensor file, sidecar)`` of an entry."""
-        base = self.root / "activations"
-        return base / f"{key}.safetensors", base / f"{key}.json"
-
-    def load(self, spec: dict[str, Any], *, commit: str | None = None) -> tuple[Tensor, dict[str, Any]] | None:
-        """The entry for ``spec``, or ``None`` when absent or unusable (then a CacheWarning is issued).
-
-        Args:
-            spec: from :func:`activation_spec`.
-            commit: the currently resolved hub commit, if known; an entry made from another
-                commit is stale.
-        """
-        from safetensors.torch import load_file
-
-        key = spec_key(spec)
-        tensor_path, meta_path = self.paths(key)
-        if not meta_path.exists():
-            return None
-
-        def bad(why: str) -> None:
-            warnings.warn(
-                f"activation cache entry {tensor_path} is unusable ({why}); recomputing it", CacheWarning, stacklevel=3
-            )
-
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as e:
-            bad(f"unreadable sidecar: {type(e).__name__}")
-            return None
-        diff = [k for k, v in spec.items() if meta.get(k) != v]
-        if diff:
-            bad(f"provenance mismatch in {', '.join(diff)}")
-            return None
-        if commit and meta.get("resolved_commit") and meta["resolved_commit"] != commit:
-            bad(f"made from commit {meta['resolved_commit'][:12]}, the revision now resolves to {commit[:12]}")
-            return None
-        if not tensor_path.exists():
-            bad("tensor file missing")
-            return None
-        size = tensor_path.stat().st_size
-        if size != meta.get("file_bytes"):
-            bad(f"file has {size} bytes, expected {meta.get('file_bytes')} (truncated?)")
-            return None
-        if file_sha256(tensor_path) != meta.get("file_sha256"):
-            bad("sha256 of the tensor file does not match the sidecar")
-            return None
-        try:
-            acts = load_file(str(tensor_path))["activations"]
-        except Exception as e:  # noqa: BLE001 - any read failure means "recompute"
-            bad(f"unreadable safetensors: {type(e).__name__}")
-            return None
-        want = (meta.get("n_layers"), spec["n_statements"], meta.get("hidden"))
-        if tuple(acts.shape) != want or acts.dtype != torch.float32:
-            bad(f"tensor has shape {tuple(acts.shape)} {acts.dtype}, expected {want} float32")
-            return None
-        return acts, meta
-
-    def save(self, spec: dict[str, Any], acts: Tensor, extra: dict[str, Any]) -> dict[str, Any]:
-        """Write an entry atomically (tensor first, then the sidecar); returns the sidecar dict."""
-        from safetensors.torch import save_file
-
-        key = spec_key(spec)
-        tensor_path, meta_path = self.paths(key)
-        acts = acts.detach().to("cpu", torch.float32).contiguous()
-        _atomic_write_bytes(tensor_path, lambda tmp: save_file({"activations": acts}, tmp, metadata={"key": key}))
-        meta = {
-            **spec,
-            **extra,
-            "key": key,
-            "n_layers": int(acts.shape[0]),
-            "hidden": int(acts.shape[2]),
-            "file_bytes": tensor_path.stat().st_size,
-            "file_sha256": file_sha256(tensor_path),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-
-        def write_meta(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True))
-
-        _atomic_write_bytes(meta_path, write_meta)
-        return meta
-
-
-def lookup_activations(
-    checkpoint: Checkpoint,
-    data: DimensionData,
-    *,
-    pooling: Pooling = "last",
-    dtype: str = "auto",
-    cache_dir: str | Path | None = None,
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
-) -> tuple[Tensor, dict[str, Any]] | None:
-    """A usable cache entry without loading the model, or ``None`` (see :func:`cached_activations`)."""
-    spec = activation_spec(checkpoint, data, pooling=pooling, dtype=dtype, max_length=max_length, blocks_attr=blocks_attr)
-    return ActivationCache(cache_dir).load(spec, commit=checkpoint.resolved_commit())
-
-
-def cached_activations(
-    checkpoint: Checkpoint,
-    data: DimensionData,
-    *,
-    pooling: Pooling = "last",
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_size: int = 32,
-    cache_dir: str | Path | None = None,
-    model: Any = None,
-    tokenizer: Any = None,
-    max_length: int | None = None,
-    blocks_attr: str | None = None,
-    progress: bool = False,
-) -> tuple[Tensor, dict[str, Any]]:
-    """All blocks' activations for all statements of a dimension, from the cache or computed.
-
-    Args:
-        checkpoint: the checkpoint (identifies the entry; loaded only on a miss unless ``model``
-            is given).
-        data: a loaded dimension (:func:`tracing_bench.dimensions.load_dimension`).
-        pooling: ``last`` or ``mean``.
-        dtype: dtype to load the model in (``auto|float32|bfloat16|float16``); part of the key.
-        device: ``auto|cpu|cuda``.
-        batch_size: statements per forward pass.
-        cache_dir: cache folder (default ``$TRACING_BENCH_CACHE`` or ``~/.cache/tracing-bench``).
-        model, tokenizer: an already loaded model of this checkpoint (loaded in ``dtype``),
-            to avoid loading it again.
-        max_length: truncate statements to this many tokens.
-        blocks_attr: override of the blocks' path.
-        progress: tqdm bar while harvesting.
-
-    Returns:
-        ``(acts, provenance)``: float32 CPU tensor ``[n_blocks, n_statements, hidden]`` and the
-        entry's provenance (model, revision, resolved_commit, step, dataset md5, protocol,
-        pooling, dtype, torch_dtype, max_length, package_version, n_statements, n_layers,
-        hidden, key, ...).
-    """
-    if pooling not in POOLINGS:
-        raise TracingBenchError(f"--pooling {pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
-    spec = activation_spec(checkpoint, data, pooling=pooling, dtype=dtype, max_length=max_length, blocks_attr=blocks_attr)
-    cache = ActivationCache(cache_dir)
-    hit = cache.load(spec, commit=checkpoint.resolved_commit())
-    if hit is not None:
-        return hit
-    if model is None or tokenizer is None:
-        model, tokenizer = load_checkpoint(checkpoint, dtype=dtype, device=device)
-    acts = harvest(
-        model, tokenizer, data.statements, layers=None, pooling=pooling, batch_size=batch_size,
-        progress=progress, max_length=max_length, blocks_attr=blocks_attr,
-    )
-    _, path = find_blocks(model, blocks_attr)
-    extra = {
-        "resolved_commit": checkpoint.resolved_commit(),
-        "step": checkpoint.step,
-        "label": checkpoint.label,
-        "dataset_file": data.path.name,
-        "torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "device": str(next(model.parameters()).device),
-        "blocks_path": path,
-        "batch_size": batch_size,
-        "layer_definition": "output of decoder block l (HF hidden_states[l+1]; before the final norm at the last block)",
-    }
-    meta = cache.save(spec, acts, extra)
-    return acts, meta

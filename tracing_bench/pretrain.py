@@ -6,33 +6,13 @@ Pythia's. :func:`pretrain` trains a byte-level BPE tokenizer and a Llama model o
 and saves Hugging Face checkpoints at log-spaced steps, Pythia style (``0, 1, 2, 4, ..., final``),
 one folder ``step<N>`` per checkpoint, next to ``pretrain.json`` (provenance and losses).
 
-Corpus (what and why). The run trains on the *development half* of every bundled dimension
-whose data may be trained on (``load_dimension(name).subset("dev")``, paper protocol, seed 0),
-**without labels**, one statement per sequence, in a seeded random order. Fairness
-(CrowS-Pairs) is excluded: CrowS-Pairs is an evaluation set, never to be trained on
-(``Dimension.pretrain`` is ``False``), so no fairness statement is in the corpus:
-
-* in-domain text is what lets a model this small learn something the probes can find in a
-  couple of minutes (measured, ``bench/BENCH.md``: the final checkpoint's probe accuracy rises
-  clearly above step 0's on robustness only, by 8-10 points in two pre-training seeds; the other
-  four dimensions move within noise, fairness included, whose CrowS-Pairs data the model never
-  sees);
-* the *test* half of each dimension is never seen, so the probes' test accuracy (and the
-  steering evaluation on the test half) measures generalisation to unseen statements, not
-  recall of memorised text. The dev half contains the probes' training statements (as text,
-  never with their labels), as a pre-training corpus may contain a probe's training data.
-  This guarantee holds for the paper protocol with split seed 0; the ``reference`` protocol's
-  file-order test split overlaps the corpus;
-* no labels are used anywhere: the model only does next-token prediction;
-* no extra public-domain text ships: with no network there was nothing to take verbatim, and
-  every bundled statement already exists in the package (``tracing_bench/data``, see its
-  README for sources and licences). The TruthfulQA *test questions* are excluded (they are
-  evaluation prompts).
-
-Each statement is one training sequence (truncated to ``seq_len`` tokens) that starts at
-position 0, as at harvest time (no packing, no preceding context). No end-of-text token is
-appended by default: training the last token to predict "the statement is over" made its state
-the same for every statement and erased what the probes look for (see ``append_eos``).
+Corpus: the development half of every bundled dimension that may be trained on, without labels
+(the test half is never seen; CrowS-Pairs, an evaluation set, never); corpus and tokenizer are
+built by :mod:`tracing_bench.pretrain_data`, which says what and why. Each statement is one
+training sequence (truncated to ``seq_len`` tokens) that starts at position 0, as at harvest
+time (no packing, no preceding context). No end-of-text token is appended by default: training
+the last token to predict "the statement is over" made its state the same for every statement
+and erased what the probes look for (see ``append_eos``).
 Batches are padded to their longest sequence; padding is masked out of the loss.
 
 Defaults (tuned on the shared 2-core machines, see ``bench/BENCH.md``): 4 blocks, hidden 128,
@@ -59,28 +39,31 @@ looks complete.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import os
 import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
 
 from tracing_bench import __version__
-from tracing_bench.files import atomic_write, private_folder, replace_folder, spec_hash, text_hash
-from tracing_bench.files import atomic_write_text as _atomic_write_text
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write, atomic_write_text, private_folder, replace_folder, spec_hash
+from tracing_bench.pretrain_data import (
+    CORPORA,
+    EOS,
+    MODEL_LAYOUT,
+    PAD,
+    Corpus,
+    batch_indices,
+    build_corpus,
+    model_config,
+    train_tokenizer,
+)
 
-Corpus = Literal["dev", "all"]
-CORPORA: tuple[str, ...] = ("dev", "all")
 META_FILE = "pretrain.json"
 RESUME_FILE = "resume.pt"
-EOS = "<|endoftext|>"
-PAD = "<pad>"
 
 
 def default_save_steps(total: int) -> list[int]:
@@ -146,7 +129,7 @@ class PretrainConfig:
     lr: float = 2e-3
     warmup: int = 20
     weight_decay: float = 0.1
-    corpus: str = "dev"
+    corpus: Corpus = "dev"
     append_eos: bool = False
     threads: int | None = field(default=None, compare=False)
 
@@ -211,123 +194,8 @@ class PretrainConfig:
         """Cache key: sha256 of every setting but ``threads``, the corpus md5 and the version."""
         spec = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "threads"}
         spec["save_at"] = self.save_steps
-        spec.update(corpus_md5=corpus_md5, package_version=__version__, model_layout=_MODEL_LAYOUT)
+        spec.update(corpus_md5=corpus_md5, package_version=__version__, model_layout=MODEL_LAYOUT)
         return spec_hash(spec)
-
-
-def build_corpus(corpus: str = "dev") -> tuple[list[str], dict[str, object]]:
-    """The pre-training statements (no labels) and their provenance.
-
-    Args:
-        corpus: ``dev`` (development half of every dimension that may be trained on, paper
-            protocol, seed 0) or ``all``; evaluation-only data (CrowS-Pairs) is never included.
-
-    Returns:
-        (statements in a fixed order, provenance dict with per-file md5 and the corpus md5).
-    """
-    texts, prov = _corpus(corpus)
-    return list(texts), json.loads(prov)
-
-
-@functools.cache
-def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
-    from tracing_bench.dimensions import DIMENSIONS, load_dimension
-
-    texts: list[str] = []
-    files: dict[str, dict[str, object]] = {}
-    for name, dim in DIMENSIONS.items():
-        if not dim.pretrain:  # evaluation-only data (CrowS-Pairs) never enters the corpus
-            continue
-        data = load_dimension(name, protocol="paper", seed=0)
-        split = "dev" if corpus == "dev" else "all"
-        statements, _ = data.subset(split)
-        texts.extend(statements)
-        files[name] = {"file": data.path.name, "md5": data.md5, "split": split, "n": len(statements)}
-    md5 = text_hash("\n".join(texts), "md5")
-    prov = {
-        "source": f"bundled statements without labels, split {corpus!r} (paper protocol, seed 0)",
-        "files": files,
-        "n_statements": len(texts),
-        "md5": md5,
-    }
-    return tuple(texts), json.dumps(prov)
-
-
-#: The answer choices of the trust tasks as they follow the prompt (target delimiter " "). Each is
-#: one token of the tiny model's vocabulary: zero-shot choice scoring compares the choices'
-#: log-likelihoods, and a choice of two tokens against one of one token loses on every prompt
-#: whatever the model knows (seen with the trained vocabulary alone: " 1" one token, " 0" two).
-ANSWER_CHOICES: tuple[str, ...] = (" 0", " 1", " negative", " positive")
-
-
-def _one_token_each(tok, words: tuple[str, ...]):
-    """The BPE tokenizer with merges appended so that each of ``words`` is a single token.
-
-    Each word is tokenised with the trained merges and its pieces are joined left to right by new
-    merges, ranked after all trained ones, so no other text changes unless it contains the same
-    adjacent pieces.
-    """
-    from tokenizers import Tokenizer
-
-    spec = json.loads(tok.to_str())
-    vocab: dict[str, int] = spec["model"]["vocab"]
-    merges: list = spec["model"]["merges"]
-    for word in words:
-        pieces = tok.encode(word).tokens
-        while len(pieces) > 1:
-            left, right = pieces[0], pieces[1]
-            merges.append([left, right] if merges and isinstance(merges[0], list) else f"{left} {right}")
-            vocab.setdefault(left + right, max(max(vocab.values()), max((t["id"] for t in spec["added_tokens"]), default=0)) + 1)
-            pieces = [left + right, *pieces[2:]]
-    return Tokenizer.from_str(json.dumps(spec))
-
-
-def _train_tokenizer(texts: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS, PAD],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
-    tok = _one_token_each(tok, ANSWER_CHOICES)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=EOS,
-        eos_token=EOS,
-        unk_token=EOS,
-        pad_token=PAD,
-        model_max_length=512,
-    )
-
-
-_MODEL_LAYOUT = 3  # bump when _model_config or the tokenizer changes, so cached runs are not reused
-
-
-def _model_config(cfg: PretrainConfig, tokenizer):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads,
-        num_key_value_heads=cfg.heads,
-        # RoPE: a longer window costs nothing; the trust prompts reach ~150 tokens with this vocabulary
-        max_position_embeddings=max(512, cfg.seq_len),
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
 
 def default_threads() -> int:
     """CPU threads when ``--threads`` is not given: the idle cores, at most 2.
@@ -345,21 +213,6 @@ def default_threads() -> int:
     return idle_threads(cap=2)
 
 
-def _batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
-    """Corpus indices of the batch of update ``step`` (1-based): seeded permutation per epoch."""
-    import torch
-
-    out: list[int] = []
-    perms: dict[int, list[int]] = {}
-    for i in range((step - 1) * batch_size, step * batch_size):
-        epoch, pos = divmod(i, n)
-        if epoch not in perms:
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            perms[epoch] = torch.randperm(n, generator=g).tolist()
-        out.append(perms[epoch][pos])
-    return out
-
-
 def _lr_at(cfg: PretrainConfig, step: int) -> float:
     """Learning rate of update ``step`` (1-based): linear warm-up, cosine decay to lr/10."""
     warm = min(cfg.warmup, cfg.steps // 10)
@@ -368,12 +221,6 @@ def _lr_at(cfg: PretrainConfig, step: int) -> float:
     span = max(1, cfg.steps - warm)
     t = min(1.0, (step - warm) / span)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _save_checkpoint(model, tokenizer, out_dir: Path, step: int) -> Path:
@@ -480,7 +327,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         torch.manual_seed(config.seed)
-        tokenizer = _train_tokenizer(texts, config.vocab_size)
+        tokenizer = train_tokenizer(texts, config.vocab_size)
         tail = [tokenizer.eos_token_id] if config.append_eos else []
         encoded = [
             ids[: config.seq_len - len(tail)] + tail
@@ -488,7 +335,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
             if len(ids) + len(tail) >= 2  # a one-token sequence has nothing to predict
         ]
         n_tokens = sum(len(e) for e in encoded)
-        model_cfg = _model_config(config, tokenizer)
+        model_cfg = model_config(config, tokenizer)
         torch.manual_seed(config.seed)
         model = AutoModelForCausalLM.from_config(model_cfg, dtype=torch.float32)
         decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -519,7 +366,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                    disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
         try:
             for step in range(start + 1, config.steps + 1):
-                rows = [encoded[i] for i in _batch_indices(step, config.batch_size, len(encoded), config.seed)]
+                rows = [encoded[i] for i in batch_indices(step, config.batch_size, len(encoded), config.seed)]
                 width = max(len(r) for r in rows)
                 ids = torch.full((len(rows), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -572,24 +419,9 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
         "resumed_at": start or None,
         "losses": losses,
     }
-    _atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=1, default=str))
+    atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=1, default=str))
     (out_dir / RESUME_FILE).unlink(missing_ok=True)
     return [out_dir / f"step{s}" for s in save_steps]
-
-
-def load_meta(out_dir: str | Path) -> dict:
-    """``pretrain.json`` of a run folder.
-
-    Raises:
-        TracingBenchError: the folder holds no complete pre-training run.
-    """
-    meta = _read_meta(Path(out_dir))
-    if not meta or not meta.get("complete"):
-        raise TracingBenchError(
-            f"{out_dir} holds no complete pre-training run (no valid {META_FILE}); "
-            "run `tracing-bench pretrain --out DIR` first"
-        )
-    return meta
 
 
 __all__ = [
@@ -598,6 +430,5 @@ __all__ = [
     "cached_run",
     "default_save_steps",
     "default_threads",
-    "load_meta",
     "pretrain",
 ]

@@ -3,7 +3,7 @@
 ``--protocol reference`` exists to give the numbers the authors' released scripts
 (``train_probes.py`` with ``mi_estimators.py``) give on the same activations, not better ones.
 This module is a separate code path for that; the default ``paper`` protocol
-(:func:`tracing_bench.probes.linear.probe_layers`, :func:`tracing_bench.probes.mi.estimate_mi`)
+(:func:`tracing_bench.probes.layers.probe_layers`, :func:`tracing_bench.probes.mi.estimate_mi`)
 uses probe-train statistics, a converged solver and float64. What the released code does, and
 what is done here (docs/METHOD.md, "The reference protocol"):
 
@@ -173,11 +173,11 @@ def reference_probe_layers(
         probes: any of ``logistic`` (the released probe), ``mass_mean``.
         layers: layer numbers written in the rows (default ``0 .. layers - 1``).
         details: also return the intervals and the per-statement correctness on the last 20 %
-            (the keys :func:`tracing_bench.probes.linear.probe_layers` adds with ``details``).
+            (the keys :func:`tracing_bench.probes.layers.probe_layers` adds with ``details``).
 
     Returns:
         one dict per (layer, probe), layer-major, with the columns of
-        :func:`tracing_bench.probes.linear.probe_layers` (``val_*`` and ``test_*`` are both the
+        :func:`tracing_bench.probes.layers.probe_layers` (``val_*`` and ``test_*`` are both the
         last 20 %, the released code's only evaluation split) plus, for ``logistic``, ``n_iter``,
         ``converged`` and ``constant_features``.
 
@@ -188,7 +188,8 @@ def reference_probe_layers(
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    from tracing_bench.probes.linear import PROBES, MassMeanProbe, _details
+    from tracing_bench.probes.estimators import MassMeanProbe
+    from tracing_bench.probes.inputs import PROBES, score_details
 
     probes = (probes,) if isinstance(probes, str) else tuple(probes)
     unknown = [p for p in probes if p not in PROBES]
@@ -227,7 +228,7 @@ def reference_probe_layers(
                 acc = float(np.mean((score > 0).astype(np.int64) == y[te]))
             auc = _auroc(np.asarray(score, dtype=np.float64), y[te])
             if details:  # LogisticRegression predicts class 1 exactly where its decision function is > 0
-                extra.update(_details(torch.as_tensor(np.asarray(score, dtype=np.float64))[None], y[te])[0])
+                extra.update(score_details(torch.as_tensor(np.asarray(score, dtype=np.float64))[None], y[te])[0])
             rows.append({"layer": name, "probe": probe, "n_train": int(len(tr)), "val_acc": acc, "val_auroc": auc,
                          "test_acc": acc, "test_auroc": auc, **extra})
     return rows

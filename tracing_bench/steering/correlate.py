@@ -12,16 +12,20 @@ For every checkpoint of a source series, at one layer and one dimension:
   on the TARGET model when that checkpoint's vector is added with ``alpha`` (positive = toward
   the trustworthy side), against the unsteered target, same tasks, limit, batch size and seed.
 
-Then the Pearson r across checkpoints and a percentile bootstrap interval (checkpoints
-resampled with replacement; resamples with a constant column are skipped). Writes
-``correlate.csv`` (CONVENTIONS schema), ``correlate.json`` (r, interval, settings) and
-``correlate.png``.
+Then the Pearson r across checkpoints and a percentile bootstrap interval
+(:func:`scipy.stats.bootstrap`: checkpoints resampled with replacement, in pairs; resamples with
+a constant column have no r and are left out of the percentiles). The target is scored with the
+same :class:`~tracing_bench.settings.ScoringSettings` as ``steer sweep``. Writes ``correlate.csv``
+(CONVENTIONS schema) and ``correlate.json`` (r, interval, settings) and returns them;
+``tracing-bench steer correlate`` draws ``correlate.png``
+(:func:`tracing_bench.report.steer_plots.plot_correlate`).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +33,15 @@ from typing import Any
 import numpy as np
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.settings import HarvestSettings, ScoringSettings
+from tracing_bench.steering.vector import Scale
 
 CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
 
 
 def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
                       level: float = 0.95) -> tuple[float, tuple[float, float]]:
-    """Pearson r and a percentile bootstrap interval.
+    """Pearson r and a percentile bootstrap interval (pairs resampled by :func:`scipy.stats.bootstrap`).
 
     Args:
         x, y: paired samples.
@@ -44,31 +50,40 @@ def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed:
         level: coverage of the interval.
 
     Returns:
-        ``(r, (low, high))``; NaN where fewer than 3 points or a constant column.
+        ``(r, (low, high))``; NaN where fewer than 3 points or a constant column. A resample with
+        a constant column has no r: it is left out of the percentiles.
 
     >>> r, (lo, hi) = pearson_bootstrap(np.arange(5.0), np.arange(5.0) ** 2)
     """
+    from scipy.stats import bootstrap
+
     x, y = np.asarray(x, float), np.asarray(y, float)
     nan = float("nan")
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return (float(np.corrcoef(x, y)[0, 1]) if len(x) >= 2 and np.std(x) > 0 and np.std(y) > 0 else nan,
                 (nan, nan))
     r = float(np.corrcoef(x, y)[0, 1])
-    rng = np.random.default_rng(seed)
-    rs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(x), len(x))
-        xb, yb = x[idx], y[idx]
-        if np.std(xb) == 0 or np.std(yb) == 0:
-            continue
-        rs.append(np.corrcoef(xb, yb)[0, 1])
-    if not rs:
+
+    def pearson(xb: np.ndarray, yb: np.ndarray, axis: int = -1) -> np.ndarray:
+        xc = xb - xb.mean(axis=axis, keepdims=True)
+        yc = yb - yb.mean(axis=axis, keepdims=True)
+        den = np.sqrt((xc * xc).sum(axis=axis) * (yc * yc).sum(axis=axis))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(den > 0, np.clip((xc * yc).sum(axis=axis) / den, -1.0, 1.0), np.nan)  # as np.corrcoef
+
+    with warnings.catch_warnings():  # scipy warns when resamples with a constant column make its interval NaN
+        warnings.simplefilter("ignore")
+        res = bootstrap((x, y), pearson, paired=True, vectorized=True, n_resamples=n_boot, method="percentile",
+                        confidence_level=level, rng=np.random.default_rng(seed))
+    rs = np.asarray(res.bootstrap_distribution)
+    rs = rs[np.isfinite(rs)]
+    if rs.size == 0:
         return r, (nan, nan)
     a = (1 - level) / 2
     return r, (float(np.quantile(rs, a)), float(np.quantile(rs, 1 - a)))
 
 
-def probe_accuracy(acts_layer, data) -> float:
+def probe_accuracy(acts_layer: Any, data: Any) -> float:
     """Logistic probe (standardised, sklearn defaults) fitted on probe_train, accuracy on test."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -127,11 +142,9 @@ class CorrelateResult:
 
 def run_correlate(model: str, revisions: str | list[str] | None, target: str, dimension: str, layer: int,
                   out: str | os.PathLike, *, target_revision: str | None = None, alpha: float = 1.0,
-                  scale: str = "paper", probes: str | os.PathLike | None = None, tasks: list[str] | None = None,
-                  limit: float | None = None, batch_size: int = 8, seed: int = 1234, positions: str | None = None,
-                  dtype: str = "auto", device: str = "auto", cache_dir: str | os.PathLike | None = None,
-                  n_boot: int = 2000, data: str | os.PathLike | None = None,
-                  preset: str | None = None) -> CorrelateResult:
+                  scale: Scale = "paper", probes: str | os.PathLike | None = None, n_boot: int = 2000,
+                  data: str | os.PathLike | None = None, scoring: ScoringSettings | None = None,
+                  **options: Any) -> CorrelateResult:
     """Probe accuracy vs steering benefit across a checkpoint series.
 
     Args:
@@ -143,47 +156,44 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         out: output folder.
         target_revision: revision of the target.
         alpha: coefficient of every vector (positive = toward trustworthy).
-        scale: vector scale (``paper``/``reference``/``unit``).
+        scale: vector scale (``paper``/``reference``/``unit``); a preset overrides it.
         probes: a ``probes.csv`` to read probe accuracy from (else computed).
-        tasks: lm-eval tasks to score (default ``trust_<dimension>``).
-        limit, batch_size, seed, positions, dtype, device: as :func:`run_sweep`.
-        cache_dir: activation cache.
         n_boot: bootstrap resamples.
         data: your own ``statement,label`` CSV for vectors and probes (labels as the dimension's).
-        preset: ``reference``: the released code's vectors, probe and application
-            (:data:`tracing_bench.steering.vector.PRESETS`); overrides ``scale``.
+        scoring: how the target is scored, as :func:`tracing_bench.steering.sweep.run_sweep`
+            (tasks default ``trust_<dimension>``; ``dtype`` is also the source checkpoints' dtype;
+            ``preset="reference"``: the released code's vectors, probe and application).
+        **options: scoring settings given by keyword; they override ``scoring``.
 
     Returns:
         a :class:`CorrelateResult`.
     """
+    from tracing_bench import __version__
+    from tracing_bench.cache import cached_activations, default_cache_dir
     from tracing_bench.checkpoints import resolve_series
     from tracing_bench.dimensions import DIMENSIONS, load_dimension
-    from tracing_bench.harvest import cached_activations
-    from tracing_bench.steering.sweep import Scorer, _apply_preset, write_csv, write_json
-    from tracing_bench.steering.vector import extract_from_checkpoint, preset_settings
+    from tracing_bench.files import atomic_write_csv, check_outputs
+    from tracing_bench.settings import preset_settings
+    from tracing_bench.steering.sweep import Scorer, write_json
+    from tracing_bench.steering.vector import extract_from_checkpoint
 
+    scoring = ScoringSettings.given(scoring, **options)
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
     task = f"trust_{dimension}"
     out = Path(out)
-    from tracing_bench.files import check_outputs
-    from tracing_bench.harvest import default_cache_dir
-
-    check_outputs([(out, "--out", "folder"), (cache_dir or default_cache_dir(), "--cache-dir", "folder")])
+    check_outputs([(out, "--out", "folder"), (scoring.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
     probes_path = Path(probes) if probes else None
     if probes_path is not None and not probes_path.is_file():
         raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
     series = resolve_series(model, revisions)
-    fixed = preset_settings(preset)
-    positions, target_dtype = _apply_preset(fixed, preset, positions, dtype)
-    if fixed:
-        scale = fixed["scale"]
+    fixed = preset_settings(scoring.preset)
+    scale = fixed.get("scale", scale)
     protocol = fixed.get("protocol", "paper")
-    source_dtype = "float32" if protocol == "reference" and dtype == "auto" else dtype
+    source = HarvestSettings(dtype=scoring.dtype, device=scoring.device, cache_dir=scoring.cache_dir)
     data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol)
     out.mkdir(parents=True, exist_ok=True)
-    scorer = Scorer(target, revision=target_revision, tasks=tasks or [task], limit=limit, batch_size=batch_size,
-                    seed=seed, dtype=target_dtype, device=device, positions=positions, lambada="off")
+    scorer = Scorer(target, scoring, revision=target_revision, default_tasks=(task,), lambada="off")
     base_scores, _, _ = scorer.evaluate(None)
     base = next((s.score for s in base_scores if s.task == task), None)
     if base is None:
@@ -191,8 +201,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     rows: list[dict[str, Any]] = []
     for ckpt in series:
         vec = extract_from_checkpoint(ckpt.model, revision=ckpt.revision, dimension=dimension, layer=layer,
-                                      scale=scale, dtype=dtype, device=device, cache_dir=cache_dir, data=data,
-                                      preset=preset)  # type: ignore[arg-type]
+                                      scale=scale, harvest=source, data=data, preset=scoring.preset)
         path = vec.save(out / "vectors" / f"{_safe(ckpt.label)}_{dimension}_layer{layer}.pt")
         acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
         if acc is None:
@@ -201,8 +210,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                     f"--probes {probes_path} has no logistic row for {ckpt.model}@{ckpt.revision}, {dimension}, "
                     f"layer {layer}; run the trace for that layer or leave --probes out to compute it"
                 )
-            acts, _ = cached_activations(ckpt, data_, dtype=source_dtype, device=device, cache_dir=cache_dir,
-                                         batch_size=1 if protocol == "reference" else 32)
+            acts, _ = cached_activations(ckpt, data_, source.for_protocol(protocol))
             if protocol == "reference":
                 from tracing_bench.probes.reference import reference_probe_layers
 
@@ -212,30 +220,28 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                 acc = probe_accuracy(acts[layer].numpy(), data_)
         scores, _, _ = scorer.evaluate(path, alpha)
         steered = next(s.score for s in scores if s.task == task)
-        rows.append({"model": ckpt.model, "revision": ckpt.revision or "", "step": "" if ckpt.step is None else ckpt.step,
-                     "dimension": dimension, "layer": layer, "probe_acc": acc, "benefit": steered - base})
+        rows.append({"model": ckpt.model, "revision": ckpt.revision or "",
+                     "step": "" if ckpt.step is None else ckpt.step, "dimension": dimension, "layer": layer,
+                     "probe_acc": acc, "benefit": steered - base})
     xs, ys = np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows])
-    r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=seed)
+    r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=scoring.seed)
     undefined, ci_note = undefined_reason(xs, ys)
     if not undefined and not ci_note and not all(map(np.isfinite, ci)):
         ci_note = "every bootstrap resample had a constant column"
-    from tracing_bench import __version__
-
     summary = {"pearson_r": r, "ci95": list(ci), "n": len(rows), "n_boot": n_boot, "source": model,
                "target": target, "target_revision": target_revision, "dimension": dimension, "layer": layer,
-               "alpha": alpha, "scale": scale, "task": task, "baseline_score": base, "limit": limit,
-               "batch_size": batch_size, "seed": seed, "positions": positions, "preset": preset,
-               "target_dtype": target_dtype,
+               "alpha": alpha, "scale": scale, "task": task, "baseline_score": base, "limit": scoring.limit,
+               "batch_size": scoring.batch_size, "seed": scoring.seed, "positions": scorer.positions,
+               "preset": scoring.preset, "target_dtype": scoring.target_dtype,
                "probe_source": str(probes_path) if probes_path else (
                    "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
                    if protocol == "reference" else "computed: logistic on probe_train, test acc"),
-               "dataset_md5": data_.md5, "data": str(data) if data is not None else None, "package_version": __version__,
+               "dataset_md5": data_.md5, "data": str(data) if data is not None else None,
+               "package_version": __version__,
                "r_undefined_reason": undefined or None, "ci_undefined_reason": ci_note or None,
                "note": "pearson_r and ci95 are null where undefined; the reasons say why"}
-    files = [write_csv(rows, out / "correlate.csv", CORRELATE_COLUMNS), write_json(summary, out / "correlate.json")]
-    from tracing_bench.report.steer_plots import plot_correlate
-
-    files.append(plot_correlate(out / "correlate.csv", out / "correlate.png", r=r, ci=ci))
+    files = [atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows),
+             write_json(summary, out / "correlate.json")]
     return CorrelateResult(rows, r, ci, files, undefined=undefined, ci_note=ci_note)
 
 

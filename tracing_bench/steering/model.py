@@ -34,7 +34,7 @@
   - any other forward (``forward()``, lm-eval's batch-size probe): the last position of each row.
 
 ``preset=reference`` applies a vector as the released code did: ``positions=last`` and the model
-in float32 (unless ``dtype=`` says otherwise); see :data:`tracing_bench.steering.vector.PRESETS`.
+in float32 (unless ``dtype=`` says otherwise); see :data:`tracing_bench.settings.PRESETS`.
 
 Results record the settings: ``get_model_info()`` (lm-eval copies it into ``results["config"]``)
 holds ``steering`` = path, file sha256, per-hookpoint vector sha256, alpha, positions, preset.
@@ -50,7 +50,7 @@ import contextlib
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from lm_eval.api.registry import register_model
@@ -59,17 +59,10 @@ from lm_eval.models.huggingface import HFLM
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.parallel import DataParallelMixin
 from tracing_bench.files import file_sha256
-from tracing_bench.steering.vector import (
-    load_steer_file,
-    preset_settings,
-    unpickling_refused,
-    vector_sha256,
-)
-
-Positions = Literal["all", "last"]
-POSITIONS: tuple[str, ...] = ("all", "last")
+from tracing_bench.parallel import DataParallelMixin
+from tracing_bench.settings import POSITIONS, Positions, preset_settings
+from tracing_bench.steering.steerfile import load_steer_file, unpickling_refused, vector_sha256
 
 
 class _AddHook:
@@ -309,7 +302,7 @@ def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None
                           stock: bool = False) -> dict[str, dict[str, Any]]:
     """Validate a steering file against a model's architecture, without loading its weights.
 
-    The file is read with ``weights_only=True`` (:func:`tracing_bench.steering.vector.load_steer_file`);
+    The file is read with ``weights_only=True`` (:func:`tracing_bench.steering.steerfile.load_steer_file`);
     every hookpoint must be a module of ``model.base_model`` and every whole-residual vector must
     have the model's hidden size. The architecture is built from ``config.json`` on the ``meta``
     device (no memory, no weights).

@@ -27,25 +27,28 @@ revision, dimension, scale, protocol and seed, through the activation cache) and
 ``OUT/vectors/<dimension>_layer<L>.pt``. A vector without a sidecar can only be swept at its own
 layer.
 
-Outputs in ``OUT``: ``sweep.csv`` (CONVENTIONS schema, one row per setting x task x metric,
-the baseline included with ``vector=none``), ``best.json`` (best admissible setting per
-dimension, with its side effects on the other tasks), ``sweep_scores.png`` and
-``sweep_ppl.png``.
+Everything is scored with one :class:`~tracing_bench.settings.ScoringSettings` (tasks, limit,
+batch size, seed, positions, preset, dtype, device), shared with ``steer correlate``. The best
+setting per task is the largest improvement in the direction the results give
+(``higher_is_better``). Outputs in ``OUT``: ``sweep.csv`` (CONVENTIONS schema, one row per
+setting x task x metric, the baseline included with ``vector=none``) and ``best.json`` (best
+admissible setting per dimension, with its side effects on the other tasks). The sweep returns
+its rows and draws nothing: ``tracing-bench steer sweep`` draws ``sweep_scores.png`` and
+``sweep_ppl.png`` (:func:`tracing_bench.report.steer_plots.plot_sweep`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracing_bench.files import atomic_write_text as _atomic_text
-from tracing_bench.files import check_outputs, dumps_json
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs, dumps_json
+from tracing_bench.settings import HarvestSettings, ScoringSettings
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
 SWEEP_COLUMNS = ("model", "revision", "vector", "vector_sha256", "layer", "alpha", "task", "metric", "score",
@@ -70,30 +73,30 @@ class Scorer:
 
     Args:
         model: target model id or folder.
+        scoring: tasks, limit, batch size, seed, positions, dtype and device
+            (:class:`~tracing_bench.settings.ScoringSettings`), the same for every setting.
         revision: its revision.
-        tasks: lm-eval task names (default ``["trust"]``, the five log-likelihood tasks).
-        limit: lm-eval ``limit`` (documents per task).
-        batch_size: lm-eval batch size, the same for every setting.
-        seed: every lm-eval seed (random, numpy, torch, fewshot).
-        dtype, device: how to load the target.
-        positions: ``all`` or ``last`` (see :mod:`tracing_bench.steering.model`).
+        default_tasks: the tasks when ``scoring.tasks`` is empty (``trust``: the five
+            log-likelihood tasks).
         lambada: ``auto`` (use ``lambada_openai`` when its data are cached) or ``off``.
     """
 
-    def __init__(self, model: str, *, revision: str | None = None, tasks: list[str] | None = None,
-                 limit: float | None = None, batch_size: int = 8, seed: int = 1234, dtype: str = "auto",
-                 device: str = "auto", positions: str = "all", lambada: str = "auto") -> None:
-        from tracing_bench.checkpoints import Checkpoint, load_checkpoint
+    def __init__(self, model: str, scoring: ScoringSettings, *, revision: str | None = None,
+                 default_tasks: tuple[str, ...] = ("trust",), lambada: str = "auto") -> None:
+        from tracing_bench.checkpoints import Checkpoint
+        from tracing_bench.loading import load_checkpoint
 
         self.model_id, self.revision = model, revision
-        self.tasks = list(tasks or ["trust"])
-        self.limit, self.batch_size, self.seed, self.positions = limit, int(batch_size), int(seed), positions
+        self.tasks = list(scoring.tasks or default_tasks)
+        self.limit, self.batch_size, self.seed = scoring.limit, scoring.batch_size, scoring.seed
+        self.positions = scoring.applied_positions
         self.notes: list[str] = []
         self.lambada = lambada == "auto" and _lambada_cached()
         if lambada == "auto" and not self.lambada:
             self.notes.append(f"{LAMBADA} skipped: its data are not in the local Hugging Face datasets cache "
                               "(run lm-eval once online to cache them); fluency guard = bundled text only")
-        self.hf_model, self.tokenizer = load_checkpoint(Checkpoint(model, revision), dtype=dtype, device=device)
+        self.hf_model, self.tokenizer = load_checkpoint(Checkpoint(model, revision), dtype=scoring.target_dtype,
+                                                        device=scoring.device)
         self.text = HELDOUT_TEXT.read_text(encoding="utf-8")
         names = self.tasks + ([LAMBADA] if self.lambada else [])
         try:
@@ -109,7 +112,7 @@ class Scorer:
                 task_obj.set_config(key="num_fewshot", value=0)
             task_obj.set_fewshot_seed(seed=self.seed)
 
-    def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None):
+    def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None) -> Any:
         from lm_eval.models.huggingface import HFLM
 
         kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
@@ -163,7 +166,7 @@ def _lambada_cached() -> bool:
     return False
 
 
-def _task_manager(tasks: list[str]):
+def _task_manager(tasks: list[str]) -> Any:
     from lm_eval.tasks import TaskManager
 
     from tracing_bench.tasks import TASKS_DIR
@@ -207,20 +210,21 @@ def task_scores(results: dict[str, Any]) -> list[TaskScore]:
 
 # ------------------------------------------------------------------------------ vectors per layer
 def vectors_for_layers(vector: str | os.PathLike, layers: list[int] | None, out_dir: str | os.PathLike, *,
-                       cache_dir: str | os.PathLike | None = None, dtype: str = "auto", device: str = "auto",
-                       batch_size: int = 32) -> dict[int, Path]:
+                       harvest: HarvestSettings | None = None) -> dict[int, Path]:
     """One steering file per layer: the given file for its own layer, re-extracted for the others.
 
     Args:
         vector: a file from ``tracing-bench steer extract`` (with its ``.json`` sidecar).
         layers: layers to sweep; ``None`` = the vector's layer only.
         out_dir: the sweep folder; re-extracted vectors go to ``out_dir/vectors``.
+        harvest: device and cache folder of a re-extraction (the dtype is the one in the sidecar).
 
     Returns:
         ``{layer: path}``.
     """
     from tracing_bench.steering.vector import SteeringVector, extract_from_checkpoint
 
+    harvest = harvest or HarvestSettings()
     v = SteeringVector.load(vector)
     layers = [v.layer] if not layers else list(dict.fromkeys(int(x) for x in layers))
     out: dict[int, Path] = {}
@@ -239,8 +243,8 @@ def vectors_for_layers(vector: str | os.PathLike, layers: list[int] | None, out_
         new = extract_from_checkpoint(
             src, revision=v.provenance.get("source_revision"), dimension=dim, layer=layer, scale=v.scale,
             coefficient=v.coefficient, protocol=v.provenance.get("protocol", "paper"),
-            seed=int(v.provenance.get("seed", 0)), dtype=v.provenance.get("dtype", dtype), device=device,
-            batch_size=batch_size, cache_dir=cache_dir, data=v.provenance.get("data"),
+            seed=int(v.provenance.get("seed", 0)), data=v.provenance.get("data"),
+            harvest=HarvestSettings.given(harvest, dtype=v.provenance.get("dtype")),
         )
         out[layer] = new.save(path)
     return out
@@ -254,7 +258,7 @@ class SweepResult:
     Attributes:
         rows: the rows of ``sweep.csv``.
         best: the content of ``best.json``.
-        files: paths written (csv, json, plots).
+        files: paths written (``sweep.csv``, ``best.json``).
     """
 
     rows: list[dict[str, Any]]
@@ -264,12 +268,9 @@ class SweepResult:
 
 def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None,
               layers: list[int] | None = None, alphas: list[float] = (-4.0, -1.0, 1.0, 4.0),  # type: ignore[assignment]
-              tasks: list[str] | None = None, limit: float | None = None, batch_size: int = 8,
-              seed: int = 1234, max_ppl_increase: float | None = None, positions: str | None = None,
-              dtype: str = "auto", device: str = "auto", lambada: str = "auto",
-              cache_dir: str | os.PathLike | None = None, plots: bool = True, max_ppl: float | None = None,
-              preset: str | None = None) -> SweepResult:
-    """Score the unsteered target and every (layer, alpha); write the table, the choice, the plots.
+              max_ppl_increase: float | None = None, max_ppl: float | None = None, lambada: str = "auto",
+              scoring: ScoringSettings | None = None, **options: Any) -> SweepResult:
+    """Score the unsteered target and every (layer, alpha); write the table and the choice.
 
     Args:
         model: target model (e.g. the chat/SFT model).
@@ -278,26 +279,25 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
         revision: target revision.
         layers: layers to sweep (default: the vector's layer); see the module docstring.
         alphas: coefficients (positive = toward the trustworthy side).
-        tasks: lm-eval tasks (default ``trust``: all five dimensions).
-        limit: lm-eval ``limit``.
-        batch_size, seed: the same for every setting.
         max_ppl_increase: allowed relative perplexity increase over the baseline (0.1 = 10 %);
             ``None``: 0.1 when ``max_ppl`` is not given, else no relative bound.
-        positions: ``all`` (default) or ``last``.
-        dtype, device: how to load the target.
-        lambada: ``auto`` or ``off``.
-        cache_dir: activation cache for re-extraction.
-        plots: write the PNGs.
         max_ppl: absolute bound: LAMBADA perplexity (the bundled text's without LAMBADA) must stay
             below it (the paper: 6 for AmberChat).
-        preset: ``reference``: apply as the released code (``positions=last``, a float32 target
-            unless ``dtype`` names another); see :data:`tracing_bench.steering.vector.PRESETS`.
+        lambada: ``auto`` or ``off``.
+        scoring: how the target is scored (:class:`~tracing_bench.settings.ScoringSettings`: tasks,
+            default ``trust``; limit; batch size; seed; positions; preset; dtype; device; the
+            activation cache for re-extraction), the same for every setting.
+        **options: scoring settings given by keyword (``limit=20, device="cpu"``); they override
+            ``scoring``.
 
     Returns:
         a :class:`SweepResult`.
     """
-    from tracing_bench.steering.vector import SteeringVector, preset_settings
+    from tracing_bench import __version__
+    from tracing_bench.cache import default_cache_dir
+    from tracing_bench.steering.vector import SteeringVector
 
+    scoring = ScoringSettings.given(scoring, **options)
     if not alphas:
         raise TracingBenchError("--alphas is empty; give e.g. --alphas -4,-1,1,4")
     if max_ppl is not None and not (max_ppl > 0):
@@ -306,22 +306,17 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
         max_ppl_increase = 0.1
     if max_ppl_increase is not None and not (max_ppl_increase >= 0):
         raise TracingBenchError(f"--max-ppl-increase {max_ppl_increase} must be >= 0 (a fraction: 0.1 = +10 %)")
-    positions, dtype = _apply_preset(preset_settings(preset), preset, positions, dtype)
-    if positions not in ("all", "last"):
-        raise TracingBenchError(f"--positions {positions!r} is not valid; use all or last")
     bad = [a for a in alphas if not math.isfinite(float(a))]
     if bad:
         raise TracingBenchError(f"--alphas holds {', '.join(map(str, bad))}: every coefficient must be a finite number")
     out = Path(out)
-    from tracing_bench.harvest import default_cache_dir
-
     check_outputs([(out, "--out", "folder"),
-                   (cache_dir or default_cache_dir() if layers else None, "--cache-dir", "folder")])
+                   (scoring.cache_dir or default_cache_dir() if layers else None, "--cache-dir", "folder")])
     SteeringVector.load(vector)  # validate early
     out.mkdir(parents=True, exist_ok=True)
-    per_layer = vectors_for_layers(vector, layers, out, cache_dir=cache_dir, device=device)
-    scorer = Scorer(model, revision=revision, tasks=tasks, limit=limit, batch_size=batch_size, seed=seed,
-                    dtype=dtype, device=device, positions=positions, lambada=lambada)
+    per_layer = vectors_for_layers(vector, layers, out,
+                                   harvest=HarvestSettings(device=scoring.device, cache_dir=scoring.cache_dir))
+    scorer = Scorer(model, scoring, revision=revision, lambada=lambada)
     for path in per_layer.values():  # hookpoint / hidden size checked before the first evaluation
         scorer.check(path)
     base_scores, base_ppl, _ = scorer.evaluate(None)
@@ -357,47 +352,36 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
         for alpha in alphas:
             scores, ppl, _ = scorer.evaluate(path, float(alpha))
             add_rows(str(path), v.sha256, layer, float(alpha), scores, ppl)
-    best = choose_best(rows)
+    best = choose_best(rows, higher_is_better={(s.task, s.metric): s.higher_is_better for s in base_scores})
     best["settings"] = {"model": model, "revision": revision, "vector": str(vector), "layers": list(per_layer),
-                        "alphas": [float(a) for a in alphas], "tasks": scorer.tasks, "limit": limit,
-                        "batch_size": batch_size, "seed": seed, "positions": positions, "dtype": dtype,
-                        "preset": preset, "max_ppl_increase": max_ppl_increase, "max_ppl": max_ppl,
+                        "alphas": [float(a) for a in alphas], "tasks": scorer.tasks, "limit": scoring.limit,
+                        "batch_size": scoring.batch_size, "seed": scoring.seed, "positions": scorer.positions,
+                        "dtype": scoring.target_dtype, "preset": scoring.preset,
+                        "max_ppl_increase": max_ppl_increase, "max_ppl": max_ppl,
                         "max_ppl_on": (LAMBADA if base_lambada is not None else HELDOUT_TEXT.name)
                         if max_ppl is not None else None,
-                        "fluency_text": HELDOUT_TEXT.name, "baseline_ppl": base_ppl, "lambada": scorer.lambada}
+                        "fluency_text": HELDOUT_TEXT.name, "baseline_ppl": base_ppl, "lambada": scorer.lambada,
+                        "package_version": __version__}
     best["notes"] = scorer.notes
-    from tracing_bench import __version__
-
-    best["settings"]["package_version"] = __version__
-    files = [write_csv(rows, out / "sweep.csv", SWEEP_COLUMNS), write_json(best, out / "best.json")]
-    if plots:
-        from tracing_bench.report.steer_plots import plot_sweep
-
-        files += plot_sweep(out / "sweep.csv", out)
+    files = [atomic_write_csv(out / "sweep.csv", SWEEP_COLUMNS, rows), write_json(best, out / "best.json")]
     return SweepResult(rows, best, files)
 
 
-def _apply_preset(fixed: dict[str, Any], preset: str | None, positions: str | None, dtype: str
-                  ) -> tuple[str, str]:
-    """``(positions, dtype)`` after a preset; an explicit ``positions`` that contradicts it is an error."""
-    if not fixed:
-        return positions or "all", dtype
-    if positions is not None and positions != fixed["positions"]:
-        raise TracingBenchError(
-            f"--positions {positions} contradicts --preset {preset} (which steers positions {fixed['positions']}); "
-            "drop one of them"
-        )
-    return fixed["positions"], fixed["dtype"] if dtype == "auto" else dtype
-
-
-def choose_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def choose_best(rows: list[dict[str, Any]],
+                higher_is_better: Mapping[tuple[str, str], bool] | None = None) -> dict[str, Any]:
     """Best admissible setting per task (largest improvement; ties: smaller |alpha|, lower layer).
+
+    Args:
+        rows: the rows of ``sweep.csv``.
+        higher_is_better: the direction of each (task, metric), from lm-eval's results
+            (``TaskScore.higher_is_better``); a pair not given counts as higher is better.
 
     Returns:
         ``{"best": {task: {...setting, score, delta, side_effects: {other task: delta}} | None}}``;
         ``None`` where no steered setting is admissible. Perplexity rows (LAMBADA) are not tasks
         to optimise.
     """
+    directions = higher_is_better or {}
     steered = [r for r in rows if r["vector"] != "none"]
     tasks = sorted({(r["task"], r["metric"]) for r in rows if r["task"] != LAMBADA and r["metric"] != "p_trust"})
     best: dict[str, Any] = {}
@@ -407,7 +391,7 @@ def choose_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
         if not cands:
             best[task] = None
             continue
-        lower_better = metric in ("perplexity", "toxic_ratio", "random_ratio")
+        lower_better = not directions.get((task, metric), True)
         top = max(cands, key=lambda r: ((-r["delta"] if lower_better else r["delta"]), -abs(r["alpha"]),
                                         -int(r["layer"])))
         side = {f"{r['task']}:{r['metric']}": r["delta"] for r in steered
@@ -421,17 +405,6 @@ def choose_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"best": best}
 
 
-# ------------------------------------------------------------------------------ atomic writers
-def write_csv(rows: list[dict[str, Any]], path: str | os.PathLike, columns: tuple[str, ...]) -> Path:
-    """Write a tidy CSV atomically with exactly ``columns``."""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return _atomic_text(Path(path), buf.getvalue())
-
-
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write valid JSON atomically (NaN and inf as ``null``, never a bare ``NaN``)."""
-    return _atomic_text(Path(path), dumps_json(obj, indent=2, default=str) + "\n")
+    return atomic_write_text(Path(path), dumps_json(obj, indent=2, default=str) + "\n")

@@ -20,7 +20,7 @@ Scales (``scale=``):
   vector is the released one (times the orientation sign).
 * ``unit``: the unit vector.
 
-The preset ``reference`` (:data:`PRESETS`; ``--preset reference`` on ``steer extract``,
+The preset ``reference`` (:data:`tracing_bench.settings.PRESETS`; ``--preset reference`` on ``steer extract``,
 ``steer sweep`` and ``steer correlate``, ``preset=reference`` in ``trust-steered``'s model
 arguments) is the released code's vectors and their application in one setting: scale
 ``reference``, the released files and file-order splits (``protocol="reference"``: the first
@@ -31,14 +31,8 @@ dimensions whose label 1 is untrustworthy (its script default: layer 16, alpha -
 here the vector is oriented, so the released alpha ``a`` is ``alpha = steering_sign * a`` (the
 released -1 on StereoSet is +1).
 
-Storage: lm-eval's own ``steered`` format, a ``.pt`` file loadable with
-``torch.load(path, weights_only=True)``::
-
-    {hookpoint: {"steering_vector": Tensor[hidden], "steering_coefficient": float,
-                 "action": "add", "bias": None, "head_index": None}}
-
-plus a JSON sidecar ``<file>.json`` with the provenance (source model, revision, dimension,
-layer, scale, dataset md5, package version, sha256 of the vector).
+Storage: lm-eval's own ``steered`` format with a JSON sidecar of the provenance
+(:mod:`tracing_bench.steering.steerfile`).
 
 >>> v = extract_vector(acts[12], data.labels, data.splits["dev"], dimension="fairness", layer=12,
 ...                    hookpoint="layers.12")
@@ -47,11 +41,9 @@ layer, scale, dataset md5, package version, sha256 of the vector).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -60,47 +52,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracing_bench.files import atomic_write as _atomic_write
-from tracing_bench.files import atomic_write_text as _atomic_write_text
 from tracing_bench.dimensions import DIMENSIONS
-from tracing_bench.errors import TracingBenchError, first_line
+from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write, atomic_write_text
+from tracing_bench.settings import HarvestSettings, Preset, preset_settings
+from tracing_bench.steering.steerfile import load_steer_file, sidecar_path, vector_sha256
 
 Scale = Literal["paper", "reference", "unit"]
 SCALES: tuple[str, ...] = ("paper", "reference", "unit")
-Preset = Literal["reference"]
-#: Settings a preset fixes: extraction (``scale``, ``protocol``, ``dtype``, ``batch_size``) and
-#: application (``positions``, ``dtype`` of the steered model).
-PRESETS: dict[str, dict[str, Any]] = {
-    "reference": {"scale": "reference", "protocol": "reference", "dtype": "float32", "batch_size": 1,
-                  "positions": "last"},
-}
-
-
-def preset_settings(preset: str | None) -> dict[str, Any]:
-    """The settings of a named preset (empty for ``None``).
-
-    Raises:
-        TracingBenchError: an unknown preset name.
-    """
-    if preset is None:
-        return {}
-    if preset not in PRESETS:
-        raise TracingBenchError(f"--preset {preset!r} is not valid; use one of {', '.join(PRESETS)}")
-    return dict(PRESETS[preset])
 ORIENTATION = "positive coefficient = toward the trustworthy side (mean(trustworthy) - mean(untrustworthy))"
-
-
-def vector_sha256(vector: Tensor) -> str:
-    """sha256 of the vector's float32 little-endian bytes (independent of the file it sits in).
-
-    Args:
-        vector: a 1-D tensor.
-
-    Returns:
-        64 hex digits.
-    """
-    arr = vector.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
-    return hashlib.sha256(arr.tobytes()).hexdigest()
 
 
 @dataclass
@@ -123,7 +83,7 @@ class SteeringVector:
     layer: int
     hookpoint: str
     coefficient: float = 1.0
-    scale: str = "paper"
+    scale: Scale = "paper"
     orientation: str = ORIENTATION
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -194,8 +154,8 @@ class SteeringVector:
                 f"--out {path} must end in .pt or .pth (lm-eval's steered model reads only those)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda tmp: torch.save(self.steer_config(), tmp))
-        _atomic_write_text(sidecar_path(path), json.dumps(self.metadata(), indent=2, sort_keys=True))
+        atomic_write(path, lambda tmp: torch.save(self.steer_config(), tmp))
+        atomic_write_text(sidecar_path(path), json.dumps(self.metadata(), indent=2, sort_keys=True))
         return path
 
     @classmethod
@@ -234,98 +194,6 @@ class SteeringVector:
             orientation=meta.get("orientation", ORIENTATION),
             provenance={k: v for k, v in meta.items() if k not in known},
         )
-
-
-def sidecar_path(path: Path) -> Path:
-    """``v.pt`` -> ``v.pt.json``."""
-    return path.with_name(path.name + ".json")
-
-
-def unpickling_refused(path: Path, err: BaseException) -> TracingBenchError:
-    """The one-line error for a file that ``torch.load(weights_only=True)`` refuses."""
-    first = first_line(err)
-    return TracingBenchError(
-        f"{path} cannot be loaded with torch.load(weights_only=True) ({first[:120]}); it holds "
-        "pickled objects besides tensors and numbers, which tracing-bench refuses to run; re-save it "
-        "as {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}} "
-        "(e.g. with `tracing-bench steer extract`)"
-    )
-
-
-def load_steer_file(path: str | os.PathLike, *, stock: bool = False) -> dict[str, dict[str, Any]]:
-    """Load and validate an lm-eval ``steered`` .pt file with ``weights_only=True``.
-
-    Nothing pickled in the file is ever run: ``torch.load(weights_only=True)`` only rebuilds
-    tensors, numbers, strings and containers, and refuses anything else.
-
-    Args:
-        path: the file.
-        stock: validate for lm-eval's stock ``steered`` model, which also supports the ``clamp``
-            action, ``bias`` and ``head_index``; by default only what ``trust-steered`` supports
-            (``add`` of a whole-residual vector).
-
-    Returns:
-        ``{hookpoint: {"steering_vector": Tensor, "steering_coefficient": float, "action": "add",
-        "bias": None, "head_index": None}}``.
-
-    Raises:
-        TracingBenchError: missing file, a file that needs ``weights_only=False``, a malformed
-            entry, an unsupported action, NaN/inf in a vector.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise TracingBenchError(f"steering file {path} does not exist; create one with `tracing-bench steer extract`")
-    try:
-        config = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        raise unpickling_refused(path, e) from None
-    except Exception as e:  # noqa: BLE001 - any other reason the file is not a torch file
-        raise TracingBenchError(
-            f"{path} is not a readable torch file ({type(e).__name__}); expected lm-eval's steered .pt format"
-        ) from None
-    if not isinstance(config, dict) or not config:
-        raise TracingBenchError(
-            f"{path} holds a {type(config).__name__}, not a non-empty dict {{hookpoint: {{'steering_vector': ...}}}}"
-            " (lm-eval's steered format)"
-        )
-    actions = ("add", "clamp") if stock else ("add",)
-    for hookpoint, entry in config.items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("steering_vector"), Tensor):
-            raise TracingBenchError(
-                f"{path}: entry {hookpoint!r} has no tensor 'steering_vector'; "
-                "expected {hookpoint: {'steering_vector': Tensor, 'steering_coefficient': float, 'action': 'add'}}"
-            )
-        action = entry.get("action", "add") if not stock else entry.get("action")
-        if action not in actions:
-            raise TracingBenchError(
-                f"{path}: entry {hookpoint!r} has action {action!r}; "
-                + ("lm-eval's steered model supports 'add' and 'clamp'" if stock else
-                   "trust-steered supports only 'add' (use lm-eval's stock `steered` model for 'clamp')")
-            )
-        if not stock and (entry.get("head_index") is not None or entry.get("bias") is not None):
-            raise TracingBenchError(
-                f"{path}: entry {hookpoint!r} sets head_index or bias; trust-steered adds whole-residual "
-                "vectors only (set both to None)"
-            )
-        vec = entry["steering_vector"]
-        if vec.ndim != 1:
-            raise TracingBenchError(
-                f"{path}: steering_vector of {hookpoint!r} has shape {tuple(vec.shape)}; expected [hidden]"
-            )
-        if not torch.isfinite(vec).all():
-            raise TracingBenchError(
-                f"{path}: steering_vector of {hookpoint!r} contains NaN or inf; re-extract the vector"
-            )
-        coef = entry.get("steering_coefficient", 1.0)
-        try:
-            coef_f = float(coef)
-        except (TypeError, ValueError):
-            coef_f = float("nan")
-        if not math.isfinite(coef_f):
-            raise TracingBenchError(
-                f"{path}: steering_coefficient of {hookpoint!r} is {coef!r}; a finite number is required"
-            )
-    return config
 
 
 def extract_vector(
@@ -440,28 +308,6 @@ def _orientation_sign(dimension: str) -> int:
     )
 
 
-def model_hookpoint(model: str, layer: int, revision: str | None = None) -> str:
-    """The lm-eval hookpoint of block ``layer`` of a model id or folder, without loading weights.
-
-    Builds the architecture from its config on the ``meta`` device and asks
-    :func:`tracing_bench.checkpoints.hookpoint`.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from tracing_bench.checkpoints import hookpoint
-
-    try:
-        config = AutoConfig.from_pretrained(model, **({"revision": revision} if revision else {}))
-    except (OSError, ValueError) as e:
-        raise TracingBenchError(
-            f"--model {model}{'@' + revision if revision else ''}: its config cannot be read "
-            f"({type(e).__name__}); give a Hugging Face id in the local cache or a saved folder"
-        ) from None
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    return hookpoint(skeleton, layer)
-
-
 def extract_from_checkpoint(
     model: str,
     *,
@@ -472,10 +318,7 @@ def extract_from_checkpoint(
     coefficient: float = 1.0,
     protocol: str = "paper",
     seed: int = 0,
-    dtype: str = "auto",
-    device: str = "auto",
-    batch_size: int = 32,
-    cache_dir: str | os.PathLike | None = None,
+    harvest: HarvestSettings | None = None,
     data: str | os.PathLike | None = None,
     preset: Preset | None = None,
 ) -> SteeringVector:
@@ -491,10 +334,11 @@ def extract_from_checkpoint(
         protocol: splits of :func:`tracing_bench.dimensions.load_dimension` (``paper``: the
             development half; ``reference``: the released code's first 50 %).
         seed: seed of the paper splits.
-        dtype, device, batch_size, cache_dir: as :func:`tracing_bench.harvest.cached_activations`.
+        harvest: dtype, device, batch size and cache folder of the harvest
+            (:class:`~tracing_bench.settings.HarvestSettings`, through the activation cache).
         data: your own ``statement,label`` CSV instead of the dimension's bundled file; its labels
             must mean what the dimension's labels mean (the orientation comes from ``dimension``).
-        preset: ``reference``: the released code's vector (:data:`PRESETS`: scale and protocol
+        preset: ``reference``: the released code's vector (:data:`tracing_bench.settings.PRESETS`: scale and protocol
             ``reference``, a float32 model unless ``dtype`` names another, one statement per
             forward pass); it overrides ``scale`` and ``protocol``.
 
@@ -505,22 +349,20 @@ def extract_from_checkpoint(
         the vector, with provenance (model, revision, commit, dimension, layer, scale, dataset md5,
         protocol, pooling, dtype, package version, activation cache key).
     """
+    from tracing_bench.cache import cached_activations
     from tracing_bench.checkpoints import Checkpoint
     from tracing_bench.dimensions import load_dimension
-    from tracing_bench.harvest import cached_activations
+    from tracing_bench.loading import model_hookpoint
 
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
     fixed = preset_settings(preset)
     if fixed:
         scale, protocol = fixed["scale"], fixed["protocol"]
-    if protocol == "reference":  # the released code: batch-1 forwards of a float32 model
-        batch_size = 1
-        dtype = "float32" if dtype == "auto" else dtype
+    harvest = (harvest or HarvestSettings()).for_protocol(protocol)  # reference: batch-1 forwards, float32
     data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol, seed=seed)
     ckpt = Checkpoint(model, revision)
-    acts, prov = cached_activations(ckpt, data_, pooling="last", dtype=dtype, device=device,
-                                    batch_size=batch_size, cache_dir=cache_dir)
+    acts, prov = cached_activations(ckpt, data_, harvest)
     n_blocks = acts.shape[0]
     if not 0 <= layer < n_blocks:
         raise TracingBenchError(f"--layer {layer} is out of range: the model has {n_blocks} blocks (0-{n_blocks - 1})")
@@ -537,8 +379,8 @@ def extract_from_checkpoint(
         "dataset_md5": data_.md5,
         "dataset_file": data_.path.name,
         "data": str(data) if data is not None else None,
-        "pooling": "last",
-        "dtype": dtype,
+        "pooling": harvest.pooling,
+        "dtype": harvest.dtype,
         "torch_dtype": prov.get("torch_dtype"),
         "activation_key": prov.get("key"),
         **({"preset": preset, "apply_with": {"positions": fixed["positions"], "dtype": fixed["dtype"]}}

@@ -36,8 +36,3 @@ RELEASED_TASKS: dict[str, tuple[str, ...]] = {
     "released_stereoset_relatedness": ("acc", "p_trust"),
     "released_stereoset_relatedness_gen": ("acc", "random_ratio"),
 }
-
-
-def tasks_path() -> Path:
-    """The folder to give lm-eval as ``--include_path``."""
-    return TASKS_DIR

@@ -52,7 +52,7 @@ def int_setting(meta: dict[str, Any], key: str) -> int:
         ) from None
 
 
-def _dataset(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None):
+def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None):
     """A ``datasets.DatasetDict`` with the split ``test`` (and ``dev`` when given)."""
     import datasets
 
@@ -96,7 +96,7 @@ def load_test_split(dimension: str, meta: dict[str, Any]):
     """What ``custom_dataset`` returns: the test split (scored) and the development split (``dev``,
     the only source of few-shot examples: ``fewshot_split: dev``), one document per statement."""
     data = load_data(dimension, meta)
-    return _dataset(statement_rows(data, "test"), statement_rows(data, "dev"))
+    return dataset_dict(statement_rows(data, "test"), statement_rows(data, "dev"))
 
 
 # ------------------------------------------------------------------ multiple-choice scoring
@@ -160,7 +160,8 @@ def process_binary_generation(doc: dict[str, Any], results: list[str]) -> dict[s
 
 
 # ------------------------------------------------------------------ judges and classifiers
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is offline (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
     try:
         from huggingface_hub import constants
 
@@ -195,7 +196,7 @@ def check_model_available(name: str, key: str) -> None:
         return
     if looks_like_path(name):
         raise TracingBenchError(f"{role} {name!r}: no such folder; {how_to_configure(key)}")
-    if _offline():
+    if hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(name, "config.json")

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from tracing_bench.tasks.common import (
-    _dataset,
     argmax,
     choice_probabilities,
+    dataset_dict,
     int_setting,
     load_data,
     load_test_split,
@@ -75,7 +75,7 @@ def load(**metadata: Any):
                 "stereo_antistereo": data.extra["stereo_antistereo"][i]}
 
     pairs = pair_rows(data, "test", MEMBERS, extra=extra, order=lambda m: int(data.extra["pair"][m[0]]))
-    return _dataset(pairs, statement_rows(data, "dev"))
+    return dataset_dict(pairs, statement_rows(data, "dev"))
 
 
 def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, float]:
@@ -93,7 +93,7 @@ def load_generation(**metadata: Any):
     """CrowS-Pairs test statements for the paper's generation protocol; carries the guesses' seed."""
     seed = int_setting(metadata, "guess_seed")
     data = _crows_data(metadata)
-    return _dataset([{**row, "guess_seed": seed} for row in statement_rows(data, "test")])
+    return dataset_dict([{**row, "guess_seed": seed} for row in statement_rows(data, "test")])
 
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
@@ -115,4 +115,4 @@ released_process_results = process_multiple_choice
 def load_released_generation(**metadata: Any):
     """Test statements of ``stereoset.csv`` for the released generation protocol."""
     seed = int_setting(metadata, "guess_seed")
-    return _dataset([{**row, "guess_seed": seed} for row in test_rows(RELEASED, metadata)])
+    return dataset_dict([{**row, "guess_seed": seed} for row in test_rows(RELEASED, metadata)])

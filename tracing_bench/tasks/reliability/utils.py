@@ -20,15 +20,16 @@ process_results = process_multiple_choice
 # ---------------------------------------------------------------- trustgen_reliability
 def load_questions(**metadata: Any):
     """The 407 TruthfulQA test questions, each carrying the judges that will score its answer."""
-    from tracing_bench.dimensions import QUESTIONS_FILE, load_questions as questions
+    from tracing_bench.dimensions import QUESTIONS_FILE
+    from tracing_bench.dimensions import load_questions as questions
     from tracing_bench.files import file_md5
-    from tracing_bench.tasks.common import _dataset, check_model_available, setting
+    from tracing_bench.tasks.common import check_model_available, dataset_dict, setting
 
     judges = {key: setting(metadata, key) for key in ("truth_judge", "info_judge")}
     for key, name in judges.items():
         check_model_available(name, key)
     md5 = file_md5(QUESTIONS_FILE)
-    return _dataset(
+    return dataset_dict(
         [
             {"id": i, "question": q, **judges, "judge_device": setting(metadata, "judge_device"), "dataset_md5": md5}
             for i, q in enumerate(questions())

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tracing_bench.tasks.common import _dataset, argmax, choice_probabilities, load_data, statement_rows
+from tracing_bench.tasks.common import argmax, choice_probabilities, dataset_dict, load_data, statement_rows
 from tracing_bench.tasks.pairs import PairTask, pair_rows, split_results
 
 DIMENSION = "robustness"
@@ -40,13 +40,13 @@ class TwinPairTask(PairTask):
 
 def load(**metadata: Any):
     """Test pairs (one document each; ``--limit k`` keeps k pairs) and the development statements."""
-    from tracing_bench.dimensions import group_key
+    from tracing_bench.splits import group_key
 
     data = load_data(DIMENSION, metadata)
     # twins are equal after lower-casing (the loader's groups under the paper protocol; the
     # reference protocol keeps raw rows without groups, so the key is computed here)
     pairs = pair_rows(data, "test", MEMBERS, key=lambda i: group_key(data.statements[i]))
-    return _dataset(pairs, statement_rows(data, "dev"))
+    return dataset_dict(pairs, statement_rows(data, "dev"))
 
 
 def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, float]:

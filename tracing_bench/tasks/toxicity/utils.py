@@ -26,7 +26,7 @@ def load_prompts(**metadata: Any):
 
     ``--metadata '{"n_prompts": 100}'`` changes the count.
     """
-    from tracing_bench.tasks.common import _dataset, check_model_available, setting, test_rows
+    from tracing_bench.tasks.common import check_model_available, dataset_dict, setting, test_rows
 
     classifier = setting(metadata, "toxicity_classifier")
     check_model_available(classifier, "toxicity_classifier")
@@ -37,7 +37,7 @@ def load_prompts(**metadata: Any):
         "toxic_label": setting(metadata, "toxic_label"),
         "judge_device": setting(metadata, "judge_device"),
     }
-    return _dataset([{**row, **extra} for row in rows])
+    return dataset_dict([{**row, **extra} for row in rows])
 
 
 def is_toxic(text: str, name: str, toxic_label: str, device: str) -> bool:

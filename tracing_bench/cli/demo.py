@@ -1,0 +1,84 @@
+"""``tracing-bench pretrain`` and ``tracing-bench demo``: the embedded tiny model, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tracing_bench.cli.group import main, threads_option
+from tracing_bench.errors import TracingBenchError
+
+
+def _parse_steps(values: tuple[str, ...]) -> tuple[int, ...] | None:
+    """``--save-at 0,1,2 --save-at 100`` -> (0, 1, 2, 100); None when not given."""
+    if not values:
+        return None
+    out: list[int] = []
+    for value in values:
+        for item in value.replace(" ", ",").split(","):
+            if not item:
+                continue
+            try:
+                out.append(int(item))
+            except ValueError:
+                raise TracingBenchError(
+                    f"--save-at {item!r} is not a step number: give whole numbers, e.g. --save-at 0,1,2,4,100"
+                ) from None
+    return tuple(out)
+
+
+@main.command("pretrain")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the checkpoints (step<N>/) and pretrain.json; reused if complete.")
+@click.option("--steps", type=int, default=None,
+              help="Optimiser steps [default: 200; 32 with --fast].")
+@click.option("--save-at", multiple=True,
+              help="Checkpoint steps, comma list or repeated [default: 0,1,2,4,...,2^k,final].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of tokenizer, weights and data order.")
+@click.option("--fast", is_flag=True, help="Short preset (32 steps) for tests and quick looks.")
+@click.option("--threads", type=int, default=None, help="CPU threads [default: 2 on an idle machine, 1 on a busy one].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], seed: int, fast: bool,
+                 threads: int | None, quiet: bool) -> None:
+    """Pre-train the tiny embedded Llama model on the CPU and save log-spaced checkpoints."""
+    import time
+
+    from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
+
+    kwargs: dict[str, Any] = {"seed": seed, "save_at": _parse_steps(save_at), "threads": threads}
+    if steps is not None:
+        kwargs["steps"] = steps
+    from tracing_bench.files import check_writable
+
+    config = PretrainConfig.fast(**kwargs) if fast else PretrainConfig(**kwargs)
+    check_writable(out_dir, flag="--out")
+    reused = cached_run(config, out_dir) is not None
+    t0 = time.perf_counter()
+    folders = pretrain(config, out_dir, progress=not quiet)
+    verb = "reused" if reused else f"trained in {time.perf_counter() - t0:.0f} s"
+    click.echo(f"{len(folders)} checkpoints {verb}: {out_dir} ({', '.join(f.name for f in folders)})")
+
+
+@main.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Output folder (checkpoints, activation cache, trace, steering, results, report.html).")
+@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (a few minutes on a CPU; see bench/BENCH.md).")
+@click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 50; 20 with --fast].")
+@click.option("--dimension", default="auto", show_default=True,
+              help="Dimension to steer; auto = the one the probes say the model learned most.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@threads_option(wrap=False)
+def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int, threads: str | None) -> None:
+    """Pre-train the tiny model, trace it, steer it, score it, and write one HTML report."""
+    from tracing_bench.demo import DemoSettings, run_demo
+    from tracing_bench.files import check_writable
+    from tracing_bench.threads import check_threads
+
+    check_writable(out, flag="--out")
+    settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else (20 if fast else 50), dimension=dimension,
+                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512,
+                            threads=check_threads(threads))
+    result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
+    click.echo(result["summary"])

@@ -1,0 +1,367 @@
+"""What a command is asked to do, as settings objects that validate themselves once.
+
+* :class:`HarvestSettings`: how activations are harvested and cached (pooling, dtype, device,
+  batch size, max length, blocks path, cache folder); shared by :func:`tracing_bench.harvest.harvest`,
+  the activation cache, ``trace`` and the steering vectors, so each check exists once.
+* :class:`TraceSettings`: everything but the checkpoints that ``trace`` needs (the dimensions,
+  layers, probes, MI options and its harvest settings); :meth:`TraceSettings.key` is the hash of
+  what changes the numbers, which names the folder of its part files.
+* :class:`ScoringSettings`: how ``steer sweep`` and ``steer correlate`` score a target model
+  with lm-eval (tasks, limit, batch size, seed, steered positions, preset, dtype, device).
+* :data:`PRESETS`: the released code's steering in one name (``--preset reference``).
+
+Each object raises :class:`~tracing_bench.errors.TracingBenchError` in ``__post_init__`` with one
+line naming the flag, what is valid and how to fix it; the closed sets are ``Literal`` types.
+Where to run each checkpoint is :class:`tracing_bench.executors.ExecutorSettings`.
+
+>>> TraceSettings.from_options(dimensions="fairness,privacy", layers="0:32:4", mi=True).harvest.pooling
+'last'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from os import PathLike
+from typing import Any, Literal
+
+from tracing_bench import __version__
+from tracing_bench.dimensions import DIMENSIONS, PROTOCOLS, Protocol, resolve_dimensions
+from tracing_bench.errors import TracingBenchError
+from tracing_bench.loading import DTYPES, DType, resolve_device
+from tracing_bench.threads import check_threads
+
+Pooling = Literal["last", "mean"]
+POOLINGS: tuple[str, ...] = ("last", "mean")
+PROBES: tuple[str, ...] = ("logistic", "mass_mean")
+Positions = Literal["all", "last"]
+POSITIONS: tuple[str, ...] = ("all", "last")
+Preset = Literal["reference"]
+
+#: Settings a preset fixes: extraction (``scale``, ``protocol``, ``dtype``, ``batch_size``) and
+#: application (``positions``, ``dtype`` of the steered model).
+PRESETS: dict[str, dict[str, Any]] = {
+    "reference": {"scale": "reference", "protocol": "reference", "dtype": "float32", "batch_size": 1,
+                  "positions": "last"},
+}
+#: half-samples of the MI noise estimate by default (each costs about 1/8 of the full estimate)
+MI_NOISE_DEFAULT = 8
+
+
+def preset_settings(preset: str | None) -> dict[str, Any]:
+    """The settings of a named preset (empty for ``None``).
+
+    Raises:
+        TracingBenchError: an unknown preset name.
+    """
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise TracingBenchError(f"--preset {preset!r} is not valid; use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[preset])
+
+
+def parse_layers(spec: str | list[int] | None, n_blocks: int) -> list[int]:
+    """Layer indices from ``all`` / ``0,4,8`` / ``4-12`` (inclusive) / ``0:32:4`` (end exclusive).
+
+    Raises:
+        TracingBenchError: malformed spec or a layer out of ``0..n_blocks-1``.
+    """
+    if spec is None or spec == "all":
+        return list(range(n_blocks))
+    if isinstance(spec, (list, tuple)):
+        out = [int(x) for x in spec]
+    else:
+        out = []
+        for item in (s.strip() for s in str(spec).split(",")):
+            if not item:
+                continue
+            try:
+                if ":" in item:
+                    a, b, *k = item.split(":")
+                    out.extend(range(int(a or 0), int(b) if b else n_blocks, int(k[0]) if k else 1))
+                elif re.fullmatch(r"\d+-\d+", item):
+                    a, b = item.split("-")
+                    out.extend(range(int(a), int(b) + 1))
+                else:
+                    out.append(int(item))
+            except ValueError:
+                raise TracingBenchError(
+                    f"--layers {spec!r} is malformed at {item!r}: use all, a comma list (0,4,8), a range 4-12 "
+                    "or a slice 0:32:4"
+                ) from None
+    bad = sorted({x for x in out if not 0 <= x < n_blocks})
+    if bad:
+        raise TracingBenchError(
+            f"--layers {','.join(map(str, bad))} is out of range: the model has {n_blocks} blocks (0-{n_blocks - 1})"
+        )
+    if not out:
+        raise TracingBenchError(
+            f"--layers {spec!r} selects no layer: the model has {n_blocks} blocks (0-{n_blocks - 1})"
+        )
+    return sorted(set(out))
+
+
+def _positive_int(value: Any, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TracingBenchError(f"{flag} {value} is not valid: use a positive integer")
+
+
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise TracingBenchError(f"--dtype {dtype!r} is not valid: use one of {', '.join(DTYPES)}")
+
+
+@dataclass(frozen=True)
+class HarvestSettings:
+    """How activations are harvested and cached.
+
+    Attributes:
+        pooling: ``last`` (the last real token) or ``mean`` (the mean over real tokens).
+        dtype: dtype the model is loaded in: ``auto`` (as stored), ``float32``, ``bfloat16``, ``float16``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: statements per forward pass (sorted by length first).
+        max_length: truncate statements to this many tokens; ``None`` (or 0): no truncation.
+        blocks_attr: dotted path of the decoder blocks' ``ModuleList`` for architectures not
+            recognised (:func:`tracing_bench.loading.find_blocks`).
+        cache_dir: activation cache folder; ``None``: ``$TRACING_BENCH_CACHE`` or
+            ``~/.cache/tracing-bench``.
+
+    Pooling, dtype, max length and blocks path are part of a cache entry's key; batch size,
+    device and folder are not (they do not change the numbers beyond float rounding).
+    """
+
+    pooling: Pooling = "last"
+    dtype: DType = "auto"
+    device: str = "auto"
+    batch_size: int = 32
+    max_length: int | None = None
+    blocks_attr: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise TracingBenchError(f"--pooling {self.pooling!r} is not valid: use one of {', '.join(POOLINGS)}")
+        _check_dtype(self.dtype)
+        resolve_device(self.device)
+        _positive_int(self.batch_size, "--batch-size")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
+
+    @classmethod
+    def given(cls, settings: HarvestSettings | None = None, **options: Any) -> HarvestSettings:
+        """``settings`` (default: the defaults) with the keyword ``options`` that are not ``None`` applied.
+
+        The keyword form of the functions that take harvest settings:
+        ``cached_activations(ckpt, data, dtype="float32")`` is
+        ``cached_activations(ckpt, data, HarvestSettings(dtype="float32"))``.
+        """
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"unexpected harvest option(s) {', '.join(unknown)}; valid: "
+                            f"{', '.join(f.name for f in fields(cls))}")
+        given = {k: v for k, v in options.items() if v is not None}
+        if "cache_dir" in given:
+            given["cache_dir"] = str(given["cache_dir"])
+        return replace(settings or cls(), **given)
+
+    def for_protocol(self, protocol: str) -> HarvestSettings:
+        """Under ``reference``, the released code's harvest: one statement per forward pass and a
+        float32 model (unless ``dtype`` names another); otherwise these settings unchanged."""
+        if protocol != "reference":
+            return self
+        return replace(self, batch_size=1, dtype="float32" if self.dtype == "auto" else self.dtype)
+
+
+# the settings of a trace that change its numbers (hashed into its key)
+_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length",
+                  "seed", "max_statements", "mi_subsample", "mi_noise")
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """Everything but the checkpoints that a trace needs.
+
+    Attributes:
+        dimensions: dimension names or CSV paths (validated by the loader).
+        layers: ``all`` or a spec like ``0,4,8``, ``4-12`` or ``0:32:4`` (end exclusive).
+        pooling: ``last`` or ``mean``.
+        mi: estimate I(X;T), I(Y;T) per layer.
+        protocol: ``paper`` or ``reference`` (splits and probe protocol). ``reference`` harvests
+            one statement per forward pass in a float32 model (unless ``dtype`` names another),
+            as the released code did: ``batch_size`` becomes 1 and ``dtype`` ``float32``.
+        probes: probe kinds passed to ``probe_layers``.
+        sigma: kernel width of the nHSIC estimator.
+        dtype, device, batch_size, cache_dir, blocks_attr, max_length: the harvest
+            (:attr:`harvest`, a :class:`HarvestSettings`).
+        seed: seed of the paper splits.
+        delete_checkpoints: remove each hub checkpoint from the Hugging Face cache after use.
+        max_statements: trace a seeded, split-preserving subsample of about this many statements
+            per dimension (:meth:`tracing_bench.dimensions.DimensionData.subsample`); ``None``: all.
+        mi_subsample: estimate MI on a seeded subsample of this many probe-train statements
+            (the nHSIC cost grows as m^3); ``None``: all of them.
+        mi_noise: the noise of the MI estimate: nHSIC is also computed on this many seeded
+            half-samples (m // 2 statements) of the probe-train statements, the same ones at every
+            checkpoint; their spread is the noise a turn must exceed. 0 = off (no turn is tested).
+        series_name: the ``model`` column (the ``--model`` argument as given).
+        threads: CPU threads (torch and BLAS) for each checkpoint's work; ``None``: the cores
+            idle when the checkpoint starts (:func:`tracing_bench.threads.default_threads`).
+            Does not change the numbers, so it is not part of :meth:`key`.
+    """
+
+    dimensions: tuple[str, ...] = tuple(DIMENSIONS)
+    layers: str = "all"
+    pooling: Pooling = "last"
+    mi: bool = False
+    protocol: Protocol = "paper"
+    probes: tuple[str, ...] = PROBES
+    sigma: float = 50.0
+    dtype: DType = "auto"
+    device: str = "auto"
+    batch_size: int = 32
+    cache_dir: str | None = None
+    blocks_attr: str | None = None
+    max_length: int | None = None
+    seed: int = 0
+    delete_checkpoints: bool = False
+    max_statements: int | None = None
+    mi_subsample: int | None = None
+    mi_noise: int = MI_NOISE_DEFAULT
+    series_name: str = ""
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "threads", check_threads(self.threads))  # before anything else: a bad --threads is one line
+        if self.protocol not in PROTOCOLS:
+            raise TracingBenchError(f"unknown protocol {self.protocol!r}: valid protocols are {', '.join(PROTOCOLS)}")
+        unknown = [p for p in self.probes if p not in PROBES]
+        if unknown:
+            raise TracingBenchError(f"--probes {','.join(unknown)} unknown: valid probes are {', '.join(PROBES)}")
+        if self.layers != "all":
+            parse_layers(self.layers, 10**9)  # syntax only; the range is checked against the model
+        if self.mi_subsample is not None and self.mi_subsample < 10:
+            raise TracingBenchError(f"--mi-subsample {self.mi_subsample} is too small: use at least 10 statements")
+        noise = self.mi_noise
+        if isinstance(noise, bool) or not isinstance(noise, int) or noise < 0 or noise == 1:
+            raise TracingBenchError(
+                f"--mi-noise {noise} is not valid: give 0 (no noise estimate, no turn test) or at least 2 half-samples"
+            )
+        harvest = HarvestSettings(pooling=self.pooling, dtype=self.dtype, device=self.device,
+                                  batch_size=self.batch_size, max_length=self.max_length,
+                                  blocks_attr=self.blocks_attr, cache_dir=self.cache_dir).for_protocol(self.protocol)
+        set_(self, "dtype", harvest.dtype)
+        set_(self, "batch_size", harvest.batch_size)
+        set_(self, "cache_dir", harvest.cache_dir)
+        set_(self, "_harvest", harvest)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> TraceSettings:
+        """Settings from the loose values a command line or a keyword call gives.
+
+        ``dimensions`` may be ``all`` or a comma list of names / CSV paths, ``probes`` a comma
+        list, ``layers`` a list of indices, ``cache_dir`` a path, ``threads`` a string; numbers
+        are converted. Everything else is as the attributes.
+        """
+        o = dict(options)
+        if "threads" in o:  # first: a bad --threads is one line whatever else is wrong
+            o["threads"] = check_threads(o["threads"])
+        if "dimensions" in o:
+            o["dimensions"] = tuple(resolve_dimensions(o["dimensions"]))
+        if isinstance(o.get("probes"), str):
+            o["probes"] = tuple(p.strip() for p in o["probes"].split(","))
+        elif o.get("probes") is not None:
+            o["probes"] = tuple(o["probes"])
+        if isinstance(o.get("layers"), (list, tuple)):
+            o["layers"] = ",".join(map(str, o["layers"]))
+        if isinstance(o.get("cache_dir"), PathLike):
+            o["cache_dir"] = str(o["cache_dir"])
+        for name, kind in (("sigma", float), ("batch_size", int), ("max_statements", int), ("mi_subsample", int)):
+            if o.get(name) is not None and not isinstance(o[name], bool):
+                o[name] = kind(o[name])
+        return cls(**o)
+
+    @property
+    def harvest(self) -> HarvestSettings:
+        """The harvest settings (after the protocol's adjustment)."""
+        return self._harvest  # type: ignore[attr-defined]
+
+    def key(self) -> str:
+        """Hash of the settings that change the numbers (not batch size, device, cache)."""
+        from tracing_bench.files import spec_hash
+
+        spec = {k: getattr(self, k) for k in _NUMBER_FIELDS} | {"package_version": __version__}
+        return spec_hash(spec, 16)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as recorded in trace.json and findings.json."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How a target model is scored with lm-eval: the same for every setting a sweep or a
+    correlation compares (the unsteered baseline included).
+
+    Attributes:
+        tasks: lm-eval tasks; empty: the command's default (``trust`` for a sweep,
+            ``trust_<dimension>`` for a correlation).
+        limit: lm-eval ``limit`` (documents per task); ``None``: all.
+        batch_size: lm-eval batch size.
+        seed: every lm-eval seed (random, numpy, torch, few-shot).
+        positions: ``all`` (every position, lm-eval's ``steered``) or ``last`` (the released code;
+            :mod:`tracing_bench.steering.model`); ``None``: the preset's, else ``all``.
+        preset: ``reference``: apply vectors as the released code (``positions=last``, a float32
+            target unless ``dtype`` names another; :data:`PRESETS`).
+        dtype: dtype of the target (and of a source checkpoint harvested for a vector).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        cache_dir: the activation cache (vectors re-extracted or taken from checkpoints).
+    """
+
+    tasks: tuple[str, ...] = ()
+    limit: float | None = None
+    batch_size: int = 8
+    seed: int = 1234
+    positions: Positions | None = None
+    preset: Preset | None = None
+    dtype: DType = "auto"
+    device: str = "auto"
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        fixed = preset_settings(self.preset)
+        if fixed and self.positions is not None and self.positions != fixed["positions"]:
+            raise TracingBenchError(
+                f"--positions {self.positions} contradicts --preset {self.preset} (which steers positions "
+                f"{fixed['positions']}); drop one of them"
+            )
+        if self.positions is not None and self.positions not in POSITIONS:
+            raise TracingBenchError(f"--positions {self.positions!r} is not valid; use all or last")
+        _check_dtype(self.dtype)
+        resolve_device(self.device)
+        _positive_int(self.batch_size, "--batch-size")
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
+
+    @classmethod
+    def given(cls, settings: ScoringSettings | None = None, **options: Any) -> ScoringSettings:
+        """``settings`` (default: the defaults) with the keyword ``options`` that are not ``None`` applied
+        (a task list becomes a tuple, a path a string)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        if "tasks" in given:
+            given["tasks"] = tuple(given["tasks"])
+        if "cache_dir" in given:
+            given["cache_dir"] = str(given["cache_dir"])
+        return replace(settings or cls(), **given)
+
+    @property
+    def applied_positions(self) -> Positions:
+        """The positions steered: as given, else the preset's, else ``all``."""
+        return self.positions or preset_settings(self.preset).get("positions") or "all"
+
+    @property
+    def target_dtype(self) -> str:
+        """The dtype the target is loaded in: the preset's float32 when ``dtype`` is ``auto``."""
+        fixed = preset_settings(self.preset)
+        return str(fixed["dtype"]) if fixed and self.dtype == "auto" else self.dtype

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from fake_results import TRUST, five, results_json, write_results
 from tracing_bench.cli import main
-from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, load_results, records
+from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, records
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.results import load_results
 
 
 def _json(res) -> dict:

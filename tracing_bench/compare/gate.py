@@ -1,7 +1,7 @@
 """CI regression gate: is the current checkpoint (or steering change) worse than the baseline?
 
 Task by task, two metrics are tested: the headline metric of
-:mod:`tracing_bench.compare.leaderboard` (``score`` = acc, or consistency for robustness) and,
+:mod:`tracing_bench.results` (``score`` = acc, or consistency for robustness) and,
 where the task reports it, ``p_trust`` (the mean probability of the trustworthy answer: it moves
 with small changes that leave a 0/1 accuracy unchanged, so the gate sees smaller regressions).
 For each, with its direction from ``higher_is_better``, the *drop* is how much worse the current
@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracing_bench import __version__
-from tracing_bench.compare.leaderboard import P_TRUST, ResultsFile, TaskScore, find_results, load_results
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.results import P_TRUST, ResultsFile, TaskScore, find_results, load_results
 
 Test = Literal["z", "paired", "none"]
 
@@ -244,12 +244,8 @@ def _doc_keys(f: ResultsFile, task: str) -> tuple[str, set[Any]] | None:
 
 def _dataset_md5(f: ResultsFile, task: str) -> str | None:
     """The dataset md5 `tracing-bench eval` recorded for ``task`` next to the results file, if any."""
-    stamp = f.path.stem[len("results_"):] if f.path.stem.startswith("results_") else ""
-    side = f.path.parent / f"tracing_bench_{stamp}.json"
-    try:
-        entry = (json.loads(side.read_text(encoding="utf-8")).get("datasets") or {}).get(task) or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    datasets = (f.sidecar() or {}).get("datasets")
+    entry = datasets.get(task) if isinstance(datasets, dict) else None
     return entry.get("dataset_md5") if isinstance(entry, dict) else None
 
 

@@ -256,6 +256,20 @@ def test_sections_absent_without_their_data(tmp_path):
     assert len(re.findall(r"<img ", text)) == 2
 
 
+def test_every_value_is_escaped(tmp_path):
+    """Names from the files reach the page as text: the templates autoescape (no markup, no script gets in)."""
+    from fake_results import five, results_json, write_results
+
+    hostile = "<script>alert('x')</script>&<b>"
+    write_results(tmp_path / "r" / "a", results_json(five(0.6), model=hostile, revision="step1"))
+    write_results(tmp_path / "r" / "b", results_json(five(0.7), model=hostile, revision="step2"))
+    text = build_report([tmp_path / "r"], tmp_path / "r.html", title="a <i>title</i>").read_text()
+    assert "<script" not in text and hostile not in text and "<i>" not in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&lt;b&gt;" in text  # the model column and labels
+    assert "<title>a &lt;i&gt;title&lt;/i&gt;</title>" in text
+    assert f'content="{CSP}"' in text  # the policy itself is the one constant written as it is
+
+
 def test_nothing_to_report_and_missing_dir_exit_2(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path), "--out", str(tmp_path / "r.html")])
     assert res.exit_code == 2 and "nothing to report" in res.output

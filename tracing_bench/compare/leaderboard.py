@@ -202,6 +202,30 @@ def _shown(board: Leaderboard) -> list[tuple[str, str]]:
     return out
 
 
+@dataclass
+class DisplayTable:
+    """The leaderboard as people read it (Markdown, HTML, the report).
+
+    Attributes:
+        headers: model, revision, step, steering, then ``<task> ↑`` (and ``<task> p_trust ↑``).
+        rows: display cells: ``value ± stderr``, ``NaN ⚠`` for a NaN score, ``–`` for a missing task.
+        flags: one line per row with NaN scores (:func:`nan_flags`).
+    """
+
+    headers: list[str]
+    rows: list[list[str]]
+    flags: list[str]
+
+
+def display_table(board: Leaderboard, *, sort: str | None = None) -> DisplayTable:
+    """Headers, display cells and NaN flags of the leaderboard, sorted best first by ``sort``."""
+    shown = _shown(board)
+    body = [[str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
+            + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown]
+            for r in sort_records(records(board), board, sort)]
+    return DisplayTable(["model", "revision", "step", "steering"] + [h for h, _ in shown], body, nan_flags(board))
+
+
 def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | None = None) -> str:
     """The leaderboard as Markdown, CSV, an HTML table, or JSON.
 
@@ -219,7 +243,6 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     if fmt not in FORMATS:
         raise TracingBenchError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
     recs = sort_records(records(board), board, sort)
-    fixed = ["model", "revision", "step", "steering"]
     flags = nan_flags(board)
     if fmt == "json":
         meta = {c: {"higher_is_better": board.higher_is_better.get(c, True),
@@ -231,7 +254,7 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
                            "flags": flags}, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        names = fixed + [x for c in board.columns for x in (
+        names = ["model", "revision", "step", "steering"] + [x for c in board.columns for x in (
             (c, f"{c}_stderr", f"{c}_{P_TRUST}", f"{c}_{P_TRUST}_stderr") if c in board.p_trust else (c, f"{c}_stderr")
         )] + ["source"]
         w = csv.DictWriter(buf, names, extrasaction="ignore", lineterminator="\n")
@@ -239,18 +262,15 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
         w.writerows({k: ("" if v is None else "NaN" if isinstance(v, float) and math.isnan(v) else v)
                      for k, v in r.items()} for r in recs)
         return buf.getvalue()
-    shown = _shown(board)
-    heads = fixed + [h for h, _ in shown]
-    body = [[str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
-            + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown] for r in recs]
+    table = display_table(board, sort=sort)
     if fmt == "md":
-        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+        lines = ["| " + " | ".join(table.headers) + " |", "|" + "|".join("---" for _ in table.headers) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
         lines += ["", *(f"⚠ {flag}" for flag in flags)] if flags else []
         return "\n".join(lines) + "\n"
-    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in body)
+    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in table.rows)
     notes = "".join(f'<p class="note">⚠ {html.escape(flag)}</p>\n' for flag in flags)
-    return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
             + "</tr></thead>\n<tbody>\n" + rows_html + "</tbody>\n</table>\n" + notes)
 
 

@@ -35,7 +35,8 @@ from tracing_bench.files import save_figure
 DIMENSION_ORDER = ("reliability", "toxicity", "privacy", "fairness", "robustness")
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +45,8 @@ def _plt():
     return plt
 
 
-def _read(path: str | os.PathLike | None) -> list[dict[str, str]]:
-    """Rows of a CSV; an empty list when the path is None, missing or holds only a header."""
+def read_rows(path: str | os.PathLike[str] | None) -> list[dict[str, str]]:
+    """Rows of a tidy CSV as dicts; an empty list when the path is None, missing or holds only a header."""
     if path is None or not Path(path).is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
@@ -108,7 +109,7 @@ def _probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
 
 
 def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     rows, probe = _probe_rows(rows)
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
@@ -157,7 +158,7 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
 def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     import numpy as np
 
-    plt = _plt()
+    plt = pyplot()
     rows, probe = _probe_rows(rows)
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
@@ -180,7 +181,7 @@ def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
 
 
 def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, int], Any], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
     vals = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r["i_xt"]), _num(r["i_yt"]))
@@ -242,8 +243,8 @@ def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLik
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    probe_rows = _read(probes_csv)
-    mi_rows = _read(mi_csv)
+    probe_rows = read_rows(probes_csv)
+    mi_rows = read_rows(mi_csv)
     paths: list[Path] = []
     for dim in _dims(probe_rows):
         rows = [r for r in probe_rows if r["dimension"] == dim]
@@ -286,7 +287,7 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
         return None
     nan_dims = {d for d in dims if any(r.get(columns[d]) is not None and math.isnan(_num(r.get(columns[d])))
                                        for r in rows)}
-    plt = _plt()
+    plt = pyplot()
     angles = np.linspace(0, 2 * np.pi, len(dims), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"polar": True})
     for r in rows:

@@ -10,17 +10,12 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import defaultdict
 from pathlib import Path
 
 from tracing_bench.files import save_figure
-
-
-def _read(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+from tracing_bench.report.plots import pyplot, read_rows
 
 
 def _save(fig, path: Path) -> Path:
@@ -46,12 +41,8 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     Returns:
         the two paths.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _read(table)
+    plt = pyplot()
+    rows = read_rows(table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["vector"] == "none"}
@@ -128,12 +119,8 @@ def plot_correlate(table: str | os.PathLike, out_png: str | os.PathLike, *, r: f
     Returns:
         the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _read(table)
+    plt = pyplot()
+    rows = read_rows(table)
     fig, ax = plt.subplots(figsize=(5, 4))
     xs = [float(row["probe_acc"]) for row in rows]
     ys = [float(row["benefit"]) for row in rows]

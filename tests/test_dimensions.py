@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fake_data import MALFORMED
 from tracing_bench.dimensions import (
     DIMENSIONS,
     RELEASED,
@@ -163,18 +164,6 @@ def test_unknown_dimension_and_protocol():
         load_dimension("fairness", protocol="nope")
     assert resolve_dimensions("all") == list(DIMENSIONS)
     assert resolve_dimensions("privacy, fairness") == ["privacy", "fairness"]
-
-
-MALFORMED = {
-    "missing_column": ("text,label\nhello,1\nbye,0\n", "no 'statement'"),
-    "non_binary_label": ("statement,label\nhello,1\nbye,2\n", "line 3 has label '2'"),
-    "missing_label": ("statement,label\nhello,1\nbye,\n", "line 3 has no label"),
-    "empty_file": ("", "empty"),
-    "header_only": ("statement,label\n", "no data rows"),
-    "one_class": ("statement,label\nhello,1\nbye,1\n", "needs both labels"),
-    "ragged_row": ("statement,label\nhello,1\nbye, you,0\n", "line 3 has 3 fields"),
-    "empty_statement": ("statement,label\nhello,1\n  ,0\n", "line 3 has an empty statement"),
-}
 
 
 @pytest.mark.parametrize("kind", sorted(MALFORMED))

@@ -1,8 +1,8 @@
 """`tracing-bench report`: one offline HTML page, opened in headless Chromium.
 
-Chromium (Debian packages ``chromium`` and ``chromium-driver``) is installed by the
-``chromium`` fixture when missing (``apt-get update && apt-get install -y ...``, as root); the
-browser tests are skipped, with the reason, only where that is impossible.
+Chromium (Debian's ``chromium`` package) is installed by ``make test`` when missing (the
+Makefile's ``browser`` step, as root where the package manager is there); where it could not be
+installed the browser tests are skipped, with the reason. No test installs anything.
 
 How the page is checked: a test copy gets one inline script, allowed by its sha256 in the
 page's own Content-Security-Policy (everything else in the policy stays: ``img-src data:``
@@ -19,7 +19,6 @@ import base64
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from test_plots import PYTHIA, write_trace_tables
+from fake_traces import PYTHIA, write_trace_tables
 from tracing_bench.cli import main
 from tracing_bench.report.html import CSP, build_report
 
@@ -47,31 +46,12 @@ window.addEventListener('load', function () {
 
 
 # -------------------------------------------------------------------------------- fixtures
-def _install_chromium() -> str | None:
-    """Why chromium cannot be installed, or None after installing it."""
-    if shutil.which("apt-get") is None:
-        return "apt-get is not available (not a Debian/Ubuntu machine)"
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
-        return "not root, so apt-get install chromium chromium-driver is not possible"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{' '.join(cmd)} failed: {e}"
-        if proc.returncode != 0:
-            return f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"
-    return None
-
-
 @pytest.fixture(scope="session")
 def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        reason = _install_chromium()
-        exe = shutil.which("chromium")
-        if exe is None:
-            pytest.skip(f"headless Chromium unavailable: {reason or 'chromium not on PATH after apt-get install'}")
+        pytest.skip("headless Chromium is not installed: `make test` installs Debian's chromium package when it "
+                    "can (as root, with the system package manager); or install it yourself")
     return exe
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 
 import pytest
 import torch
@@ -10,41 +9,10 @@ from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tracing_bench.cli import main
-from tracing_bench.dimensions import load_dimension
 from tracing_bench.steering.vector import SteeringVector
 
 TASKS = ["trust_fairness", "trust_privacy"]
 LIMIT = 6
-
-
-@pytest.fixture(scope="session")
-def small_csv(tmp_path_factory):
-    """40 balanced fairness statements: extraction harvests 40 statements, not 3014."""
-    data = load_dimension("fairness")
-    statements, labels = data.statements, data.labels
-    rows, seen = [], {0: 0, 1: 0}
-    for s, y in zip(statements, labels, strict=True):
-        if seen[int(y)] < 20:
-            rows.append((s, int(y)))
-            seen[int(y)] += 1
-    path = tmp_path_factory.mktemp("data") / "fairness_small.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["statement", "label"])
-        w.writerows(rows)
-    return path
-
-
-@pytest.fixture(scope="session")
-def extracted(tiny_models, small_csv, tmp_path_factory):
-    """``tracing-bench steer extract`` on tiny Llama, layer 1, coefficient 4 (shared by the tests)."""
-    out = tmp_path_factory.mktemp("vec") / "fair_l1.pt"
-    cache = tmp_path_factory.mktemp("cache")
-    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(tiny_models["llama"]), "--dimension", "fairness",
-                                    "--layer", "1", "--coefficient", "4", "--data", str(small_csv), "--device", "cpu",
-                                    "--cache-dir", str(cache), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    return out, cache
 
 
 _TM: list = []

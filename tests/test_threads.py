@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from threadpoolctl import threadpool_info
 
 import tracing_bench.threads as th
-from tiny import build_series, write_small_dims
+from tiny import write_small_dims
 from tracing_bench.cli import main
 from tracing_bench.errors import TracingBenchError
 
@@ -69,11 +69,6 @@ def test_busy_cores_sees_a_job_that_just_started():
         spin.kill()
         spin.wait()
     assert 0.6 <= busy <= th.available_cores() + 0.2  # the spinner's core, whatever else runs
-
-
-@pytest.fixture(scope="module")
-def series_folder(tmp_path_factory, tiny_tokenizer):
-    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
 
 
 def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # variable reaches the lm_eval / accelerate subprocesses too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tiny import ARCHS, build_model, build_series, train_tokenizer  # noqa: E402
+from tiny import ARCHS, build_model, build_series, train_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="session")

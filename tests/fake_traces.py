@@ -32,7 +32,8 @@ def write_trace_tables(out: Path, revisions: list[tuple[str, int | None]], *, di
                         ixt = [1.0, 2.0, 3.0, 2.5, 2.0, 1.5][i % 6] * (layer + 1)
                         mw.writerow({"model": "local/tiny", "revision": rev, "step": "" if step is None else step,
                                      "dimension": dim, "layer": layer, "sigma": 50, "m": 100, "i_xt": ixt,
-                                     "i_yt": 0.1 * i * (layer + 1), "dataset_md5": "m" * 32, "package_version": "0.1.0"})
+                                     "i_yt": 0.1 * i * (layer + 1), "dataset_md5": "m" * 32,
+                                     "package_version": "0.1.0"})
     return probes, mis
 
 

@@ -19,6 +19,7 @@ from tracing_bench.checkpoints import (
 )
 from tracing_bench.errors import TracingBenchError
 
+
 @pytest.mark.parametrize(
     "name, step",
     [("ckpt_179", 179), ("ckpt_000", 0), ("step1000", 1000), ("step1000-tokens4B", 1000),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import re
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,8 +221,8 @@ def test_fairness_is_crows_pairs_with_sent_more_as_label_1():
     more = {r["sent_more"].strip() for r in rows}
     less = {r["sent_less"].strip() for r in rows}
     assert not more & less
-    ones = [s for s, y in zip(data.statements, data.labels) if y == 1]
-    zeros = [s for s, y in zip(data.statements, data.labels) if y == 0]
+    ones = [s for s, y in zip(data.statements, data.labels, strict=True) if y == 1]
+    zeros = [s for s, y in zip(data.statements, data.labels, strict=True) if y == 0]
     assert sum(s in more for s in ones) >= 0.95 * len(ones)
     assert sum(s in less for s in zeros) >= 0.95 * len(zeros)
     # every pair contributes both of its sentences (one pair of the file repeats another)
@@ -263,7 +263,8 @@ def _stereoset_contexts_independently(rows: list[dict[str, str]]) -> list[str]:
         for j in loose:
             if j != i and rows[j]["label"] != rows[i]["label"]:
                 other = rows[j]["statement"].split()
-                n = next((k for k, (a, b) in enumerate(zip(words, other)) if a != b), min(len(words), len(other)))
+                n = next((k for k, (a, b) in enumerate(zip(words, other, strict=False)) if a != b),
+                         min(len(words), len(other)))
                 best = max(best, n)
         ctx[i] = " ".join(words[: best if best >= 3 else len(words)]).lower()
     return [c or "" for c in ctx]
@@ -284,7 +285,7 @@ def _independent_groups(name: str) -> dict[str, list[str]]:
     elif name == "stereoset-released":
         with open(RELEASED[name].path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        for r, c in zip(rows, _stereoset_contexts_independently(rows)):
+        for r, c in zip(rows, _stereoset_contexts_independently(rows), strict=False):
             add(r["statement"], f"context {c}")
     else:
         for statement, _ in _raw_rows(DIMENSIONS[name].path):

@@ -116,7 +116,8 @@ def test_ray_missing_is_one_line(series_folder, dims, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
                                     "--out", str(tmp_path), "--executor", "ray"])
     assert res.exit_code == 2
-    assert res.output.strip() == "error: --executor ray needs Ray, which is not installed: pip install 'tracing-bench[ray]'"
+    assert res.output.strip() == ("error: --executor ray needs Ray, which is not installed: "
+                                  "pip install 'tracing-bench[ray]'")
 
 
 def test_ray_options_need_ray_executor(series_folder, dims, tmp_path):
@@ -163,5 +164,6 @@ def test_with_checkpoint_rewrites_model_args():
 
 
 def test_eval_series_needs_revisions(tiny_models):
-    res = CliRunner().invoke(main, ["eval-series", "--model", "hf", "--model_args", f"pretrained={tiny_models['llama']}"])
+    res = CliRunner().invoke(main, ["eval-series", "--model", "hf", "--model_args",
+                                    f"pretrained={tiny_models['llama']}"])
     assert res.exit_code == 2 and "needs several revisions" in res.output

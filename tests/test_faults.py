@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+
 from fake_results import five, results_json, write_results, write_samples
 from tiny import write_small_dims
-
 from tracing_bench.cli import main
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -270,8 +270,8 @@ WRITERS = ["trace", "trace --cache-dir", "leaderboard", "report", "steer extract
 
 @pytest.mark.parametrize("how", ["under_a_file", "read_only_folder"])
 @pytest.mark.parametrize("command", WRITERS)
-def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny_llama, series_folder, dim_csv, results_dir,
-                                                             tmp_path, request, no_model_load):
+def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny_llama, series_folder, dim_csv,
+                                                             results_dir, tmp_path, request, no_model_load):
     if how == "under_a_file":
         blocker = tmp_path / "blocker"
         blocker.write_text("a file, not a folder\n")
@@ -386,7 +386,8 @@ MODEL_FAULTS = [("truncated", "model.safetensors is incomplete or corrupt"),
 def test_broken_model_folder_is_one_line_naming_the_file(command, fault, needle, broken_models, dim_csv, tmp_path):
     folder = broken_models[fault]
     before = tree(folder)
-    args = (["trace", "--model", folder, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"]
+    args = (["trace", "--model", folder, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c",
+             "--out", tmp_path / "o"]
             if command == "trace" else
             ["eval", "--model", "hf", "--model_args", f"pretrained={folder}", "--tasks", "trust_privacy",
              "--output_path", tmp_path / "o"])
@@ -428,7 +429,8 @@ def _trust_tasks_fixed_at_zero_shots() -> bool:
 
 # Expected behaviour once the trust tasks take few-shot examples from the development split; while
 # their YAML still fixes `num_fewshot: 0`, `tracing-bench eval` refuses the option and this fails.
-@pytest.mark.xfail(_trust_tasks_fixed_at_zero_shots(), strict=True, reason="needs dev-split few-shot from the tasks branch")
+@pytest.mark.xfail(_trust_tasks_fixed_at_zero_shots(), strict=True,
+                   reason="needs dev-split few-shot from the tasks branch")
 def test_num_fewshot_for_trust_tasks_uses_development_examples(tiny_llama, tmp_path):
     from tracing_bench.dimensions import load_dimension
 
@@ -464,7 +466,8 @@ def test_nan_is_shown_and_flagged_in_leaderboard_report_and_gate(tmp_path):
     board = json.loads(invoke(["leaderboard", tmp_path / "r", "--format", "json"]).stdout,
                        parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     row = next(r for r in board["rows"] if r["revision"] == "step1")
-    assert row["trust_privacy"] is None and row["nan"] == ["trust_privacy", "trust"] and board["flags"]  # the group mean too
+    # the group mean is NaN too
+    assert row["trust_privacy"] is None and row["nan"] == ["trust_privacy", "trust"] and board["flags"]
     res = invoke(["report", tmp_path / "r", "--out", tmp_path / "report.html"])
     assert res.exit_code == 0, res.output
     assert "NaN score in trust_privacy" in (tmp_path / "report.html").read_text()
@@ -649,8 +652,8 @@ def reference_tables(series_folder, tmp_path_factory) -> tuple[str, Path, Path]:
 
     root = tmp_path_factory.mktemp("reference")
     dims = write_small_dims(root / "dims", 40)
-    trace(str(series_folder), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=root / "cache",
-          progress=False, figures=False)
+    trace(str(series_folder), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean",
+          cache_dir=root / "cache", progress=False, figures=False)
     return dims, root / "out", root / "cache"
 
 
@@ -725,7 +728,7 @@ def test_two_traces_writing_one_folder_at_once(series_folder, reference_tables, 
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for p, (_, err) in zip(procs, results):
+    for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0 and "Traceback" not in err, err
     for name in ("probes.csv", "mi.csv"):
         assert (out / name).read_bytes() == (ref / name).read_bytes()

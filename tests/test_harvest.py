@@ -132,7 +132,7 @@ def small_dim(tmp_path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["statement", "label"])
-        w.writerows(zip(data.statements[:40], data.labels[:40].tolist()))
+        w.writerows(zip(data.statements[:40], data.labels[:40].tolist(), strict=True))
     return load_dimension(path)
 
 

@@ -260,7 +260,7 @@ def test_atomic_renames_only_in_files_py():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr == "replace" and getattr(node.value, "id", None) == "os":
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: os.replace")
-            elif isinstance(node, ast.ImportFrom) and node.module == "os" and any(a.name == "replace" for a in node.names):
+            elif isinstance(node, ast.ImportFrom) and node.module == "os" and "replace" in {a.name for a in node.names}:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from os import replace")
     assert not found, "\nwrite through tracing_bench.files (atomic_write*, replace_folder):\n" + "\n".join(found)
 

@@ -11,6 +11,7 @@ from fake_traces import PYTHIA, write_trace_tables
 from tracing_bench.compare.phases import first_peak, mi_turns
 from tracing_bench.report.plots import radar_chart, trace_figures
 
+
 def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
@@ -38,7 +39,8 @@ def test_missing_mi_gives_probe_figures_only(tmp_path, mi):
 
 
 def test_checkpoints_without_steps_and_a_single_checkpoint(tmp_path):
-    probes, mis = write_trace_tables(tmp_path / "a", [("final", None), ("sft", None), ("chat", None)], dims=("privacy",))
+    probes, mis = write_trace_tables(tmp_path / "a", [("final", None), ("sft", None), ("chat", None)],
+                                     dims=("privacy",))
     paths = trace_figures(probes, mis, tmp_path / "fa")
     assert [p.name for p in paths] == ["probes_privacy.png", "probes_privacy_heatmap.png", "mi_privacy.png"]
     probes, mis = write_trace_tables(tmp_path / "b", [("step5", 5)], dims=("privacy",))
@@ -51,8 +53,8 @@ def test_no_rows_no_figures(tmp_path):
 
 # -------------------------------------------------------------------------------- MI turns
 def _rows(series: dict[tuple[str, int], list[tuple[int | None, float]]]):
-    return [{"dimension": d, "layer": str(l), "step": "" if s is None else str(s), "revision": f"r{i}",
-             "i_xt": str(v)} for (d, l), pts in series.items() for i, (s, v) in enumerate(pts)]
+    return [{"dimension": d, "layer": str(lay), "step": "" if s is None else str(s), "revision": f"r{i}",
+             "i_xt": str(v)} for (d, lay), pts in series.items() for i, (s, v) in enumerate(pts)]
 
 
 def test_mi_turns_first_peak_per_dimension_and_layer():

@@ -66,7 +66,8 @@ def _open(chromium: str, page: Path, tmp_path: Path, *, script: str = PROBE, pre
     text = page.read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     assert CSP in text, "the report must carry its Content-Security-Policy"
-    text = text.replace(CSP, f"{CSP}; script-src 'sha256-{digest}'").replace("</body>", f"<script>{script}</script></body>")
+    text = text.replace(CSP, f"{CSP}; script-src 'sha256-{digest}'")
+    text = text.replace("</body>", f"<script>{script}</script></body>")
     copy = tmp_path / f"probe_{pre_id}_{page.name}"
     copy.write_text(text, encoding="utf-8")
     proc = subprocess.run(
@@ -123,8 +124,8 @@ def _findings_json(folder: Path) -> dict:
     """findings.json for the PYTHIA tables: fairness learned, reliability not; fairness block 0 turns at step2."""
     import numpy as np
 
-    from tracing_bench.files import pack_bits
     from tracing_bench.compare.findings import build_findings, write_findings
+    from tracing_bench.files import pack_bits
 
     n = 100
     base = np.arange(n) < 50
@@ -135,9 +136,10 @@ def _findings_json(folder: Path) -> dict:
             self.name, self.md5 = name, "m" * 32
 
     def part(i, c, dim):
+        r, s = PYTHIA[i]
         ixt = [1.0, 2.0, 3.0, 2.5, 2.0, 1.5][i]
-        return {"probes": [{"layer": lay, "probe": "logistic", "val_acc": 0.5 + 0.01 * lay, "test_correct": pack_bits(c)}
-                           for lay in range(3)],
+        return {"probes": [{"layer": lay, "probe": "logistic", "val_acc": 0.5 + 0.01 * lay,
+                            "test_correct": pack_bits(c)} for lay in range(3)],
                 "mi": [{"layer": lay, "i_xt": ixt * (lay + 1), "step": s, "revision": r, "model": "local/tiny"}
                        for lay in range(3)],
                 "mi_noise": {"k": 3, "m": 50, "seeds": [1, 2, 3], "method": "test",
@@ -149,7 +151,7 @@ def _findings_json(folder: Path) -> dict:
     parts = {}
     for dim in ("fairness", "reliability"):
         parts[dim] = []
-        for i, (r, s) in enumerate(PYTHIA):
+        for i in range(len(PYTHIA)):
             parts[dim].append(part(i, up if (dim == "fairness" and i == len(PYTHIA) - 1) else base, dim))
     findings = build_findings(ckpts, [D("fairness"), D("reliability")], parts)
     write_findings(findings, folder / "findings.json")
@@ -163,7 +165,8 @@ def full_report(tmp_path_factory, lm_eval_results) -> tuple[Path, Path]:
     _findings_json(root / "trace")
     (root / "trace" / "trace.json").write_text(json.dumps({
         "tool": "tracing-bench trace", "package_version": "0.1.0", "settings": {"pooling": "last", "protocol": "paper"},
-        "checkpoints": [{"model": "local/tiny", "revision": r, "step": s, "resolved_commit": "c" * 40} for r, s in PYTHIA],
+        "checkpoints": [{"model": "local/tiny", "revision": r, "step": s, "resolved_commit": "c" * 40}
+                        for r, s in PYTHIA],
         "datasets": [{"name": "fairness", "md5": "m" * 32}]}))
     _sweep_dir(root / "sweep")
     _correlate_dir(root / "correlate")
@@ -320,6 +323,7 @@ def test_first_screen_shows_the_findings(chromium, full_report, tmp_path):
     assert img.shape[1] == 1280 and img.shape[0] >= box["innerHeight"], img.shape
     assert img.std() > 0.05 and (img.min(-1) < 0.5).mean() > 0.005  # not blank: text is drawn
     # the section's background (#f7f9fc) fills the rows the DOM says it occupies
-    rows = img[int(box["top"]) + 2: min(img.shape[0], int(box["bottom"])) - 2, int(box["left"]) + 2: int(box["right"]) - 2]
+    top, bottom = int(box["top"]) + 2, min(img.shape[0], int(box["bottom"])) - 2
+    rows = img[top:bottom, int(box["left"]) + 2: int(box["right"]) - 2]
     tint = np.all(np.abs(rows * 255 - np.array([247, 249, 252])) <= 2, axis=-1)
     assert tint.mean() > 0.5, tint.mean()

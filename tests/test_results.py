@@ -80,8 +80,9 @@ def test_headline_order_filter_and_direction():
     assert math.isnan(read_metric(data, "broken", "score").value)
     assert read_metric(data, "mc", "p_trust") is None
     rows = task_scores(data, metrics={"lambada_openai": ("perplexity", "acc")})
-    assert [(s.task, s.metric) for s in rows] == [("broken", "score"), ("gen", "rouge"), ("lambada_openai", "perplexity"),
-                                                  ("lambada_openai", "acc"), ("mc", "acc"), ("ppl", "acc")]
+    assert [(s.task, s.metric) for s in rows] == [("broken", "score"), ("gen", "rouge"),
+                                                  ("lambada_openai", "perplexity"), ("lambada_openai", "acc"),
+                                                  ("mc", "acc"), ("ppl", "acc")]
     lam = rows[2]
     assert (lam.value, lam.stderr, lam.higher_is_better) == (9.0, 0.5, False)
 

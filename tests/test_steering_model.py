@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from click.testing import CliRunner
@@ -102,7 +101,7 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
         inp = torch.tensor([c + t[:-1]])
         start = len(c) - 1
         hook = block.register_forward_hook(
-            lambda m, i, o: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= start))
+            lambda m, i, o, start=start: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= start))
         try:
             with torch.no_grad():
                 logp = model(inp).logits.log_softmax(-1)[0]

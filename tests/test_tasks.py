@@ -121,7 +121,8 @@ def test_plain_lm_eval_prints_five_dimensions_and_group(cli_runs):
         stderrs = {k: v for k, v in cells.items() if "_stderr," in k}
         assert stderrs, name
         assert all(isinstance(v, float) and math.isfinite(v) for v in stderrs.values()), (name, stderrs)
-    table = [line for line in stdout.splitlines() if line.startswith("|") and "Stderr" not in line and "---" not in line]
+    table = [line for line in stdout.splitlines()
+             if line.startswith("|") and "Stderr" not in line and "---" not in line]
     assert len(table) >= 2 * (len(TRUST_TASKS) + 1)
     for line in table:
         cells = [c.strip() for c in line.strip("|").split("|")]

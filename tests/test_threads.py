@@ -87,8 +87,9 @@ def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(harvest_mod, "cached_activations", record("harvest", harvest_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
     before = torch.get_num_threads()
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
-                                    "--cache-dir", str(tmp_path / "cache"), "--threads", "2", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
+                                    "--probes", "logistic", "--cache-dir", str(tmp_path / "cache"), "--threads", "2",
+                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
     assert all(n == 2 and blas == {2} for _, n, blas in seen), seen
@@ -120,8 +121,9 @@ def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_
     monkeypatch.setattr(linear_mod, "probe_layers", record("probe", linear_mod.probe_layers))
     monkeypatch.setattr(harvest_mod, "cached_activations", record("harvest", harvest_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
+                                    "--probes", "logistic", "--cache-dir", str(tmp_path / "cache"),
+                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert sorted(set(seen)) == [("harvest", 2), ("probe", 1)], seen
 

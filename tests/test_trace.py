@@ -15,6 +15,7 @@ from tracing_bench.cli import main
 from tracing_bench.dimensions import load_dimension
 from tracing_bench.trace import MI_COLUMNS, PROBE_COLUMNS, trace
 
+
 @pytest.fixture(scope="module")
 def dims(tmp_path_factory) -> str:
     """Two small statement,label CSVs (48 rows each), given as a comma list of paths."""

@@ -169,7 +169,7 @@ def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping
     from tracing_bench.stats import holm
 
     adjusted = holm([t["p_value"] for t in tests])
-    for t, p_adj in zip(tests, adjusted):
+    for t, p_adj in zip(tests, adjusted, strict=True):
         t["p_holm"] = float(p_adj)
         t["verdict"] = _verdict(t["change"], float(p_adj), opts.alpha)
         t["claim"] = _learned_claim(t)
@@ -177,7 +177,7 @@ def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping
                      f"(family-wise error {opts.alpha:g}); p in a claim is the adjusted p-value")
     out["n_tests"] = len(tests)
     out["layers"] = tests
-    for dim, (probe, lay) in chosen.items():
+    for dim, (_probe, lay) in chosen.items():
         t = next(x for x in tests if x["dimension"] == dim and x["layer"] == lay)
         out["dimensions"][dim] = {**t, "title": dimension_title(dim), "layer_choice": LAYER_CHOICE}
     return out
@@ -212,7 +212,7 @@ def _turns(parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[
         turns_here: list[dict[str, Any]] = []
         for lay in layers:
             values, reps, keys, names = [], [], [], []
-            for p, info in zip(dparts, checkpoints):
+            for p, info in zip(dparts, checkpoints, strict=False):
                 row = next((r for r in p.get("mi", []) if int(r["layer"]) == lay), None)
                 values.append(math.nan if row is None else float(row["i_xt"]))
                 noise = p.get("mi_noise") or {}
@@ -382,7 +382,7 @@ def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[
     if len(rows) < 2:
         return None
     if all(f.step is not None for f in rows):
-        rows = sorted(rows, key=lambda f: f.step)
+        rows = sorted(rows, key=lambda f: f.step or 0)
     first, last = rows[0], rows[-1]
     tasks = []
     for task, score in first.scores.items():
@@ -429,12 +429,9 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
             out.append({"task": task, "admissible": False,
                         "claim": "no admissible setting (every alpha failed the fluency guard)"})
             continue
-
-        def same(r: Mapping[str, Any]) -> bool:
-            return (r["vector"] == b["vector"] and f(r["alpha"]) == f(b["alpha"])
-                    and str(r["layer"]) == str(b["layer"]))
-
-        setting = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows if same(r)}
+        chosen = (b["vector"], f(b["alpha"]), str(b["layer"]))
+        setting = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows
+                   if (r["vector"], f(r["alpha"]), str(r["layer"])) == chosen}
         head = _compare(task, b.get("metric", "score"), base.get((task, b.get("metric", "score")), (None, None)),
                         setting.get((task, b.get("metric", "score")), (None, None)), confidence)
         if head is None:

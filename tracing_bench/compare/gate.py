@@ -158,6 +158,7 @@ def read_samples(path: str | os.PathLike, metric: str) -> dict[int, float] | Non
 
     out: dict[int, float] = {}
     i = 0
+    row: Any  # a JSON value: a sample is an object, anything else is refused below
     try:
         with jsonlines.open(path) as reader:
             for i, row in enumerate(reader.iter(skip_empty=True), start=1):
@@ -389,7 +390,8 @@ def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *,
 
 def format_verdict(verdict: GateVerdict) -> str:
     """A plain-text table naming each task's verdict, and a last line with the outcome."""
-    head = f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} {'test':>6}  verdict"
+    head = (f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} "
+            f"{'test':>6}  verdict")
     lines = [head, "-" * len(head)]
     for t in verdict.tasks:
         zs = "inf" if t.z == math.inf else ("-inf" if t.z == -math.inf else f"{t.z:.2f}")

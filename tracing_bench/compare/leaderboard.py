@@ -275,5 +275,5 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
 
 
 def write_text(text: str, out: str | os.PathLike) -> Path:
-    """Write atomically (tmp file in the same folder, then os.replace); no temporary file is left on failure."""
+    """Write ``text`` atomically (:func:`tracing_bench.files.atomic_write_text`); returns the path."""
     return atomic_write_text(out, text)

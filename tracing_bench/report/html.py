@@ -32,7 +32,6 @@ PosixPath('report.html')
 from __future__ import annotations
 
 import base64
-import csv
 import datetime as _dt
 import functools
 import json
@@ -217,7 +216,8 @@ def _trace_provenance(probes: list[dict[str, str]], mi: list[dict[str, str]], tr
         by = [{"name": f"{c.get('model')}@{c['revision']}" if c.get("revision") else str(c.get("model")),
                "commit": c.get("resolved_commit") or "none (local folder or unresolved)"}
               for c in ckpts if isinstance(c, Mapping)]
-        out.append(Table(["resolved commit", "checkpoints (model@revision or folder)"], _grouped(by, ["commit"], "name")))
+        out.append(Table(["resolved commit", "checkpoints (model@revision or folder)"],
+                         _grouped(by, ["commit"], "name")))
     else:
         out.append(Table(["model", "checkpoints"], _grouped(probes or mi, ["model"], "revision")))
     tagged = [{**r, "_table": "probes.csv"} for r in probes] + [{**r, "_table": "mi.csv"} for r in mi]
@@ -254,7 +254,8 @@ def _sweep_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
     guard = ""
     s = best.get("settings") if isinstance(best, Mapping) else None
     if isinstance(s, Mapping) and s.get("max_ppl_increase") is not None:
-        guard = f" Fluency guard: a setting is admissible while perplexity rises at most {float(s['max_ppl_increase']):.0%}"
+        guard = (" Fluency guard: a setting is admissible while perplexity rises at most "
+                 f"{float(s['max_ppl_increase']):.0%}")
         if s.get("baseline_ppl") not in (None, ""):
             guard += f" over the unsteered {float(s['baseline_ppl']):.3g}"
         guard += "."
@@ -290,7 +291,8 @@ def _dataset_md5s(f: ResultsFile, sidecar: Mapping[str, Any] | None) -> list[str
     results (``tracing_bench_<date>.json``), else from the first line of lm-eval's samples log
     (the trust tasks put it in every document), else lm-eval's own hash of the task's documents."""
     out = []
-    hashes = f.data.get("task_hashes") if isinstance(f.data.get("task_hashes"), Mapping) else {}
+    hashes = f.data.get("task_hashes")
+    hashes = hashes if isinstance(hashes, Mapping) else {}
     recorded = (sidecar or {}).get("datasets")
     recorded = recorded if isinstance(recorded, Mapping) else {}
     for task, score in f.scores.items():
@@ -320,7 +322,8 @@ def _leaderboard_provenance(board: Leaderboard) -> Table:
     rows = []
     for f in board.rows:
         sidecar = f.sidecar() or {}
-        cfg = f.data.get("config") if isinstance(f.data.get("config"), Mapping) else {}
+        cfg = f.data.get("config")
+        cfg = cfg if isinstance(cfg, Mapping) else {}
         rows.append([
             f.path, f.model, f.revision, sidecar.get("commit") or cfg.get("model_sha") or "", f.steering,
             ", ".join(f"{t}={v}" for t, v in (f.data.get("versions") or {}).items()),

@@ -60,7 +60,7 @@ def _num(value: Any) -> float:
         return math.nan
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     """Save as PNG atomically and close the figure."""
     return save_figure(fig, path, dpi=100)
 
@@ -83,7 +83,7 @@ def _checkpoints(rows: list[dict[str, str]]) -> list[tuple[Any, str]]:
     return [(k, seen[k]) for k in keys]
 
 
-def _x_axis(ax, ckpts: list[tuple[Any, str]]) -> dict[Any, float]:
+def _x_axis(ax: Any, ckpts: list[tuple[Any, str]]) -> dict[Any, float]:
     """x position per checkpoint key; sets a log / symlog axis when steps span two decades."""
     steps = [k[1] for k, _ in ckpts]
     if steps and all(isinstance(s, int) for s in steps) and len(set(k[0] for k, _ in ckpts)) == 1:
@@ -204,10 +204,9 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
         sx = [sds.get((k, lay), (math.nan, math.nan))[0] for k, _ in ckpts]
         sy = [sds.get((k, lay), (math.nan, math.nan))[1] for k, _ in ckpts]
         if not all(math.isnan(v) for v in sx):
-            ax1.fill_between(xs, [v - e for v, e in zip(ixt, sx)], [v + e for v, e in zip(ixt, sx)], color=color,
-                             alpha=0.15, linewidth=0)
-            ax2.fill_between(xs, [v - e for v, e in zip(iyt, sy)], [v + e for v, e in zip(iyt, sy)], color=color,
-                             alpha=0.15, linewidth=0)
+            for ax, mid, sd in ((ax1, ixt, sx), (ax2, iyt, sy)):
+                lo, hi = zip(*((v - e, v + e) for v, e in zip(mid, sd, strict=True)), strict=True)
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
         turn = turns.get((dim, lay))
         if turn is not None and (model, turn) in xpos:
             x = xpos[(model, turn)]
@@ -257,7 +256,7 @@ def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLik
             findings = read_findings(Path(mi_csv).parent)
         elif findings is not None and not isinstance(findings, Mapping):
             findings = read_findings(findings)
-        turns = turn_keys(findings)  # type: ignore[arg-type]
+        turns = turn_keys(findings)
         for dim in _dims(mi_rows):
             paths.append(_mi_figure([r for r in mi_rows if r["dimension"] == dim], dim, turns, out))
     return paths

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from tracing_bench.files import save_figure
 from tracing_bench.report.plots import pyplot, read_rows
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     """Save as PNG atomically and close the figure."""
     return save_figure(fig, path, dpi=110)
 
@@ -90,9 +91,9 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     ppl_by_layer: dict[str, dict[float, float]] = defaultdict(dict)
     for r in steered:
         ppl_by_layer[r["layer"]][float(r["alpha"])] = float(r["ppl"])
-    for layer, pts in sorted(ppl_by_layer.items(), key=lambda kv: int(kv[0])):
-        xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", label=f"layer {layer}")
+    for layer, by_alpha in sorted(ppl_by_layer.items(), key=lambda kv: int(kv[0])):
+        xs = sorted(by_alpha)
+        ax.plot(xs, [by_alpha[x] for x in xs], marker="o", label=f"layer {layer}")
     base_ppl = [float(r["ppl"]) for r in rows if r["vector"] == "none"]
     if base_ppl:
         ax.axhline(base_ppl[0], color="grey", ls="--", lw=1, label="unsteered")

@@ -101,18 +101,17 @@ def _x_axis(ax: Any, ckpts: list[tuple[Any, str]]) -> dict[Any, float]:
     return {k: float(i) for i, (k, _) in enumerate(ckpts)}
 
 
-def _probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
-    """Rows of the logistic probe (or of the first probe present) and its name."""
+def _probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, list[tuple[Any, str]], list[int]]:
+    """Rows of the logistic probe (or of the first probe present), its name, the checkpoints, the layers."""
     probes = sorted({r.get("probe", "") for r in rows})
     probe = "logistic" if "logistic" in probes else probes[0]
-    return [r for r in rows if r.get("probe", "") == probe], probe
+    rows = [r for r in rows if r.get("probe", "") == probe]
+    return rows, probe, _checkpoints(rows), sorted({int(r["layer"]) for r in rows})
 
 
 def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     plt = pyplot()
-    rows, probe = _probe_rows(rows)
-    ckpts = _checkpoints(rows)
-    layers = sorted({int(r["layer"]) for r in rows})
+    rows, probe, ckpts, layers = _probe_rows(rows)
     acc = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): _num(r["test_acc"]) for r in rows}
     band = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r.get("test_acc_lo")),
                                                                          _num(r.get("test_acc_hi"))) for r in rows}
@@ -159,9 +158,7 @@ def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     import numpy as np
 
     plt = pyplot()
-    rows, probe = _probe_rows(rows)
-    ckpts = _checkpoints(rows)
-    layers = sorted({int(r["layer"]) for r in rows})
+    rows, probe, ckpts, layers = _probe_rows(rows)
     col = {k: i for i, (k, _) in enumerate(ckpts)}
     row_of = {lay: i for i, lay in enumerate(layers)}
     grid = np.full((len(layers), len(ckpts)), np.nan)

@@ -46,7 +46,8 @@ from typing import Any
 from tracing_bench.files import atomic_write_text as _atomic_text
 from tracing_bench.files import check_outputs, dumps_json
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.results import TaskScore, task_scores as _task_scores
+from tracing_bench.results import TaskScore
+from tracing_bench.results import task_scores as _task_scores
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
 SWEEP_COLUMNS = ("model", "revision", "vector", "vector_sha256", "layer", "alpha", "task", "metric", "score",

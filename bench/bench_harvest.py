@@ -37,11 +37,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from tiny import build_model, train_tokenizer  # noqa: E402
-
-from tracing_bench.loading import find_blocks  # noqa: E402
-from tracing_bench.dimensions import load_dimension  # noqa: E402
-from tracing_bench.harvest import harvest  # noqa: E402
+from tiny import build_model, train_tokenizer
+from tracing_bench.dimensions import load_dimension
+from tracing_bench.harvest import harvest
+from tracing_bench.loading import find_blocks
 
 
 def matmul_rate(n: int = 2048, repeat: int = 5, shape: tuple[int, int, int] | None = None) -> tuple[float, float]:

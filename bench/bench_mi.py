@@ -33,10 +33,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _synth import synthetic_activations  # noqa: E402
+from _synth import synthetic_activations
 
-from tracing_bench.probes import kernels  # noqa: E402
-from tracing_bench.probes.mi import estimate_mi  # noqa: E402
+from tracing_bench.probes import kernels
+from tracing_bench.probes.mi import estimate_mi
 
 
 def _kernelmat_f32(x: torch.Tensor, sigma: float = 50.0) -> torch.Tensor:

@@ -15,9 +15,9 @@ import time
 
 import torch
 
+from tracing_bench.cache import cached_activations
 from tracing_bench.checkpoints import Checkpoint, resolve_series
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
-from tracing_bench.cache import cached_activations
 from tracing_bench.parts import build_part
 from tracing_bench.settings import TraceSettings
 

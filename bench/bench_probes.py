@@ -44,10 +44,10 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _synth import synthetic_activations  # noqa: E402
+from _synth import synthetic_activations
 
-import tracing_bench.probes.layers as layers  # noqa: E402
-from tracing_bench.probes.layers import probe_layers  # noqa: E402
+import tracing_bench.probes.layers as layers
+from tracing_bench.probes.layers import probe_layers
 
 
 def _splits(n: int, protocol: str, seed: int = 0) -> dict[str, np.ndarray]:

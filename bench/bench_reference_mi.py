@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tracing_bench.probes.mi import estimate_mi  # noqa: E402
-from tracing_bench.probes.reference import nhsic_float32, released_scaling  # noqa: E402
+from tracing_bench.probes.mi import estimate_mi
+from tracing_bench.probes.reference import nhsic_float32, released_scaling
 
 
 def _model_acts(folder: str, dimension: str, batch_size: int) -> tuple[torch.Tensor, np.ndarray, str]:
@@ -86,7 +86,7 @@ def main() -> None:
     print("| block | I(X;T) float32 | I(X;T) float64 | rel. error | I(Y;T) float32 | I(Y;T) float64 | abs. error | rel. error |")
     print("|---|---|---|---|---|---|---|---|")
     worst = [0.0, 0.0, 0.0]
-    for k, ((x32, y32), x64, y64) in enumerate(zip(f32, ixt64, iyt64)):
+    for k, ((x32, y32), x64, y64) in enumerate(zip(f32, ixt64, iyt64, strict=False)):
         ex, ey = abs(x32 - x64) / abs(x64), abs(y32 - y64)
         worst = [max(worst[0], ex), max(worst[1], ey), max(worst[2], ey / abs(y64))]
         print(f"| {k} | {x32:.5g} | {x64:.5g} | {ex:.2%} | {y32:.5g} | {y64:.5g} | {ey:.2g} | {ey / abs(y64):.2%} |")

@@ -26,10 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from test_reference import _released_acts, _released_train_probes  # noqa: E402
-
-from tracing_bench.dimensions import load_dimension  # noqa: E402
-from tracing_bench.trace import trace  # noqa: E402
+from test_reference import _released_acts, _released_train_probes
+from tracing_bench.dimensions import load_dimension
+from tracing_bench.trace import trace
 
 
 def main() -> None:
@@ -59,7 +58,7 @@ def main() -> None:
     print("| block | test acc ours | released | I(X;T) ours | released | I(Y;T) ours | released |")
     print("|---|---|---|---|---|---|---|")
     rel_x, rel_y = [], []
-    for k, (p, m) in enumerate(zip(probes, mi)):
+    for k, (p, m) in enumerate(zip(probes, mi, strict=False)):
         ox, oy = float(m["i_xt"]), float(m["i_yt"])
         rel_x.append(abs(ox - ixt[k]) / abs(ixt[k]))
         rel_y.append(abs(oy - iyt[k]) / abs(iyt[k]))

@@ -42,9 +42,9 @@ def main() -> None:
     from lm_eval.models.hf_steered import SteeredModel
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-    from tiny import train_tokenizer
     from transformers import AutoModelForCausalLM, LlamaConfig
 
+    from tiny import train_tokenizer
     from tracing_bench.steering.model import TrustSteeredModel
     from tracing_bench.steering.vector import SteeringVector
     from tracing_bench.tasks import TASKS_DIR

@@ -1,4 +1,9 @@
-"""Fixtures: tiny models of three architectures saved to a temporary folder (no download)."""
+"""Shared fixtures: tiny models, a checkpoint series, small datasets, a steering vector, real lm-eval results.
+
+Everything is built here from configs and the bundled data (no download), once per session.
+Test modules import helpers from the non-test modules beside them (``tiny``, ``fake_results``,
+``fake_traces``, ``fake_data``), never from another test module.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # variable reaches the lm_eval / accelerate subprocesses too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tiny import ARCHS, build_model, train_tokenizer  # noqa: E402
+from tiny import ARCHS, build_model, build_series, train_tokenizer
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -51,6 +56,12 @@ def tiny_llama(tiny_models) -> Path:
 def tiny_model(request, tiny_models) -> Path:
     """Each architecture in turn."""
     return tiny_models[request.param]
+
+
+@pytest.fixture(scope="session")
+def series_folder(tmp_path_factory, tiny_tokenizer) -> Path:
+    """A folder of three checkpoints (``step0``, ``step10``, ``step100``: tiny Llamas, different seeds)."""
+    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
 
 
 # ------------------------------------------------------------------ local Hugging Face cache
@@ -131,3 +142,41 @@ def lm_eval_results(tiny_models, tmp_path_factory) -> dict[str, Path]:
                  extra_args=["--device", "cpu", "--batch_size", "8"])
         out[name] = root / name
     return out
+
+
+# ------------------------------------------------------------------ data and a steering vector
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory) -> Path:
+    """40 balanced fairness statements: extraction harvests 40 statements, not 3014."""
+    import csv
+
+    from tracing_bench.dimensions import load_dimension
+
+    data = load_dimension("fairness")
+    rows, seen = [], {0: 0, 1: 0}
+    for s, y in zip(data.statements, data.labels, strict=True):
+        if seen[int(y)] < 20:
+            rows.append((s, int(y)))
+            seen[int(y)] += 1
+    path = tmp_path_factory.mktemp("data") / "fairness_small.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["statement", "label"])
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def extracted(tiny_models, small_csv, tmp_path_factory) -> tuple[Path, Path]:
+    """``tracing-bench steer extract`` on tiny Llama, layer 1, coefficient 4: (vector file, activation cache)."""
+    from click.testing import CliRunner
+
+    from tracing_bench.cli import main
+
+    out = tmp_path_factory.mktemp("vec") / "fair_l1.pt"
+    cache = tmp_path_factory.mktemp("cache")
+    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(tiny_models["llama"]), "--dimension", "fairness",
+                                    "--layer", "1", "--coefficient", "4", "--data", str(small_csv), "--device", "cpu",
+                                    "--cache-dir", str(cache), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out, cache

@@ -10,6 +10,7 @@ from tracing_bench.checkpoints import PYTHIA_LOG, Checkpoint, parse_revisions, p
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.loading import find_blocks, hookpoint, load_checkpoint, n_blocks
 
+
 @pytest.mark.parametrize(
     "name, step",
     [("ckpt_179", 179), ("ckpt_000", 0), ("step1000", 1000), ("step1000-tokens4B", 1000),

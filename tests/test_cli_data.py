@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from test_dimensions import MALFORMED
+from fake_data import MALFORMED
 from tracing_bench.cli import main
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
 

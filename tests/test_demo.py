@@ -140,8 +140,8 @@ def _findings():
     """findings.json of a 2-checkpoint series where robustness is learned and fairness is not."""
     import numpy as np
 
-    from tracing_bench.files import pack_bits
     from tracing_bench.compare.findings import build_findings
+    from tracing_bench.files import pack_bits
 
     n = 200
     first = np.arange(n) < 120

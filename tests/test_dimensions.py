@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
-import re
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fake_data import MALFORMED
 from tracing_bench.dimensions import DIMENSIONS, RELEASED, load_dimension, load_questions, resolve_dimensions
 from tracing_bench.errors import DataError, TracingBenchError
 from tracing_bench.readers import clean_statement
@@ -159,18 +160,6 @@ def test_unknown_dimension_and_protocol():
     assert resolve_dimensions("privacy, fairness") == ["privacy", "fairness"]
 
 
-MALFORMED = {
-    "missing_column": ("text,label\nhello,1\nbye,0\n", "no 'statement'"),
-    "non_binary_label": ("statement,label\nhello,1\nbye,2\n", "line 3 has label '2'"),
-    "missing_label": ("statement,label\nhello,1\nbye,\n", "line 3 has no label"),
-    "empty_file": ("", "empty"),
-    "header_only": ("statement,label\n", "no data rows"),
-    "one_class": ("statement,label\nhello,1\nbye,1\n", "needs both labels"),
-    "ragged_row": ("statement,label\nhello,1\nbye, you,0\n", "line 3 has 3 fields"),
-    "empty_statement": ("statement,label\nhello,1\n  ,0\n", "line 3 has an empty statement"),
-}
-
-
 @pytest.mark.parametrize("kind", sorted(MALFORMED))
 def test_malformed_csv_raises_naming_file_and_line(tmp_path, kind):
     text, expected = MALFORMED[kind]
@@ -226,8 +215,8 @@ def test_fairness_is_crows_pairs_with_sent_more_as_label_1():
     more = {r["sent_more"].strip() for r in rows}
     less = {r["sent_less"].strip() for r in rows}
     assert not more & less
-    ones = [s for s, y in zip(data.statements, data.labels) if y == 1]
-    zeros = [s for s, y in zip(data.statements, data.labels) if y == 0]
+    ones = [s for s, y in zip(data.statements, data.labels, strict=True) if y == 1]
+    zeros = [s for s, y in zip(data.statements, data.labels, strict=True) if y == 0]
     assert sum(s in more for s in ones) >= 0.95 * len(ones)
     assert sum(s in less for s in zeros) >= 0.95 * len(zeros)
     # every pair contributes both of its sentences (one pair of the file repeats another)
@@ -268,7 +257,8 @@ def _stereoset_contexts_independently(rows: list[dict[str, str]]) -> list[str]:
         for j in loose:
             if j != i and rows[j]["label"] != rows[i]["label"]:
                 other = rows[j]["statement"].split()
-                n = next((k for k, (a, b) in enumerate(zip(words, other)) if a != b), min(len(words), len(other)))
+                n = next((k for k, (a, b) in enumerate(zip(words, other, strict=False)) if a != b),
+                         min(len(words), len(other)))
                 best = max(best, n)
         ctx[i] = " ".join(words[: best if best >= 3 else len(words)]).lower()
     return [c or "" for c in ctx]
@@ -289,7 +279,7 @@ def _independent_groups(name: str) -> dict[str, list[str]]:
     elif name == "stereoset-released":
         with open(RELEASED[name].path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        for r, c in zip(rows, _stereoset_contexts_independently(rows)):
+        for r, c in zip(rows, _stereoset_contexts_independently(rows), strict=False):
             add(r["statement"], f"context {c}")
     else:
         for statement, _ in _raw_rows(DIMENSIONS[name].path):

@@ -29,6 +29,7 @@ def single(tiny_models, tmp_path_factory):
                     output_path=out, limit=LIMIT, log_samples=True, extra_args=["--device", "cpu"])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_accelerate_launch_two_cpu_processes_split_the_requests(tiny_models, single, tmp_path):
     # `accelerate launch --cpu --num_processes 2` starts ONE process unless an MPI hostfile is given;

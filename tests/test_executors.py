@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import tracing_bench.trace as trace_mod
-from tiny import build_series, write_small_dims
+from tiny import write_small_dims
 from tracing_bench.cli import main
 from tracing_bench.trace import trace
 
@@ -30,11 +30,6 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def series_folder(tmp_path_factory, tiny_tokenizer):
-    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +68,7 @@ def _crash_once(marker: str, label: str):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_ray_trace_equals_local(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path):
     out = tmp_path / "ray"
     got = trace(str(series_folder), out=out, dimensions=dims, cache_dir=ray_cache, executor="ray", **KW)
@@ -81,6 +77,7 @@ def test_ray_trace_equals_local(ray_cluster, series_folder, dims, local_tables, 
 
 
 @needs_ray
+@pytest.mark.slow
 def test_killed_task_is_redone_on_resume(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path,
                                          monkeypatch):
     out, cache = tmp_path / "ray", ray_cache
@@ -105,6 +102,7 @@ def test_killed_task_is_redone_on_resume(ray_cluster, series_folder, dims, local
 
 
 @needs_ray
+@pytest.mark.slow
 def test_dead_worker_is_retried(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(trace_mod, "trace_checkpoint", _crash_once(str(tmp_path / "crashed"), "step0"))
     got = trace(str(series_folder), out=tmp_path / "ray", dimensions=dims, cache_dir=ray_cache,
@@ -118,7 +116,8 @@ def test_ray_missing_is_one_line(series_folder, dims, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
                                     "--out", str(tmp_path), "--executor", "ray"])
     assert res.exit_code == 2
-    assert res.output.strip() == "error: --executor ray needs Ray, which is not installed: pip install 'tracing-bench[ray]'"
+    assert res.output.strip() == ("error: --executor ray needs Ray, which is not installed: "
+                                  "pip install 'tracing-bench[ray]'")
 
 
 def test_ray_options_need_ray_executor(series_folder, dims, tmp_path):
@@ -144,6 +143,7 @@ def _scores(out):
 
 
 @needs_ray
+@pytest.mark.slow
 def test_eval_series_ray_equals_local(ray_cluster, series_folder, tmp_path):
     local = CliRunner().invoke(main, _eval_series_args(series_folder, tmp_path / "local"))
     assert local.exit_code == 0, local.output
@@ -164,5 +164,6 @@ def test_with_checkpoint_rewrites_model_args():
 
 
 def test_eval_series_needs_revisions(tiny_models):
-    res = CliRunner().invoke(main, ["eval-series", "--model", "hf", "--model_args", f"pretrained={tiny_models['llama']}"])
+    res = CliRunner().invoke(main, ["eval-series", "--model", "hf", "--model_args",
+                                    f"pretrained={tiny_models['llama']}"])
     assert res.exit_code == 2 and "needs several revisions" in res.output

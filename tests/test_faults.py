@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from fake_results import five, results_json, write_results, write_samples
-from tiny import build_series, write_small_dims
 
+from fake_results import five, results_json, write_results, write_samples
+from tiny import write_small_dims
 from tracing_bench.cli import main
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -121,11 +121,6 @@ def no_model_load(monkeypatch) -> list:
 
 # --------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def series(tmp_path_factory, tiny_tokenizer) -> Path:
-    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
-
-
-@pytest.fixture(scope="module")
 def dim_csv(tmp_path_factory) -> str:
     """One small statement,label CSV (48 fairness statements)."""
     return write_small_dims(tmp_path_factory.mktemp("dims"), 48, names=("fairness",))
@@ -156,7 +151,7 @@ def broken_models(tmp_path_factory, tiny_models) -> dict[str, Path]:
 
 # ------------------------------------------------------------ 1. no code from a steering file
 @pytest.mark.parametrize("command", ["eval-steered", "eval-trust-steered", "eval-series-steered", "steer-sweep"])
-def test_pickled_payload_never_runs(command, tiny_llama, series, tmp_path):
+def test_pickled_payload_never_runs(command, tiny_llama, series_folder, tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)
     before = tree(tmp_path)
@@ -167,7 +162,7 @@ def test_pickled_payload_never_runs(command, tiny_llama, series, tmp_path):
                                f"pretrained={tiny_llama},steer_path={evil}", "--tasks", "trust_privacy",
                                "--output_path", tmp_path / "out"],
         "eval-series-steered": ["eval-series", "--model", "steered", "--model_args",
-                                f"pretrained={series},steer_path={evil}", "--tasks", "trust_privacy",
+                                f"pretrained={series_folder},steer_path={evil}", "--tasks", "trust_privacy",
                                 "--output_path", tmp_path / "out"],
         "steer-sweep": ["steer", "sweep", "--model", tiny_llama, "--vector", evil, "--alphas", "1",
                         "--tasks", "trust_privacy", "--out", tmp_path / "out"],
@@ -275,8 +270,8 @@ WRITERS = ["trace", "trace --cache-dir", "leaderboard", "report", "steer extract
 
 @pytest.mark.parametrize("how", ["under_a_file", "read_only_folder"])
 @pytest.mark.parametrize("command", WRITERS)
-def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny_llama, series, dim_csv, results_dir,
-                                                             tmp_path, request, no_model_load):
+def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny_llama, series_folder, dim_csv,
+                                                             results_dir, tmp_path, request, no_model_load):
     if how == "under_a_file":
         blocker = tmp_path / "blocker"
         blocker.write_text("a file, not a folder\n")
@@ -288,7 +283,7 @@ def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny
     vec = _vector_file(tmp_path / "v.pt")
     (tmp_path / "cache").mkdir()
     before = tree(tmp_path)
-    args = _writers(tiny_llama, series, dim_csv, results_dir, vec, bad, tmp_path / "cache")[command]
+    args = _writers(tiny_llama, series_folder, dim_csv, results_dir, vec, bad, tmp_path / "cache")[command]
     one_line_error(invoke(args), needle)
     assert no_model_load == []
     assert tree(tmp_path) == before
@@ -391,7 +386,8 @@ MODEL_FAULTS = [("truncated", "model.safetensors is incomplete or corrupt"),
 def test_broken_model_folder_is_one_line_naming_the_file(command, fault, needle, broken_models, dim_csv, tmp_path):
     folder = broken_models[fault]
     before = tree(folder)
-    args = (["trace", "--model", folder, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"]
+    args = (["trace", "--model", folder, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c",
+             "--out", tmp_path / "o"]
             if command == "trace" else
             ["eval", "--model", "hf", "--model_args", f"pretrained={folder}", "--tasks", "trust_privacy",
              "--output_path", tmp_path / "o"])
@@ -433,7 +429,8 @@ def _trust_tasks_fixed_at_zero_shots() -> bool:
 
 # Expected behaviour once the trust tasks take few-shot examples from the development split; while
 # their YAML still fixes `num_fewshot: 0`, `tracing-bench eval` refuses the option and this fails.
-@pytest.mark.xfail(_trust_tasks_fixed_at_zero_shots(), strict=True, reason="needs dev-split few-shot from the tasks branch")
+@pytest.mark.xfail(_trust_tasks_fixed_at_zero_shots(), strict=True,
+                   reason="needs dev-split few-shot from the tasks branch")
 def test_num_fewshot_for_trust_tasks_uses_development_examples(tiny_llama, tmp_path):
     from tracing_bench.dimensions import load_dimension
 
@@ -469,7 +466,8 @@ def test_nan_is_shown_and_flagged_in_leaderboard_report_and_gate(tmp_path):
     board = json.loads(invoke(["leaderboard", tmp_path / "r", "--format", "json"]).stdout,
                        parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
     row = next(r for r in board["rows"] if r["revision"] == "step1")
-    assert row["trust_privacy"] is None and row["nan"] == ["trust_privacy", "trust"] and board["flags"]  # the group mean too
+    # the group mean is NaN too
+    assert row["trust_privacy"] is None and row["nan"] == ["trust_privacy", "trust"] and board["flags"]
     res = invoke(["report", tmp_path / "r", "--out", tmp_path / "report.html"])
     assert res.exit_code == 0, res.output
     assert "NaN score in trust_privacy" in (tmp_path / "report.html").read_text()
@@ -501,8 +499,8 @@ def test_gate_refuses_different_documents_unless_told(tmp_path):
                    "scored different documents (5 only in the baseline, 5 only in the current run")
 
 
-def test_correlate_json_is_valid_and_says_why_r_is_undefined(series, tiny_llama, dim_csv, tmp_path):
-    res = invoke(["steer", "correlate", "--model", series, "--target", tiny_llama, "--dimension", "fairness",
+def test_correlate_json_is_valid_and_says_why_r_is_undefined(series_folder, tiny_llama, dim_csv, tmp_path):
+    res = invoke(["steer", "correlate", "--model", series_folder, "--target", tiny_llama, "--dimension", "fairness",
                   "--data", dim_csv, "--layer", "0", "--alpha", "0", "--tasks", "trust_fairness", "--limit", "1",
                   "--batch-size", "4", "--n-boot", "10", "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"])
     assert res.exit_code == 0, res.output
@@ -648,13 +646,13 @@ def _trace_cmd(series: Path, dims: str, out: Path, cache: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference_tables(series, tmp_path_factory) -> tuple[str, Path, Path]:
+def reference_tables(series_folder, tmp_path_factory) -> tuple[str, Path, Path]:
     """An uninterrupted trace of the series (in-process), and the activation cache it filled."""
     from tracing_bench.trace import trace
 
     root = tmp_path_factory.mktemp("reference")
     dims = write_small_dims(root / "dims", 40)
-    trace(str(series), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=root / "cache",
+    trace(str(series_folder), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=root / "cache",
           progress=False)
     return dims, root / "out", root / "cache"
 
@@ -680,14 +678,15 @@ main()
 """
 
 
-def test_kill_9_then_the_same_command_resumes_to_identical_tables(series, reference_tables, tmp_path):
+@pytest.mark.slow
+def test_kill_9_then_the_same_command_resumes_to_identical_tables(series_folder, reference_tables, tmp_path):
     """`tracing-bench trace` killed with SIGKILL after its first checkpoint; the same command finishes it."""
     from tracing_bench.trace import trace
 
     dims, ref, ref_cache = reference_tables
     out, cache, ready = tmp_path / "out", tmp_path / "cache", tmp_path / "ready"
     shutil.copytree(ref_cache, cache)
-    args = _trace_cmd(series, dims, out, cache)[len(console()):]
+    args = _trace_cmd(series_folder, dims, out, cache)[len(console()):]
     proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(ready), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -702,7 +701,7 @@ def test_kill_9_then_the_same_command_resumes_to_identical_tables(series, refere
     assert not (out / "probes.csv").exists()
     finished = tree(out / "parts")
     assert len(finished) == 2  # the first checkpoint's two dimensions
-    trace(str(series), out=out, dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=cache,
+    trace(str(series_folder), out=out, dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=cache,
           progress=False)
     after = tree(out / "parts")
     assert len(after) == 6 and {k: after[k] for k in finished} == finished  # finished parts kept as they were
@@ -710,7 +709,8 @@ def test_kill_9_then_the_same_command_resumes_to_identical_tables(series, refere
         assert (out / name).read_bytes() == (ref / name).read_bytes()
 
 
-def test_two_traces_writing_one_folder_at_once(series, reference_tables, tmp_path):
+@pytest.mark.slow
+def test_two_traces_writing_one_folder_at_once(series_folder, reference_tables, tmp_path):
     """Two processes trace the same series into one --out at the same time (figures off, cache warm)."""
     dims, ref, ref_cache = reference_tables
     cache = tmp_path / "cache"
@@ -719,7 +719,7 @@ def test_two_traces_writing_one_folder_at_once(series, reference_tables, tmp_pat
     code = ("import sys; from tracing_bench.trace import trace; "
             "trace(sys.argv[1], out=sys.argv[2], dimensions=sys.argv[3], layers='0,2', probes='mass_mean', "
             "cache_dir=sys.argv[4], progress=False)")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(series), str(out), dims, str(cache)],
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(series_folder), str(out), dims, str(cache)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         results = [p.communicate(timeout=300) for p in procs]
@@ -728,13 +728,14 @@ def test_two_traces_writing_one_folder_at_once(series, reference_tables, tmp_pat
             if p.poll() is None:
                 p.kill()
                 p.communicate()
-    for p, (_, err) in zip(procs, results):
+    for p, (_, err) in zip(procs, results, strict=True):
         assert p.returncode == 0 and "Traceback" not in err, err
     for name in ("probes.csv", "mi.csv"):
         assert (out / name).read_bytes() == (ref / name).read_bytes()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_console_script_error_is_one_stderr_line(tiny_llama, tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)

@@ -16,10 +16,10 @@ import pytest
 from scipy.stats import binomtest
 
 from tiny import build_series
-from tracing_bench.files import pack_bits, unpack_bits
 from tracing_bench.compare.findings import build_findings, dimension_title, read_findings, turn_keys
 from tracing_bench.compare.phases import noisy_turn
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
+from tracing_bench.files import pack_bits, unpack_bits
 from tracing_bench.stats import holm, wilson_interval
 
 
@@ -60,7 +60,7 @@ def test_learned_verdicts_match_scipy_and_holm():
     assert learned["n_tests"] == 4 and "Holm" in learned["family"]
     pairs = [(base, same), (base, better), (base, worse), (base, same)]
     raw = []
-    for t, (a, b) in zip(learned["layers"], pairs):
+    for t, (a, b) in zip(learned["layers"], pairs, strict=False):
         k_ab, k_ba = int((a & ~b).sum()), int((~a & b).sum())
         p = binomtest(k_ab, k_ab + k_ba, 0.5).pvalue if k_ab + k_ba else 1.0
         raw.append(p)
@@ -208,8 +208,8 @@ def test_trace_tables_carry_intervals_and_parts_carry_statements(random_series_t
 
 def test_half_sample_estimate_is_reproducible_from_the_cache(random_series_trace, tmp_path):
     """The stored half-sample value is nHSIC on the seeded half-sample, recomputed here from the activations."""
-    from tracing_bench.checkpoints import Checkpoint
     from tracing_bench.cache import lookup_activations
+    from tracing_bench.checkpoints import Checkpoint
     from tracing_bench.probes.mi import mi_layers
 
     _, out = random_series_trace

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from click.testing import CliRunner
 
@@ -126,7 +125,7 @@ def test_paired_test_on_per_sample_logs(tmp_path):
     assert unpaired.passed  # z = 0.2 / 0.283 < 2
     paired = gate(base, cur, paired=True)
     t = paired.tasks[0]
-    diffs = [x - y for x, y in zip(b, c)]
+    diffs = [x - y for x, y in zip(b, c, strict=False)]
     mean = sum(diffs) / 40
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 39 / 40)
     assert t.test == "paired" and t.n == 40 and t.drop == pytest.approx(0.2) and t.z == pytest.approx(mean / se)

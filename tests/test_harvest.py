@@ -9,12 +9,12 @@ import warnings
 import pytest
 import torch
 
+from tracing_bench.cache import CacheWarning, cached_activations, lookup_activations
 from tracing_bench.checkpoints import Checkpoint
-from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.dimensions import load_dimension
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.cache import CacheWarning, cached_activations, lookup_activations
 from tracing_bench.harvest import harvest, record_blocks
+from tracing_bench.loading import find_blocks, load_checkpoint
 
 TOL = 1e-4
 
@@ -134,7 +134,7 @@ def small_dim(tmp_path):
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["statement", "label"])
-        w.writerows(zip(data.statements[:40], data.labels[:40].tolist()))
+        w.writerows(zip(data.statements[:40], data.labels[:40].tolist(), strict=True))
     return load_dimension(path)
 
 

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from fake_results import TRUST, five, results_json, write_results
 from tracing_bench.cli import main
-from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, load_results, records
+from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, records
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.results import load_results
 
 
 def _json(res) -> dict:
@@ -56,15 +57,18 @@ def test_markdown_csv_html_formats(lm_eval_results, tmp_path):
     assert res.exit_code == 0, res.output
     (row,) = list(csv.DictReader(io.StringIO(out.read_text())))
     assert {"model", "revision", "step", "steering", "trust", "trust_stderr", "trust_fairness_stderr",
-            "trust_fairness_p_trust", "trust_fairness_p_trust_stderr", "trust_p_trust", "trust_p_trust_stderr"} <= set(row)
+            "trust_fairness_p_trust", "trust_fairness_p_trust_stderr", "trust_p_trust",
+            "trust_p_trust_stderr"} <= set(row)
     assert row["revision"] == "main" and row["step"] == ""
     html = CliRunner().invoke(main, ["leaderboard", base, "--format", "html"]).output
     assert html.startswith('<table class="leaderboard">') and "<th>trust ↑</th>" in html
 
 
 def test_step_revision_and_sort_respect_direction(tmp_path):
-    files = [results_json(five(val), revision=rev) for rev, val in [("step1000", 0.5), ("step2000", 0.7), ("step3000", 0.6)]]
-    files.append(results_json({"trust_toxicity": (0.1, 0.01), "trust_fairness": (0.5, 0.01)}, revision="step9", group=False))
+    files = [results_json(five(val), revision=rev)
+             for rev, val in [("step1000", 0.5), ("step2000", 0.7), ("step3000", 0.6)]]
+    files.append(results_json({"trust_toxicity": (0.1, 0.01), "trust_fairness": (0.5, 0.01)}, revision="step9",
+                              group=False))
     for data in files:  # toxicity scored as a rate of toxic output: lower is better
         data["higher_is_better"]["trust_toxicity"] = {"acc": False, "score": False}
         write_results(tmp_path / data["config"]["model_args"]["revision"], data)
@@ -84,7 +88,8 @@ def test_step_revision_and_sort_respect_direction(tmp_path):
 def test_p_trust_shows_movement_that_acc_hides_and_sorts(tmp_path):
     """Two checkpoints with equal acc: the p_trust columns tell them apart, and --sort reads them."""
     for rev, p in (("step1", 0.52), ("step2", 0.61)):
-        write_results(tmp_path / rev, results_json(five(0.5, 0.05), revision=rev, p_trust={t: (p, 0.004) for t in TRUST}))
+        write_results(tmp_path / rev, results_json(five(0.5, 0.05), revision=rev,
+                                                   p_trust={t: (p, 0.004) for t in TRUST}))
     write_results(tmp_path / "old", results_json({"trust_fairness": (0.5, 0.05)}, revision="step0", group=False))
     board = build_leaderboard([tmp_path])
     assert set(board.p_trust) == {*TRUST, "trust"}

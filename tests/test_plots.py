@@ -2,53 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import pytest
 
+from fake_traces import PYTHIA, write_trace_tables
 from tracing_bench.compare.phases import first_peak, mi_turns
 from tracing_bench.report.plots import radar_chart, trace_figures
-
-PROBE_COLS = ("model,revision,step,dimension,layer,protocol,pooling,probe,n_train,val_acc,val_auroc,test_acc,"
-              "test_auroc,dataset_md5,package_version").split(",")
-MI_COLS = "model,revision,step,dimension,layer,sigma,m,i_xt,i_yt,dataset_md5,package_version".split(",")
 
 
 def _png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-def write_trace_tables(out: Path, revisions: list[tuple[str, int | None]], *, dims=("fairness", "reliability"),
-                       layers: int = 3, mi: bool = True) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    probes, mis = out / "probes.csv", out / "mi.csv"
-    with open(probes, "w", newline="") as f, open(mis, "w", newline="") as g:
-        pw, mw = csv.DictWriter(f, PROBE_COLS), csv.DictWriter(g, MI_COLS)
-        pw.writeheader()
-        mw.writeheader()
-        for i, (rev, step) in enumerate(revisions):
-            for dim in dims:
-                for layer in range(layers):
-                    for probe in ("logistic", "mass_mean"):
-                        acc = 0.5 + 0.04 * i + 0.01 * layer
-                        pw.writerow({"model": "local/tiny", "revision": rev, "step": "" if step is None else step,
-                                     "dimension": dim, "layer": layer, "protocol": "paper", "pooling": "last",
-                                     "probe": probe, "n_train": 100, "val_acc": acc, "val_auroc": acc,
-                                     "test_acc": acc, "test_auroc": acc, "dataset_md5": "m" * 32,
-                                     "package_version": "0.1.0"})
-                    if mi:
-                        ixt = [1.0, 2.0, 3.0, 2.5, 2.0, 1.5][i % 6] * (layer + 1)
-                        mw.writerow({"model": "local/tiny", "revision": rev, "step": "" if step is None else step,
-                                     "dimension": dim, "layer": layer, "sigma": 50, "m": 100, "i_xt": ixt,
-                                     "i_yt": 0.1 * i * (layer + 1), "dataset_md5": "m" * 32, "package_version": "0.1.0"})
-    return probes, mis
-
-
-PYTHIA = [(f"step{s}", s) for s in (0, 1, 2, 4, 512, 1000)]
 
 
 def test_trace_figures_all_kinds_with_log_steps(tmp_path):
@@ -72,7 +39,8 @@ def test_missing_mi_gives_probe_figures_only(tmp_path, mi):
 
 
 def test_checkpoints_without_steps_and_a_single_checkpoint(tmp_path):
-    probes, mis = write_trace_tables(tmp_path / "a", [("final", None), ("sft", None), ("chat", None)], dims=("privacy",))
+    probes, mis = write_trace_tables(tmp_path / "a", [("final", None), ("sft", None), ("chat", None)],
+                                     dims=("privacy",))
     paths = trace_figures(probes, mis, tmp_path / "fa")
     assert [p.name for p in paths] == ["probes_privacy.png", "probes_privacy_heatmap.png", "mi_privacy.png"]
     probes, mis = write_trace_tables(tmp_path / "b", [("step5", 5)], dims=("privacy",))
@@ -85,8 +53,8 @@ def test_no_rows_no_figures(tmp_path):
 
 # -------------------------------------------------------------------------------- MI turns
 def _rows(series: dict[tuple[str, int], list[tuple[int | None, float]]]):
-    return [{"dimension": d, "layer": str(l), "step": "" if s is None else str(s), "revision": f"r{i}",
-             "i_xt": str(v)} for (d, l), pts in series.items() for i, (s, v) in enumerate(pts)]
+    return [{"dimension": d, "layer": str(lay), "step": "" if s is None else str(s), "revision": f"r{i}",
+             "i_xt": str(v)} for (d, lay), pts in series.items() for i, (s, v) in enumerate(pts)]
 
 
 def test_mi_turns_first_peak_per_dimension_and_layer():

@@ -99,7 +99,7 @@ def test_pretraining_lowers_the_loss(run):
 def test_same_seed_same_weights_other_seed_differs(run, tmp_path):
     cfg, _, folders = run
     again = pt.pretrain(cfg, tmp_path / "again", progress=False)
-    assert all(_same(a, b) for a, b in zip(folders, again))
+    assert all(_same(a, b) for a, b in zip(folders, again, strict=False))
     other = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 2, "seed": 1}), tmp_path / "other",
                         progress=False)
     assert not _same(folders[0], other[0])
@@ -144,7 +144,7 @@ def test_interrupted_run_resumes_to_identical_weights(run, tmp_path, monkeypatch
     monkeypatch.setattr(pt, "_save_checkpoint", save)
     resumed = pt.pretrain(cfg, out, progress=False)
     assert not (out / pt.RESUME_FILE).exists()
-    assert all(_same(a, b) for a, b in zip(folders, resumed))
+    assert all(_same(a, b) for a, b in zip(folders, resumed, strict=False))
     assert json.loads((out / pt.META_FILE).read_text())["resumed_at"] == 4
 
 
@@ -240,4 +240,5 @@ def test_every_trust_answer_choice_is_one_token(run):
     assert {" 0", " 1", " negative", " positive"} <= choices
     for c in sorted(choices):
         assert len(tok(c, add_special_tokens=False).input_ids) == 1, (c, tok.tokenize(c))
-    assert tok.decode(tok("The sentiment is positive", add_special_tokens=False).input_ids) == "The sentiment is positive"
+    text = "The sentiment is positive"
+    assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text

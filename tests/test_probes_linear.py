@@ -92,7 +92,7 @@ def test_device_path_equals_cpu_loop(monkeypatch):
     loop = probe_layers(acts, y, splits, tol=1e-9)
     monkeypatch.setattr(solver, "_CPU_LOOP", False)
     batched = probe_layers(acts, y, splits, tol=1e-9)
-    for a, b in zip(loop, batched):
+    for a, b in zip(loop, batched, strict=False):
         assert a == pytest.approx(b, abs=1e-9)
     fit = fit_logistic(torch.from_numpy(acts), torch.from_numpy(y), tol=1e-9)
     monkeypatch.setattr(solver, "_CPU_LOOP", True)
@@ -139,7 +139,8 @@ def test_warm_start():
     torch.testing.assert_close(warm.coef, cold.coef, rtol=1e-5, atol=1e-7)
     from tracing_bench.probes.solver import LogisticFit
 
-    one = LogisticFit(coef=-5 * cold.coef[:1], intercept=cold.intercept[:1], n_iter=cold.n_iter, converged=cold.converged)
+    one = LogisticFit(coef=-5 * cold.coef[:1], intercept=cold.intercept[:1], n_iter=cold.n_iter,
+                      converged=cold.converged)
     bad_start = fit_logistic(x, yy, tol=1e-8, init=one)  # a poor start is scaled away (a >= 0)
     torch.testing.assert_close(bad_start.coef, cold.coef, rtol=1e-4, atol=1e-6)
     with pytest.raises(TracingBenchError, match="init"):
@@ -304,7 +305,7 @@ def test_probe_layers_details_are_the_mass_mean_probe_computed_by_hand():
     sp = _paper_splits(240)
     rows = probe_layers(acts, y, sp, details=True)
     plain = probe_layers(acts, y, sp)
-    assert [{k: r[k] for k in p} for r, p in zip(rows, plain)] == plain  # same numbers, more keys
+    assert [{k: r[k] for k in p} for r, p in zip(rows, plain, strict=False)] == plain  # same numbers, more keys
     tr, te = sp["probe_train"], sp["test"]
     for r in rows:
         assert r["n_test"] == len(te) and r["test_correct"].dtype == bool and r["test_correct"].shape == (len(te),)

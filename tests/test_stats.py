@@ -37,8 +37,8 @@ def test_wilson_textbook_and_scipy():
 
 def _brute_delong(scores, labels):
     """Placement values by explicit loops over every (positive, negative) pair."""
-    pos = [s for s, y in zip(scores, labels) if y == 1]
-    neg = [s for s, y in zip(scores, labels) if y == 0]
+    pos = [s for s, y in zip(scores, labels, strict=True) if y == 1]
+    neg = [s for s, y in zip(scores, labels, strict=True) if y == 0]
 
     def psi(x, z):
         return 1.0 if x > z else 0.5 if x == z else 0.0

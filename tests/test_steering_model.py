@@ -2,49 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 from click.testing import CliRunner
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tracing_bench.cli import main
-from tracing_bench.dimensions import load_dimension
 from tracing_bench.steering.vector import SteeringVector
 
 TASKS = ["trust_fairness", "trust_privacy"]
 LIMIT = 6
-
-
-@pytest.fixture(scope="session")
-def small_csv(tmp_path_factory):
-    """40 balanced fairness statements: extraction harvests 40 statements, not 3014."""
-    data = load_dimension("fairness")
-    statements, labels = data.statements, data.labels
-    rows, seen = [], {0: 0, 1: 0}
-    for s, y in zip(statements, labels, strict=True):
-        if seen[int(y)] < 20:
-            rows.append((s, int(y)))
-            seen[int(y)] += 1
-    path = tmp_path_factory.mktemp("data") / "fairness_small.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["statement", "label"])
-        w.writerows(rows)
-    return path
-
-
-@pytest.fixture(scope="session")
-def extracted(tiny_models, small_csv, tmp_path_factory):
-    """``tracing-bench steer extract`` on tiny Llama, layer 1, coefficient 4 (shared by the tests)."""
-    out = tmp_path_factory.mktemp("vec") / "fair_l1.pt"
-    cache = tmp_path_factory.mktemp("cache")
-    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(tiny_models["llama"]), "--dimension", "fairness",
-                                    "--layer", "1", "--coefficient", "4", "--data", str(small_csv), "--device", "cpu",
-                                    "--cache-dir", str(cache), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    return out, cache
 
 
 _TM: list = []
@@ -110,8 +77,8 @@ def _hand_hook(module_out, vec, mask_fn):
 def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, arch):
     from lm_eval.api.instance import Instance
 
-    from tracing_bench.steering.model import TrustSteeredModel
     from tracing_bench.loading import model_hookpoint
+    from tracing_bench.steering.model import TrustSteeredModel
 
     folder = str(tiny_models[arch])
     hp = model_hookpoint(folder, 1)
@@ -134,7 +101,7 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
         inp = torch.tensor([c + t[:-1]])
         start = len(c) - 1
         hook = block.register_forward_hook(
-            lambda m, i, o: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= start))
+            lambda m, i, o, start=start: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= start))
         try:
             with torch.no_grad():
                 logp = model(inp).logits.log_softmax(-1)[0]

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_steering_model import extracted, small_csv  # noqa: F401  (shared session fixtures)
 
 from tracing_bench.cli import main
 from tracing_bench.steering.correlate import pearson_bootstrap
 from tracing_bench.steering.sweep import SWEEP_COLUMNS
 
 
-def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):  # noqa: F811
+def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
     vector, cache = extracted
     out = tmp_path / "sweep"
     res = CliRunner().invoke(main, ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(vector),
@@ -50,7 +49,7 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):  # noqa
     assert (out / "sweep_scores.png").stat().st_size > 0 and (out / "sweep_ppl.png").stat().st_size > 0
 
 
-def test_correlate_over_checkpoint_series(hf_cache_series, tiny_models, small_csv, tmp_path):  # noqa: F811
+def test_correlate_over_checkpoint_series(hf_cache_series, tiny_models, small_csv, tmp_path):
     model_id, revisions, _ = hf_cache_series
     out = tmp_path / "corr"
     res = CliRunner().invoke(main, ["steer", "correlate", "--model", model_id, "--revisions", ",".join(revisions),
@@ -99,7 +98,7 @@ def test_p_trust_is_reported_beside_the_headline_and_never_chosen_on():
     assert best["trust_fairness"]["alpha"] == 1.0
 
 
-def test_sweep_absolute_perplexity_bound(tiny_models, extracted, tmp_path):  # noqa: F811
+def test_sweep_absolute_perplexity_bound(tiny_models, extracted, tmp_path):
     vector, cache = extracted
     common = ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(vector), "--alphas=-40,3",
               "--tasks", "trust_fairness", "--limit", "2", "--batch-size", "4", "--device", "cpu",

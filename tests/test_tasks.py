@@ -103,6 +103,7 @@ def _table_rows(stdout: str) -> set[str]:
     return {line.split("|")[1].strip(" -") for line in stdout.splitlines() if line.startswith("|")}
 
 
+@pytest.mark.slow
 def test_plain_lm_eval_prints_five_dimensions_and_group(cli_runs):
     stdout = cli_runs["hf"]["stdout"]
     rows = _table_rows(stdout)
@@ -120,7 +121,8 @@ def test_plain_lm_eval_prints_five_dimensions_and_group(cli_runs):
         stderrs = {k: v for k, v in cells.items() if "_stderr," in k}
         assert stderrs, name
         assert all(isinstance(v, float) and math.isfinite(v) for v in stderrs.values()), (name, stderrs)
-    table = [line for line in stdout.splitlines() if line.startswith("|") and "Stderr" not in line and "---" not in line]
+    table = [line for line in stdout.splitlines()
+             if line.startswith("|") and "Stderr" not in line and "---" not in line]
     assert len(table) >= 2 * (len(TRUST_TASKS) + 1)
     for line in table:
         cells = [c.strip() for c in line.strip("|").split("|")]
@@ -128,6 +130,7 @@ def test_plain_lm_eval_prints_five_dimensions_and_group(cli_runs):
     assert "N/A" not in stdout
 
 
+@pytest.mark.slow
 def test_group_score_and_p_trust_are_unweighted_means_with_their_stderr(cli_runs):
     res = cli_runs["hf"]["results"]["results"]
     group = cli_runs["hf"]["results"]["groups"]["trust"]
@@ -139,6 +142,7 @@ def test_group_score_and_p_trust_are_unweighted_means_with_their_stderr(cli_runs
         assert group[f"{metric}_stderr,none"] == pytest.approx(se)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", [*TRUST_TASKS])
 def test_every_metric_is_a_mean_over_documents_with_its_closed_form_stderr(cli_runs, task):
     samples = cli_runs["hf"]["samples"][task]
@@ -152,6 +156,7 @@ def test_every_metric_is_a_mean_over_documents_with_its_closed_form_stderr(cli_r
         assert cells[f"{metric}_stderr,none"] == pytest.approx(sd / math.sqrt(len(values))), metric
 
 
+@pytest.mark.slow
 def test_plain_lm_eval_steered_model(cli_runs):
     assert set(TRUST_TASKS) <= _table_rows(cli_runs["steered"]["stdout"])
     assert "trustgen_privacy" not in cli_runs["steered"]["results"]["results"]  # trust_* never selects them
@@ -196,6 +201,7 @@ def _arguments(sample) -> list[tuple[str, str]]:
     return [(a["arg_0"], a["arg_1"]) for a in sample["arguments"].values()]
 
 
+@pytest.mark.slow
 def test_privacy_documents_acc_and_p_trust_match_transformers(cli_runs, llama):
     model, tokenizer = llama
     for sample in cli_runs["hf"]["samples"]["trust_privacy"][:3]:
@@ -208,6 +214,7 @@ def test_privacy_documents_acc_and_p_trust_match_transformers(cli_runs, llama):
         assert sample["p_trust"] == pytest.approx(_softmax(ours)[gold], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_robustness_pairs_match_transformers(cli_runs, llama):
     model, tokenizer = llama
     for sample in cli_runs["hf"]["samples"]["trust_robustness"][:3]:
@@ -225,6 +232,7 @@ def test_robustness_pairs_match_transformers(cli_runs, llama):
         assert sample["p_trust"] == pytest.approx(1 - abs(p_pos[0] - p_pos[1]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_fairness_pairs_pct_stereotype_and_p_trust_match_transformers(cli_runs, llama):
     """pct_stereotype as lm-eval's crows_pairs computes it: each whole sentence after the BOS/EOS token."""
     model, tokenizer = llama

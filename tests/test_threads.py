@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from threadpoolctl import threadpool_info
 
 import tracing_bench.threads as th
-from tiny import build_series, write_small_dims
+from tiny import write_small_dims
 from tracing_bench.cli import main
 from tracing_bench.errors import TracingBenchError
 
@@ -71,11 +71,6 @@ def test_busy_cores_sees_a_job_that_just_started():
     assert 0.6 <= busy <= th.available_cores() + 0.2  # the spinner's core, whatever else runs
 
 
-@pytest.fixture(scope="module")
-def series_folder(tmp_path_factory, tiny_tokenizer):
-    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
-
-
 def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
     import tracing_bench.cache as cache_mod
     import tracing_bench.probes.layers as layers_mod
@@ -92,8 +87,9 @@ def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
     before = torch.get_num_threads()
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
-                                    "--cache-dir", str(tmp_path / "cache"), "--threads", "2", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
+                                    "--probes", "logistic", "--cache-dir", str(tmp_path / "cache"), "--threads", "2",
+                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
     assert all(n == 2 and blas == {2} for _, n, blas in seen), seen
@@ -128,8 +124,9 @@ def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_
     monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
     monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--probes", "logistic",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
+                                    "--probes", "logistic", "--cache-dir", str(tmp_path / "cache"),
+                                    "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
     assert sorted(set(seen)) == [("harvest", 2), ("probe", 1)], seen
 

@@ -10,14 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 import tracing_bench.trace as trace_mod
-from tiny import build_series, write_small_dims
+from tiny import write_small_dims
 from tracing_bench.cli import main
 from tracing_bench.dimensions import load_dimension
 from tracing_bench.trace import MI_COLUMNS, PROBE_COLUMNS, trace
-
-@pytest.fixture(scope="module")
-def series_folder(tmp_path_factory, tiny_tokenizer):
-    return build_series(tmp_path_factory.mktemp("series"), tiny_tokenizer)
 
 
 @pytest.fixture(scope="module")

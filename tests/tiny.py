@@ -8,6 +8,7 @@ both are saved with ``save_pretrained`` so that the code under test loads them t
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import torch
@@ -19,8 +20,6 @@ from transformers import (
     LlamaConfig,
     PreTrainedTokenizerFast,
 )
-
-import csv
 
 from tracing_bench.dimensions import DIMENSIONS, load_dimension
 
@@ -107,7 +106,7 @@ def write_small_dims(root: Path, n: int, names: tuple[str, ...] = ("fairness", "
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["statement", "label"])
-            w.writerows(zip(data.statements[:n], data.labels[:n].tolist()))
+            w.writerows(zip(data.statements[:n], data.labels[:n].tolist(), strict=True))
         paths.append(str(path))
     return ",".join(paths)
 

@@ -7,6 +7,6 @@ and mutual-information probes, scored through lm-evaluation-harness tasks (``tru
 
 __version__ = "0.1.0"
 
-from tracing_bench.errors import TracingBenchError  # noqa: E402
+from tracing_bench.errors import TracingBenchError
 
 __all__ = ["TracingBenchError", "__version__"]

@@ -161,7 +161,7 @@ class ActivationCache:
             return None
         try:
             acts = load_file(str(tensor_path))["activations"]
-        except Exception as e:  # noqa: BLE001 - any read failure means "recompute"
+        except Exception as e:
             bad(f"unreadable safetensors: {type(e).__name__}")
             return None
         want = (meta.get("n_layers"), spec["n_statements"], meta.get("hidden"))

@@ -234,7 +234,7 @@ def list_revisions(model: str) -> list[str]:
 
             refs = list_repo_refs(model)
             return sorted({b.name for b in refs.branches} | {t.name for t in refs.tags})
-        except Exception:  # noqa: BLE001 - fall back to what is cached
+        except Exception:
             pass
     return cached_revisions(model)
 
@@ -339,7 +339,7 @@ def delete_from_hf_cache(ckpt: Checkpoint, commit: str | None = None) -> bool:
         return False
     try:
         info = scan_cache_dir(_hub_cache_dir())
-    except Exception:  # noqa: BLE001 - no cache folder: nothing to delete
+    except Exception:
         return False
     for repo in info.repos:
         if repo.repo_id == ckpt.model and repo.repo_type == "model":

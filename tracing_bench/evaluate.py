@@ -139,7 +139,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
     only when a requested task is not a trust task (indexing them takes tens of seconds).
     """
-    import tracing_bench.parallel  # noqa: F401  (registers the lm-eval model `trust-hf`)
+    import tracing_bench.parallel
     import tracing_bench.steering.model  # noqa: F401  (registers the lm-eval model `trust-steered`)
     from tracing_bench.tasks import TASKS_DIR
 
@@ -188,7 +188,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
             args.func(args)
         except TracingBenchError:
             raise
-        except Exception as e:  # noqa: BLE001 - a failed run is one line (the traceback with TRACING_BENCH_DEBUG=1)
+        except Exception as e:
             if os.environ.get("TRACING_BENCH_DEBUG"):
                 raise
             known = describe_load_error(e, pretrained + (f"@{revision}" if revision else ""),

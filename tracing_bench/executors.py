@@ -155,7 +155,7 @@ def run_tasks(
                     results[i] = ray.get(ref)
                 except TracingBenchError as e:  # a bad-input error raised inside the task
                     failed.append((i, str(e)))
-                except Exception as e:  # noqa: BLE001 - worker died, task raised: report, keep waiting
+                except Exception as e:
                     failed.append((i, first_line(e, with_type=True)))
                 else:
                     if on_done is not None:

@@ -242,7 +242,7 @@ def snapshot_folder(model: str, revision: str | None = None) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "config.json", revision=revision)
-    except Exception:  # noqa: BLE001 - not a repo id, no cache: nothing local to name
+    except Exception:
         return None
     return Path(cached).parent if isinstance(cached, str) else None
 
@@ -282,7 +282,7 @@ def load_checkpoint(
         )
     except TracingBenchError:
         raise
-    except Exception as e:  # noqa: BLE001 - every load failure becomes one line
+    except Exception as e:
         known = describe_load_error(e, what, dtype=dtype, device=dev, folder=snapshot_folder(ckpt.model, ckpt.revision))
         if known is not None:
             raise known from e

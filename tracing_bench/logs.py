@@ -70,7 +70,7 @@ class _QuietFilter(logging.Filter):
             return True
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record: let logging report it
+        except Exception:
             return True
         if any(record.name == name and start in message for name, start in NOISE):
             return False

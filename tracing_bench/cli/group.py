@@ -59,7 +59,7 @@ class Group(click.Group):
                 raise
             click.echo(f"error: {_os_error(e)}", err=True)
             sys.exit(2)
-        except Exception as e:  # noqa: BLE001 - anything else is a bug: one line, exit 2
+        except Exception as e:
             if os.environ.get("TRACING_BENCH_DEBUG"):
                 raise
             click.echo(

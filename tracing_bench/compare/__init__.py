@@ -1,1 +1,1 @@
-"""Compare checkpoints: leaderboard of lm-eval results, CI regression gate, MI phase turns."""
+"""Compare checkpoints: leaderboard of lm-eval results, CI regression gate, MI phase turns, tested findings."""

@@ -22,6 +22,8 @@ every checkpoint (:func:`tracing_bench.compare.phases.noisy_turn`); otherwise "n
 Every figure is stated with its interval, p-value or noise:
 ``learned (p=1.0e-13, +0.180 [+0.136, +0.224])``, ``within noise (p=1, +0.036 [-0.022, +0.090])``,
 ``turn at step 16 (rise +1.83 from step 4, noise sd 0.061; fall 2.57 to step 32, noise sd 0.057)``.
+So are the score changes of :func:`checkpoint_changes` (first against last checkpoint of a
+leaderboard) and :func:`steering_changes` (a sweep's best setting against the unsteered model).
 
 >>> findings = read_findings("demo-out/trace")      # the folder or the file
 >>> findings["learned"]["dimensions"]["robustness"]["claim"]
@@ -39,12 +41,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from tracing_bench import __version__
-from tracing_bench.files import atomic_write_text, unpack_bits
+from tracing_bench.compare.leaderboard import Leaderboard
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import atomic_write_text, dumps_json, unpack_bits
+from tracing_bench.results import P_TRUST, ResultsFile
 
 Verdict = Literal["learned", "declined", "within noise", "not tested"]
 LAYER_CHOICE = "highest probe-val accuracy at the last checkpoint (ties: the lower layer); never the test split"
@@ -73,8 +75,7 @@ def dimension_title(name: str) -> str:
     """The display title of a dimension: ``DIMENSIONS[name].title`` when it has one, else the name."""
     from tracing_bench.dimensions import DIMENSIONS
 
-    dim = DIMENSIONS.get(name)
-    title = getattr(dim, "title", None) if dim is not None else None
+    title = getattr(DIMENSIONS.get(name), "title", None)
     return str(title) if title else name
 
 
@@ -100,9 +101,7 @@ def _ckpt_name(info: Mapping[str, Any]) -> str:
 
 def _probe_name(parts: Sequence[Mapping[str, Any]]) -> str | None:
     kinds = [r["probe"] for p in parts for r in p.get("probes", [])]
-    if not kinds:
-        return None
-    return "logistic" if "logistic" in kinds else kinds[0]
+    return ("logistic" if "logistic" in kinds else kinds[0]) if kinds else None
 
 
 def _rows_by_layer(part: Mapping[str, Any], probe: str) -> dict[int, Mapping[str, Any]]:
@@ -170,7 +169,7 @@ def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping
     from tracing_bench.stats import holm
 
     adjusted = holm([t["p_value"] for t in tests])
-    for t, p_adj in zip(tests, adjusted):
+    for t, p_adj in zip(tests, adjusted, strict=True):
         t["p_holm"] = float(p_adj)
         t["verdict"] = _verdict(t["change"], float(p_adj), opts.alpha)
         t["claim"] = _learned_claim(t)
@@ -178,7 +177,7 @@ def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping
                      f"(family-wise error {opts.alpha:g}); p in a claim is the adjusted p-value")
     out["n_tests"] = len(tests)
     out["layers"] = tests
-    for dim, (probe, lay) in chosen.items():
+    for dim, (_probe, lay) in chosen.items():
         t = next(x for x in tests if x["dimension"] == dim and x["layer"] == lay)
         out["dimensions"][dim] = {**t, "title": dimension_title(dim), "layer_choice": LAYER_CHOICE}
     return out
@@ -213,7 +212,7 @@ def _turns(parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[
         turns_here: list[dict[str, Any]] = []
         for lay in layers:
             values, reps, keys, names = [], [], [], []
-            for p, info in zip(dparts, checkpoints):
+            for p, info in zip(dparts, checkpoints, strict=False):
                 row = next((r for r in p.get("mi", []) if int(r["layer"]) == lay), None)
                 values.append(math.nan if row is None else float(row["i_xt"]))
                 noise = p.get("mi_noise") or {}
@@ -303,21 +302,9 @@ def build_findings(checkpoints: list[dict[str, Any]], datas: Sequence[Any],
     }
 
 
-def write_findings(findings: Mapping[str, Any], path: str | os.PathLike) -> Path:
+def write_findings(findings: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``findings.json`` atomically (NaN written as null)."""
-    return atomic_write_text(Path(path), json.dumps(_jsonable(findings), indent=1) + "\n")
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return None if math.isnan(obj) or math.isinf(obj) else float(obj)
-    return obj
+    return atomic_write_text(Path(path), dumps_json(findings, indent=1) + "\n")
 
 
 def read_findings(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -341,34 +328,17 @@ def turn_keys(findings: Mapping[str, Any] | None) -> dict[tuple[str, int], Any]:
 
 
 # ------------------------------------------------------------------ scores of lm-eval results
-def _cell(cells: Mapping[str, Any], metric: str) -> tuple[float | None, float | None]:
-    """(value, stderr) of ``metric`` in an lm-eval results cell (any filter); stderr None for N/A."""
-    def num(v: Any) -> float | None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
-            return None
-        return float(v)
-
-    key = next((k for k in cells if k.split(",")[0] == metric and "," in k), None)
-    if key is None:
-        return (None, None)
-    filt = key.split(",", 1)[1]
-    return (num(cells[key]), num(cells.get(f"{metric}_stderr,{filt}")))
+def _value(f: ResultsFile, task: str, metric: str) -> tuple[float | None, float | None]:
+    """(value, stderr) of a metric of ``task`` in a results file; (None, None) when absent or not a number."""
+    s = f.metric(task, metric)
+    return (None, None) if s is None or math.isnan(s.value) else (s.value, s.stderr)
 
 
-def _cells(data: Mapping[str, Any], task: str) -> dict[str, Any]:
-    """A task's (or group's) metric cells from lm-eval's ``results`` and ``groups``."""
-    results = data.get("results") if isinstance(data.get("results"), Mapping) else {}
-    groups = data.get("groups") if isinstance(data.get("groups"), Mapping) else {}
-    return {**(results.get(task) or {}), **(groups.get(task) or {})}
-
-
-def _headline_name(cells: Mapping[str, Any], metric: str) -> str:
+def _headline_name(f: ResultsFile, task: str, metric: str) -> str:
     """``score`` of a trust task is a copy of acc (consistency for robustness): name it so."""
-    if metric != "score":
-        return metric
-    value = _cell(cells, "score")[0]
-    for name in ("acc", "consistency"):
-        v = _cell(cells, name)[0]
+    value = _value(f, task, metric)[0]
+    for name in ("acc", "consistency") if metric == "score" else ():
+        v = _value(f, task, name)[0]
         if v is not None and value is not None and abs(v - value) < 1e-12:
             return name
     return metric
@@ -394,14 +364,14 @@ def _compare(task: str, metric: str, a: tuple[float | None, float | None], b: tu
             "tested": d.se == d.se, "claim": change_claim(d)}
 
 
-def checkpoint_changes(board: Any, *, confidence: float = 0.95) -> dict[str, Any] | None:
+def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[str, Any] | None:
     """First against last unsteered checkpoint of a leaderboard, task by task, headline and p_trust.
 
     A change is within noise unless its interval (two independent standard errors, normal)
     excludes 0; a side without a stderr (lm-eval's ``N/A``) is not tested.
 
     Args:
-        board: :class:`tracing_bench.compare.leaderboard.Leaderboard`.
+        board: a :class:`~tracing_bench.compare.leaderboard.Leaderboard`.
 
     Returns:
         ``{"first", "last", "tasks": [{task, metric, a, a_stderr, b, b_stderr, change, ci,
@@ -412,19 +382,19 @@ def checkpoint_changes(board: Any, *, confidence: float = 0.95) -> dict[str, Any
     if len(rows) < 2:
         return None
     if all(f.step is not None for f in rows):
-        rows = sorted(rows, key=lambda f: f.step)
+        rows = sorted(rows, key=lambda f: f.step or 0)
     first, last = rows[0], rows[-1]
     tasks = []
     for task, score in first.scores.items():
         if task not in last.scores:
             continue
-        ca, cb = _cells(first.data, task), _cells(last.data, task)
-        head = _compare(task, _headline_name(ca, score.metric), _cell(ca, score.metric), _cell(cb, score.metric),
-                        confidence)
+        metric = score.metric
+        head = _compare(task, _headline_name(first, task, metric), _value(first, task, metric),
+                        _value(last, task, metric), confidence)
         if head is None:
             continue
         head["is_group"] = score.is_group
-        head["p_trust"] = _compare(task, "p_trust", _cell(ca, "p_trust"), _cell(cb, "p_trust"), confidence)
+        head["p_trust"] = _compare(task, P_TRUST, _value(first, task, P_TRUST), _value(last, task, P_TRUST), confidence)
         tasks.append(head)
     return {"first": first.label, "last": last.label, "confidence": confidence, "tasks": tasks}
 
@@ -459,12 +429,9 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
             out.append({"task": task, "admissible": False,
                         "claim": "no admissible setting (every alpha failed the fluency guard)"})
             continue
-
-        def same(r: Mapping[str, Any]) -> bool:
-            return (r["vector"] == b["vector"] and f(r["alpha"]) == f(b["alpha"])
-                    and str(r["layer"]) == str(b["layer"]))
-
-        setting = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows if same(r)}
+        chosen = (b["vector"], f(b["alpha"]), str(b["layer"]))
+        setting = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows
+                   if (r["vector"], f(r["alpha"]), str(r["layer"])) == chosen}
         head = _compare(task, b.get("metric", "score"), base.get((task, b.get("metric", "score")), (None, None)),
                         setting.get((task, b.get("metric", "score")), (None, None)), confidence)
         if head is None:
@@ -477,15 +444,5 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
     return out
 
 
-__all__ = [
-    "FindingsSettings",
-    "build_findings",
-    "change_claim",
-    "checkpoint_changes",
-    "dimension_title",
-    "format_p",
-    "read_findings",
-    "steering_changes",
-    "turn_keys",
-    "write_findings",
-]
+__all__ = ["FindingsSettings", "build_findings", "change_claim", "checkpoint_changes", "dimension_title", "format_p",
+           "read_findings", "steering_changes", "turn_keys", "write_findings"]

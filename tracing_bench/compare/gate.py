@@ -1,7 +1,7 @@
 """CI regression gate: is the current checkpoint (or steering change) worse than the baseline?
 
 Task by task, two metrics are tested: the headline metric of
-:mod:`tracing_bench.compare.leaderboard` (``score`` = acc, or consistency for robustness) and,
+:mod:`tracing_bench.results` (``score`` = acc, or consistency for robustness) and,
 where the task reports it, ``p_trust`` (the mean probability of the trustworthy answer: it moves
 with small changes that leave a 0/1 accuracy unchanged, so the gate sees smaller regressions).
 For each, with its direction from ``higher_is_better``, the *drop* is how much worse the current
@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracing_bench import __version__
-from tracing_bench.compare.leaderboard import P_TRUST, ResultsFile, TaskScore, find_results, load_results
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.results import P_TRUST, ResultsFile, TaskScore, find_results, load_results
 
 Test = Literal["z", "paired", "none"]
 
@@ -158,6 +158,7 @@ def read_samples(path: str | os.PathLike, metric: str) -> dict[int, float] | Non
 
     out: dict[int, float] = {}
     i = 0
+    row: Any  # a JSON value: a sample is an object, anything else is refused below
     try:
         with jsonlines.open(path) as reader:
             for i, row in enumerate(reader.iter(skip_empty=True), start=1):
@@ -244,12 +245,8 @@ def _doc_keys(f: ResultsFile, task: str) -> tuple[str, set[Any]] | None:
 
 def _dataset_md5(f: ResultsFile, task: str) -> str | None:
     """The dataset md5 `tracing-bench eval` recorded for ``task`` next to the results file, if any."""
-    stamp = f.path.stem[len("results_"):] if f.path.stem.startswith("results_") else ""
-    side = f.path.parent / f"tracing_bench_{stamp}.json"
-    try:
-        entry = (json.loads(side.read_text(encoding="utf-8")).get("datasets") or {}).get(task) or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    datasets = (f.sidecar() or {}).get("datasets")
+    entry = datasets.get(task) if isinstance(datasets, dict) else None
     return entry.get("dataset_md5") if isinstance(entry, dict) else None
 
 
@@ -393,7 +390,8 @@ def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *,
 
 def format_verdict(verdict: GateVerdict) -> str:
     """A plain-text table naming each task's verdict, and a last line with the outcome."""
-    head = f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} {'test':>6}  verdict"
+    head = (f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} "
+            f"{'test':>6}  verdict")
     lines = [head, "-" * len(head)]
     for t in verdict.tasks:
         zs = "inf" if t.z == math.inf else ("-inf" if t.z == -math.inf else f"{t.z:.2f}")

@@ -1,21 +1,14 @@
 """Leaderboard of lm-eval results: one row per (model, revision, steering setting).
 
 Reads lm-eval's own ``results_<date>.json`` files (written by ``tracing-bench eval``, plain
-``lm_eval --output_path`` or a steering sweep); folders are searched recursively. Each row
-holds, per task and per group (``trust`` = the mean of the five dimensions), the headline
-metric with its stderr, the direction from the file's ``higher_is_better``, the step parsed
-from the revision, and the file it came from.
-
-* model / revision: ``config.model_args`` ``pretrained=...,revision=...`` (a dict in lm-eval
-  0.4.9+, a string before), else ``config.model_revision`` / ``model_name``;
-* steering setting: what ``trust-steered`` records in ``config.steering`` (file, sha256,
-  alpha, positions), else the ``steer_path`` / ``alpha`` / ``positions`` model args (lm-eval's
-  stock ``steered`` model), else ``none``;
-* headline metric of a task: ``score`` when the task reports it (every trust task does), else
-  ``acc``, ``acc_norm``, ``exact_match``, else the first metric named in ``higher_is_better``;
-* beside it, ``p_trust`` (the mean probability of the trustworthy answer, which moves when the
-  headline metric does not) for every task and group that reports it: CSV/JSON columns
-  ``<task>_p_trust`` and ``<task>_p_trust_stderr``, a Markdown/HTML column ``<task> p_trust``.
+``lm_eval --output_path`` or a steering sweep) through :mod:`tracing_bench.results`; folders
+are searched recursively. Each row holds, per task and per group (``trust`` = the mean of the
+five dimensions), the headline metric with its stderr, the direction from the file's
+``higher_is_better``, the step parsed from the revision, the steering setting, and the file it
+came from. Beside the headline, ``p_trust`` (the mean probability of the trustworthy answer,
+which moves when the headline metric does not) for every task and group that reports it:
+CSV/JSON columns ``<task>_p_trust`` and ``<task>_p_trust_stderr``, a Markdown/HTML column
+``<task> p_trust``.
 
 Two files for one row are an error naming both, unless ``latest=True`` keeps the newer (by the
 file's ``date`` field, then the timestamp in its name).
@@ -27,125 +20,21 @@ file's ``date`` field, then the timestamp in its name).
 from __future__ import annotations
 
 import csv
-import datetime as _dt
 import html
 import io
-import json
 import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tracing_bench.checkpoints import parse_step
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import looks_like_path
+from tracing_bench.files import atomic_write_text, dumps_json
+from tracing_bench.results import P_TRUST, ResultsFile, find_results, load_results
 
 Format = Literal["md", "csv", "html", "json"]
 FORMATS: tuple[str, ...] = ("md", "csv", "html", "json")
-
-#: Preferred headline metrics, in order.
-HEADLINE_METRICS: tuple[str, ...] = ("score", "acc", "acc_norm", "exact_match", "mc2", "f1")
-#: Shown beside the headline metric of every task (and group) that reports it.
-P_TRUST = "p_trust"
-_NAME_TS_RE = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}(?:\.\d+)?)")
-
-
-@dataclass(frozen=True)
-class TaskScore:
-    """The headline metric of one task (or group) in one results file.
-
-    Attributes:
-        task: task or group name.
-        metric: metric name without the filter (``score``, ``acc``).
-        value: the score (NaN when the file holds NaN or no number).
-        stderr: its standard error; ``None`` when the file has none (lm-eval writes ``"N/A"``).
-        higher_is_better: direction from the file's ``higher_is_better`` (True when absent).
-        version: the task's version from the file's ``versions`` (``None`` when absent).
-        n: documents scored (``n-samples.effective`` or the group's ``sample_len``).
-        is_group: True for a group (``trust``): the value is the group's aggregate.
-    """
-
-    task: str
-    metric: str
-    value: float
-    stderr: float | None
-    higher_is_better: bool = True
-    version: str | None = None
-    n: int | None = None
-    is_group: bool = False
-
-
-@dataclass
-class ResultsFile:
-    """One lm-eval results file, reduced to what leaderboard and gate need.
-
-    Attributes:
-        path: the file.
-        model: ``pretrained`` model id or folder.
-        revision: the revision (``""`` when the file names none).
-        step: integer step parsed from the revision (or from the model folder name).
-        steering: the steering setting (``none`` when unsteered).
-        date: when the run started (unix seconds; from ``date`` or the file name).
-        scores: task or group -> :class:`TaskScore`.
-        data: the whole parsed JSON.
-    """
-
-    path: Path
-    model: str
-    revision: str
-    step: int | None
-    steering: str
-    date: float
-    scores: dict[str, TaskScore]
-    data: dict[str, Any] = field(repr=False, default_factory=dict)
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """The leaderboard row this file belongs to: (model, revision, steering)."""
-        return (self.model, self.revision, self.steering)
-
-    @property
-    def label(self) -> str:
-        """Short human label: ``model@revision`` (+ `` [steering]``)."""
-        local = looks_like_path(self.model)
-        name = Path(self.model).name if local else self.model
-        text = f"{name}@{self.revision}" if self.revision else name
-        return text if self.steering == "none" else f"{text} [{self.steering}]"
-
-    def metric(self, task: str, metric: str) -> TaskScore | None:
-        """Another metric of a task or group than its headline (e.g. ``p_trust``); None if not reported.
-
-        Same reading as the headline: filter ``none`` (else the first), ``"N/A"`` stderr = None,
-        direction from the file's ``higher_is_better``, version and size from the headline's.
-        """
-        head = self.scores.get(task)
-        results = self.data.get("results") if isinstance(self.data.get("results"), dict) else {}
-        groups = self.data.get("groups") if isinstance(self.data.get("groups"), dict) else {}
-        cells = {**(results.get(task) or {}), **(groups.get(task) or {})}
-        filters = [k.split(",", 1)[1] for k in cells if "," in k and k.split(",", 1)[0] == metric]
-        if head is None or not filters:
-            return None
-        filt = "none" if "none" in filters else filters[0]
-        value = _number(cells.get(f"{metric},{filt}"))
-        stderr = _number(cells.get(f"{metric}_stderr,{filt}"))
-        hib_all = self.data.get("higher_is_better") if isinstance(self.data.get("higher_is_better"), dict) else {}
-        hib = (hib_all.get(task) or {}).get(metric, True)
-        return TaskScore(task=task, metric=metric, value=math.nan if value is None else value,
-                         stderr=None if stderr is None or math.isnan(stderr) else stderr,
-                         higher_is_better=bool(hib) if hib is not None else True, version=head.version, n=head.n,
-                         is_group=head.is_group)
-
-    def samples_file(self, task: str) -> Path | None:
-        """lm-eval's per-sample log ``samples_<task>_<date>.jsonl`` next to this file, if any."""
-        stamp = self.path.stem[len("results_"):] if self.path.stem.startswith("results_") else ""
-        exact = self.path.parent / f"samples_{task}_{stamp}.jsonl"
-        if stamp and exact.is_file():
-            return exact
-        found = sorted(self.path.parent.glob(f"samples_{task}_*.jsonl"))
-        return found[-1] if len(found) == 1 else None
 
 
 @dataclass
@@ -168,169 +57,6 @@ class Leaderboard:
 
 
 # ------------------------------------------------------------------------------------ reading
-def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Results files among ``paths``: files as given, folders searched recursively for ``results_*.json``.
-
-    Raises:
-        TracingBenchError: a path does not exist, or a folder holds no results file.
-    """
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_file():
-            found.append(p)
-        elif p.is_dir():
-            files = sorted(p.rglob("results_*.json"))
-            if not files:
-                raise TracingBenchError(
-                    f"{p}: no results_*.json below this folder; point at lm-eval's --output_path or a results file"
-                )
-            found.extend(files)
-        else:
-            raise TracingBenchError(f"{p} does not exist; give lm-eval results files (results_*.json) or folders")
-    unique: dict[Path, None] = {}
-    for f in found:
-        unique.setdefault(f.resolve(), None)
-    return list(unique)
-
-
-def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
-    args = config.get("model_args") or {}
-    if isinstance(args, Mapping):
-        return dict(args)
-    out: dict[str, Any] = {}
-    for part in str(args).split(","):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
-def _steering(config: Mapping[str, Any], args: Mapping[str, Any]) -> str:
-    info = config.get("steering")
-    if isinstance(info, Mapping) and (info.get("steer_path") or info.get("file_sha256")):
-        name = Path(str(info.get("steer_path") or "vector")).name
-        sha = str(info.get("file_sha256") or "")[:8]
-        alpha = info.get("alpha")
-        parts = [name + (f"#{sha}" if sha else ""), f"alpha={'file' if alpha is None else alpha}"]
-        if info.get("positions"):
-            parts.append(f"positions={info['positions']}")
-        return " ".join(parts)
-    if args.get("steer_path"):
-        parts = [Path(str(args["steer_path"])).name, f"alpha={args.get('alpha', 'file')}"]
-        if args.get("positions"):
-            parts.append(f"positions={args['positions']}")
-        return " ".join(parts)
-    return "none"
-
-
-def _number(value: Any) -> float | None:
-    """A float from a results cell; None for ``"N/A"``, None, or anything not a number."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _date(data: Mapping[str, Any], path: Path) -> float:
-    value = _number(data.get("date"))
-    if value is not None and not math.isnan(value):
-        return value
-    m = _NAME_TS_RE.search(path.name)
-    if m:
-        stamp = m.group(1)
-        date, time = stamp.split("T")
-        try:
-            parsed = _dt.datetime.fromisoformat(f"{date}T{time.replace('-', ':')}")
-            return parsed.replace(tzinfo=parsed.tzinfo or _dt.timezone.utc).timestamp()
-        except ValueError:
-            pass
-    return path.stat().st_mtime
-
-
-def _headline(task: str, cells: Mapping[str, Any], hib: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(metric, filter) of the task's headline metric, or None when it reports no metric."""
-    metrics: dict[str, list[str]] = {}
-    for key in cells:
-        if "," not in key or "_stderr," in key:
-            continue
-        metric, filt = key.split(",", 1)
-        metrics.setdefault(metric, []).append(filt)
-    if not metrics:
-        return None
-    order = [m for m in HEADLINE_METRICS if m in metrics] + [m for m in hib if m in metrics] + list(metrics)
-    metric = order[0]
-    filters = metrics[metric]
-    return metric, ("none" if "none" in filters else filters[0])
-
-
-def load_results(path: str | os.PathLike) -> ResultsFile:
-    """Read one lm-eval results file.
-
-    Args:
-        path: a ``results_<date>.json``.
-
-    Returns:
-        the :class:`ResultsFile`.
-
-    Raises:
-        TracingBenchError: unreadable, not JSON, or not lm-eval's results format.
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise TracingBenchError(f"{path}: cannot read ({e.strerror}); give a readable lm-eval results file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TracingBenchError(f"{path}: not valid JSON ({e}); give an lm-eval results_*.json file") from None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-        raise TracingBenchError(
-            f"{path}: no 'results' mapping, so not an lm-eval results file; give the results_*.json that lm-eval writes"
-        )
-    config = data.get("config") if isinstance(data.get("config"), dict) else {}
-    args = _model_args(config)
-    model = str(args.get("pretrained") or data.get("model_name") or config.get("model") or "unknown")
-    revision = str(args.get("revision") or config.get("model_revision") or "")
-    step = parse_step(revision) if revision else None
-    if step is None:
-        step = parse_step(Path(model).name) if model else None
-    groups = data.get("groups") if isinstance(data.get("groups"), dict) else {}
-    group_names = set(groups) | set(data.get("group_subtasks") or {})
-    hib_all = data.get("higher_is_better") if isinstance(data.get("higher_is_better"), dict) else {}
-    versions = data.get("versions") if isinstance(data.get("versions"), dict) else {}
-    n_samples = data.get("n-samples") if isinstance(data.get("n-samples"), dict) else {}
-    scores: dict[str, TaskScore] = {}
-    for task, cells in data["results"].items():
-        if not isinstance(cells, dict):
-            continue
-        cells = {**cells, **(groups.get(task) or {})}
-        head = _headline(task, cells, hib_all.get(task) or {})
-        if head is None:
-            continue
-        metric, filt = head
-        value = _number(cells.get(f"{metric},{filt}"))
-        stderr = _number(cells.get(f"{metric}_stderr,{filt}"))
-        if stderr is not None and math.isnan(stderr):
-            stderr = None
-        hib = (hib_all.get(task) or {}).get(metric, True)
-        ns = n_samples.get(task) or {}
-        n = ns.get("effective") if isinstance(ns, dict) else None
-        if n is None and task in group_names:
-            n = cells.get("sample_len")
-        version = versions.get(task)
-        scores[task] = TaskScore(
-            task=task, metric=metric, value=math.nan if value is None else value, stderr=stderr,
-            higher_is_better=bool(hib) if hib is not None else True,
-            version=None if version is None else str(version), n=int(n) if isinstance(n, (int, float)) else None,
-            is_group=task in group_names,
-        )
-    return ResultsFile(path=path, model=model, revision=revision, step=step, steering=_steering(config, args),
-                       date=_date(data, path), scores=scores, data=data)
-
-
 def _columns(files: Sequence[ResultsFile]) -> list[str]:
     tasks: list[str] = []
     groups: list[str] = []
@@ -476,6 +202,30 @@ def _shown(board: Leaderboard) -> list[tuple[str, str]]:
     return out
 
 
+@dataclass
+class DisplayTable:
+    """The leaderboard as people read it (Markdown, HTML, the report).
+
+    Attributes:
+        headers: model, revision, step, steering, then ``<task> ↑`` (and ``<task> p_trust ↑``).
+        rows: display cells: ``value ± stderr``, ``NaN ⚠`` for a NaN score, ``–`` for a missing task.
+        flags: one line per row with NaN scores (:func:`nan_flags`).
+    """
+
+    headers: list[str]
+    rows: list[list[str]]
+    flags: list[str]
+
+
+def display_table(board: Leaderboard, *, sort: str | None = None) -> DisplayTable:
+    """Headers, display cells and NaN flags of the leaderboard, sorted best first by ``sort``."""
+    shown = _shown(board)
+    body = [[str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
+            + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown]
+            for r in sort_records(records(board), board, sort)]
+    return DisplayTable(["model", "revision", "step", "steering"] + [h for h, _ in shown], body, nan_flags(board))
+
+
 def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | None = None) -> str:
     """The leaderboard as Markdown, CSV, an HTML table, or JSON.
 
@@ -493,11 +243,8 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     if fmt not in FORMATS:
         raise TracingBenchError(f"--format {fmt!r} is not valid; choose one of {', '.join(FORMATS)}")
     recs = sort_records(records(board), board, sort)
-    fixed = ["model", "revision", "step", "steering"]
     flags = nan_flags(board)
     if fmt == "json":
-        from tracing_bench.files import dumps_json
-
         meta = {c: {"higher_is_better": board.higher_is_better.get(c, True),
                     "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None),
                     P_TRUST: c in board.p_trust}
@@ -507,7 +254,7 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
                            "flags": flags}, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
-        names = fixed + [x for c in board.columns for x in (
+        names = ["model", "revision", "step", "steering"] + [x for c in board.columns for x in (
             (c, f"{c}_stderr", f"{c}_{P_TRUST}", f"{c}_{P_TRUST}_stderr") if c in board.p_trust else (c, f"{c}_stderr")
         )] + ["source"]
         w = csv.DictWriter(buf, names, extrasaction="ignore", lineterminator="\n")
@@ -515,23 +262,18 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
         w.writerows({k: ("" if v is None else "NaN" if isinstance(v, float) and math.isnan(v) else v)
                      for k, v in r.items()} for r in recs)
         return buf.getvalue()
-    shown = _shown(board)
-    heads = fixed + [h for h, _ in shown]
-    body = [[str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
-            + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown] for r in recs]
+    table = display_table(board, sort=sort)
     if fmt == "md":
-        lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body]
+        lines = ["| " + " | ".join(table.headers) + " |", "|" + "|".join("---" for _ in table.headers) + "|"]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows]
         lines += ["", *(f"⚠ {flag}" for flag in flags)] if flags else []
         return "\n".join(lines) + "\n"
-    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in body)
+    rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in table.rows)
     notes = "".join(f'<p class="note">⚠ {html.escape(flag)}</p>\n' for flag in flags)
-    return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
             + "</tr></thead>\n<tbody>\n" + rows_html + "</tbody>\n</table>\n" + notes)
 
 
 def write_text(text: str, out: str | os.PathLike) -> Path:
-    """Write atomically (tmp file in the same folder, then os.replace); no temporary file is left on failure."""
-    from tracing_bench.files import atomic_write_text
-
+    """Write ``text`` atomically (:func:`tracing_bench.files.atomic_write_text`); returns the path."""
     return atomic_write_text(out, text)

@@ -35,7 +35,8 @@ from tracing_bench.files import save_figure
 DIMENSION_ORDER = ("reliability", "toxicity", "privacy", "fairness", "robustness")
 
 
-def _plt():
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,8 +45,8 @@ def _plt():
     return plt
 
 
-def _read(path: str | os.PathLike | None) -> list[dict[str, str]]:
-    """Rows of a CSV; an empty list when the path is None, missing or holds only a header."""
+def read_rows(path: str | os.PathLike[str] | None) -> list[dict[str, str]]:
+    """Rows of a tidy CSV as dicts; an empty list when the path is None, missing or holds only a header."""
     if path is None or not Path(path).is_file():
         return []
     with open(path, newline="", encoding="utf-8") as f:
@@ -59,7 +60,7 @@ def _num(value: Any) -> float:
         return math.nan
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     """Save as PNG atomically and close the figure."""
     return save_figure(fig, path, dpi=100)
 
@@ -82,7 +83,7 @@ def _checkpoints(rows: list[dict[str, str]]) -> list[tuple[Any, str]]:
     return [(k, seen[k]) for k in keys]
 
 
-def _x_axis(ax, ckpts: list[tuple[Any, str]]) -> dict[Any, float]:
+def _x_axis(ax: Any, ckpts: list[tuple[Any, str]]) -> dict[Any, float]:
     """x position per checkpoint key; sets a log / symlog axis when steps span two decades."""
     steps = [k[1] for k, _ in ckpts]
     if steps and all(isinstance(s, int) for s in steps) and len(set(k[0] for k, _ in ckpts)) == 1:
@@ -100,18 +101,17 @@ def _x_axis(ax, ckpts: list[tuple[Any, str]]) -> dict[Any, float]:
     return {k: float(i) for i, (k, _) in enumerate(ckpts)}
 
 
-def _probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str]:
-    """Rows of the logistic probe (or of the first probe present) and its name."""
+def _probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, list[tuple[Any, str]], list[int]]:
+    """Rows of the logistic probe (or of the first probe present), its name, the checkpoints, the layers."""
     probes = sorted({r.get("probe", "") for r in rows})
     probe = "logistic" if "logistic" in probes else probes[0]
-    return [r for r in rows if r.get("probe", "") == probe], probe
+    rows = [r for r in rows if r.get("probe", "") == probe]
+    return rows, probe, _checkpoints(rows), sorted({int(r["layer"]) for r in rows})
 
 
 def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
-    plt = _plt()
-    rows, probe = _probe_rows(rows)
-    ckpts = _checkpoints(rows)
-    layers = sorted({int(r["layer"]) for r in rows})
+    plt = pyplot()
+    rows, probe, ckpts, layers = _probe_rows(rows)
     acc = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): _num(r["test_acc"]) for r in rows}
     band = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r.get("test_acc_lo")),
                                                                          _num(r.get("test_acc_hi"))) for r in rows}
@@ -157,10 +157,8 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
 def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     import numpy as np
 
-    plt = _plt()
-    rows, probe = _probe_rows(rows)
-    ckpts = _checkpoints(rows)
-    layers = sorted({int(r["layer"]) for r in rows})
+    plt = pyplot()
+    rows, probe, ckpts, layers = _probe_rows(rows)
     col = {k: i for i, (k, _) in enumerate(ckpts)}
     row_of = {lay: i for i, lay in enumerate(layers)}
     grid = np.full((len(layers), len(ckpts)), np.nan)
@@ -180,7 +178,7 @@ def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
 
 
 def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, int], Any], out: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
     vals = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r["i_xt"]), _num(r["i_yt"]))
@@ -203,10 +201,9 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
         sx = [sds.get((k, lay), (math.nan, math.nan))[0] for k, _ in ckpts]
         sy = [sds.get((k, lay), (math.nan, math.nan))[1] for k, _ in ckpts]
         if not all(math.isnan(v) for v in sx):
-            ax1.fill_between(xs, [v - e for v, e in zip(ixt, sx)], [v + e for v, e in zip(ixt, sx)], color=color,
-                             alpha=0.15, linewidth=0)
-            ax2.fill_between(xs, [v - e for v, e in zip(iyt, sy)], [v + e for v, e in zip(iyt, sy)], color=color,
-                             alpha=0.15, linewidth=0)
+            for ax, mid, sd in ((ax1, ixt, sx), (ax2, iyt, sy)):
+                lo, hi = zip(*((v - e, v + e) for v, e in zip(mid, sd, strict=True)), strict=True)
+                ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
         turn = turns.get((dim, lay))
         if turn is not None and (model, turn) in xpos:
             x = xpos[(model, turn)]
@@ -242,8 +239,8 @@ def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLik
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    probe_rows = _read(probes_csv)
-    mi_rows = _read(mi_csv)
+    probe_rows = read_rows(probes_csv)
+    mi_rows = read_rows(mi_csv)
     paths: list[Path] = []
     for dim in _dims(probe_rows):
         rows = [r for r in probe_rows if r["dimension"] == dim]
@@ -256,7 +253,7 @@ def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLik
             findings = read_findings(Path(mi_csv).parent)
         elif findings is not None and not isinstance(findings, Mapping):
             findings = read_findings(findings)
-        turns = turn_keys(findings)  # type: ignore[arg-type]
+        turns = turn_keys(findings)
         for dim in _dims(mi_rows):
             paths.append(_mi_figure([r for r in mi_rows if r["dimension"] == dim], dim, turns, out))
     return paths
@@ -286,7 +283,7 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
         return None
     nan_dims = {d for d in dims if any(r.get(columns[d]) is not None and math.isnan(_num(r.get(columns[d])))
                                        for r in rows)}
-    plt = _plt()
+    plt = pyplot()
     angles = np.linspace(0, 2 * np.pi, len(dims), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"polar": True})
     for r in rows:

@@ -10,20 +10,16 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from tracing_bench.files import save_figure
+from tracing_bench.report.plots import pyplot, read_rows
 
 
-def _read(path: str | os.PathLike) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _save(fig, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     """Save as PNG atomically and close the figure."""
     return save_figure(fig, path, dpi=110)
 
@@ -46,12 +42,8 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     Returns:
         the two paths.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _read(table)
+    plt = pyplot()
+    rows = read_rows(table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["vector"] == "none"}
@@ -99,9 +91,9 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     ppl_by_layer: dict[str, dict[float, float]] = defaultdict(dict)
     for r in steered:
         ppl_by_layer[r["layer"]][float(r["alpha"])] = float(r["ppl"])
-    for layer, pts in sorted(ppl_by_layer.items(), key=lambda kv: int(kv[0])):
-        xs = sorted(pts)
-        ax.plot(xs, [pts[x] for x in xs], marker="o", label=f"layer {layer}")
+    for layer, by_alpha in sorted(ppl_by_layer.items(), key=lambda kv: int(kv[0])):
+        xs = sorted(by_alpha)
+        ax.plot(xs, [by_alpha[x] for x in xs], marker="o", label=f"layer {layer}")
     base_ppl = [float(r["ppl"]) for r in rows if r["vector"] == "none"]
     if base_ppl:
         ax.axhline(base_ppl[0], color="grey", ls="--", lw=1, label="unsteered")
@@ -128,12 +120,8 @@ def plot_correlate(table: str | os.PathLike, out_png: str | os.PathLike, *, r: f
     Returns:
         the path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _read(table)
+    plt = pyplot()
+    rows = read_rows(table)
     fig, ax = plt.subplots(figsize=(5, 4))
     xs = [float(row["probe_acc"]) for row in rows]
     ys = [float(row["benefit"]) for row in rows]

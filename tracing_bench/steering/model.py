@@ -327,7 +327,7 @@ def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None
         model_config = AutoConfig.from_pretrained(pretrained, **({"revision": revision} if revision else {}))
         with torch.device("meta"):
             skeleton = AutoModelForCausalLM.from_config(model_config)
-    except Exception:  # noqa: BLE001 - the model load itself reports an unusable model
+    except Exception:
         return config
     modules = dict(skeleton.base_model.named_modules())
     hidden = _hidden_size(skeleton)

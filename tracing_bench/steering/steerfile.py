@@ -86,7 +86,7 @@ def load_steer_file(path: str | os.PathLike, *, stock: bool = False) -> dict[str
         config = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as e:
         raise unpickling_refused(path, e) from None
-    except Exception as e:  # noqa: BLE001 - any other reason the file is not a torch file
+    except Exception as e:
         raise TracingBenchError(
             f"{path} is not a readable torch file ({type(e).__name__}); expected lm-eval's steered .pt format"
         ) from None

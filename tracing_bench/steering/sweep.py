@@ -48,6 +48,8 @@ from typing import Any
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs, dumps_json
+from tracing_bench.results import TaskScore
+from tracing_bench.results import task_scores as _task_scores
 from tracing_bench.settings import HarvestSettings, ScoringSettings
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
@@ -57,17 +59,6 @@ LAMBADA = "lambada_openai"
 
 
 # ------------------------------------------------------------------------------ the scorer
-@dataclass
-class TaskScore:
-    """One task's headline metric from an lm-eval results dict."""
-
-    task: str
-    metric: str
-    score: float
-    stderr: float | None
-    higher_is_better: bool = True
-
-
 class Scorer:
     """The target model, loaded once, scored unsteered or with a steering file.
 
@@ -178,34 +169,13 @@ def _task_manager(tasks: list[str]) -> Any:
 
 
 def task_scores(results: dict[str, Any]) -> list[TaskScore]:
-    """Each task's headline metric (``score`` where the task reports it, else its first metric).
+    """Each task's headline metric, then ``p_trust`` when reported (:func:`tracing_bench.results.task_scores`).
 
     Groups are left out (their members are listed); ``lambada_openai`` gives perplexity and acc.
-    A task that also reports ``p_trust`` (the probability of the trustworthy answer) gives it as
-    a second row: it moves when the headline does not, and is shown beside it, never chosen on.
+    ``p_trust`` (the probability of the trustworthy answer) moves when the headline does not: it
+    is shown beside it, never chosen on.
     """
-    groups = set(results.get("groups", {}))
-    out: list[TaskScore] = []
-    for task, metrics in sorted(results.get("results", {}).items()):
-        if task in groups:
-            continue
-        hib = results.get("higher_is_better", {}).get(task, {})
-        names = [k.split(",")[0] for k in metrics if "," in k and "_stderr" not in k.split(",")[0]]
-        if task == LAMBADA:
-            chosen = [m for m in ("perplexity", "acc") if m in names]
-        elif "score" in names:
-            chosen = ["score"]
-        else:
-            chosen = names[:1]
-        if "p_trust" in names and "p_trust" not in chosen:
-            chosen.append("p_trust")
-        for m in chosen:
-            key = next(k for k in metrics if k.split(",")[0] == m)
-            filt = key.split(",", 1)[1]
-            err = metrics.get(f"{m}_stderr,{filt}")
-            err_f = float(err) if isinstance(err, (int, float)) else None
-            out.append(TaskScore(task, m, float(metrics[key]), err_f, bool(hib.get(m, m != "perplexity"))))
-    return out
+    return _task_scores(results, metrics={LAMBADA: ("perplexity", "acc")})
 
 
 # ------------------------------------------------------------------------------ vectors per layer

@@ -1,0 +1,121 @@
+"""The one lm-eval results reader (tracing_bench.results) behind leaderboard, gate and steer sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fake_results import TRUST, five, results_json, write_results
+from tracing_bench.errors import TracingBenchError
+from tracing_bench.results import (
+    TaskScore,
+    find_results,
+    headline_metric,
+    load_results,
+    read_metric,
+    task_scores,
+)
+
+
+def _by_hand(cells: dict, metric: str) -> tuple[float, float | None]:
+    """The value and stderr of ``metric`` under the filter ``none``, read straight from the cells."""
+    se = cells.get(f"{metric}_stderr,none")
+    return float(cells[f"{metric},none"]), (None if se in (None, "N/A") else float(se))
+
+
+def test_one_task_score_class_for_every_consumer():
+    import tracing_bench.compare.gate as gate
+    import tracing_bench.steering.sweep as sweep
+
+    assert sweep.TaskScore is TaskScore and gate.TaskScore is TaskScore
+
+
+def test_real_lm_eval_file_read_as_lm_eval_wrote_it(lm_eval_results):
+    path = next(lm_eval_results["base"].rglob("results_*.json"))
+    raw = json.loads(path.read_text())
+    f = load_results(path)
+    assert set(f.scores) == {*TRUST, "trust"} and f.steering == "none" and f.revision == "main"
+    for task in (*TRUST, "trust"):
+        cells = raw["groups"][task] if task == "trust" else raw["results"][task]
+        head = f.scores[task]
+        assert head.metric == "score" and (head.value, head.stderr) == pytest.approx(_by_hand(cells, "score"))
+        p = f.metric(task, "p_trust")
+        assert p is not None and (p.value, p.stderr) == pytest.approx(_by_hand(cells, "p_trust"))
+        assert head.is_group == (task == "trust") and head.higher_is_better == raw["higher_is_better"][task]["score"]
+        assert head.version == str(raw["versions"][task])
+    for task in TRUST:
+        assert f.scores[task].n == raw["n-samples"][task]["effective"]
+    assert f.scores["trust"].n == raw["groups"]["trust"]["sample_len"]
+    side = f.sidecar()
+    assert side is not None and set(side["datasets"]) >= set(TRUST)
+    assert f.samples_file("trust_fairness") == path.parent / f"samples_trust_fairness_{f.stamp}.jsonl"
+    # the sweep's reading of the same dict: one headline and p_trust per task, groups left out
+    rows = task_scores(raw)
+    assert [(s.task, s.metric) for s in rows] == [(t, m) for t in sorted(TRUST) for m in ("score", "p_trust")]
+    assert all(s.score == s.value for s in rows)
+
+
+def test_headline_order_filter_and_direction():
+    data = {
+        "results": {
+            "mc": {"acc_norm,none": 0.4, "acc,none": 0.3, "acc_stderr,none": "N/A"},
+            "gen": {"bleu,strict": 0.1, "rouge,strict": 0.2, "rouge,none": 0.25, "rouge_stderr,none": float("nan")},
+            "ppl": {"word_perplexity,none": 12.5, "acc,none": 0.5},
+            "lambada_openai": {"perplexity,none": 9.0, "perplexity_stderr,none": 0.5, "acc,none": 0.4,
+                               "acc_stderr,none": 0.02},
+            "broken": {"score,none": "N/A"},
+        },
+        "higher_is_better": {"gen": {"rouge": True, "bleu": True}, "ppl": {"acc": True}},
+    }
+    assert headline_metric(data, "mc") == "acc"  # acc before acc_norm, whatever the file order
+    assert headline_metric(data, "gen") == "rouge"  # no preferred metric: the first higher_is_better names
+    rouge = read_metric(data, "gen", "rouge")
+    assert rouge is not None and rouge.value == 0.25 and rouge.stderr is None  # filter none; NaN stderr = none
+    assert read_metric(data, "gen", "bleu").value == 0.1  # the only filter
+    assert read_metric(data, "mc", "acc").stderr is None  # "N/A"
+    assert read_metric(data, "ppl", "word_perplexity").higher_is_better is False  # not in the file: lower is better
+    assert read_metric(data, "ppl", "acc").higher_is_better is True
+    assert math.isnan(read_metric(data, "broken", "score").value)
+    assert read_metric(data, "mc", "p_trust") is None
+    rows = task_scores(data, metrics={"lambada_openai": ("perplexity", "acc")})
+    assert [(s.task, s.metric) for s in rows] == [("broken", "score"), ("gen", "rouge"),
+                                                  ("lambada_openai", "perplexity"), ("lambada_openai", "acc"),
+                                                  ("mc", "acc"), ("ppl", "acc")]
+    lam = rows[2]
+    assert (lam.value, lam.stderr, lam.higher_is_better) == (9.0, 0.5, False)
+
+
+def test_model_revision_step_steering_and_date(tmp_path):
+    steering = {"steer_path": "/v/rel_l16.pt", "file_sha256": "abcdef0123456789", "alpha": 2.0, "positions": "last"}
+    path = write_results(tmp_path / "a", results_json(five(), model="EleutherAI/pythia-70m", revision="step4",
+                                                      steering=steering, date=1.7e9))
+    f = load_results(path)
+    assert (f.model, f.revision, f.step, f.date) == ("EleutherAI/pythia-70m", "step4", 4, 1.7e9)
+    assert f.steering == "rel_l16.pt#abcdef01 alpha=2.0 positions=last"
+    assert f.label == "EleutherAI/pythia-70m@step4 [rel_l16.pt#abcdef01 alpha=2.0 positions=last]"
+    data = results_json(five(), model="/runs/tiny/checkpoint-250", revision=None, model_args_as_string=True)
+    data.pop("date")
+    data["config"].pop("model_revision")
+    path = write_results(tmp_path / "b", data, stamp="2026-02-03T04-05-06.000000")
+    f = load_results(path)
+    assert (f.model, f.revision, f.step, f.label) == ("/runs/tiny/checkpoint-250", "", 250, "checkpoint-250")
+    assert f.date == 1770091506.0  # the file name's timestamp, UTC
+    assert f.sidecar() is None and f.stamp == "2026-02-03T04-05-06.000000"
+
+
+def test_bad_files_and_folders_are_one_line_errors(tmp_path):
+    (tmp_path / "results_x.json").write_text("{not json")
+    (tmp_path / "results_y.json").write_text(json.dumps({"model": "m"}))
+    for name, words in (("results_x.json", "not valid JSON"), ("results_y.json", "no 'results' mapping")):
+        with pytest.raises(TracingBenchError, match=words) as e:
+            load_results(tmp_path / name)
+        assert "\n" not in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TracingBenchError, match="no results_"):
+        find_results([tmp_path / "empty"])
+    with pytest.raises(TracingBenchError, match="does not exist"):
+        find_results([tmp_path / "nope"])
+    assert find_results([tmp_path, tmp_path / "results_x.json"]) == [
+        (tmp_path / "results_x.json").resolve(), (tmp_path / "results_y.json").resolve()]  # each file once

@@ -652,8 +652,8 @@ def reference_tables(series_folder, tmp_path_factory) -> tuple[str, Path, Path]:
 
     root = tmp_path_factory.mktemp("reference")
     dims = write_small_dims(root / "dims", 40)
-    trace(str(series_folder), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=root / "cache",
-          progress=False)
+    trace(str(series_folder), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean",
+          cache_dir=root / "cache", progress=False)
     return dims, root / "out", root / "cache"
 
 

@@ -254,7 +254,8 @@ def cached_activations(
         "device": str(next(model.parameters()).device),
         "blocks_path": path,
         "batch_size": settings.batch_size,
-        "layer_definition": "output of decoder block l (HF hidden_states[l+1]; before the final norm at the last block)",
+        "layer_definition": ("output of decoder block l (HF hidden_states[l+1]; "
+                             "before the final norm at the last block)"),
     }
     meta = cache.save(spec, acts, extra)
     return acts, meta

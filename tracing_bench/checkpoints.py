@@ -171,7 +171,8 @@ def _expand_range(item: str, model: str | None) -> list[str]:
         raise TracingBenchError(f"revision range {item!r} is malformed: use START:END[:STRIDE]; {_RANGE_HELP}")
     m1, m2 = _RANGE_END_RE.match(parts[0]), _RANGE_END_RE.match(parts[1])
     if not m1 or not m2:
-        raise TracingBenchError(f"revision range {item!r} has an endpoint that is not ckpt_N, stepN or stepN-tokensX; {_RANGE_HELP}")
+        raise TracingBenchError(f"revision range {item!r} has an endpoint that is not ckpt_N, stepN or stepN-tokensX; "
+                                f"{_RANGE_HELP}")
     if m1.group(1) != m2.group(1) or bool(m1.group(3)) != bool(m2.group(3)):
         raise TracingBenchError(f"revision range {item!r} mixes naming styles: both ends must be alike; {_RANGE_HELP}")
     try:
@@ -179,10 +180,12 @@ def _expand_range(item: str, model: str | None) -> list[str]:
     except ValueError:
         stride = 0
     if stride <= 0:
-        raise TracingBenchError(f"revision range {item!r} has stride {parts[2]!r}: the stride must be a positive integer")
+        raise TracingBenchError(f"revision range {item!r} has stride {parts[2]!r}: the stride must be a positive "
+                                "integer")
     start, end = int(m1.group(2)), int(m2.group(2))
     if start > end:
-        raise TracingBenchError(f"revision range {item!r} runs backwards: the start ({start}) must not exceed the end ({end})")
+        raise TracingBenchError(f"revision range {item!r} runs backwards: the start ({start}) must not exceed the end "
+                                f"({end})")
     if m1.group(3):  # OLMo: resolve against the repository's revisions
         if model is None:
             raise TracingBenchError(f"revision range {item!r} (OLMo stepN-tokens) needs --model to list its revisions")

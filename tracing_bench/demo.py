@@ -111,7 +111,7 @@ def probe_summary(probe_rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]
     for dim in dict.fromkeys(r["dimension"] for r in rows):
         d = [r for r in rows if r["dimension"] == dim]
 
-        def best(step: int) -> dict[str, str]:
+        def best(step: int, d: list[dict[str, str]] = d) -> dict[str, str]:
             at = [r for r in d if r["step"] != "" and int(r["step"]) == step]
             return max(at, key=lambda r: (_f(r["val_acc"]), -int(r["layer"])))
 
@@ -172,7 +172,8 @@ def run_demo(
 
     # 1. pre-train -------------------------------------------------------------------------
     echo("[1/6] pre-training the tiny model (cached after the first run)")
-    config = PretrainConfig.fast(seed=s.seed, threads=s.threads) if s.fast else PretrainConfig(seed=s.seed, threads=s.threads)
+    make = PretrainConfig.fast if s.fast else PretrainConfig
+    config = make(seed=s.seed, threads=s.threads)
     ckpt_root = out / "checkpoints"
     folders = pretrain(config, ckpt_root, progress=True)
     lap("pretrain")
@@ -189,7 +190,8 @@ def run_demo(
     probes = probe_summary(probe_rows)
     findings = read_findings(res["findings_json"])
     if findings is None:
-        raise TracingBenchError(f"{res['findings_json']} is missing or unreadable: delete {trace_dir} and run the demo again")
+        raise TracingBenchError(f"{res['findings_json']} is missing or unreadable: delete {trace_dir} and run the "
+                                "demo again")
     lap("trace")
 
     # 3. steering vector from the middle checkpoint ------------------------------------------
@@ -302,7 +304,8 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
         for d, c in claims.items():
             fa, la = c["first_acc_ci"], c["last_acc_ci"]
             lines.append(f"  {dimension_title(d):<{width}} {c['layer']:>5}  "
-                         f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]   {c['last_acc']:.3f} [{la[0]:.3f}, {la[1]:.3f}]   "
+                         f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]   {c['last_acc']:.3f} [{la[0]:.3f}, "
+                         f"{la[1]:.3f}]   "
                          f"{c['claim']}")
         n_test = next(iter(claims.values()))["n_test"]
         lines.append(f"  p: exact McNemar test on the same {n_test} test statements, Holm-adjusted over "

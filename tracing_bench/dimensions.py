@@ -425,7 +425,8 @@ def display_names(items: list[str]) -> list[str]:
     ['privacy', 'e1-data', 'e2-data', 'e3-privacy']
     """
     resolved = [resolve(i) for i in items]
-    parts = {i: [re.sub(r"[^A-Za-z0-9._-]+", "_", x) or "_" for x in Path(p).expanduser().resolve().with_suffix("").parts]
+    parts = {i: [re.sub(r"[^A-Za-z0-9._-]+", "_", x) or "_"
+                 for x in Path(p).expanduser().resolve().with_suffix("").parts]
              for i, (_, p, d) in enumerate(resolved) if d is None}
     depth = {i: 1 for i in parts}
 

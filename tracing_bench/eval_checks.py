@@ -54,7 +54,8 @@ def check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True
         return
     if path.exists():
         raise TracingBenchError(
-            f"--model_args pretrained={pretrained} is a file; give a Hugging Face model id or the folder of a saved model"
+            f"--model_args pretrained={pretrained} is a file; give a Hugging Face model id or the folder of a saved "
+            "model"
         )
     if looks_like_path(pretrained):
         raise TracingBenchError(

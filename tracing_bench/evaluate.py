@@ -248,7 +248,8 @@ def _process_rank() -> int:
             return int(dist.get_rank())
     except ImportError:
         pass
-    for rank, size in (("RANK", "WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE")):
+    launchers = (("RANK", "WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"))
+    for rank, size in launchers:
         try:
             if int(os.environ.get(size, "1")) > 1:
                 return int(os.environ.get(rank, "0"))

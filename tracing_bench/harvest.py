@@ -195,7 +195,7 @@ def harvest(
                 width = max(lens)
                 input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.bool)
-                for r, (i, k) in enumerate(zip(batch, lens)):
+                for r, (i, k) in enumerate(zip(batch, lens, strict=True)):
                     sl = slice(width - k, width) if left else slice(0, k)
                     input_ids[r, sl] = torch.tensor(ids[i], dtype=torch.long)
                     mask[r, sl] = True

@@ -77,7 +77,8 @@ def _revision_error(ckpt: Checkpoint, err: Exception) -> TracingBenchError:
     found = cached_revisions(ckpt.model)
     where = "offline (HF_HUB_OFFLINE=1)" if c.HF_HUB_OFFLINE else "on the hub or in the local cache"
     listing = (
-        f"revisions in the local cache: {', '.join(found)}" if found else f"no revision of {ckpt.model} is in the local cache"
+        f"revisions in the local cache: {', '.join(found)}" if found
+        else f"no revision of {ckpt.model} is in the local cache"
     )
     cause = first_line(err, limit=160)
     return TracingBenchError(
@@ -199,7 +200,8 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
                                          or "DefaultCPUAllocator" in text)
     ):
         return TracingBenchError(
-            f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {first_line(e, limit=160)}; use --dtype bfloat16 "
+            f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {first_line(e, limit=160)}; "
+            "use --dtype bfloat16 "
             "or float16, a smaller batch, another device, or a machine with more memory"
         )
     if name == "SafetensorError" or "safetensors" in type(e).__module__:
@@ -222,12 +224,14 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
     if isinstance(e, (ValueError, KeyError)) and ("does not recognize this architecture" in text
                                                   or "Unrecognized model" in text):
         return TracingBenchError(
-            f"{what}: transformers does not know its architecture ({first_line(e, limit=160)[:120]}); upgrade transformers "
+            f"{what}: transformers does not know its architecture ({first_line(e, limit=160)[:120]}); upgrade "
+            "transformers "
             "(pip install -U transformers) or correct model_type in config.json"
         )
     if isinstance(e, (OSError, ValueError)) and ("backend tokenizer" in text or "Can't load tokenizer" in text):
         return TracingBenchError(
-            f"the tokenizer of {what} cannot be loaded ({first_line(e, limit=160)[:120]}); the folder needs tokenizer files "
+            f"the tokenizer of {what} cannot be loaded ({first_line(e, limit=160)[:120]}); the folder needs tokenizer "
+            "files "
             f"({', '.join(TOKENIZER_FILES[:3])}, ...) saved with tokenizer.save_pretrained"
         )
     return None

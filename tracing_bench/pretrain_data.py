@@ -105,7 +105,8 @@ def _one_token_each(tok: Any, words: tuple[str, ...]) -> Any:
         while len(pieces) > 1:
             left, right = pieces[0], pieces[1]
             merges.append([left, right] if merges and isinstance(merges[0], list) else f"{left} {right}")
-            vocab.setdefault(left + right, max(max(vocab.values()), max((t["id"] for t in spec["added_tokens"]), default=0)) + 1)
+            top = max(max(vocab.values()), max((t["id"] for t in spec["added_tokens"]), default=0))
+            vocab.setdefault(left + right, top + 1)
             pieces = [left + right, *pieces[2:]]
     return Tokenizer.from_str(json.dumps(spec))
 
@@ -139,7 +140,10 @@ MODEL_LAYOUT = 3  # bump when model_config or the tokenizer changes, so cached r
 
 
 def model_config(cfg: Any, tokenizer: Any) -> Any:
-    """The Llama configuration of a run for its tokenizer (``cfg``: a :class:`~tracing_bench.pretrain.PretrainConfig`)."""
+    """The Llama configuration of a run for its tokenizer.
+
+    ``cfg`` is a :class:`~tracing_bench.pretrain.PretrainConfig`.
+    """
     from transformers import LlamaConfig
 
     return LlamaConfig(

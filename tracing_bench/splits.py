@@ -43,7 +43,7 @@ def question_key(statement: str) -> str:
 def _common_words(a: str, b: str) -> list[str]:
     wa, wb = a.split(), b.split()
     n = 0
-    for x, y in zip(wa, wb):
+    for x, y in zip(wa, wb, strict=False):  # stops at the shorter
         if x != y:
             break
         n += 1
@@ -71,7 +71,8 @@ def stereoset_contexts(statements: Sequence[str]) -> list[str]:
         else:
             words = []
         key = group_key(" ".join(words)) if len(words) >= 2 else ""
-        keys += [key or group_key(statements[i])] + ([key or group_key(statements[i + 1])] if i + 1 < len(statements) else [])
+        keys += [key or group_key(statements[i])]
+        keys += [key or group_key(statements[i + 1])] if i + 1 < len(statements) else []
     known = set(keys)
     canon: dict[str, str] = {}
     for k in sorted(known, key=len):
@@ -102,7 +103,7 @@ def dedupe(
     first: dict[str, int] = {}
     seen: dict[str, set[int]] = {}
     keys: dict[str, set[str]] = {}
-    for r, (s, y) in enumerate(zip(cleaned, rows.labels)):
+    for r, (s, y) in enumerate(zip(cleaned, rows.labels, strict=True)):
         if s not in first:
             first[s] = r
             seen[s] = set()

@@ -13,8 +13,10 @@ from tracing_bench.cli.group import main
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "html", "json"]), default="md", show_default=True)
 @click.option("--sort", default=None, help="Column to sort by, best first (a task, a group such as `trust`, or step).")
-@click.option("--latest", is_flag=True, help="When two results files give the same row, keep the newer instead of failing.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
+@click.option("--latest", is_flag=True,
+              help="When two results files give the same row, keep the newer instead of failing.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write here instead of stdout.")
 def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None) -> None:
     """One row per (model, revision, steering) from lm-eval results files or folders (searched recursively)."""
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags, write_text
@@ -35,8 +37,10 @@ def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, lates
 
 
 @main.command("gate")
-@click.option("--baseline", required=True, type=click.Path(path_type=Path), help="Baseline results file or folder with one.")
-@click.option("--current", required=True, type=click.Path(path_type=Path), help="Current results file or folder with one.")
+@click.option("--baseline", required=True, type=click.Path(path_type=Path),
+              help="Baseline results file or folder with one.")
+@click.option("--current", required=True, type=click.Path(path_type=Path),
+              help="Current results file or folder with one.")
 @click.option("--max-drop", type=float, default=0.02, show_default=True, help="Largest tolerated drop (metric units).")
 @click.option("--z", "z", type=float, default=2.0, show_default=True, help="z threshold of the significance test.")
 @click.option("--tasks", default=None, help="Comma-separated tasks/groups to compare (default: all of the baseline's).")
@@ -44,7 +48,8 @@ def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, lates
 @click.option("--allow-mismatch", is_flag=True,
               help="Compare runs that scored different documents (e.g. another --limit), task versions or data "
                    "files; each mismatch is noted. Without it they are refused (exit 2).")
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON verdict here.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the JSON verdict here.")
 @click.pass_context
 def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float, z: float, tasks: str | None,
              paired: bool, allow_mismatch: bool, json_out: Path | None) -> None:

@@ -19,7 +19,8 @@ def data() -> None:
 @data.command("show")
 @click.argument("dimension", required=False)
 @click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
-              help="Which splits to show: the paper's seeded 1:1 / 4:1 splits or the released code's file-order splits.")
+              help="Which splits to show: the paper's seeded 1:1 / 4:1 splits or the released code's "
+                   "file-order splits.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def data_show(dimension: str | None, protocol: str, seed: int, as_json: bool) -> None:
@@ -58,7 +59,8 @@ def _format_summaries(summaries: list[dict[str, Any]]) -> str:
             lines.append(f"{s['title']}: label 1 = {s['label 1']}; label 0 = {s['label 0']}; trustworthy label = "
                          f"{s['trustworthy label']}; data: {s['source']}; file {Path(s['file']).name}, md5 {s['md5']}")
         if s["name"] == "fairness" and Path(s["file"]).name == "crows_pairs_anonymized.csv":
-            lines.append("  limit (Blodgett et al. 2021): the sentences of a pair differ only in the group words, and in "
+            lines.append("  limit (Blodgett et al. 2021): the sentences of a pair differ only in the group words, and "
+                         "in "
                          "1,290 of 1,508 pairs sent_more names the disadvantaged group (stereo; 218 antistereo), so a "
                          "probe can partly learn which group is named; compare the stereo and antistereo subsets "
                          "(DimensionData.extra['stereo_antistereo']).")

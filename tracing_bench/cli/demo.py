@@ -64,8 +64,10 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
 @main.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
               help="Output folder (checkpoints, activation cache, trace, steering, results, report.html).")
-@click.option("--fast", is_flag=True, help="Short pre-training and small scoring limits (a few minutes on a CPU; see bench/BENCH.md).")
-@click.option("--limit", type=int, default=None, help="Documents per task for lm-eval scoring [default: 50; 20 with --fast].")
+@click.option("--fast", is_flag=True,
+              help="Short pre-training and small scoring limits (a few minutes on a CPU; see bench/BENCH.md).")
+@click.option("--limit", type=int, default=None,
+              help="Documents per task for lm-eval scoring [default: 50; 20 with --fast].")
 @click.option("--dimension", default="auto", show_default=True,
               help="Dimension to steer; auto = the one the probes say the model learned most.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -77,8 +79,9 @@ def demo_cmd(out: Path, fast: bool, limit: int | None, dimension: str, seed: int
     from tracing_bench.threads import check_threads
 
     check_writable(out, flag="--out")
-    settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else (20 if fast else 50), dimension=dimension,
-                            max_statements=400 if fast else 1000, mi_subsample=256 if fast else 512,
-                            threads=check_threads(threads))
+    default_limit = 20 if fast else 50
+    settings = DemoSettings(fast=fast, seed=seed, limit=limit if limit is not None else default_limit,
+                            dimension=dimension, max_statements=400 if fast else 1000,
+                            mi_subsample=256 if fast else 512, threads=check_threads(threads))
     result = run_demo(out, settings, echo=lambda line: click.echo(line, err=True))
     click.echo(result["summary"])

@@ -122,7 +122,8 @@ def executor_options(f: Any) -> Any:
                      help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
                           "(pip install 'tracing-bench[ray]').",),
         click.option("--ray-address", default=None,
-                     help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one]."),
+                     help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local "
+                          "one]."),
         click.option("--gpus-per-task", type=float, default=0, show_default=True, help="GPUs Ray reserves per task."),
         click.option("--cpus-per-task", type=float, default=1, show_default=True,
                      help="CPUs Ray reserves per task (its torch threads)."),

@@ -47,20 +47,24 @@ def steer() -> None:
 @click.option("--layer", required=True, type=int, help="Decoder block whose output the vector is added to.")
 @click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True,
               help="paper: raw class-mean difference; reference: unit x std of projections (released code); unit.")
-@click.option("--coefficient", type=float, default=1.0, show_default=True, help="Default steering coefficient stored in the file.")
+@click.option("--coefficient", type=float, default=1.0, show_default=True,
+              help="Default steering coefficient stored in the file.")
 @click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
               help="Which development split: the paper's seeded half or the released code's first 50%.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache.")
 @click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's mean).")
+              help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's "
+                   "mean).")
 @click.option("--preset", type=click.Choice(["reference"]), default=None,
               help="reference: the released code's vector (--scale reference --protocol reference, float32 model, "
                    "one statement per forward); apply it with --preset reference / preset=reference.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output .pt (sidecar: OUT.json).")
 @click.pass_context
 def steer_extract(ctx: click.Context, model: str, revision: str | None, dimension: str, layer: int, scale: str,
                   coefficient: float, protocol: str, seed: int, batch_size: int, dtype: str, device: str,
@@ -80,7 +84,8 @@ def steer_extract(ctx: click.Context, model: str, revision: str | None, dimensio
                                   coefficient=coefficient, protocol=protocol, seed=seed, harvest=harvest,
                                   data=data_csv, preset=preset)  # type: ignore[arg-type]
     path = vec.save(out)
-    click.echo(f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance {path}.json")
+    click.echo(f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance "
+               f"{path}.json")
 
 
 def _check_preset(ctx: click.Context, fixed: dict, preset: str | None, **given: str) -> None:
@@ -104,9 +109,11 @@ _SCORING_OPTIONS = [
                       "token onward)."),
     click.option("--preset", type=click.Choice(["reference"]), default=None,
                  help="reference: apply as the released code: --positions last and a float32 target (unless --dtype)."),
-    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True),
+    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                 show_default=True),
     click.option("--device", default="auto", show_default=True),
-    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Activation cache."),
 ]
 
 
@@ -129,9 +136,11 @@ def _scoring(tasks: list[str], limit: float | None, batch_size: int, seed: int, 
 @threads_option()
 @click.option("--model", required=True, help="Target model to steer (e.g. the chat/SFT model).")
 @click.option("--revision", default=None, help="Target revision.")
-@click.option("--vector", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Vector from steer extract.")
+@click.option("--vector", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Vector from steer extract.")
 @click.option("--layers", default=None,
-              help="Layers to sweep (default: the vector's). Other layers are re-extracted from the source in the vector's sidecar.")
+              help="Layers to sweep (default: the vector's). Other layers are re-extracted from the source in the "
+                   "vector's sidecar.")
 @click.option("--alphas", default="-4,-1,1,4", show_default=True, help="Coefficients (positive = toward trustworthy).")
 @click.option("--max-ppl-increase", type=float, default=None,
               help="Relative fluency bound: perplexity may rise at most this fraction over the unsteered model "
@@ -176,7 +185,8 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
 @click.option("--target-revision", default=None)
 @click.option("--dimension", required=True)
 @click.option("--layer", required=True, type=int)
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Coefficient (positive = toward trustworthy).")
+@click.option("--alpha", type=float, default=1.0, show_default=True,
+              help="Coefficient (positive = toward trustworthy).")
 @click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True)
 @click.option("--probes", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="A trace's probes.csv to read probe accuracy from (else computed).")

@@ -27,12 +27,14 @@ from tracing_bench.cli.group import executor_options, main, threads_option
                    "first 80% / last 20%, float32 nHSIC.")
 @click.option("--probes", default="logistic,mass_mean", show_default=True, help="Probe kinds (comma list).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Activation cache (default $TRACING_BENCH_CACHE or ~/.cache/tracing-bench).")
 @click.option("--blocks-attr", default=None,
-              help="Dotted path of the decoder blocks' ModuleList for architectures not recognised (e.g. model.layers).")
+              help="Dotted path of the decoder blocks' ModuleList for architectures not recognised "
+                   "(e.g. model.layers).")
 @click.option("--max-length", type=int, default=None, help="Truncate statements to this many tokens.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
 @click.option("--delete-checkpoints", is_flag=True,
@@ -53,7 +55,10 @@ def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
               max_statements: int | None, mi_subsample: int | None, mi_noise: int, out: Path, executor: str,
               ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
-    """Probe every layer of every checkpoint (and MI with --mi); resumable; writes probes.csv, mi.csv, findings.json, figures."""
+    """Probe every layer of every checkpoint (and MI with --mi); resumable.
+
+    Writes probes.csv, mi.csv, findings.json and figures.
+    """
     from tracing_bench.executors import ExecutorSettings
     from tracing_bench.report.plots import trace_figures
     from tracing_bench.settings import TraceSettings

@@ -127,7 +127,7 @@ def _cho_solve(chol: Tensor, rhs: Tensor) -> Tensor:
     if not _np_la(chol):
         return torch.cholesky_solve(rhs, chol)
     if chol.ndim > 2:
-        return torch.stack([_cho_solve(c, r) for c, r in zip(chol, rhs)])
+        return torch.stack([_cho_solve(c, r) for c, r in zip(chol, rhs, strict=True)])
     out = scipy.linalg.cho_solve((chol.numpy(), True), rhs.numpy(), check_finite=False)
     return torch.from_numpy(np.ascontiguousarray(out))
 

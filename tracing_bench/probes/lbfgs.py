@@ -89,7 +89,7 @@ def lbfgs(
     active = gmax > tol
     slack = 16 * torch.finfo(f64).eps  # the 1-D function is exact in float64
     count, head = 0, 0  # stored pairs, next slot
-    for it in range(max_iter):
+    for _ in range(max_iter):
         live = np.flatnonzero(active)
         if live.size == 0:
             break

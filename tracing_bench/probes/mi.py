@@ -299,5 +299,5 @@ def mi_layers(
     m = len(sel) if subsample is None else min(len(sel), int(subsample))
     return [
         {"layer": name, "sigma": float(sigma), "m": m, "i_xt": float(a), "i_yt": float(b)}
-        for name, a, b in zip(names, np.atleast_1d(i_xt), np.atleast_1d(i_yt))
+        for name, a, b in zip(names, np.atleast_1d(i_xt), np.atleast_1d(i_yt), strict=True)
     ]

@@ -153,7 +153,8 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
         if loose_dtype and self.model.dtype != getattr(torch, fixed["dtype"]):
             raise TracingBenchError(
                 f"preset={preset} applies vectors to a {fixed['dtype']} model, but the model passed in is "
-                f"{str(self.model.dtype).removeprefix('torch.')}; load it with dtype={fixed['dtype']} or pass dtype= explicitly"
+                f"{str(self.model.dtype).removeprefix('torch.')}; load it with dtype={fixed['dtype']} or pass dtype= "
+                "explicitly"
             )
         self.steer_path = steer_path
         self.positions = positions

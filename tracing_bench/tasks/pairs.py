@@ -139,7 +139,7 @@ class PairTask(ConfigurableTask):
         delimiter = self.config.target_delimiter
         if apply_chat_template and not (self.config.gen_prefix and not self.config.gen_prefix[-1:].isspace()):
             delimiter = ""
-        arguments = [(context, f"{delimiter}{choice}") for context, member in zip(ctx, doc["members"])
+        arguments = [(context, f"{delimiter}{choice}") for context, member in zip(ctx, doc["members"], strict=True)
                      for choice in self.doc_to_choice(member)]
         if self.score_sentences:
             arguments += [("", member["statement"]) for member in doc["members"]]

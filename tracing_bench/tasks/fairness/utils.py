@@ -82,7 +82,7 @@ def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) 
     """acc, score, p_trust (means over the pair's two sentences) and pct_stereotype of one pair."""
     choice_lls, (ll_more, ll_less) = split_results(doc, results)
     acc = p_trust = 0.0
-    for member, lls in zip(doc["members"], choice_lls):
+    for member, lls in zip(doc["members"], choice_lls, strict=True):
         gold = int(member["label"])
         acc += float(argmax(lls) == gold) / len(choice_lls)
         p_trust += choice_probabilities(lls)[gold] / len(choice_lls)

@@ -155,8 +155,7 @@ def parse_revisions(spec: str, *, model: str | None = None) -> list[str]:
             out.extend(_expand_range(item, model))
         else:
             out.append(item)
-    seen: set[str] = set()
-    return [r for r in out if not (r in seen or seen.add(r))]
+    return list(dict.fromkeys(out))
 
 
 _RANGE_HELP = (

@@ -268,6 +268,8 @@ def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for task, config in (results.get("configs") or {}).items():
         meta = config.get("metadata") or {}
         dim = meta.get("dimension")
+        if not isinstance(dim, str):
+            continue
         bundled = DIMENSIONS.get(dim) or RELEASED.get(dim)
         if bundled is None:
             continue

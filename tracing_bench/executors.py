@@ -127,12 +127,12 @@ def run_tasks(
             items; the others have finished and their work is saved).
     """
     if settings.executor == "local":
-        results = []
+        done = []
         for i, item in enumerate(items):
-            results.append(fn(item, *args))
+            done.append(fn(item, *args))
             if on_done is not None:
-                on_done(i, results[-1])
-        return results
+                on_done(i, done[-1])
+        return done
 
     ray = import_ray()
     started = _init_ray(ray, settings.ray_address)

@@ -300,7 +300,7 @@ def load_checkpoint(
             ) from e
         raise _revision_error(ckpt, e) from e
     if dev == "cpu":
-        model.to(dev)
+        model.to(dev)  # type: ignore[arg-type]  # transformers types .to as its decorator
     model.eval()
     return model, tokenizer
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
+from typing import Any
 
 ENV = "TRACING_BENCH_VERBOSE"
 BARS_ENV = "HF_HUB_DISABLE_PROGRESS_BARS"
@@ -85,7 +86,8 @@ _FILTER = _QuietFilter()
 _shown_warnings: set[str] = set()
 
 
-def _show_warning_once(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning_once(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                       file: Any = None, line: str | None = None) -> None:
     text = str(message).strip()
     if text in _shown_warnings:
         return
@@ -159,8 +161,8 @@ def quiet_lm_eval() -> Iterator[None]:
     import lm_eval.evaluator as evaluator
 
     original = evaluator.get_git_commit_hash
-    evaluator.get_git_commit_hash = _quiet_git_hash  # type: ignore[assignment]
+    evaluator.get_git_commit_hash = _quiet_git_hash
     try:
         yield
     finally:
-        evaluator.get_git_commit_hash = original  # type: ignore[assignment]
+        evaluator.get_git_commit_hash = original

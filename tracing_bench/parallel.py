@@ -54,15 +54,15 @@ class DataParallelMixin:
         if getattr(self, "_world_size", 1) > 1:
             _say(f"process {self._rank} of {self._world_size} scores {len(requests)} {kind} requests")
 
-    def loglikelihood(self, requests, disable_tqdm: bool = False):
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         self._count("loglikelihood", requests)
         return super().loglikelihood(requests, disable_tqdm=disable_tqdm)  # type: ignore[misc]
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         self._count("loglikelihood_rolling", requests)
         return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)  # type: ignore[misc]
 
-    def generate_until(self, requests, disable_tqdm: bool = False):
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         self._count("generate_until", requests)
         return super().generate_until(requests, disable_tqdm=disable_tqdm)  # type: ignore[misc]
 

@@ -39,6 +39,7 @@ looks complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -46,6 +47,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
@@ -179,9 +181,9 @@ class PretrainConfig:
             self.save_at = tuple(sorted(set(steps) | {0, self.steps}))
 
     @classmethod
-    def fast(cls, **overrides) -> PretrainConfig:
+    def fast(cls, **overrides: Any) -> PretrainConfig:
         """The ``--fast`` preset (32 steps instead of 200, same model; for tests and quick looks)."""
-        base = {"steps": 32, "warmup": 3}
+        base: dict[str, Any] = {"steps": 32, "warmup": 3}
         base.update(overrides)
         return cls(**base)
 
@@ -223,7 +225,13 @@ def _lr_at(cfg: PretrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _save_checkpoint(model, tokenizer, out_dir: Path, step: int) -> Path:
+def _save_state(state: dict[str, Any], tmp: str) -> None:
+    import torch
+
+    torch.save(state, tmp)
+
+
+def _save_checkpoint(model: Any, tokenizer: Any, out_dir: Path, step: int) -> Path:
     """Write ``step<N>`` into a temporary folder, then rename it into place."""
     from transformers.utils import logging as hf_logging
 
@@ -391,7 +399,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                     if step < config.steps:
                         state = {"key": key, "step": step, "model": model.state_dict(),
                                  "optim": optim.state_dict(), "losses": losses}
-                        atomic_write(resume_path, lambda tmp, state=state: torch.save(state, tmp))
+                        atomic_write(resume_path, functools.partial(_save_state, state))
         finally:
             bar.close()
     finally:

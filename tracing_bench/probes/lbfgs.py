@@ -228,7 +228,8 @@ def _line_search(
     found = np.zeros_like(todo)
     a_out, f_out = np.zeros_like(a), f.copy()
     best_a, best_f = np.zeros_like(a), f.copy()
-    z_out = sig_out = None
+    z_out: Tensor | None = None
+    sig_out: Tensor | None = None
     for _ in range(_MAX_LS):
         zz = torch.addcmul(z, as_device(a, dev).unsqueeze(-1), q)
         ss = torch.sigmoid(zz)
@@ -271,7 +272,7 @@ def _line_search(
             sig_out = torch.where(lt, torch.sigmoid(zz), sig if sig_out is None else sig_out)
             a_out, f_out = np.where(late, best_a, a_out), np.where(late, best_f, f_out)
             found |= late
-    if z_out is None:
+    if z_out is None or sig_out is None:
         z_out, sig_out = z, sig
     return a_out, z_out, sig_out, f_out, found
 

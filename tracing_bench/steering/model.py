@@ -253,7 +253,7 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
                 results[i] = r
         return results
 
-    def _unambiguous_groups(self, requests) -> list[tuple[dict[tuple[int, ...], int], list[int]]]:
+    def _unambiguous_groups(self, requests: list[Any]) -> list[tuple[dict[tuple[int, ...], int], list[int]]]:
         """Split requests so that, within a group, a padded row's token ids identify its start.
 
         Usually one group; a request goes to a later group only when its row (trailing zeros
@@ -276,7 +276,7 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
                 groups.append(({key: start}, [i]))
         return groups
 
-    def forward(self, *args: Any, **kwargs: Any):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         self._mode = "last_row"
         with torch.no_grad(), steer(self.model, self.hook_to_steer):
             return self.model.forward(*args, **kwargs)
@@ -384,7 +384,7 @@ def safe_stock_steered() -> Iterator[None]:
     import lm_eval.models.hf_steered as hf_steered
 
     original = hf_steered.torch
-    hf_steered.torch = _WeightsOnlyTorch()  # type: ignore[assignment]
+    hf_steered.torch = _WeightsOnlyTorch()
     try:
         yield
     finally:

@@ -14,10 +14,13 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import looks_like_path
+
+if TYPE_CHECKING:
+    from tracing_bench.dimensions import DimensionData, Split
 
 #: metadata key -> (environment variable, default)
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -52,7 +55,7 @@ def int_setting(meta: dict[str, Any], key: str) -> int:
         ) from None
 
 
-def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None):
+def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None) -> Any:
     """A ``datasets.DatasetDict`` with the split ``test`` (and ``dev`` when given)."""
     import datasets
 
@@ -62,14 +65,14 @@ def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = 
     return datasets.DatasetDict(splits)
 
 
-def load_data(dimension: str, meta: dict[str, Any]):
+def load_data(dimension: str, meta: dict[str, Any]) -> DimensionData:
     """The loader's split of ``dimension`` for the settings in ``meta`` (``protocol``, ``split_seed``)."""
     from tracing_bench.dimensions import load_dimension
 
     return load_dimension(dimension, protocol=setting(meta, "protocol"), seed=int_setting(meta, "split_seed"))
 
 
-def statement_rows(data, split: str) -> list[dict[str, Any]]:
+def statement_rows(data: DimensionData, split: Split) -> list[dict[str, Any]]:
     """One document per statement of ``split`` of a loaded dimension (``DimensionData``).
 
     Each document: ``id`` (index into the cleaned statements), ``statement``, ``label``,
@@ -92,7 +95,7 @@ def test_rows(dimension: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
     return statement_rows(load_data(dimension, meta), "test")
 
 
-def load_test_split(dimension: str, meta: dict[str, Any]):
+def load_test_split(dimension: str, meta: dict[str, Any]) -> Any:
     """What ``custom_dataset`` returns: the test split (scored) and the development split (``dev``,
     the only source of few-shot examples: ``fewshot_split: dev``), one document per statement."""
     data = load_data(dimension, meta)
@@ -219,7 +222,7 @@ def judge_device(doc_or_meta: dict[str, Any]) -> str:
 _CACHE: dict[tuple[str, str, str], Any] = {}
 
 
-def load_model(name: str, key: str, device: str, kind: str = "causal"):
+def load_model(name: str, key: str, device: str, kind: str = "causal") -> tuple[Any, Any]:
     """Load (once per process) a judge (``causal``) or classifier (``classifier``) with its tokenizer."""
     cache_key = (name, device, kind)
     if cache_key in _CACHE:
@@ -231,7 +234,7 @@ def load_model(name: str, key: str, device: str, kind: str = "causal"):
     dtype = torch.bfloat16 if device.startswith("cuda") and kind == "causal" else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = auto.from_pretrained(name, dtype=dtype).to(device).eval()
+        model = auto.from_pretrained(name, dtype=dtype).to(device).eval()  # type: ignore[arg-type]  # transformers types .to as its decorator
     except (OSError, ValueError) as e:
         first = first_line(e)
         raise TracingBenchError(

@@ -30,7 +30,7 @@ from lm_eval.api.task import ConfigurableTask
 from tracing_bench.errors import TracingBenchError
 
 
-def pair_rows(data, split: str, member_labels: Sequence[int], *, key: Callable[[int], Any] | None = None,
+def pair_rows(data: Any, split: str, member_labels: Sequence[int], *, key: Callable[[int], Any] | None = None,
               extra: Callable[[int], dict[str, Any]] | None = None,
               order: Callable[[list[int]], Any] | None = None) -> list[dict[str, Any]]:
     """Pair documents of one split of a loaded dimension (``DimensionData``).

@@ -49,7 +49,7 @@ class CrowsPairTask(PairTask):
     score_sentences = True
 
 
-def _crows_data(metadata: dict[str, Any]):
+def _crows_data(metadata: dict[str, Any]) -> Any:
     """CrowS-Pairs split by the loader; under ``protocol: reference``, file order (first half of the
     pairs = dev, second half = test): the released code never read CrowS-Pairs, so that is its
     nearest equivalent (the released code's own fairness evaluation is released_stereoset_relatedness)."""
@@ -65,7 +65,7 @@ def _crows_data(metadata: dict[str, Any]):
     return data
 
 
-def load(**metadata: Any):
+def load(**metadata: Any) -> Any:
     """CrowS-Pairs test pairs (one document each, in file order) and the development statements
     (``dev``: few-shot examples, one document per statement)."""
     data = _crows_data(metadata)
@@ -89,7 +89,7 @@ def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) 
     return {"acc": acc, "score": acc, "p_trust": p_trust, "pct_stereotype": float(ll_more > ll_less)}
 
 
-def load_generation(**metadata: Any):
+def load_generation(**metadata: Any) -> Any:
     """CrowS-Pairs test statements for the paper's generation protocol; carries the guesses' seed."""
     seed = int_setting(metadata, "guess_seed")
     data = _crows_data(metadata)
@@ -104,7 +104,7 @@ def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, flo
 
 
 # ------------------------------------------------------------- the released StereoSet file
-def load_released(**metadata: Any):
+def load_released(**metadata: Any) -> Any:
     """Test (and dev) statements of the released ``stereoset.csv`` (dataset ``stereoset-released``)."""
     return load_test_split(RELEASED, metadata)
 
@@ -112,7 +112,7 @@ def load_released(**metadata: Any):
 released_process_results = process_multiple_choice
 
 
-def load_released_generation(**metadata: Any):
+def load_released_generation(**metadata: Any) -> Any:
     """Test statements of ``stereoset.csv`` for the released generation protocol."""
     seed = int_setting(metadata, "guess_seed")
     return dataset_dict([{**row, "guess_seed": seed} for row in test_rows(RELEASED, metadata)])

@@ -9,7 +9,7 @@ from tracing_bench.tasks.common import load_test_split, process_multiple_choice
 DIMENSION = "privacy"
 
 
-def load(**metadata: Any):
+def load(**metadata: Any) -> Any:
     """Test split of the privacy statements (lm-eval passes the task metadata as keywords)."""
     return load_test_split(DIMENSION, metadata)
 
@@ -17,7 +17,7 @@ def load(**metadata: Any):
 process_results = process_multiple_choice
 
 
-def load_generation(**metadata: Any):
+def load_generation(**metadata: Any) -> Any:
     """Test split for the paper's generation protocol; carries the seed of the random guesses."""
     from tracing_bench.tasks.common import dataset_dict, int_setting, test_rows
 

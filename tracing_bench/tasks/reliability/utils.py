@@ -9,7 +9,7 @@ from tracing_bench.tasks.common import load_test_split, process_multiple_choice
 DIMENSION = "reliability"
 
 
-def load(**metadata: Any):
+def load(**metadata: Any) -> Any:
     """Test split of the reliability statements (lm-eval passes the task metadata as keywords)."""
     return load_test_split(DIMENSION, metadata)
 
@@ -18,7 +18,7 @@ process_results = process_multiple_choice
 
 
 # ---------------------------------------------------------------- trustgen_reliability
-def load_questions(**metadata: Any):
+def load_questions(**metadata: Any) -> Any:
     """The 407 TruthfulQA test questions, each carrying the judges that will score its answer."""
     from tracing_bench.dimensions import QUESTIONS_FILE
     from tracing_bench.dimensions import load_questions as questions

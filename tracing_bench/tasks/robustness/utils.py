@@ -38,7 +38,7 @@ class TwinPairTask(PairTask):
     )
 
 
-def load(**metadata: Any):
+def load(**metadata: Any) -> Any:
     """Test pairs (one document each; ``--limit k`` keeps k pairs) and the development statements."""
     from tracing_bench.splits import group_key
 

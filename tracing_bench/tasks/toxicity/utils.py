@@ -9,7 +9,7 @@ from tracing_bench.tasks.common import load_test_split, process_multiple_choice
 DIMENSION = "toxicity"
 
 
-def load(**metadata: Any):
+def load(**metadata: Any) -> Any:
     """Test split of the toxicity statements (lm-eval passes the task metadata as keywords)."""
     return load_test_split(DIMENSION, metadata)
 
@@ -21,7 +21,7 @@ process_results = process_multiple_choice
 N_PROMPTS = 500
 
 
-def load_prompts(**metadata: Any):
+def load_prompts(**metadata: Any) -> Any:
     """The first 500 test-split ToxiGen statements as prompts, carrying the classifier to use.
 
     ``--metadata '{"n_prompts": 100}'`` changes the count.

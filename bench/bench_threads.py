@@ -107,7 +107,7 @@ def main() -> None:
             try:
                 start, cpu = time.perf_counter(), time.process_time()
                 trace(args.trace, None, out=out, dimensions="all", mi=True, cache_dir=args.cache_dir,
-                      max_statements=1000, mi_subsample=512, progress=False, figures=False, threads=threads)
+                      max_statements=1000, mi_subsample=512, progress=False, threads=threads)
                 print(f"| --threads {threads or 'default'} | {time.perf_counter() - start:.1f} s | "
                       f"{time.process_time() - cpu:.1f} s |")
             finally:

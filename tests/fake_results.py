@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,37 @@ def write_samples(folder: Path, task: str, values: list[float], stamp: str = "20
             if p_trust is not None:
                 row["metrics"].append("p_trust")
                 row["p_trust"] = p_trust[i]
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def write_answer_samples(folder: Path, task: str, answers: list[list[str]], *, choices: tuple[str, ...] = (" 0", " 1"),
+                         sentences: bool = False, same_context: bool = False,
+                         stamp: str = "2026-01-01T00-00-00.000000", seed: int = 0) -> Path:
+    """A multiple-choice sample log in lm-eval's layout in which document i's member j answers
+    ``answers[i][j]``: one question (context) per member, one request per choice, the answer's
+    log-likelihood the highest; ``sentences`` adds each member scored alone (empty context);
+    ``same_context`` gives every member of a document the same question text."""
+    rng = random.Random(seed)
+    path = folder / f"samples_{task}_{stamp}.jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, members in enumerate(answers):
+            args, resps = [], []
+            for j, answer in enumerate(members):
+                top = -rng.uniform(0.5, 5.0)
+                for choice in choices:
+                    ll = top if choice == answer else top - rng.uniform(0.01, 3.0)
+                    ctx = f"doc {i}: is it so?" if same_context else f"doc {i} member {j}: is it so?"
+                    args.append({"arg_0": ctx, "arg_1": choice})
+                    resps.append([str(ll), "False"])
+            if sentences:
+                for j in range(len(members)):
+                    args.append({"arg_0": "", "arg_1": f"sentence {j}"})
+                    resps.append([str(-rng.uniform(1.0, 50.0)), "False"])
+            row = {"doc_id": i, "arguments": {f"gen_args_{k}": a for k, a in enumerate(args)},
+                   "resps": [[r] for r in resps], "filtered_resps": resps, "filter": "none", "metrics": ["acc"],
+                   "acc": 1.0}
             f.write(json.dumps(row) + "\n")
     return path
 

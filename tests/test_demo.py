@@ -231,3 +231,26 @@ def test_summary_states_only_tested_claims(tmp_path, with_p_trust):
     group = next(ln for ln in lines if ln.strip().startswith("trust (group)"))
     assert "no stderr: not tested" in group  # lm-eval's N/A is never called a change
     assert "MI turn of I(T;X)" in text and "no MI rows" in text
+
+
+def test_summary_says_when_a_checkpoint_gives_one_answer(tmp_path):
+    from fake_results import write_answer_samples
+    from tracing_bench.compare.findings import checkpoint_changes
+    from tracing_bench.demo import DemoSettings, format_summary
+
+    board = _board(tmp_path, True)
+    write_answer_samples(tmp_path / "step0", "trust_toxicity", [[" 0"]] * 20)  # one answer to every prompt
+    write_answer_samples(tmp_path / "step32", "trust_toxicity", [[" 0"]] * 12 + [[" 1"]] * 8)
+    write_answer_samples(tmp_path / "step32", "trust_privacy", [[" 1"]] * 19 + [[" 0"]])
+    changes = checkpoint_changes(board)
+    tox = next(e for e in changes["tasks"] if e["task"] == "trust_toxicity")
+    assert [a["share"] for a in tox["answers"]] == [1.0, 0.6]
+    text = format_summary(_findings(), "fairness", 1, [], changes, tmp_path / "report.html", {"trace": 1.0},
+                          DemoSettings(fast=True, limit=20))
+    lines = text.splitlines()
+    at = {ln.split()[0]: i for i, ln in enumerate(lines) if ln.strip().startswith("trust_")}
+    note = lines[at["trust_toxicity"] + 1]
+    assert note.strip().startswith("one answer: m@step0 ' 0' to 100% of 20 prompts;")
+    assert "m@step32" not in note  # 60% is not one answer
+    assert "m@step32 ' 1' to 95% of 20 prompts" in lines[at["trust_privacy"] + 1]
+    assert not lines[at["trust_reliability"] + 1].strip().startswith("one answer")  # no sample log: nothing said

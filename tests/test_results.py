@@ -119,3 +119,41 @@ def test_bad_files_and_folders_are_one_line_errors(tmp_path):
         find_results([tmp_path / "nope"])
     assert find_results([tmp_path, tmp_path / "results_x.json"]) == [
         (tmp_path / "results_x.json").resolve(), (tmp_path / "results_y.json").resolve()]  # each file once
+
+
+# ------------------------------------------------------------------------------- answer shares
+@pytest.mark.parametrize("members,sentences", [(1, False), (2, True), (2, False)])
+def test_answer_shares_counts_the_answer_of_every_question(tmp_path, members, sentences):
+    import random
+    from collections import Counter
+
+    from fake_results import write_answer_samples
+    from tracing_bench.results import ONE_ANSWER, answer_shares
+
+    rng = random.Random(members)
+    choices = (" no", " yes", " maybe")
+    answers = [[rng.choice(choices[:2] if k % 3 else choices) for _ in range(members)] for k in range(40)]
+    path = write_answer_samples(tmp_path, "trust_x", answers, choices=choices, sentences=sentences)
+    got = answer_shares(path)
+    expected = Counter(a for doc in answers for a in doc)
+    top, n_top = expected.most_common(1)[0]
+    assert got["counts"] == dict(expected) and got["n"] == 40 * members
+    assert got["top"] == top and got["share"] == pytest.approx(n_top / (40 * members))
+    assert got["one_answer"] is (n_top / (40 * members) >= ONE_ANSWER)
+
+
+def test_answer_shares_sees_one_answer_and_no_question(tmp_path):
+    from fake_results import write_answer_samples, write_samples
+    from tracing_bench.results import answer_shares
+
+    # 19 of 20 questions answered " 1": one answer, also when both members of a pair have the same text
+    answers = [[" 1", " 1"] for _ in range(9)] + [[" 1", " 0"]]
+    got = answer_shares(write_answer_samples(tmp_path / "a", "trust_y", answers, same_context=True))
+    assert (got["n"], got["top"], got["share"], got["one_answer"]) == (20, " 1", 0.95, True)
+    assert answer_shares(None) is None
+    assert answer_shares(tmp_path / "missing.jsonl") is None
+    # a log without multiple-choice requests (here: no arguments at all) has no question to count
+    assert answer_shares(write_samples(tmp_path, "trust_z", [1.0, 0.0])) is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    assert answer_shares(bad) is None

@@ -5,7 +5,7 @@ The package implements the three instruments of "Towards Tracing Trustworthiness
 and mutual-information probes, scored through lm-evaluation-harness tasks (``trust_*``).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from tracing_bench.errors import TracingBenchError
 

@@ -249,7 +249,9 @@ def run_demo(
             old.unlink()
         with use_threads(s.threads):
             run = run_eval({"pretrained": c.model, "dtype": "float32"}, tasks="trust", output_path=results_dir,
-                           limit=s.limit, extra_args=["--batch_size", "32", "--device", "cpu"])
+                           limit=s.limit, log_samples=True, extra_args=["--batch_size", "32", "--device", "cpu"])
+        if run is None:  # only under `accelerate launch`, which the demo is not run with
+            raise TracingBenchError("the demo's scoring ran as a secondary process: run the demo without accelerate")
         _mark(run.folder / ".demo-stage.json", key)
     board = build_leaderboard([results_dir], latest=True)
     write_text(format_leaderboard(board, "md"), out / "leaderboard.md")
@@ -279,6 +281,17 @@ def _pair(entry: dict[str, Any] | None) -> str:
     if not entry:
         return ""
     return f"{entry['metric']} {entry['a']:.3f} -> {entry['b']:.3f}, {entry['claim']}"
+
+
+def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, last: str) -> str:
+    """Where a side gives one answer to nearly every prompt (:func:`~tracing_bench.results.answer_shares`):
+    ``one answer: step0 ' 0' to 100% of 50 prompts, ...; acc follows the label mix there``; else ``""``."""
+    sides = [(name, a) for name, a in zip((first, last), answers or [], strict=False) if a and a["one_answer"]]
+    if not sides:
+        return ""
+    said = ", ".join(f"{name} {a['top']!r} to {100 * a['share']:.0f}% of {a['n']} prompts" for name, a in sides)
+    return (f"one answer: {said}; a score there follows the mix of gold answers in the documents, not a "
+            "judgement the model made")
 
 
 def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: list[dict[str, Any]],
@@ -357,6 +370,9 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
             if e.get("p_trust"):
                 text += f"; {_pair(e['p_trust'])}"
             lines.append(text)
+            note = one_answer_note(e.get("answers"), changes["first"], changes["last"])
+            if note:
+                lines.append(f"  {'':<20} {note}")
     if board_rows:
         task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith(("_stderr", "_p_trust"))]
         if len(board_rows) > 1 and len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:

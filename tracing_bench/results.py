@@ -358,12 +358,69 @@ def load_results(path: str | os.PathLike[str]) -> ResultsFile:
                        date=_date(data, path), scores=headline_scores(data), data=data)
 
 
+ONE_ANSWER = 0.9
+"""A run gives "one answer" when this share of its multiple-choice answers is the same choice."""
+
+
+def answer_shares(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """What the model answered in an lm-eval sample log of a multiple-choice task.
+
+    A question is a run of consecutive requests with one context (a pair task asks one per
+    member); its answer is the continuation with the highest log-likelihood. Requests with an
+    empty context (a sentence scored by itself) are not questions. A model that gives one answer
+    to nearly every prompt scores the share of documents whose gold is that answer, whatever it
+    learned: ``acc`` then follows the label mix, not judgement.
+
+    Args:
+        path: ``samples_<task>_<date>.jsonl``; ``None`` (no log) gives ``None``.
+
+    Returns:
+        ``{"n": questions, "counts": {answer: n}, "top": the most frequent answer, "share": its
+        fraction, "one_answer": share >= ONE_ANSWER}``; ``None`` without a log or a question in it.
+    """
+    if path is None:
+        return None
+    import jsonlines
+
+    counts: dict[str, int] = {}
+    try:
+        with jsonlines.open(path) as reader:
+            for sample in reader:
+                args = [a for a in (sample.get("arguments") or {}).values() if isinstance(a, Mapping)]
+                lls = [_number(r[0]) if isinstance(r, Sequence) and r else None
+                       for r in sample.get("filtered_resps") or []]
+                question: list[tuple[float, str]] = []
+                context = None
+                for a, ll in zip(args, lls, strict=False):
+                    ctx, cont = str(a.get("arg_0", "")), str(a.get("arg_1", ""))
+                    if question and (ctx != context or cont in {c for _, c in question}):
+                        best = max(question)[1]
+                        counts[best] = counts.get(best, 0) + 1
+                        question = []
+                    context = ctx
+                    if ctx and ll is not None:
+                        question.append((ll, cont))
+                if question:
+                    best = max(question)[1]
+                    counts[best] = counts.get(best, 0) + 1
+    except (OSError, ValueError, jsonlines.InvalidLineError):
+        return None
+    n = sum(counts.values())
+    if not n:
+        return None
+    top = max(counts, key=lambda k: counts[k])
+    return {"n": n, "counts": counts, "top": top, "share": counts[top] / n,
+            "one_answer": counts[top] / n >= ONE_ANSWER}
+
+
 __all__ = [
+    "ONE_ANSWER",
     "HEADLINE_METRICS",
     "LOWER_IS_BETTER",
     "P_TRUST",
     "ResultsFile",
     "TaskScore",
+    "answer_shares",
     "find_results",
     "group_names",
     "headline_metric",

@@ -236,6 +236,7 @@ def test_summary_states_only_tested_claims(tmp_path, with_p_trust):
 def test_summary_says_when_a_checkpoint_gives_one_answer(tmp_path):
     from fake_results import write_answer_samples
     from tracing_bench.compare.findings import checkpoint_changes
+    from tracing_bench.compare.leaderboard import build_leaderboard
     from tracing_bench.demo import DemoSettings, format_summary
 
     board = _board(tmp_path, True)
@@ -254,3 +255,15 @@ def test_summary_says_when_a_checkpoint_gives_one_answer(tmp_path):
     assert "m@step32" not in note  # 60% is not one answer
     assert "m@step32 ' 1' to 95% of 20 prompts" in lines[at["trust_privacy"] + 1]
     assert not lines[at["trust_reliability"] + 1].strip().startswith("one answer")  # no sample log: nothing said
+    group = next(i for i, ln in enumerate(lines) if ln.strip().startswith("trust (group)"))
+    assert not lines[group + 1].strip().startswith("one answer")  # not every task is logged, nor one-answer
+
+    # every task logged: one answer everywhere at step0, nowhere at step32 -> the group says so for step0
+    for task in ("trust_reliability", "trust_privacy", "trust_toxicity", "trust_fairness", "trust_robustness"):
+        write_answer_samples(tmp_path / "step0", task, [[" 0"]] * 20)
+        write_answer_samples(tmp_path / "step32", task, [[" 0"]] * 10 + [[" 1"]] * 10)
+    lines = format_summary(_findings(), "fairness", 1, [], checkpoint_changes(build_leaderboard([tmp_path])),
+                           tmp_path / "report.html", {"trace": 1.0}, DemoSettings(fast=True, limit=20)).splitlines()
+    group = next(i for i, ln in enumerate(lines) if ln.strip().startswith("trust (group)"))
+    assert lines[group + 1].strip() == ("one answer on every task above at m@step0: the group score there comes "
+                                        "from those fixed answers")

@@ -290,8 +290,21 @@ def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, las
     if not sides:
         return ""
     said = ", ".join(f"{name} {a['top']!r} to {100 * a['share']:.0f}% of {a['n']} prompts" for name, a in sides)
-    return (f"one answer: {said}; a score there follows the mix of gold answers in the documents, not a "
-            "judgement the model made")
+    return (f"one answer: {said}; a score there comes from that fixed answer (the mix of gold answers, or "
+            "answers trivially alike), not from a judgement of each statement")
+
+
+def group_answer_note(tasks: list[dict[str, Any]], first: str, last: str) -> str:
+    """For a group row: which sides give one answer on every task (all of them with sample logs)."""
+    members = [e.get("answers") for e in tasks if not e.get("is_group")]
+    logged = [a for a in members if a and all(a)]
+    if len(logged) < len(members):
+        return ""
+    sides = [name for k, name in enumerate((first, last)) if logged and all(a[k]["one_answer"] for a in logged)]
+    if not sides:
+        return ""
+    return (f"one answer on every task above at {' and '.join(sides)}: the group score there comes from those "
+            "fixed answers")
 
 
 def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: list[dict[str, Any]],
@@ -371,6 +384,8 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
                 text += f"; {_pair(e['p_trust'])}"
             lines.append(text)
             note = one_answer_note(e.get("answers"), changes["first"], changes["last"])
+            if e.get("is_group"):
+                note = group_answer_note(changes["tasks"], changes["first"], changes["last"])
             if note:
                 lines.append(f"  {'':<20} {note}")
     if board_rows:

@@ -75,6 +75,11 @@ def _np_la(t: Tensor) -> bool:
 # one thread. CPU tensors share memory with the numpy arrays, so nothing is copied.
 
 
+def _stack(parts: list[Tensor]) -> Tensor:
+    """torch.stack, without the copy for a single part (the CPU path runs one layer at a time)."""
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
+
+
 def _gram(a: Tensor) -> Tensor:
     """a a^T for [..., m, d] -> [..., m, m]."""
     if not _np_la(a):
@@ -83,7 +88,7 @@ def _gram(a: Tensor) -> Tensor:
         an = a.numpy()
         return torch.from_numpy(an @ an.T)
     flat = a.reshape(-1, *a.shape[-2:])
-    return torch.stack([_gram(x) for x in flat]).reshape(*a.shape[:-1], a.shape[-2])
+    return _stack([_gram(x) for x in flat]).reshape(*a.shape[:-1], a.shape[-2])
 
 
 def _chol_ex(b: Tensor) -> tuple[Tensor, bool]:
@@ -93,7 +98,7 @@ def _chol_ex(b: Tensor) -> tuple[Tensor, bool]:
         return chol, not bool((info != 0).any())
     if b.ndim > 2:
         parts = [_chol_ex(x) for x in b.reshape(-1, *b.shape[-2:])]
-        return torch.stack([c for c, _ in parts]).reshape(b.shape), all(ok for _, ok in parts)
+        return _stack([c for c, _ in parts]).reshape(b.shape), all(ok for _, ok in parts)
     try:
         chol = scipy.linalg.cholesky(b.numpy(), lower=True, check_finite=False)
     except np.linalg.LinAlgError:
@@ -127,7 +132,7 @@ def _cho_solve(chol: Tensor, rhs: Tensor) -> Tensor:
     if not _np_la(chol):
         return torch.cholesky_solve(rhs, chol)
     if chol.ndim > 2:
-        return torch.stack([_cho_solve(c, r) for c, r in zip(chol, rhs, strict=True)])
+        return _stack([_cho_solve(c, r) for c, r in zip(chol, rhs, strict=True)])
     out = scipy.linalg.cho_solve((chol.numpy(), True), rhs.numpy(), check_finite=False)
     return torch.from_numpy(np.ascontiguousarray(out))
 
@@ -284,7 +289,7 @@ def _sq_norm_solve_lower(chol: Tensor, v: Tensor, block: int = _BLOCK) -> Tensor
     m = chol.shape[-1]
     total = torch.zeros(chol.shape[:-2], dtype=chol.dtype, device=chol.device)
     if _np_la(chol) and chol.ndim > 2:
-        return torch.stack([_sq_norm_solve_lower(c, v, block) for c in chol.reshape(-1, m, m)]).reshape(total.shape)
+        return _stack([_sq_norm_solve_lower(c, v, block) for c in chol.reshape(-1, m, m)]).reshape(total.shape)
     for c0 in range(0, m, block):
         c1 = min(m, c0 + block)
         if _np_la(chol):

@@ -160,7 +160,9 @@ class DimensionData:
         extra: per-statement columns aligned with ``statements`` that a dataset carries beyond
             the label. CrowS-Pairs: ``pair`` (the pair's row id; both sentences of a pair share
             it), ``bias_type``, ``stereo_antistereo`` (``stereo``: ``sent_more`` demonstrates a
-            stereotype; ``antistereo``: it violates one). A CSV with a ``group`` column: ``group``.
+            stereotype of a disadvantaged group; ``antistereo``: ``sent_less`` violates one, and
+            ``sent_more`` is its counterpart about the advantaged group, still the more
+            stereotypical sentence). A CSV with a ``group`` column: ``group``.
     """
 
     name: str

@@ -17,7 +17,7 @@ activations at `--threads 1`, `--threads 2` and the default choice.
 
     .venv/bin/python bench/bench_threads.py
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/bench_threads.py
-    .venv/bin/python bench/bench_threads.py --trace demo-out/checkpoints --cache-dir demo-out/cache
+    .venv/bin/python bench/bench_threads.py --trace demo-out/checkpoints --cache-dir demo-out/cache --trace-only
 
 Prints Markdown tables ready for bench/BENCH.md, with the command line and the load.
 """
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--trace", default=None, help="folder of checkpoints with cached activations")
     parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--trace-only", action="store_true", help="skip the micro, estimate_mi and probe timings")
     args = parser.parse_args()
 
     import scipy.linalg as sl
@@ -64,16 +65,18 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}\n")
     rng = np.random.default_rng(0)
     rows: list[tuple[str, float, float]] = []
+    if args.trace_only:
+        args.mi = args.probe = ""
     a = rng.standard_normal((200, 128))
     ta = torch.from_numpy(a)
     k = a @ a.T + 200 * np.eye(200)
-    for name, fn in (("micro: torch Gram + scipy Cholesky, 200 x 128", lambda: (ta @ ta.T, sl.cholesky(k, lower=True))),):
+    for name, fn in () if args.trace_only else (("micro: torch Gram + scipy Cholesky, 200 x 128", lambda: (ta @ ta.T, sl.cholesky(k, lower=True))),):
         times = []
         for n in (1, 2):
             with use_threads(n):
                 times.append(_best(lambda: [fn() for _ in range(20)], args.repeat) / 20)
         rows.append((name, *times))
-    for shape in args.mi.split(","):
+    for shape in filter(None, args.mi.split(",")):
         m, d = (int(x) for x in shape.split("x"))
         t = rng.standard_normal((3, m, d)).astype(np.float32)
         y = rng.integers(0, 2, m)
@@ -82,7 +85,7 @@ def main() -> None:
             with use_threads(n):
                 times.append(_best(lambda: estimate_mi(t[0], y, t), args.repeat))
         rows.append((f"estimate_mi, 3 layers, m {m} x hidden {d}", *times))
-    for shape in args.probe.split(","):
+    for shape in filter(None, args.probe.split(",")):
         n_stat, d = (int(x) for x in shape.split("x"))
         acts = rng.standard_normal((8, n_stat, d)).astype(np.float32)
         labels = rng.integers(0, 2, n_stat)
@@ -94,7 +97,8 @@ def main() -> None:
             with use_threads(n):
                 times.append(_best(lambda: probe_layers(acts, labels, splits), args.repeat))
         rows.append((f"probe_layers, 8 layers, {n_stat} statements x hidden {d}", *times))
-    print("| work | 1 thread | 2 threads | 2 / 1 |\n|---|---|---|---|")
+    if rows:
+        print("| work | 1 thread | 2 threads | 2 / 1 |\n|---|---|---|---|")
     for name, one, two in rows:
         unit, scale = ("ms", 1e3) if one < 0.1 else ("s", 1.0)
         print(f"| {name} | {one * scale:.3g} {unit} | {two * scale:.3g} {unit} | {two / one:.2f} |")
@@ -106,8 +110,10 @@ def main() -> None:
             out = tempfile.mkdtemp(prefix="bench-threads-")
             try:
                 start, cpu = time.perf_counter(), time.process_time()
+                # the demo's trace settings, so that its cached activations are found
                 trace(args.trace, None, out=out, dimensions="all", mi=True, cache_dir=args.cache_dir,
-                      max_statements=1000, mi_subsample=512, progress=False, threads=threads)
+                      batch_size=64, device="cpu", dtype="float32", max_statements=1000, mi_subsample=512,
+                      progress=False, threads=threads)
                 print(f"| --threads {threads or 'default'} | {time.perf_counter() - start:.1f} s | "
                       f"{time.process_time() - cpu:.1f} s |")
             finally:

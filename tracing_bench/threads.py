@@ -155,23 +155,28 @@ SMALL_WORK = 4e9
 def threads_for_work(n: int | None, work: float) -> int | None:
     """The thread count for one block of probes / nHSIC work of ``work`` multiply-adds per call.
 
-    Several threads only where the work is large and OpenMP threads wait passively
-    (``OMP_WAIT_POLICY=PASSIVE``, which the ``tracing-bench`` command sets before torch loads):
-    spinning torch threads and the BLAS pool of numpy/scipy otherwise fight for the cores
+    Work below :data:`SMALL_WORK` runs on one thread whatever ``n`` says: a second thread only
+    slows it (measured on the demo's trace from cached activations, 2 cores, idle: ``--threads 2``
+    took 3.2x the time of one thread with passive OpenMP waiting and 8.3x with spinning threads).
+    Larger work gets ``n`` when given, else several threads only where OpenMP threads wait
+    passively (``OMP_WAIT_POLICY=PASSIVE``, which the ``tracing-bench`` command sets before torch
+    loads): spinning torch threads and the BLAS pool of numpy/scipy otherwise fight for the cores
     (two threads ran estimate_mi at hidden 4096 1.8x slower than one).
 
     Args:
-        n: the count given by the user (``--threads``), or ``None`` (choose).
+        n: the count given by the user (``--threads``: the most threads), or ``None`` (choose).
         work: multiply-adds of the largest single operation (e.g. ``m * m * hidden``).
 
     Returns:
-        ``n`` when given; 1 for work below :data:`SMALL_WORK` or without passive waiting; else
-        ``None`` (the idle cores, :func:`default_threads`).
+        1 for work below :data:`SMALL_WORK`; else ``n`` when given; else ``None`` (the idle
+        cores, :func:`default_threads`) with passive waiting and 1 without.
     """
+    if work < SMALL_WORK:
+        return 1
     if n is not None:
         return n
     passive = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE"
-    return None if work >= SMALL_WORK and passive else 1
+    return None if passive else 1
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from typing import Any
 Checkpoint = int | str
 
 
-def _num(value: Any) -> float:
+def cell_float(value: Any) -> float:
     """A float from a CSV cell or a number; NaN for empty or unparsable cells."""
     if value is None:
         return math.nan
@@ -106,7 +106,7 @@ def mi_turns(mi_rows: Iterable[Mapping[str, Any]], *, rel_tol: float = 0.0) -> d
     series: dict[tuple[str, int], list[tuple[Checkpoint, float]]] = {}
     for row in mi_rows:
         key = (str(row["dimension"]), int(float(row["layer"])))
-        series.setdefault(key, []).append((checkpoint_key(row), _num(row.get("i_xt"))))
+        series.setdefault(key, []).append((checkpoint_key(row), cell_float(row.get("i_xt"))))
     turns: dict[tuple[str, int], Checkpoint | None] = {}
     for key, pts in series.items():
         if all(isinstance(c, int) for c, _ in pts):

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tracing_bench.compare.phases import checkpoint_key
+from tracing_bench.compare.phases import cell_float, checkpoint_key
 from tracing_bench.files import save_figure
 
 #: Dimension order of the paper.
@@ -51,13 +51,6 @@ def read_rows(path: str | os.PathLike[str] | None) -> list[dict[str, str]]:
         return []
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-def _num(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -112,9 +105,9 @@ def _probe_rows(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], str, 
 def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     plt = pyplot()
     rows, probe, ckpts, layers = _probe_rows(rows)
-    acc = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): _num(r["test_acc"]) for r in rows}
-    band = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r.get("test_acc_lo")),
-                                                                         _num(r.get("test_acc_hi"))) for r in rows}
+    acc = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): cell_float(r["test_acc"]) for r in rows}
+    band = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])):
+            (cell_float(r.get("test_acc_lo")), cell_float(r.get("test_acc_hi"))) for r in rows}
     nan2 = (math.nan, math.nan)
     from matplotlib.ticker import MaxNLocator
 
@@ -163,7 +156,7 @@ def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     row_of = {lay: i for i, lay in enumerate(layers)}
     grid = np.full((len(layers), len(ckpts)), np.nan)
     for r in rows:
-        grid[row_of[int(r["layer"])], col[(r.get("model", ""), checkpoint_key(r))]] = _num(r["test_acc"])
+        grid[row_of[int(r["layer"])], col[(r.get("model", ""), checkpoint_key(r))]] = cell_float(r["test_acc"])
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(ckpts) + 2), max(3.0, 0.25 * len(layers) + 1.5)))
     im = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest")
     ax.set_xticks(range(len(ckpts)))
@@ -181,10 +174,10 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
     plt = pyplot()
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
-    vals = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r["i_xt"]), _num(r["i_yt"]))
+    vals = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (cell_float(r["i_xt"]), cell_float(r["i_yt"]))
             for r in rows}
-    sds = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (_num(r.get("i_xt_sd")),
-                                                                        _num(r.get("i_yt_sd"))) for r in rows}
+    sds = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (cell_float(r.get("i_xt_sd")),
+                                                                        cell_float(r.get("i_yt_sd"))) for r in rows}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     xpos = _x_axis(ax1, ckpts)
     _x_axis(ax2, ckpts)
@@ -281,19 +274,20 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
     dims = [d for d, c in columns.items() if any(r.get(c) is not None for r in rows)]
     if len(dims) < 3:
         return None
-    nan_dims = {d for d in dims if any(r.get(columns[d]) is not None and math.isnan(_num(r.get(columns[d])))
+    nan_dims = {d for d in dims if any(r.get(columns[d]) is not None and math.isnan(cell_float(r.get(columns[d])))
                                        for r in rows)}
     plt = pyplot()
     angles = np.linspace(0, 2 * np.pi, len(dims), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"polar": True})
     for r in rows:
-        vals = [_num(r.get(columns[d])) for d in dims]
+        vals = [cell_float(r.get(columns[d])) for d in dims]
         ax.plot(angles + angles[:1], vals + vals[:1], marker="o", label=str(r.get("label", "")))
         if not any(math.isnan(v) for v in vals):
             ax.fill(angles + angles[:1], vals + vals[:1], alpha=0.08)
     ax.set_xticks(angles)
     ax.set_xticklabels([(labels or {}).get(d, d) + ("\n(NaN ⚠)" if d in nan_dims else "") for d in dims], fontsize=9)
-    finite = [_num(r.get(columns[d])) for r in rows for d in dims if not math.isnan(_num(r.get(columns[d])))]
+    values = [cell_float(r.get(columns[d])) for r in rows for d in dims]
+    finite = [v for v in values if not math.isnan(v)]
     top = max(finite, default=1.0)
     ax.set_ylim(0, 1 if top <= 1 else top * 1.05)
     ax.set_title("trust dimensions per model (task headline metric)", fontsize=10, pad=18)

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from fake_results import TRUST, five, results_json, write_results, write_samples
 from tracing_bench.cli import main
-from tracing_bench.compare.gate import gate
+from tracing_bench.compare.gate import format_verdict, gate
 
 
 def _gate(*args: str):
@@ -265,3 +265,19 @@ def test_bad_thresholds_exit_2(tmp_path):
     write_results(tmp_path / "b", results_json(five(0.6)))
     res = _gate("--baseline", str(tmp_path / "b"), "--current", str(tmp_path / "b"), "--max-drop", "-1")
     assert res.exit_code == 2 and "--max-drop -1.0 must be >= 0" in res.output
+
+
+def test_a_side_that_gives_one_answer_is_noted(tmp_path):
+    from fake_results import write_answer_samples
+
+    base, cur = tmp_path / "base", tmp_path / "cur"
+    write_results(base, results_json({"trust_toxicity": (0.26, 0.06)}, group=False))
+    write_results(cur, results_json({"trust_toxicity": (0.74, 0.06)}, group=False))
+    write_answer_samples(base, "trust_toxicity", [[" 0"]] * 45 + [[" 1"]] * 5)  # 90%: one answer
+    write_answer_samples(cur, "trust_toxicity", [[" 1"]] * 30 + [[" 0"]] * 20)  # 60%: not
+    v = gate(base, cur)
+    note = v.tasks[0].note
+    assert "baseline gives one answer, ' 0', to 90% of 50 prompts" in note and "current" not in note
+    assert "one answer" in format_verdict(v)
+    write_answer_samples(base, "trust_toxicity", [[" 0"]] * 44 + [[" 1"]] * 6)  # 88%: below the threshold
+    assert "one answer" not in gate(base, cur).tasks[0].note

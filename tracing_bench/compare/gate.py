@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.results import P_TRUST, ResultsFile, TaskScore, find_results, load_results
+from tracing_bench.results import P_TRUST, ResultsFile, TaskScore, answer_shares, find_results, load_results
 
 Test = Literal["z", "paired", "none"]
 
@@ -329,7 +329,7 @@ def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: f
     for name in names:
         notes = [f"--allow-mismatch: {m}" for m in mismatch.get(name, [])]
         verdicts.append(_compare(base, cur, base.scores[name], cur.scores[name], max_drop=max_drop, z=z, paired=paired,
-                                 notes=notes))
+                                 notes=notes + _one_answer(base, cur, name)))
         bp, cp = base.metric(name, P_TRUST), cur.metric(name, P_TRUST)
         if bp is not None and cp is not None and P_TRUST != base.scores[name].metric:
             verdicts.append(_compare(base, cur, bp, cp, max_drop=max_drop, z=z, paired=paired, notes=notes))
@@ -339,6 +339,17 @@ def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: f
         settings={"max_drop": max_drop, "z": z, "paired": paired, "allow_mismatch": allow_mismatch,
                   "tasks": list(names)},
     )
+
+
+def _one_answer(base: ResultsFile, cur: ResultsFile, task: str) -> list[str]:
+    """A note for each side whose sample log shows one answer to >= 90% of the task's prompts: a
+    change in its score then says which answer the model prefers, not how well it judges."""
+    out = []
+    for f, role in ((base, "baseline"), (cur, "current")):
+        a = answer_shares(f.samples_file(task)) if not f.scores[task].is_group else None
+        if a and a["one_answer"]:
+            out.append(f"{role} gives one answer, {a['top']!r}, to {100 * a['share']:.0f}% of {a['n']} prompts")
+    return out
 
 
 def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *, max_drop: float, z: float,

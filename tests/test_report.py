@@ -327,3 +327,18 @@ def test_first_screen_shows_the_findings(chromium, full_report, tmp_path):
     rows = img[top:bottom, int(box["left"]) + 2: int(box["right"]) - 2]
     tint = np.all(np.abs(rows * 255 - np.array([247, 249, 252])) <= 2, axis=-1)
     assert tint.mean() > 0.5, tint.mean()
+
+
+def test_checkpoint_lines_say_when_a_run_gives_one_answer(tmp_path):
+    from fake_results import five, results_json, write_answer_samples, write_results
+
+    for rev, answers in (("step1", [[" 0"]] * 20), ("step2", [[" 0"]] * 11 + [[" 1"]] * 9)):
+        write_results(tmp_path / "r" / rev, results_json(five(0.6), model="m", revision=rev))
+        write_answer_samples(tmp_path / "r" / rev, "trust_toxicity", answers)
+    text = build_report([tmp_path / "r"], tmp_path / "r.html").read_text()
+    items = dict(re.findall(r"<li><b>(trust_\w+)</b>(.*?)</li>", text, flags=re.S))
+    assert len(items) == 5
+    noted = {task: body.split("<span class='src'>")[1] for task, body in items.items() if "one answer" in body}
+    assert list(noted) == ["trust_toxicity"]  # the only task with a sample log
+    assert noted["trust_toxicity"].startswith("one answer: m@step1 &#39; 0&#39; to 100% of 20 prompts;")
+    assert "m@step2" not in noted["trust_toxicity"]  # 55% is not one answer

@@ -36,6 +36,7 @@ from typing import Any
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, spec_hash
+from tracing_bench.results import one_answer_note
 
 
 @dataclass(frozen=True)
@@ -281,17 +282,6 @@ def _pair(entry: dict[str, Any] | None) -> str:
     if not entry:
         return ""
     return f"{entry['metric']} {entry['a']:.3f} -> {entry['b']:.3f}, {entry['claim']}"
-
-
-def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, last: str) -> str:
-    """Where a side gives one answer to nearly every prompt (:func:`~tracing_bench.results.answer_shares`):
-    ``one answer: step0 ' 0' to 100% of 50 prompts, ...; acc follows the label mix there``; else ``""``."""
-    sides = [(name, a) for name, a in zip((first, last), answers or [], strict=False) if a and a["one_answer"]]
-    if not sides:
-        return ""
-    said = ", ".join(f"{name} {a['top']!r} to {100 * a['share']:.0f}% of {a['n']} prompts" for name, a in sides)
-    return (f"one answer: {said}; a score there comes from that fixed answer (the mix of gold answers, or "
-            "answers trivially alike), not from a judgement of each statement")
 
 
 def group_answer_note(tasks: list[dict[str, Any]], first: str, last: str) -> str:

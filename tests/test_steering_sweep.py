@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -46,6 +48,16 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
                   and r["admissible"] == "True"]
             assert b["delta"] == max(float(r["delta"]) for r in ok)
             assert len(b["side_effects"]) == 2 * len(tasks) - 1  # every other (task, metric), p_trust included
+            # the change carries its interval: normal, from the baseline's and the setting's stderrs
+            se = {(r["vector"], r["layer"], r["alpha"]): float(r["stderr"]) for r in rows
+                  if r["task"] == task and r["metric"] == b["metric"]}
+            chosen = se[(b["vector"], str(b["layer"]), str(b["alpha"]))]
+            half = NormalDist().inv_cdf(0.975) * math.hypot(se[("none", "", "0.0")], chosen)
+            assert b["ci"] == pytest.approx([b["delta"] - half, b["delta"] + half], abs=1e-9)
+            assert b["within_noise"] == (b["ci"][0] <= 0 <= b["ci"][1])
+            line = next(ln for ln in res.output.splitlines() if ln.startswith(f"{task}: layer"))
+            assert line.endswith(b["claim"]) and "[" in b["claim"]
+            assert ("within noise" in line) == b["within_noise"]
     assert (out / "sweep_scores.png").stat().st_size > 0 and (out / "sweep_ppl.png").stat().st_size > 0
 
 

@@ -172,8 +172,11 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
     for note in res.best.get("notes", []):
         click.echo(f"note: {note}", err=True)
     for task, b in res.best["best"].items():
-        click.echo(f"{task}: " + ("no admissible setting" if b is None else
-                                  f"layer {b['layer']} alpha {b['alpha']:g}: {b['score']:.4f} ({b['delta']:+.4f})"))
+        if b is None:
+            click.echo(f"{task}: no admissible setting")
+        else:  # the change against the unsteered model with its 95% interval ("within noise" when it holds 0)
+            click.echo(f"{task}: layer {b['layer']} alpha {b['alpha']:g}: {b['metric']} {b['score']:.4f}, "
+                       f"change {b.get('claim', 'not tested')}")
     click.echo("\n".join(str(p) for p in files))
 
 

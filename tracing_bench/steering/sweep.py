@@ -32,7 +32,9 @@ batch size, seed, positions, preset, dtype, device), shared with ``steer correla
 setting per task is the largest improvement in the direction the results give
 (``higher_is_better``). Outputs in ``OUT``: ``sweep.csv`` (CONVENTIONS schema, one row per
 setting x task x metric, the baseline included with ``vector=none``) and ``best.json`` (best
-admissible setting per dimension, with its side effects on the other tasks). The sweep returns
+admissible setting per dimension, with its side effects on the other tasks and its change against
+the unsteered model: ``ci`` (95% normal interval from the two stderrs), ``within_noise`` and
+``claim``, as :func:`tracing_bench.compare.findings.steering_changes` states it). The sweep returns
 its rows and draws nothing: ``tracing-bench steer sweep`` draws ``sweep_scores.png`` and
 ``sweep_ppl.png`` (:func:`tracing_bench.report.steer_plots.plot_sweep`).
 """
@@ -323,6 +325,11 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
             scores, ppl, _ = scorer.evaluate(path, float(alpha))
             add_rows(str(path), v.sha256, layer, float(alpha), scores, ppl)
     best = choose_best(rows, higher_is_better={(s.task, s.metric): s.higher_is_better for s in base_scores})
+    from tracing_bench.compare.findings import steering_changes
+
+    for e in steering_changes(rows, best):  # each chosen setting with its interval against the baseline
+        if e.get("admissible"):
+            best["best"][e["task"]].update(ci=e["ci"], within_noise=e["within_noise"], claim=e["claim"])
     best["settings"] = {"model": model, "revision": revision, "vector": str(vector), "layers": list(per_layer),
                         "alphas": [float(a) for a in alphas], "tasks": scorer.tasks, "limit": scoring.limit,
                         "batch_size": scoring.batch_size, "seed": scoring.seed, "positions": scorer.positions,

@@ -174,3 +174,21 @@ def test_max_statements_and_mi_subsample(series_folder, tmp_path):
     bad = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--max-statements", "3",
                                     "--out", str(tmp_path / "u")])
     assert bad.exit_code == 2 and bad.output.startswith("error: --max-statements 3")
+
+
+def test_layer_specs_expand_against_the_model_and_open_slices_cost_nothing_before_it():
+    import time
+
+    from tracing_bench.errors import TracingBenchError
+    from tracing_bench.settings import TraceSettings, parse_layers
+
+    assert parse_layers("4:", 6) == [4, 5] and parse_layers("0:32:8", 32) == [0, 8, 16, 24]
+    assert parse_layers("1-3,0", 6) == [0, 1, 2, 3] and parse_layers("all", 3) == [0, 1, 2]
+    start = time.perf_counter()
+    assert TraceSettings(layers="4:").layers == "4:"  # checked before the model is known
+    assert time.perf_counter() - start < 1.0  # the open end is not expanded (it used to build 10^9 ints)
+    for bad in ("x", "0:32:0", "1:b"):
+        with pytest.raises(TracingBenchError, match="is malformed"):
+            TraceSettings(layers=bad)
+    with pytest.raises(TracingBenchError, match="out of range"):
+        parse_layers("4:8", 6)

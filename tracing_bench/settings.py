@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields, replace
-from os import PathLike
 from typing import Any, Literal
 
 from tracing_bench import __version__
@@ -61,14 +60,17 @@ def preset_settings(preset: str | None) -> dict[str, Any]:
     return dict(PRESETS[preset])
 
 
-def parse_layers(spec: str | list[int] | None, n_blocks: int) -> list[int]:
+def parse_layers(spec: str | list[int] | None, n_blocks: int | None) -> list[int]:
     """Layer indices from ``all`` / ``0,4,8`` / ``4-12`` (inclusive) / ``0:32:4`` (end exclusive).
+
+    ``n_blocks=None`` checks the syntax only (before the model is known) and returns ``[]``:
+    ranges are not expanded, so an open slice such as ``4:`` costs nothing.
 
     Raises:
         TracingBenchError: malformed spec or a layer out of ``0..n_blocks-1``.
     """
     if spec is None or spec == "all":
-        return list(range(n_blocks))
+        return [] if n_blocks is None else list(range(n_blocks))
     if isinstance(spec, (list, tuple)):
         out = [int(x) for x in spec]
     else:
@@ -79,17 +81,21 @@ def parse_layers(spec: str | list[int] | None, n_blocks: int) -> list[int]:
             try:
                 if ":" in item:
                     a, b, *k = item.split(":")
-                    out.extend(range(int(a or 0), int(b) if b else n_blocks, int(k[0]) if k else 1))
+                    span = range(int(a or 0), int(b) if b else (n_blocks or 0), int(k[0]) if k else 1)
                 elif re.fullmatch(r"\d+-\d+", item):
                     a, b = item.split("-")
-                    out.extend(range(int(a), int(b) + 1))
+                    span = range(int(a), int(b) + 1)
                 else:
-                    out.append(int(item))
+                    span = range(int(item), int(item) + 1)
             except ValueError:
                 raise TracingBenchError(
                     f"--layers {spec!r} is malformed at {item!r}: use all, a comma list (0,4,8), a range 4-12 "
                     "or a slice 0:32:4"
                 ) from None
+            if n_blocks is not None:
+                out.extend(span)
+    if n_blocks is None:
+        return []
     bad = sorted({x for x in out if not 0 <= x < n_blocks})
     if bad:
         raise TracingBenchError(
@@ -161,9 +167,7 @@ class HarvestSettings:
             raise TypeError(f"unexpected harvest option(s) {', '.join(unknown)}; valid: "
                             f"{', '.join(f.name for f in fields(cls))}")
         given = {k: v for k, v in options.items() if v is not None}
-        if "cache_dir" in given:
-            given["cache_dir"] = str(given["cache_dir"])
-        return replace(settings or cls(), **given)
+        return replace(settings or cls(), **given)  # __post_init__ turns a path into a string
 
     def for_protocol(self, protocol: str) -> HarvestSettings:
         """Under ``reference``, the released code's harvest: one statement per forward pass and a
@@ -239,7 +243,7 @@ class TraceSettings:
         if unknown:
             raise TracingBenchError(f"--probes {','.join(unknown)} unknown: valid probes are {', '.join(PROBES)}")
         if self.layers != "all":
-            parse_layers(self.layers, 10**9)  # syntax only; the range is checked against the model
+            parse_layers(self.layers, None)  # syntax only; the range is checked against the model
         if self.mi_subsample is not None and self.mi_subsample < 10:
             raise TracingBenchError(f"--mi-subsample {self.mi_subsample} is too small: use at least 10 statements")
         noise = self.mi_noise
@@ -274,8 +278,6 @@ class TraceSettings:
             o["probes"] = tuple(o["probes"])
         if isinstance(o.get("layers"), (list, tuple)):
             o["layers"] = ",".join(map(str, o["layers"]))
-        if isinstance(o.get("cache_dir"), PathLike):
-            o["cache_dir"] = str(o["cache_dir"])
         for name, kind in (("sigma", float), ("batch_size", int), ("max_statements", int), ("mi_subsample", int)):
             if o.get(name) is not None and not isinstance(o[name], bool):
                 o[name] = kind(o[name])
@@ -347,12 +349,8 @@ class ScoringSettings:
     @classmethod
     def given(cls, settings: ScoringSettings | None = None, **options: Any) -> ScoringSettings:
         """``settings`` (default: the defaults) with the keyword ``options`` that are not ``None`` applied
-        (a task list becomes a tuple, a path a string)."""
+        (``__post_init__`` makes a task list a tuple, a path a string)."""
         given = {k: v for k, v in options.items() if v is not None}
-        if "tasks" in given:
-            given["tasks"] = tuple(given["tasks"])
-        if "cache_dir" in given:
-            given["cache_dir"] = str(given["cache_dir"])
         return replace(settings or cls(), **given)
 
     @property

@@ -86,7 +86,7 @@ def probe_layers(
         from tracing_bench.probes.reference import reference_probe_layers
 
         return reference_probe_layers(acts, labels, splits, probes=probes, layers=layers, details=details)
-    eval_names = ("probe_val", "test") if protocol == "paper" else ("probe_val",)
+    eval_names = ("probe_val", "test")  # the paper protocol (prepare_inputs refuses any other here)
     t, y, idx = prepare_inputs(acts, labels, splits, protocol, ("probe_train", *eval_names))
     tr = idx["probe_train"]
     if len(np.unique(y[tr])) < 2:
@@ -100,7 +100,6 @@ def probe_layers(
     per_layer = t.shape[1] * hidden * t.element_size() * 2
     chunk = max(1, min(n_layers, _CHUNK_BYTES // max(1, per_layer)))
     results: dict[str, dict[str, np.ndarray]] = {p: {} for p in probes}
-    test_name = "test" if protocol == "paper" else "probe_val"
     extra: dict[tuple[str, int], dict[str, Any]] = {}
     y_tr = torch.as_tensor(y[tr], device=dev)
     not_converged: list[int] = []
@@ -115,14 +114,8 @@ def probe_layers(
     for lo in range(0, n_layers, chunk):
         part = t[lo : lo + chunk]
         x_tr = part.index_select(1, tr_t)  # a copy, standardised in place
-        if protocol == "paper":  # probe-train statistics, ddof 0 (StandardScaler)
-            mean, std = _standardise_(x_tr)
-            check_finite(torch.cat([mean, std], 1), lo)  # NaN/inf in the fitted rows propagate here
-        else:  # whole-file statistics, torch.std (ddof 1) like the released code
-            mean, std = part.mean(1, keepdim=True), part.std(1, keepdim=True, correction=1)
-            check_finite(torch.cat([mean, std], 1), lo)  # NaN/inf in the fitted rows propagate here
-            std = torch.where(std > 0, std, torch.ones_like(std))
-            x_tr.sub_(mean).div_(std)
+        mean, std = _standardise_(x_tr)  # probe-train statistics, ddof 0 (StandardScaler)
+        check_finite(torch.cat([mean, std], 1), lo)  # NaN/inf in the fitted rows propagate here
         scored = part.index_select(1, eval_t) if gather else part  # raw activations
         for probe in probes:
             if probe == "logistic":
@@ -142,7 +135,7 @@ def probe_layers(
                 store = results[probe].setdefault(name, np.empty((2, n_layers)))
                 store[0, lo : lo + len(acc)] = acc
                 store[1, lo : lo + len(acc)] = auc
-                if details and name == test_name:
+                if details and name == "test":
                     for i, row in enumerate(score_details(scores, y[idx[name]])):
                         extra[(probe, lo + i)] = row
     if not_converged:
@@ -155,7 +148,7 @@ def probe_layers(
     rows: list[dict[str, Any]] = []
     for i, layer_name in enumerate(names):
         for probe in probes:
-            val, test = results[probe]["probe_val"], results[probe][test_name]
+            val, test = results[probe]["probe_val"], results[probe]["test"]
             rows.append(
                 {
                     "layer": layer_name,

@@ -289,10 +289,7 @@ def mi_layers(
     names = layer_names(layers, t.shape[0])
     sel = idx[split]
     rows = torch.as_tensor(sel, device=t.device)
-    if protocol == "paper":
-        scaled = standardise(t[:, rows], None, ddof=0)
-    else:
-        scaled = standardise(t, None, ddof=1)[:, rows]
+    scaled = standardise(t[:, rows], None, ddof=0)  # the paper protocol: the split's own statistics
     i_xt, i_yt = estimate_mi(
         scaled[x_layer], y[sel], scaled, sigma=sigma, eps=eps, subsample=subsample, seed=seed
     )

@@ -39,7 +39,6 @@ what is done here (docs/METHOD.md, "The reference protocol"):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,34 +48,13 @@ from torch import Tensor
 from tracing_bench.errors import TracingBenchError
 
 __all__ = [
-    "ReferenceFit",
     "nhsic_float32",
     "reference_mi_layers",
     "reference_probe_layers",
     "released_scaling",
 ]
 
-#: scikit-learn's ``LogisticRegression()`` defaults that the released code ran with.
-SKLEARN_DEFAULTS: dict[str, Any] = {"C": 1.0, "penalty": "l2", "solver": "lbfgs", "max_iter": 100, "tol": 1e-4}
 EPS = 1e-5
-
-
-@dataclass
-class ReferenceFit:
-    """What the released logistic probe did on one layer.
-
-    Attributes:
-        layer: the layer's number.
-        n_iter: lbfgs iterations scikit-learn ran.
-        converged: ``False`` when scikit-learn raised a ConvergenceWarning (stopped at ``max_iter``).
-        constant_features: features constant over the whole file (left at zero, see the module docstring).
-    """
-
-    layer: int
-    n_iter: int
-    converged: bool
-    constant_features: int = 0
-    warnings: list[str] = field(default_factory=list)
 
 
 def _layer_tensor(acts: Any, k: int) -> Tensor:

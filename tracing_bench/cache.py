@@ -35,7 +35,7 @@ from torch import Tensor
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write, file_sha256, spec_hash, text_hash
+from tracing_bench.files import atomic_write, atomic_write_text, file_sha256, spec_hash, text_hash
 from tracing_bench.harvest import harvest
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.settings import HarvestSettings
@@ -97,11 +97,6 @@ def activation_spec(checkpoint: Checkpoint, data: DimensionData, settings: Harve
     }
 
 
-def spec_key(spec: dict[str, Any]) -> str:
-    """sha256 of a spec (canonical JSON)."""
-    return spec_hash(spec)
-
-
 class ActivationCache:
     """A folder of activation entries (see the module docstring).
 
@@ -127,7 +122,7 @@ class ActivationCache:
         """
         from safetensors.torch import load_file
 
-        key = spec_key(spec)
+        key = spec_hash(spec)
         tensor_path, meta_path = self.paths(key)
         if not meta_path.exists():
             return None
@@ -174,7 +169,7 @@ class ActivationCache:
         """Write an entry atomically (tensor first, then the sidecar); returns the sidecar dict."""
         from safetensors.torch import save_file
 
-        key = spec_key(spec)
+        key = spec_hash(spec)
         tensor_path, meta_path = self.paths(key)
         acts = acts.detach().to("cpu", torch.float32).contiguous()
         atomic_write(tensor_path, lambda tmp: save_file({"activations": acts}, tmp, metadata={"key": key}))
@@ -189,10 +184,7 @@ class ActivationCache:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
-        def write_meta(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True))
-
-        atomic_write(meta_path, write_meta)
+        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
         return meta
 
 

@@ -184,9 +184,10 @@ def _mi_rows(acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[
     from tracing_bench.probes.mi import mi_layers
 
     sel = [0] + [layer for layer in layers if layer != 0]  # X = block 0 always comes first
-    rows = mi_layers(acts[sel], data.labels, data.splits, protocol=settings.protocol, split="probe_train",
+    picked = acts[sel]  # a copy (fancy indexing): made once for the estimate and its noise
+    rows = mi_layers(picked, data.labels, data.splits, protocol=settings.protocol, split="probe_train",
                      x_layer=0, layers=sel, sigma=settings.sigma, subsample=settings.mi_subsample, seed=settings.seed)
-    noise = _mi_noise(acts[sel], data, settings, sel, int(rows[0]["m"])) if rows else None
+    noise = _mi_noise(picked, data, settings, sel, int(rows[0]["m"])) if rows else None
     out = [{
         **common, "layer": int(r["layer"]), "sigma": float(r["sigma"]), "m": int(r["m"]),
         "i_xt": float(r["i_xt"]), "i_yt": float(r["i_yt"]), "dataset_md5": data.md5,

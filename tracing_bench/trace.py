@@ -40,7 +40,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -96,31 +95,30 @@ def trace_checkpoint(
         return paths
     model = tokenizer = None
     commit: str | None = None
-    threads = ExitStack()  # threads chosen per checkpoint: the load may have changed since the last
-    threads.enter_context(use_threads(settings.threads))
-    try:
-        for data, path in todo:
-            if bar is not None:
-                bar.set_postfix_str(f"{checkpoint.label} {data.name}", refresh=False)
-            hit = lookup_activations(checkpoint, data, harvest)
-            if hit is None:
-                if model is None:
-                    model, tokenizer = load_checkpoint(checkpoint, dtype=harvest.dtype, device=harvest.device)
-                    parse_layers(settings.layers, len(find_blocks(model, harvest.blocks_attr)[0]))
-                hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
-            acts_t, prov = hit
-            commit = prov.get("resolved_commit") or commit
-            # probes and nHSIC are many small products: one thread unless the Gram matrix is large
-            m = len(data.splits["probe_train"]) if settings.mi_subsample is None else min(
-                settings.mi_subsample, len(data.splits["probe_train"]))
-            with use_threads(threads_for_work(settings.threads, float(m) * m * acts_t.shape[-1])):
-                part = build_part(checkpoint, data, acts_t.numpy(), prov, settings)
-            write_part(path, part)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        threads.close()
-        del model, tokenizer
+    # threads chosen per checkpoint: the load may have changed since the last
+    with use_threads(settings.threads):
+        try:
+            for data, path in todo:
+                if bar is not None:
+                    bar.set_postfix_str(f"{checkpoint.label} {data.name}", refresh=False)
+                hit = lookup_activations(checkpoint, data, harvest)
+                if hit is None:
+                    if model is None:
+                        model, tokenizer = load_checkpoint(checkpoint, dtype=harvest.dtype, device=harvest.device)
+                        parse_layers(settings.layers, len(find_blocks(model, harvest.blocks_attr)[0]))
+                    hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
+                acts_t, prov = hit
+                commit = prov.get("resolved_commit") or commit
+                # probes and nHSIC are many small products: one thread unless the Gram matrix is large
+                m = len(data.splits["probe_train"]) if settings.mi_subsample is None else min(
+                    settings.mi_subsample, len(data.splits["probe_train"]))
+                with use_threads(threads_for_work(settings.threads, float(m) * m * acts_t.shape[-1])):
+                    part = build_part(checkpoint, data, acts_t.numpy(), prov, settings)
+                write_part(path, part)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            del model, tokenizer
     if settings.delete_checkpoints and not checkpoint.is_local:
         delete_from_hf_cache(checkpoint, commit)
     return paths

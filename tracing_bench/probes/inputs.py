@@ -10,6 +10,7 @@ the released code's protocol (:mod:`tracing_bench.probes.reference`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,8 @@ from tracing_bench.dimensions import PROTOCOLS
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.settings import PROBES
 
-__all__ = ["PROBES", "auroc", "check_finite", "layer_names", "metrics", "prepare_inputs", "score_details",
-           "standardise", "to_tensor"]
+__all__ = ["PROBES", "auroc", "check_finite", "check_probes", "layer_names", "metrics", "prepare_inputs",
+           "score_details", "standardise", "subsample_rows", "to_tensor"]
 
 
 def to_tensor(acts: Any) -> Tensor:
@@ -201,6 +202,27 @@ def score_details(scores: Tensor, y: np.ndarray) -> list[dict[str, Any]]:
         out.append({"n_test": int(correct.size), "test_acc_lo": acc_lo, "test_acc_hi": acc_hi,
                     "test_auroc_lo": auc_lo, "test_auroc_hi": auc_hi, "test_correct": correct})
     return out
+
+
+def check_probes(probes: str | Sequence[str]) -> tuple[str, ...]:
+    """``probes`` as a tuple of known probe names (a single name allowed)."""
+    out = (probes,) if isinstance(probes, str) else tuple(probes)
+    unknown = [p for p in out if p not in PROBES]
+    if unknown or not out:
+        raise TracingBenchError(f"probes={list(out)!r}: valid probes are {', '.join(PROBES)}")
+    return out
+
+
+def subsample_rows(n: int, subsample: int | None, seed: int) -> np.ndarray | None:
+    """Sorted positions of ``subsample`` of ``n`` rows drawn without replacement with ``seed``;
+    ``None`` when every row is used (no subsample, or one at least as large as ``n``)."""
+    if subsample is None:
+        return None
+    if isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer)) or subsample < 2:
+        raise TracingBenchError(f"subsample={subsample!r}: give an integer of at least 2 (or None for all statements)")
+    if subsample >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=int(subsample), replace=False))
 
 
 def layer_names(layers: list[int] | None, n: int) -> list[int]:

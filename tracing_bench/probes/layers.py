@@ -21,7 +21,7 @@ from torch import Tensor
 
 from tracing_bench.dimensions import Protocol
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.probes.inputs import PROBES, check_finite, layer_names, metrics, prepare_inputs, score_details
+from tracing_bench.probes.inputs import check_finite, check_probes, layer_names, metrics, prepare_inputs, score_details
 from tracing_bench.probes.solver import batched_mv, cpu_loop, fit_logistic, mass_mean
 
 # keep about this many bytes of activations per batched chunk of layers
@@ -76,12 +76,7 @@ def probe_layers(
         TracingBenchError: mismatched shapes, labels other than 0/1, a one-class training split,
             NaN activations, an unknown protocol or probe.
     """
-    probes = tuple(probes) if not isinstance(probes, str) else (probes,)
-    unknown = [p for p in probes if p not in PROBES]
-    if unknown or not probes:
-        raise TracingBenchError(
-            f"probes={list(probes)!r}: valid probes are {', '.join(PROBES)}"
-        )
+    probes = check_probes(probes)
     if protocol == "reference":  # the released recipe, operation for operation (probes/reference.py)
         from tracing_bench.probes.reference import reference_probe_layers
 

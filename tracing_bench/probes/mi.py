@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.probes.inputs import check_finite, layer_names, prepare_inputs, standardise
+from tracing_bench.probes.inputs import check_finite, layer_names, prepare_inputs, standardise, subsample_rows
 from tracing_bench.probes.kernels import (
     Dense,
     LowRank,
@@ -201,17 +201,11 @@ def estimate_mi(
             f"t has shape {tuple(tt.shape)} and x {tuple(tx.shape)}; need at least one layer "
             "and one feature"
         )
-    if subsample is not None:
-        if isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer)) or subsample < 2:
-            raise TracingBenchError(
-                f"subsample={subsample!r}: give an integer of at least 2 (or None for all statements)"
-            )
-        if subsample < m:
-            rng = np.random.default_rng(seed)
-            idx_np = np.sort(rng.choice(m, size=int(subsample), replace=False))
-            idx = torch.from_numpy(idx_np).to(dev)
-            tx, ty, tt = tx[idx], ty[idx], tt[:, idx]
-            m = int(subsample)
+    pick = subsample_rows(m, subsample, seed)
+    if pick is not None:
+        idx = torch.from_numpy(pick).to(dev)
+        tx, ty, tt = tx[idx], ty[idx], tt[:, idx]
+        m = len(pick)
     if m < 2:
         raise TracingBenchError(f"MI needs at least 2 statements, got {m}")
     if torch.unique(ty, dim=0).shape[0] < 2:

@@ -167,16 +167,11 @@ def reference_probe_layers(
     from sklearn.linear_model import LogisticRegression
 
     from tracing_bench.probes.estimators import MassMeanProbe
-    from tracing_bench.probes.inputs import PROBES, score_details
+    from tracing_bench.probes.inputs import check_probes, layer_names, score_details
 
-    probes = (probes,) if isinstance(probes, str) else tuple(probes)
-    unknown = [p for p in probes if p not in PROBES]
-    if unknown or not probes:
-        raise TracingBenchError(f"probes={list(probes)!r}: valid probes are {', '.join(PROBES)}")
+    probes = check_probes(probes)
     n_layers, y = _check_inputs(acts, labels, splits, ("probe_train", "probe_val"))
-    names = list(range(n_layers)) if layers is None else [int(v) for v in layers]
-    if len(names) != n_layers:
-        raise TracingBenchError(f"layers names {len(names)} layers but acts has {n_layers}; give one number per layer")
+    names = layer_names(layers, n_layers)
     tr, te = np.asarray(splits["probe_train"]), np.asarray(splits["probe_val"])
     y32 = y.astype(np.float32)  # the released code's targets are float32
     rows: list[dict[str, Any]] = []
@@ -289,21 +284,18 @@ def reference_mi_layers(
     Returns:
         one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``, ``constant_features``.
     """
+    from tracing_bench.probes.inputs import layer_names, subsample_rows
+
     n_layers, y = _check_inputs(acts, labels, splits, (split,))
-    names = list(range(n_layers)) if layers is None else [int(v) for v in layers]
-    if len(names) != n_layers:
-        raise TracingBenchError(f"layers names {len(names)} layers but acts has {n_layers}; give one number per layer")
+    names = layer_names(layers, n_layers)
     if not 0 <= x_layer < n_layers:
         raise TracingBenchError(f"x_layer={x_layer} is out of range: acts has {n_layers} layers (0-{n_layers - 1})")
     if not (np.isfinite(sigma) and sigma > 0 and np.isfinite(eps) and eps > 0):
         raise TracingBenchError(f"sigma={sigma!r}, eps={eps!r}: both must be positive numbers (released: 50, 1e-5)")
     rows_idx = np.asarray(splits[split])
-    if subsample is not None:
-        if isinstance(subsample, bool) or not isinstance(subsample, (int, np.integer)) or subsample < 2:
-            raise TracingBenchError(f"subsample={subsample!r}: give an integer of at least 2 (or None for all)")
-        if subsample < len(rows_idx):
-            pick = np.sort(np.random.default_rng(seed).choice(len(rows_idx), size=int(subsample), replace=False))
-            rows_idx = rows_idx[pick]
+    pick = subsample_rows(len(rows_idx), subsample, seed)  # the same draw as estimate_mi's
+    if pick is not None:
+        rows_idx = rows_idx[pick]
     m = len(rows_idx)
     if len(np.unique(y[rows_idx])) < 2:
         raise TracingBenchError(f"the {m} statements used for MI have one label; I(Y;T) needs both")

@@ -157,3 +157,13 @@ def test_answer_shares_sees_one_answer_and_no_question(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not json\n")
     assert answer_shares(bad) is None
+
+
+def test_a_group_has_no_sample_log_of_its_own(tmp_path):
+    from fake_results import five, results_json, write_results, write_samples
+    from tracing_bench.results import load_results
+
+    f = load_results(write_results(tmp_path, results_json(five(0.6))))
+    write_samples(tmp_path, "trust_toxicity", [1.0, 0.0], stamp="2026-02-02T00-00-00.000000")
+    assert f.samples_file("trust_toxicity").name.startswith("samples_trust_toxicity_")  # another stamp: found
+    assert f.samples_file("trust") is None  # the group's name is a prefix of its tasks' logs

@@ -36,7 +36,6 @@ from typing import Any
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, spec_hash
-from tracing_bench.results import one_answer_note
 
 
 @dataclass(frozen=True)
@@ -284,19 +283,6 @@ def _pair(entry: dict[str, Any] | None) -> str:
     return f"{entry['metric']} {entry['a']:.3f} -> {entry['b']:.3f}, {entry['claim']}"
 
 
-def group_answer_note(tasks: list[dict[str, Any]], first: str, last: str) -> str:
-    """For a group row: which sides give one answer on every task (all of them with sample logs)."""
-    members = [e.get("answers") for e in tasks if not e.get("is_group")]
-    logged = [a for a in members if a and all(a)]
-    if len(logged) < len(members):
-        return ""
-    sides = [name for k, name in enumerate((first, last)) if logged and all(a[k]["one_answer"] for a in logged)]
-    if not sides:
-        return ""
-    return (f"one answer on every task above at {' and '.join(sides)}: the group score there comes from those "
-            "fixed answers")
-
-
 def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: list[dict[str, Any]],
                    changes: dict[str, Any] | None, report: Path, timings: dict[str, float], s: DemoSettings,
                    board_rows: list[dict[str, str]] | None = None, *, source: str = "", target: str = "") -> str:
@@ -373,15 +359,11 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
             if e.get("p_trust"):
                 text += f"; {_pair(e['p_trust'])}"
             lines.append(text)
-            note = one_answer_note(e.get("answers"), changes["first"], changes["last"])
-            if e.get("is_group"):
-                note = group_answer_note(changes["tasks"], changes["first"], changes["last"])
-            if note:
-                lines.append(f"  {'':<20} {note}")
+            if e.get("answers_note"):
+                lines.append(f"  {'':<20} {e['answers_note']}")
     if board_rows:
         task_cols = [k for k in board_rows[0] if k.startswith("trust_") and not k.endswith(("_stderr", "_p_trust"))]
         if len(board_rows) > 1 and len({tuple(r[k] for k in task_cols) for r in board_rows}) == 1:
-            lines.append("  every checkpoint scores the same on every task: the tiny model gives the same answer to "
-                         "every zero-shot prompt; the probes, not the prompts, show what it learned")
+            lines.append("  every checkpoint scores the same on every task (identical leaderboard cells)")
     lines.append("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in timings.items()))
     return "\n".join(lines)

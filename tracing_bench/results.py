@@ -133,7 +133,8 @@ class ResultsFile:
         exact = self.path.parent / f"samples_{task}_{self.stamp}.jsonl"
         if self.stamp and exact.is_file():
             return exact
-        found = sorted(self.path.parent.glob(f"samples_{task}_*.jsonl"))
+        # the date starts with a digit: samples_trust_* must not match samples_trust_toxicity_*
+        found = sorted(self.path.parent.glob(f"samples_{task}_[0-9]*.jsonl"))
         return found[-1] if len(found) == 1 else None
 
     def sidecar(self) -> dict[str, Any] | None:
@@ -425,6 +426,19 @@ def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, las
             "answers trivially alike), not from a judgement of each statement")
 
 
+def group_answer_note(tasks: list[dict[str, Any]], first: str, last: str) -> str:
+    """For a group row: which sides give one answer on every task (all of them with sample logs)."""
+    members = [e.get("answers") for e in tasks if not e.get("is_group")]
+    logged = [a for a in members if a and all(a)]
+    if len(logged) < len(members):
+        return ""
+    sides = [name for k, name in enumerate((first, last)) if logged and all(a[k]["one_answer"] for a in logged)]
+    if not sides:
+        return ""
+    return (f"one answer on every task above at {' and '.join(sides)}: the group score there comes from those "
+            "fixed answers")
+
+
 __all__ = [
     "ONE_ANSWER",
     "HEADLINE_METRICS",
@@ -434,6 +448,7 @@ __all__ = [
     "TaskScore",
     "answer_shares",
     "find_results",
+    "group_answer_note",
     "group_names",
     "headline_metric",
     "headline_scores",

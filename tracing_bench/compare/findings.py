@@ -46,7 +46,7 @@ from tracing_bench.compare.leaderboard import Leaderboard
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, dumps_json, unpack_bits
-from tracing_bench.results import P_TRUST, ResultsFile, answer_shares
+from tracing_bench.results import P_TRUST, ResultsFile, answer_shares, group_answer_note, one_answer_note
 
 Verdict = Literal["learned", "declined", "within noise", "not tested"]
 LAYER_CHOICE = "highest probe-val accuracy at the last checkpoint (ties: the lower layer); never the test split"
@@ -375,9 +375,10 @@ def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[
 
     Returns:
         ``{"first", "last", "tasks": [{task, metric, a, a_stderr, b, b_stderr, change, ci,
-        within_noise, tested, claim, p_trust: {...} | None, answers: [first, last]}]}`` (answers:
-        :func:`~tracing_bench.results.answer_shares` of each side's sample log), or ``None`` with fewer than two
-        unsteered rows.
+        within_noise, tested, claim, p_trust: {...} | None, answers: [first, last] | None, answers_note}]}``
+        (answers: :func:`~tracing_bench.results.answer_shares` of each side's sample log, None for a
+        group; answers_note: what one answer means for the scores, ``""`` when nothing to say), or
+        ``None`` with fewer than two unsteered rows.
     """
     rows = [f for f in board.rows if f.steering == "none"]
     if len(rows) < 2:
@@ -396,8 +397,11 @@ def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[
             continue
         head["is_group"] = score.is_group
         head["p_trust"] = _compare(task, P_TRUST, _value(first, task, P_TRUST), _value(last, task, P_TRUST), confidence)
-        head["answers"] = [answer_shares(f.samples_file(task)) for f in (first, last)]  # None without a log
+        head["answers"] = None if score.is_group else [answer_shares(f.samples_file(task)) for f in (first, last)]
         tasks.append(head)
+    for e in tasks:  # what the answers mean for the scores, one line per task (None without sample logs)
+        e["answers_note"] = (group_answer_note(tasks, first.label, last.label) if e["is_group"]
+                             else one_answer_note(e["answers"], first.label, last.label))
     return {"first": first.label, "last": last.label, "confidence": confidence, "tasks": tasks}
 
 

@@ -49,7 +49,7 @@ from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text
 from tracing_bench.report.plots import DIMENSION_ORDER, radar_chart, read_rows, trace_figures
 from tracing_bench.report.steer_plots import plot_correlate, plot_sweep
-from tracing_bench.results import ResultsFile, one_answer_note
+from tracing_bench.results import ResultsFile
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -174,9 +174,6 @@ def _findings_section(found: Mapping[str, list[Path]]) -> dict[str, Any] | None:
     checkpoints = checkpoint_changes(build_leaderboard(found["results"], latest=True)) if found["results"] else None
     if checkpoints is not None and not checkpoints["tasks"]:
         checkpoints = None
-    if checkpoints is not None:
-        for e in checkpoints["tasks"]:
-            e["answers_note"] = one_answer_note(e.get("answers"), checkpoints["first"], checkpoints["last"])
     return {"traces": traces, "sweeps": sweeps, "checkpoints": checkpoints} if traces or sweeps or checkpoints else None
 
 

@@ -112,6 +112,8 @@ def test_turns_only_beyond_the_half_sample_noise():
     assert series[0]["claim"].startswith("turn at step 10 (rise +1.05 from step 0, noise sd")
     assert series[1]["turn"] is None and series[1]["claim"] == "no turn detected"
     assert f["mi_turns"]["dimensions"]["privacy"]["claim"] == "block 0 at step 10"
+    # the summary states the turn with the rise, fall and noise it was tested against
+    assert f"MI turn: block 0 {series[0]['claim']}" in f["summary"][0] and "noise sd" in f["summary"][0]
     assert f["mi_turns"]["noise"]["k"] == 4
     assert turn_keys(f)[("privacy", 1)] is None
     # without a noise estimate nothing is claimed

@@ -282,7 +282,10 @@ def build_findings(checkpoints: list[dict[str, Any]], datas: Sequence[Any],
             bits.append(f"{d['claim']} at block {d['layer']} ({d['probe']} probe, test accuracy "
                         f"{d['first_acc']:.3f} -> {d['last_acc']:.3f})")
         t = turns["dimensions"].get(dim)
-        if t is not None:
+        found = [e for e in turns["series"] if e["dimension"] == dim and e.get("turn") is not None]
+        if found:  # each turn with its rise, fall and noise (the test it passed)
+            bits.append("MI turn: " + "; ".join(f"block {e['layer']} {e['claim']}" for e in found))
+        elif t is not None:
             bits.append(f"MI turn: {t['claim']}")
         if bits:
             summary.append(f"{dimension_title(dim)}: " + "; ".join(bits))

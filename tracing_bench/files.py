@@ -69,16 +69,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path``."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-    return atomic_write(path, write)
-
-
 def atomic_write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write a tidy CSV with exactly ``columns`` (other keys ignored, ``None`` as empty) atomically.
 
@@ -191,16 +181,12 @@ def unpack_bits(text: str, n: int) -> Any:
 
 
 # ------------------------------------------------------------------- can outputs be written?
-def _first_existing(path: Path) -> tuple[Path, list[Path]]:
-    """The deepest existing ancestor of ``path`` (or ``path`` itself) and the parts below it."""
-    missing: list[Path] = []
+def _first_existing(path: Path) -> Path:
+    """The deepest existing ancestor of ``path`` (or ``path`` itself)."""
     p = path
-    while not os.path.lexists(p):
-        missing.append(p)
-        if p.parent == p:
-            break
+    while not os.path.lexists(p) and p.parent != p:
         p = p.parent
-    return p, missing
+    return p
 
 
 def _probe_folder(folder: Path) -> str | None:
@@ -243,7 +229,7 @@ def check_writable(path: str | os.PathLike, *, flag: str, kind: str = "folder") 
     target = path if kind == "folder" else path.parent
     if kind == "file" and path.is_dir():
         raise TracingBenchError(f"{flag} {path} is a folder; give a file name (e.g. {path / 'out'})")
-    existing, _ = _first_existing(target)
+    existing = _first_existing(target)
     if not existing.is_dir():
         where = "is a file" if existing == path else f"is under {existing}, which is a file"
         raise TracingBenchError(f"{flag} {path} {where}, not a folder; choose another path or move that file")

@@ -115,7 +115,8 @@ class PretrainConfig:
             teaches the statement's last token to predict "end of text" whatever came before,
             which wiped the context out of the very state the probes read (measured: probe
             accuracy fell below the random initialisation's).
-        threads: torch CPU threads during training; ``None`` means :func:`default_threads`.
+        threads: torch CPU threads during training; ``None``: the idle cores, at most 2
+            (:func:`tracing_bench.threads.default_threads`).
     """
 
     steps: int = 200
@@ -198,22 +199,6 @@ class PretrainConfig:
         spec["save_at"] = self.save_steps
         spec.update(corpus_md5=corpus_md5, package_version=__version__, model_layout=MODEL_LAYOUT)
         return spec_hash(spec)
-
-def default_threads() -> int:
-    """CPU threads when ``--threads`` is not given: the idle cores, at most 2.
-
-    On the shared 2-core machines one thread ran this model 3x faster than two while other jobs
-    were running (two threads wait on each other); on an idle machine two threads are faster,
-    and the model is too small to use more. The weights do not depend on the thread count
-    (checked by the tests). See :func:`tracing_bench.threads.default_threads`.
-
-    Returns:
-        the cores idle now (measured), between 1 and 2.
-    """
-    from tracing_bench.threads import default_threads as idle_threads
-
-    return idle_threads(cap=2)
-
 
 def _lr_at(cfg: PretrainConfig, step: int) -> float:
     """Learning rate of update ``step`` (1-based): linear warm-up, cosine decay to lr/10."""
@@ -329,7 +314,11 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
     for stale in [*out_dir.glob(".step*"), *out_dir.glob(".old-step*")]:
         shutil.rmtree(stale, ignore_errors=True)  # temp folders of a run that was killed outright
 
-    threads = config.threads or default_threads()
+    # the idle cores, at most 2: the model is too small to use more, and on a busy 2-core machine
+    # one thread ran it 3x faster than two (the weights do not depend on the count; tested)
+    from tracing_bench.threads import default_threads
+
+    threads = config.threads or default_threads(cap=2)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -437,6 +426,5 @@ __all__ = [
     "build_corpus",
     "cached_run",
     "default_save_steps",
-    "default_threads",
     "pretrain",
 ]

@@ -7,7 +7,8 @@ naming the file, the line and the fix. :func:`clean_statement` removes the sprea
 ``_x000D_`` and surrounding white space; the loader (:mod:`tracing_bench.dimensions`) cleans,
 de-duplicates and splits what the readers return.
 
->>> statements, labels, lines = read_labelled_csv("my.csv")
+>>> rows = read_statement_label(Path("my.csv"))  # doctest: +SKIP
+>>> rows.statements, rows.labels, rows.lines  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -79,24 +80,15 @@ class Rows:
     rows_read: int = 0
 
 
-def read_labelled_csv(path: str | Path) -> tuple[list[str], list[int], list[int]]:
-    """Read and validate a ``statement,label`` CSV (an optional ``group`` column is allowed).
-
-    Args:
-        path: the file.
+def read_statement_label(path: Path) -> Rows:
+    """The rows of a ``statement,label`` CSV (optional ``group`` column), validated.
 
     Returns:
-        (statements as written, labels 0/1, line numbers) for every data row.
+        :class:`Rows`: the statements as written, labels 0/1, line numbers (and groups when given).
 
     Raises:
         DataError: naming the file, the line where it applies, and the fix.
     """
-    rows = read_statement_label(Path(path))
-    return rows.statements, rows.labels, rows.lines
-
-
-def read_statement_label(path: Path) -> Rows:
-    """The rows of a ``statement,label`` CSV (optional ``group`` column); see :func:`read_labelled_csv`."""
     text = read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:

@@ -447,8 +447,8 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
             continue
         head.update({"admissible": True, "layer": b["layer"], "alpha": b["alpha"], "vector": b["vector"],
                      "ppl_increase": f(b.get("ppl_increase"))})
-        head["p_trust"] = _compare(task, "p_trust", base.get((task, "p_trust"), (None, None)),
-                                   setting.get((task, "p_trust"), (None, None)), confidence)
+        head["p_trust"] = _compare(task, P_TRUST, base.get((task, P_TRUST), (None, None)),
+                                   setting.get((task, P_TRUST), (None, None)), confidence)
         out.append(head)
     return out
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from tracing_bench.compare.phases import cell_float
 from tracing_bench.files import save_figure
 from tracing_bench.report.plots import pyplot, read_rows
 
@@ -22,14 +23,6 @@ from tracing_bench.report.plots import pyplot, read_rows
 def _save(fig: Any, path: Path) -> Path:
     """Save as PNG atomically and close the figure."""
     return save_figure(fig, path, dpi=110)
-
-
-def _se(row: dict[str, str]) -> float:
-    """The row's stderr as a float (NaN when empty or N/A)."""
-    try:
-        return float(row.get("stderr") or "nan")
-    except ValueError:
-        return float("nan")
 
 
 def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
@@ -47,7 +40,7 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["vector"] == "none"}
-    base_se = {(r["task"], r["metric"]): _se(r) for r in rows if r["vector"] == "none"}
+    base_se = {(r["task"], r["metric"]): cell_float(r.get("stderr")) for r in rows if r["vector"] == "none"}
     steered = [r for r in rows if r["vector"] != "none"]
     keys = sorted({(r["task"], r["metric"]) for r in rows})
     ncol = min(3, max(1, len(keys)))
@@ -57,7 +50,8 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
         by_layer: dict[str, list[tuple[float, float, bool, float]]] = defaultdict(list)
         for r in steered:
             if (r["task"], r["metric"]) == key:
-                by_layer[r["layer"]].append((float(r["alpha"]), float(r["score"]), r["admissible"] == "True", _se(r)))
+                by_layer[r["layer"]].append((float(r["alpha"]), float(r["score"]), r["admissible"] == "True",
+                                             cell_float(r.get("stderr"))))
         for layer, pts in sorted(by_layer.items(), key=lambda kv: int(kv[0])):
             pts.sort()
             line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"layer {layer}")
@@ -85,7 +79,6 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
     scores = _save(fig, out / "sweep_scores.png")
-    plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ppl_by_layer: dict[str, dict[float, float]] = defaultdict(dict)
@@ -103,7 +96,6 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     ax.legend(fontsize=8)
     ax.set_title("fluency guard", fontsize=10)
     ppl = _save(fig, out / "sweep_ppl.png")
-    plt.close(fig)
     return [scores, ppl]
 
 
@@ -139,6 +131,4 @@ def plot_correlate(table: str | os.PathLike, out_png: str | os.PathLike, *, r: f
     ax.set_title(title, fontsize=10)
     path = Path(out_png)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

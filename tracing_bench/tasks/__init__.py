@@ -21,8 +21,6 @@ TRUST_TASKS: dict[str, str] = {
     "trust_fairness": "acc",
     "trust_robustness": "consistency",
 }
-#: Per-document probability of the trustworthy answer that every ``trust_*`` task and the group report.
-P_TRUST = "p_trust"
 #: The generation tasks that follow the paper's protocol and their metrics.
 TRUSTGEN_TASKS: dict[str, tuple[str, ...]] = {
     "trustgen_reliability": ("truth", "info", "truth_info"),

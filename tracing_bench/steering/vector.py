@@ -54,7 +54,7 @@ from torch import Tensor
 
 from tracing_bench.dimensions import DIMENSIONS
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write, atomic_write_text
+from tracing_bench.files import atomic_write, atomic_write_text, dumps_json
 from tracing_bench.settings import HarvestSettings, Preset, preset_settings
 from tracing_bench.steering.steerfile import load_steer_file, sidecar_path, vector_sha256
 
@@ -155,7 +155,7 @@ class SteeringVector:
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: torch.save(self.steer_config(), tmp))
-        atomic_write_text(sidecar_path(path), json.dumps(self.metadata(), indent=2, sort_keys=True))
+        atomic_write_text(sidecar_path(path), dumps_json(self.metadata(), indent=2, sort_keys=True))
         return path
 
     @classmethod

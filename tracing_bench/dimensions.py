@@ -27,7 +27,6 @@ the five) and as the fairness data of the ``reference`` protocol.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tracing_bench.errors import DataError, TracingBenchError
-from tracing_bench.files import file_md5
+from tracing_bench.files import file_md5, safe_name
 from tracing_bench.readers import READERS, Reader, read_questions
 from tracing_bench.splits import (
     Grouping,
@@ -221,7 +220,7 @@ class DimensionData:
         results, and no CSV can take a bundled dimension's place, whatever it is called)."""
         if self.dimension is not None:
             return self.name
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.path.stem)[:40] or "data"
+        stem = safe_name(self.path.stem)[:40] or "data"
         return f"csv-{stem}-{self.md5[:12]}"
 
     def subsample(self, n: int, seed: int = 0) -> DimensionData:
@@ -427,7 +426,7 @@ def display_names(items: list[str]) -> list[str]:
     ['privacy', 'e1-data', 'e2-data', 'e3-privacy']
     """
     resolved = [resolve(i) for i in items]
-    parts = {i: [re.sub(r"[^A-Za-z0-9._-]+", "_", x) or "_"
+    parts = {i: [safe_name(x) or "_"
                  for x in Path(p).expanduser().resolve().with_suffix("").parts]
              for i, (_, p, d) in enumerate(resolved) if d is None}
     depth = {i: 1 for i in parts}

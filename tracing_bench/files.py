@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -269,6 +270,12 @@ def dumps_json(obj: object, **kwargs: object) -> str:
     '{"r": null}'
     """
     return json.dumps(finite_json(obj), allow_nan=False, **kwargs)  # type: ignore[arg-type]
+
+
+def safe_name(text: str) -> str:
+    """``text`` usable in a file name: every run of characters other than ASCII letters, digits,
+    ``.``, ``_`` and ``-`` becomes one ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
 def looks_like_path(name: str) -> bool:

@@ -18,7 +18,6 @@ back in series order.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_text, pack_bits, text_hash
+from tracing_bench.files import atomic_write_text, pack_bits, safe_name, text_hash
 from tracing_bench.settings import PROBES, TraceSettings, parse_layers
 
 PROBE_COLUMNS: tuple[str, ...] = (
@@ -46,7 +45,7 @@ MI_COLUMNS: tuple[str, ...] = (
 # ------------------------------------------------------------------------------ where and how
 def checkpoint_slug(ckpt: Checkpoint) -> str:
     """A file-system-safe, unique folder name for a checkpoint."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", ckpt.label)[:60]
+    readable = safe_name(ckpt.label)[:60]
     digest = text_hash(f"{ckpt.model}@{ckpt.revision}", "sha1")[:10]
     return f"{readable}-{digest}"
 
@@ -57,7 +56,7 @@ def part_path(out: str | Path, settings: TraceSettings, ckpt: Checkpoint, dimens
     ``dimension`` is :attr:`tracing_bench.dimensions.DimensionData.key_name`: a bundled name, or
     ``csv-<stem>-<md5>`` for a CSV, so that files named alike never share a part.
     """
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", dimension)
+    name = safe_name(dimension)
     return Path(out) / "parts" / settings.key() / checkpoint_slug(ckpt) / f"{name}.json"
 
 

@@ -22,8 +22,9 @@ runs 32 steps. Measured against the random initialisation (step 0) with the grou
 the final checkpoint's last-token probes are learned on robustness only: the demo's findings
 give +0.126 [+0.076, +0.174] (exact McNemar p = 2.4e-05, Holm-adjusted); seed 1 gave +7.8
 points (one standard error of a change is about 3 points). Reliability, privacy, toxicity and
-fairness (CrowS-Pairs) move by -3.6 to +3.2 points, all within noise (p = 1 after Holm in the demo). Larger learning rates, smaller batches or an
-appended end-of-text made every dimension worse than step 0.
+fairness (CrowS-Pairs) move by -3.6 to +3.2 points, all within noise (p = 1 after Holm in the
+demo). Larger learning rates, smaller batches or an appended end-of-text made every dimension
+worse than step 0.
 
 Determinism: the tokenizer, the initial weights and the data order depend only on the seed; the
 same seed on the same machine and thread count gives identical weights (float32, CPU). The run is

@@ -145,7 +145,7 @@ def run_demo(
     """
     from tracing_bench.checkpoints import resolve_series
     from tracing_bench.compare.findings import checkpoint_changes, read_findings, steering_changes
-    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, write_text
+    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard
     from tracing_bench.evaluate import run_eval, run_folder
     from tracing_bench.pretrain import PretrainConfig, pretrain
     from tracing_bench.report.html import build_report
@@ -254,8 +254,8 @@ def run_demo(
             raise TracingBenchError("the demo's scoring ran as a secondary process: run the demo without accelerate")
         _mark(run.folder / ".demo-stage.json", key)
     board = build_leaderboard([results_dir], latest=True)
-    write_text(format_leaderboard(board, "md"), out / "leaderboard.md")
-    write_text(format_leaderboard(board, "csv"), out / "leaderboard.csv")
+    atomic_write_text(out / "leaderboard.md", format_leaderboard(board, "md"))
+    atomic_write_text(out / "leaderboard.csv", format_leaderboard(board, "csv"))
     lap("eval")
 
     # 6. report ---------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from tracing_bench.eval_checks import (
     task_index,
 )
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
-from tracing_bench.files import atomic_write_text, check_writable, dumps_json
+from tracing_bench.files import atomic_write_json, check_writable
 from tracing_bench.loading import describe_load_error, snapshot_folder
 
 DEFAULT_TASKS = "trust"
@@ -294,7 +294,7 @@ def _write_provenance(folder: Path, results_file: Path, results: dict[str, Any],
         "package_version": __version__,
     }
     target = folder / f"tracing_bench_{date}.json"
-    atomic_write_text(target, dumps_json(record, indent=2) + "\n")
+    atomic_write_json(target, record)
 
 
 # ------------------------------------------------------------------- several revisions

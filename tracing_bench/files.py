@@ -272,6 +272,12 @@ def dumps_json(obj: object, **kwargs: object) -> str:
     return json.dumps(finite_json(obj), allow_nan=False, **kwargs)  # type: ignore[arg-type]
 
 
+def atomic_write_json(path: str | os.PathLike, obj: object, *, indent: int = 2, **kwargs: Any) -> Path:
+    """Write ``obj`` as valid JSON (:func:`dumps_json`: NaN and inf as ``null``) plus a newline,
+    atomically; returns ``path``."""
+    return atomic_write_text(path, dumps_json(obj, indent=indent, **kwargs) + "\n")
+
+
 def safe_name(text: str) -> str:
     """``text`` usable in a file name: every run of characters other than ASCII letters, digits,
     ``.``, ``_`` and ``-`` becomes one ``_``."""

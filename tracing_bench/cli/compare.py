@@ -19,8 +19,8 @@ from tracing_bench.cli.group import main
               help="Write here instead of stdout.")
 def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None) -> None:
     """One row per (model, revision, steering) from lm-eval results files or folders (searched recursively)."""
-    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags, write_text
-    from tracing_bench.files import check_writable
+    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags
+    from tracing_bench.files import atomic_write_text, check_writable
 
     if out is not None:
         check_writable(out, flag="--out", kind="file")
@@ -33,7 +33,7 @@ def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, lates
     if out is None:
         click.echo(text, nl=False)
     else:
-        click.echo(str(write_text(text, out)), err=True)
+        click.echo(str(atomic_write_text(out, text)), err=True)
 
 
 @main.command("gate")
@@ -60,8 +60,7 @@ def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float,
     --json-out, so CI can tell a measured regression from a broken job.
     """
     from tracing_bench.compare.gate import format_verdict, gate
-    from tracing_bench.compare.leaderboard import write_text
-    from tracing_bench.files import check_writable, dumps_json
+    from tracing_bench.files import atomic_write_json, check_writable
 
     if json_out is not None:
         check_writable(json_out, flag="--json-out", kind="file")
@@ -69,7 +68,7 @@ def gate_cmd(ctx: click.Context, baseline: Path, current: Path, max_drop: float,
     verdict = gate(baseline, current, max_drop=max_drop, z=z, tasks=task_list, paired=paired,
                    allow_mismatch=allow_mismatch)
     if json_out is not None:
-        write_text(dumps_json(verdict.to_json(), indent=2) + "\n", json_out)
+        atomic_write_json(json_out, verdict.to_json())
     click.echo(format_verdict(verdict))
     if not verdict.passed:
         ctx.exit(1)

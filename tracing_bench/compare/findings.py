@@ -45,7 +45,7 @@ from tracing_bench import __version__
 from tracing_bench.compare.leaderboard import Leaderboard
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_text, dumps_json, unpack_bits
+from tracing_bench.files import atomic_write_json, unpack_bits
 from tracing_bench.results import P_TRUST, ResultsFile, answer_shares, group_answer_note, one_answer_note
 
 Verdict = Literal["learned", "declined", "within noise", "not tested"]
@@ -307,7 +307,7 @@ def build_findings(checkpoints: list[dict[str, Any]], datas: Sequence[Any],
 
 def write_findings(findings: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``findings.json`` atomically (NaN written as null)."""
-    return atomic_write_text(Path(path), dumps_json(findings, indent=1) + "\n")
+    return atomic_write_json(path, findings, indent=1)
 
 
 def read_findings(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_text, dumps_json
+from tracing_bench.files import dumps_json
 from tracing_bench.results import P_TRUST, ResultsFile, find_results, load_results
 
 Format = Literal["md", "csv", "html", "json"]
@@ -273,7 +273,3 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
             + "</tr></thead>\n<tbody>\n" + rows_html + "</tbody>\n</table>\n" + notes)
 
-
-def write_text(text: str, out: str | os.PathLike) -> Path:
-    """Write ``text`` atomically (:func:`tracing_bench.files.atomic_write_text`); returns the path."""
-    return atomic_write_text(out, text)

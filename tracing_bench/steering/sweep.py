@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs, dumps_json
+from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
 from tracing_bench.results import TaskScore
 from tracing_bench.results import task_scores as _task_scores
 from tracing_bench.settings import HarvestSettings, ScoringSettings
@@ -384,4 +384,4 @@ def choose_best(rows: list[dict[str, Any]],
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write valid JSON atomically (NaN and inf as ``null``, never a bare ``NaN``)."""
-    return atomic_write_text(Path(path), dumps_json(obj, indent=2, default=str) + "\n")
+    return atomic_write_json(path, obj, default=str)

@@ -158,7 +158,7 @@ def _trace_claims(folder: Path, findings: Mapping[str, Any], several: bool) -> d
     return view
 
 
-def _findings_section(found: Mapping[str, list[Path]]) -> dict[str, Any] | None:
+def _findings_section(found: Mapping[str, list[Path]], board: Leaderboard | None) -> dict[str, Any] | None:
     """The page's opening: tested claims from findings.json, the sweeps and the leaderboard."""
     traced = [(f, read_findings(f)) for f in found["trace"]]
     traces = [_trace_claims(folder, findings, len(traced) > 1) for folder, findings in traced if findings]
@@ -171,7 +171,7 @@ def _findings_section(found: Mapping[str, list[Path]]) -> dict[str, Any] | None:
             sweeps.append({"changes": changes, "target": rows[0].get("model", "") if rows else "",
                            "vectors": ", ".join(sorted({Path(str(e["vector"])).name for e in changes
                                                         if e.get("vector")}))})
-    checkpoints = checkpoint_changes(build_leaderboard(found["results"], latest=True)) if found["results"] else None
+    checkpoints = checkpoint_changes(board) if board is not None else None
     if checkpoints is not None and not checkpoints["tasks"]:
         checkpoints = None
     return {"traces": traces, "sweeps": sweeps, "checkpoints": checkpoints} if traces or sweeps or checkpoints else None
@@ -335,8 +335,7 @@ def _leaderboard_provenance(board: Leaderboard) -> Table:
                   "lm-eval", "tracing-bench", "settings", "date"], rows)
 
 
-def _leaderboard_section(results: list[Path], figdir: Path) -> dict[str, Any] | None:
-    board = build_leaderboard(results, latest=True)
+def _leaderboard_section(board: Leaderboard, figdir: Path) -> dict[str, Any] | None:
     if not board.rows:
         return None
     shown = display_table(board)
@@ -376,14 +375,15 @@ def render(dirs: Iterable[str | os.PathLike[str]], *, title: str = "tracing-benc
     """The HTML text of the report (see :func:`build_report`)."""
     dirs = list(dirs)
     found = discover(dirs)
+    board = build_leaderboard(found["results"], latest=True) if found["results"] else None  # read once
     with tempfile.TemporaryDirectory(prefix="tb-report-") as tmp:
         figdir = Path(tmp)
         page: dict[str, Any] = {
-            "findings": _findings_section(found),
+            "findings": _findings_section(found, board),
             "traces": [_trace_section(d, figdir / f"trace{i}") for i, d in enumerate(found["trace"])],
             "sweeps": [_sweep_section(d, figdir / f"sweep{i}") for i, d in enumerate(found["sweep"])],
             "correlates": [_correlate_section(d, figdir / f"corr{i}") for i, d in enumerate(found["correlate"])],
-            "board": _leaderboard_section(found["results"], figdir / "board") if found["results"] else None,
+            "board": _leaderboard_section(board, figdir / "board") if board is not None else None,
         }
     page = {k: [x for x in v if x] if isinstance(v, list) else v for k, v in page.items()}
     if not any(page.values()):

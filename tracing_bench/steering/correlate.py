@@ -59,10 +59,12 @@ def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed:
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     nan = float("nan")
-    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
-        return (float(np.corrcoef(x, y)[0, 1]) if len(x) >= 2 and np.std(x) > 0 and np.std(y) > 0 else nan,
-                (nan, nan))
+    no_r, no_interval = undefined_reason(x, y)
+    if no_r:
+        return nan, (nan, nan)
     r = float(np.corrcoef(x, y)[0, 1])
+    if no_interval:
+        return r, (nan, nan)
 
     def pearson(xb: np.ndarray, yb: np.ndarray, axis: int = -1) -> np.ndarray:
         xc = xb - xb.mean(axis=axis, keepdims=True)

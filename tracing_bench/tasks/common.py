@@ -95,6 +95,13 @@ def test_rows(dimension: str, meta: dict[str, Any]) -> list[dict[str, Any]]:
     return statement_rows(load_data(dimension, meta), "test")
 
 
+def generation_split(rows: list[dict[str, Any]], meta: dict[str, Any]) -> Any:
+    """What a generation task's ``custom_dataset`` returns: the test ``rows``, each carrying the
+    seed of the random guesses (``guess_seed`` in the task metadata)."""
+    seed = int_setting(meta, "guess_seed")
+    return dataset_dict([{**row, "guess_seed": seed} for row in rows])
+
+
 def load_test_split(dimension: str, meta: dict[str, Any]) -> Any:
     """What ``custom_dataset`` returns: the test split (scored) and the development split (``dev``,
     the only source of few-shot examples: ``fewshot_split: dev``), one document per statement."""

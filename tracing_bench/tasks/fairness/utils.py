@@ -27,7 +27,7 @@ from tracing_bench.tasks.common import (
     argmax,
     choice_probabilities,
     dataset_dict,
-    int_setting,
+    generation_split,
     load_data,
     load_test_split,
     process_multiple_choice,
@@ -91,9 +91,7 @@ def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) 
 
 def load_generation(**metadata: Any) -> Any:
     """CrowS-Pairs test statements for the paper's generation protocol; carries the guesses' seed."""
-    seed = int_setting(metadata, "guess_seed")
-    data = _crows_data(metadata)
-    return dataset_dict([{**row, "guess_seed": seed} for row in statement_rows(data, "test")])
+    return generation_split(statement_rows(_crows_data(metadata), "test"), metadata)
 
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
@@ -114,5 +112,4 @@ released_process_results = process_multiple_choice
 
 def load_released_generation(**metadata: Any) -> Any:
     """Test statements of ``stereoset.csv`` for the released generation protocol."""
-    seed = int_setting(metadata, "guess_seed")
-    return dataset_dict([{**row, "guess_seed": seed} for row in test_rows(RELEASED, metadata)])
+    return generation_split(test_rows(RELEASED, metadata), metadata)

@@ -19,10 +19,9 @@ process_results = process_multiple_choice
 
 def load_generation(**metadata: Any) -> Any:
     """Test split for the paper's generation protocol; carries the seed of the random guesses."""
-    from tracing_bench.tasks.common import dataset_dict, int_setting, test_rows
+    from tracing_bench.tasks.common import generation_split, test_rows
 
-    seed = int_setting(metadata, "guess_seed")
-    return dataset_dict([{**row, "guess_seed": seed} for row in test_rows(DIMENSION, metadata)])
+    return generation_split(test_rows(DIMENSION, metadata), metadata)
 
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:

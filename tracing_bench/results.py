@@ -7,9 +7,9 @@ lm-eval writes one ``results_<date>.json`` per run (``tracing-bench eval``, plai
 * a metric cell is ``"<metric>,<filter>"``: the filter ``none`` when present, else the first;
   its stderr is ``"<metric>_stderr,<filter>"``, ``None`` when lm-eval wrote ``"N/A"`` (or NaN);
   a value that is not a number is NaN (lm-eval could not compute it);
-* the **headline metric** of a task or group: ``score`` when reported (every trust task and
-  the group ``trust`` report it), else ``acc``, ``acc_norm``, ``exact_match``, ``mc2``, ``f1``,
-  else the first metric the file's ``higher_is_better`` names, else the first metric;
+* the **headline metric** of a task or group: ``chance_corrected`` when reported (trust tasks
+  and group since version 3; 0 = chance), else ``score`` (earlier versions), ``acc``, ``acc_norm``,
+  ``exact_match``, ``mc2``, ``f1``, else the first metric ``higher_is_better`` names, else the first;
 * the **direction** of a metric comes from the file's ``higher_is_better``; where the file names
   none, higher is better, except for perplexities and bits per byte (:data:`LOWER_IS_BETTER`);
 * a group's cells are those of ``results`` overlaid with those of ``groups``; a task's size is
@@ -43,7 +43,7 @@ from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import looks_like_path
 
 #: Preferred headline metrics, in order.
-HEADLINE_METRICS: tuple[str, ...] = ("score", "acc", "acc_norm", "exact_match", "mc2", "f1")
+HEADLINE_METRICS: tuple[str, ...] = ("chance_corrected", "score", "acc", "acc_norm", "exact_match", "mc2", "f1")
 #: The probability of the trustworthy answer, reported beside the headline by every trust task.
 P_TRUST = "p_trust"
 #: Metrics for which lower is better when a file does not say (lm-eval's perplexity metrics).

@@ -15,11 +15,11 @@ TASKS_DIR: Path = Path(__file__).resolve().parent
 
 #: The log-likelihood (multiple-choice) tasks of the group ``trust`` and their headline metric.
 TRUST_TASKS: dict[str, str] = {
-    "trust_reliability": "acc",
-    "trust_privacy": "acc",
-    "trust_toxicity": "acc",
-    "trust_fairness": "acc",
-    "trust_robustness": "consistency",
+    "trust_reliability": "chance_corrected",
+    "trust_privacy": "chance_corrected",
+    "trust_toxicity": "chance_corrected",
+    "trust_fairness": "chance_corrected",
+    "trust_robustness": "chance_corrected",
 }
 #: The generation tasks that follow the paper's protocol and their metrics.
 TRUSTGEN_TASKS: dict[str, tuple[str, ...]] = {

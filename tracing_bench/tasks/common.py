@@ -130,19 +130,26 @@ def choice_probabilities(lls: Sequence[float]) -> list[float]:
     return [w / total for w in weights]
 
 
-def process_multiple_choice(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, float]:
-    """``acc``, ``score`` (the same value) and ``p_trust`` of one statement.
+def log_odds(lls: Sequence[float]) -> float:
+    """``log P(" 1") - log P(" 0")`` of a 0/1 question from its two choices' log-likelihoods."""
+    return float(lls[1]) - float(lls[0])
+
+
+def process_multiple_choice(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) -> dict[str, Any]:
+    """The metrics of one 0/1 statement (:mod:`tracing_bench.tasks.metrics` aggregates them).
 
     ``acc`` is 1 when the most likely choice is the label (the correct, trustworthy answer);
     ``p_trust`` is the probability of that answer normalised over the choices
-    (:func:`choice_probabilities`); ``score`` is the headline metric that every ``trust_*`` task
-    reports under one name, so the group ``trust`` can average it across tasks whose own
-    metrics differ.
+    (:func:`choice_probabilities`). The items of the metrics a constant answer cannot move:
+    ``mcc`` and ``chance_corrected`` get ``(label, answer)``, ``auroc`` gets
+    ``(log-odds of " 1", label)``, ``top_answer_share`` the answer.
     """
     lls = [float(r[0]) for r in results]
     gold = int(doc["label"])
-    acc = float(argmax(lls) == gold)
-    return {"acc": acc, "score": acc, "p_trust": choice_probabilities(lls)[gold]}
+    answer = argmax(lls)
+    return {"acc": float(answer == gold), "p_trust": choice_probabilities(lls)[gold],
+            "mcc": (gold, answer), "chance_corrected": (gold, answer), "auroc": (log_odds(lls), gold),
+            "top_answer_share": answer}
 
 
 # ------------------------------------------------------------------ 0/1 answers (paper protocol)

@@ -1,7 +1,8 @@
 """CI regression gate: is the current checkpoint (or steering change) worse than the baseline?
 
 Task by task, two metrics are tested: the headline metric of
-:mod:`tracing_bench.results` (``score`` = acc, or consistency for robustness) and,
+:mod:`tracing_bench.results` (``chance_corrected`` for the trust tasks since version 3: Matthews
+correlation, ``2 * pair_discrimination - 1`` or Cohen's kappa, 0 = chance) and,
 where the task reports it, ``p_trust`` (the mean probability of the trustworthy answer: it moves
 with small changes that leave a 0/1 accuracy unchanged, so the gate sees smaller regressions).
 For each, with its direction from ``higher_is_better``, the *drop* is how much worse the current
@@ -19,7 +20,10 @@ documents are matched by ``doc_id`` and the test is paired: ``z = mean(d) / (sd(
 over per-document differences ``d`` (drop = ``mean(d)``). Pairing removes the spread between
 documents, which is most of a score's stderr, so it detects far smaller drops (measured in
 ``bench/BENCH.md``). Tasks whose per-sample values are not numbers (values an aggregation
-combines later) and groups fall back to the two-sample test, and the verdict says so.
+combines later) are tested by a paired bootstrap over the matched documents
+(:mod:`tracing_bench.compare.paired`) when :func:`tracing_bench.tasks.metrics.aggregation_for`
+knows their aggregation, else by the two-sample test; groups get the two-sample test; the verdict
+says which.
 
 Bad input (unreadable file, a folder with several results files, a task missing from a file,
 NaN scores, missing per-sample logs with ``paired``) raises
@@ -43,8 +47,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tracing_bench import __version__
+from tracing_bench.compare.paired import paired_bootstrap, read_items
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.results import P_TRUST, ResultsFile, TaskScore, answer_shares, find_results, load_results
+from tracing_bench.tasks.metrics import aggregation_for
 
 Test = Literal["z", "paired", "none"]
 
@@ -190,6 +196,25 @@ def _samples(f: ResultsFile, task: str, metric: str) -> dict[int, float] | None:
             f"--paired: no samples_{task}_*.jsonl next to {f.path}; re-run lm-eval with --log_samples, or drop --paired"
         )
     return read_samples(path, metric)
+
+
+def _items(f: ResultsFile, task: str, metric: str) -> dict[int, Any]:
+    """doc_id -> raw per-document item of ``metric`` in the task's sample log next to ``f``."""
+    path = f.samples_file(task)
+    if path is None:
+        raise TracingBenchError(
+            f"--paired: no samples_{task}_*.jsonl next to {f.path}; re-run lm-eval with --log_samples, or drop --paired"
+        )
+    return read_items(path, metric)
+
+
+def _matched(task: str, a: dict[int, Any], b: dict[int, Any]) -> list[int]:
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        raise TracingBenchError(
+            f"--paired: task {task} has no doc_id in both sample logs; score the same documents (same --limit)"
+        )
+    return ids
 
 
 def paired_z(diffs: Sequence[float]) -> tuple[float, float]:
@@ -367,16 +392,20 @@ def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *,
     stat = math.nan
     if math.isnan(drop):
         note = f"{b.metric} is NaN in a file: not tested"
+    elif paired and not b.is_group and aggregation_for(name, b.metric) is not None:
+        ib, ic = _items(base, name, b.metric), _items(cur, name, c.metric)
+        ids = _matched(name, ib, ic)
+        n = len(ids)
+        agg = aggregation_for(name, b.metric)
+        drop, stat = paired_bootstrap([ib[i] for i in ids], [ic[i] for i in ids], agg, sign=sign)  # type: ignore[arg-type]
+        test = "paired"
+        note = f"paired bootstrap of {b.metric} over {n} documents"
     elif paired and not b.is_group:
         sb, sc = _samples(base, name, b.metric), _samples(cur, name, c.metric)
         if sb is None or sc is None:
             note = f"per-sample {b.metric} values are not numbers: two-sample z-test instead"
         else:
-            ids = sorted(set(sb) & set(sc))
-            if not ids:
-                raise TracingBenchError(
-                    f"--paired: task {name} has no doc_id in both sample logs; score the same documents (same --limit)"
-                )
+            ids = _matched(name, sb, sc)
             n = len(ids)
             drop, stat = paired_z([sign * (sb[i] - sc[i]) for i in ids])
             test = "paired"

@@ -219,17 +219,6 @@ _with_stderr(auroc, _auroc_se)
 _with_stderr(twice_mean_minus_one, _twice_mean_se)
 _with_stderr(top_answer_share, _top_share_se)
 
-#: name in a task's metric_list -> aggregation (what the gate's paired bootstrap recomputes).
-AGGREGATIONS: dict[str, Callable[[Items], float]] = {
-    "mcc": mcc,
-    "kappa": kappa,
-    "pearson": pearson,
-    "auroc": auroc,
-    "twice_mean_minus_one": twice_mean_minus_one,
-    "top_answer_share": top_answer_share,
-}
-
-
 def stderr_of(fn: Any) -> Callable[[Items], float] | None:
     """The stderr function an aggregation carries (None for lm-eval's own)."""
     return getattr(fn, "stderr", None)
@@ -267,6 +256,19 @@ def install_stderr() -> bool:
     evaluator_utils.stderr_for_metric = stderr_for_metric  # type: ignore[assignment]
     lm_metrics.stderr_for_metric = stderr_for_metric  # type: ignore[assignment]
     return True
+
+
+
+def aggregation_for(task: str, metric: str) -> Callable[[Items], float] | None:
+    """The aggregation of a trust task's metric defined here (None for lm-eval's ``mean``).
+
+    >>> aggregation_for("trust_robustness", "chance_corrected").__name__
+    'kappa'
+    """
+    if metric == "chance_corrected":
+        return {"trust_fairness": twice_mean_minus_one, "trust_robustness": kappa}.get(task, mcc)
+    return {"mcc": mcc, "auroc": auroc, "kappa": kappa, "logodds_agreement": pearson,
+            "top_answer_share": top_answer_share}.get(metric)
 
 
 install_stderr()

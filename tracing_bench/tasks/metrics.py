@@ -253,8 +253,8 @@ def install_stderr() -> bool:
         return original(metric=metric, bootstrap_iters=bootstrap_iters)
 
     stderr_for_metric.tracing_bench = True  # type: ignore[attr-defined]
-    evaluator_utils.stderr_for_metric = stderr_for_metric  # type: ignore[assignment]
-    lm_metrics.stderr_for_metric = stderr_for_metric  # type: ignore[assignment]
+    evaluator_utils.stderr_for_metric = stderr_for_metric
+    lm_metrics.stderr_for_metric = stderr_for_metric
     return True
 
 

@@ -17,9 +17,14 @@ from tracing_bench.cli.group import main
               help="When two results files give the same row, keep the newer instead of failing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write here instead of stdout.")
-def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None) -> None:
+@click.option("--snr", is_flag=True,
+              help="Also print each task metric's signal-to-noise over the rows (spread across checkpoints over "
+                   "the metric's own stderr): which metric can rank these checkpoints.")
+def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, latest: bool, out: Path | None,
+                    snr: bool) -> None:
     """One row per (model, revision, steering) from lm-eval results files or folders (searched recursively)."""
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard, nan_flags
+    from tracing_bench.compare.signal import format_snr, snr_table
     from tracing_bench.files import atomic_write_text, check_writable
 
     if out is not None:
@@ -34,6 +39,9 @@ def leaderboard_cmd(results: tuple[Path, ...], fmt: str, sort: str | None, lates
         click.echo(text, nl=False)
     else:
         click.echo(str(atomic_write_text(out, text)), err=True)
+    if snr:
+        click.echo("\nsignal-to-noise per task metric (sd across rows / rms stderr):")
+        click.echo(format_snr(snr_table(board)))
 
 
 @main.command("gate")

@@ -45,6 +45,7 @@ from typing import Any
 from tracing_bench import __version__
 from tracing_bench.compare.findings import checkpoint_changes, dimension_title, read_findings, steering_changes
 from tracing_bench.compare.leaderboard import Leaderboard, build_leaderboard, display_table, records
+from tracing_bench.compare.signal import snr_table
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text
 from tracing_bench.report.plots import DIMENSION_ORDER, radar_chart, read_rows, trace_figures
@@ -341,7 +342,12 @@ def _leaderboard_section(board: Leaderboard, figdir: Path) -> dict[str, Any] | N
     shown = display_table(board)
     labels = {d: f"{d} {'↑' if board.higher_is_better.get(f'trust_{d}', True) else '↓'}" for d in DIMENSION_ORDER}
     radar = radar_chart(records(board), figdir / "radar.png", labels=labels)
-    return {"table": Table(shown.headers, shown.rows, "leaderboard"), "flags": shown.flags,
+    signals = snr_table(board) if len(board.rows) > 1 else []
+    snr = Table(["task", "metric", "checkpoints", "signal (sd)", "noise (rms stderr)", "signal-to-noise"],
+                [[r.task, r.metric, str(r.n_checkpoints), f"{r.signal:.4f}", f"{r.noise:.4f}", r.claim]
+                 for r in signals], "snr", intro="Which metric ranks these checkpoints: its spread across the rows "
+                 "over its own sampling noise (below 1: within noise).") if signals else None
+    return {"table": Table(shown.headers, shown.rows, "leaderboard"), "flags": shown.flags, "snr": snr,
             "dropped": [str(p) for p in board.dropped], "tables": [_leaderboard_provenance(board)],
             "radar": _figure(radar, "the five trust dimensions per model (headline metric of each trust_* task)")
             if radar is not None else None}

@@ -40,7 +40,7 @@ def test_equal_scores_pass_with_exit_0(lm_eval_results, tmp_path):
     verdict = json.loads((tmp_path / "v.json").read_text())
     assert verdict["verdict"] == "pass" and verdict["regressions"] == [] and verdict["fired"] == []
     assert {(t["task"], t["metric"]) for t in verdict["tasks"]} == {(t, m) for t in (*TRUST, "trust")
-                                                                    for m in ("score", "p_trust")}
+                                                                    for m in ("chance_corrected", "p_trust")}
     assert all(t["drop"] == 0 for t in verdict["tasks"])
     res = _gate("--baseline", str(base), "--current", str(copy), "--paired")  # identical runs: quiet
     assert res.exit_code == 0 and "PASS" in res.output, res.output
@@ -51,7 +51,7 @@ def test_steered_tiny_model_verdict_matches_an_independent_computation(lm_eval_r
     base = json.loads(_results(lm_eval_results["base"]).read_text())
     cur = json.loads(_results(lm_eval_results["steered"]).read_text())
     worse = sorted(t for t in [*TRUST, "trust"] if any(
-        cur["results"][t][f"{m},none"] < base["results"][t][f"{m},none"] for m in ("score", "p_trust")))
+        cur["results"][t][f"{m},none"] < base["results"][t][f"{m},none"] for m in ("chance_corrected", "p_trust")))
     assert worse, "the steered tiny model should be worse on at least one task"
     out = tmp_path / "v.json"
     res = _gate("--baseline", str(lm_eval_results["base"]), "--current", str(lm_eval_results["steered"]),
@@ -172,7 +172,8 @@ def test_paired_gate_fires_on_a_small_p_trust_drop_that_leaves_acc_unchanged(lm_
     verdict = json.loads(out.read_text())
     rows = {(t["task"], t["metric"]): t for t in verdict["tasks"]}
     for task in TRUST:
-        assert rows[(task, "score")]["drop"] == 0 and not rows[(task, "score")]["regression"]  # acc unchanged
+        head = rows[(task, "chance_corrected")]
+        assert head["drop"] == 0 and not head["regression"]  # answers unchanged
         p = rows[(task, "p_trust")]
         d = applied[task]  # the paired statistic, computed here
         assert p["test"] == "paired" and p["n"] == len(d) == 3

@@ -35,10 +35,10 @@ def test_real_lm_eval_results_one_row_per_model_and_steering(lm_eval_results, ti
     for r in board["rows"]:
         raw = json.loads(open(r["source"]).read())
         for task in TRUST:  # values and stderrs straight from lm-eval's file
-            assert r[task] == raw["results"][task]["score,none"]
-            se = raw["results"][task]["score_stderr,none"]
+            assert r[task] == raw["results"][task]["chance_corrected,none"]
+            se = raw["results"][task]["chance_corrected_stderr,none"]
             assert r[f"{task}_stderr"] == (None if se == "N/A" else se)
-        assert r["trust"] == pytest.approx(raw["groups"]["trust"]["score,none"])
+        assert r["trust"] == pytest.approx(raw["groups"]["trust"]["chance_corrected,none"])
         assert r["trust"] == pytest.approx(sum(r[t] for t in TRUST) / 5)  # the group is the unweighted mean
         for col in (*TRUST, "trust"):  # p_trust beside the headline metric, with its stderr
             cells = raw["groups"]["trust"] if col == "trust" else raw["results"][col]

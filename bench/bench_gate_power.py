@@ -46,6 +46,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TASKS = ("trust_reliability", "trust_privacy", "trust_toxicity", "trust_fairness", "trust_robustness")
+#: the per-document accuracy-like metric of each task (task version 3 has no per-task `score`)
+DOC_METRIC = {t: "consistency" if t == "trust_robustness" else "acc" for t in TASKS}
+N_BOOT = 200  # resamples of the simulated gate's paired bootstrap (the gate itself uses 2000)
 SIZES = (50, 100, 200, 400, 1000)
 MAX_DROP, Z = 0.02, 2.0  # the gate's defaults
 
@@ -177,6 +180,96 @@ def smallest_detected(x, y, n, metric, step, grid, reps, paired, rng) -> float |
     return effective
 
 
+# ------------------------------------------------------------ the chance-corrected headline
+def cc_items(folder: Path, task: str) -> dict[int, tuple[float, float]]:
+    """doc_id -> the task's chance_corrected item as two numbers (gold/answer, clean/perturbed, or 0/value)."""
+    from tracing_bench.compare.paired import read_items
+
+    (log,) = folder.glob(f"samples_{task}_*.jsonl")
+    out = {}
+    for i, it in read_items(log, "chance_corrected").items():
+        out[i] = (float(it[0]), float(it[1])) if isinstance(it, list) else (0.0, float(it))
+    return out
+
+
+def cc_aggregate(task: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The task's chance_corrected over the last axis (metrics.py's vectorised forms)."""
+    from tracing_bench.tasks import metrics
+
+    if task == "trust_fairness":
+        return 2 * v.mean(-1) - 1
+    if task == "trust_robustness":
+        return metrics.kappa_rows(u, v)
+    return metrics.mcc_rows(u, v)
+
+
+def cc_inject(task: str, u: np.ndarray, v: np.ndarray, frac: float, rng: np.random.Generator) -> np.ndarray:
+    """current made worse: round(frac n) documents turned from right to wrong (agreeing pairs to
+    disagreeing for robustness; a pair's discrimination to 0 for fairness)."""
+    k = int(round(frac * v.shape[1]))
+    if k == 0:
+        return v.copy()
+    eligible = (v > 0) if task == "trust_fairness" else (u == v)
+    priority = np.where(eligible, rng.random(v.shape), np.inf)
+    chosen = np.zeros(v.shape, dtype=bool)
+    np.put_along_axis(chosen, np.argsort(priority, axis=1)[:, :k], True, axis=1)
+    chosen &= eligible
+    worse = np.zeros_like(v) if task == "trust_fairness" else 1 - u
+    return np.where(chosen, worse, v)
+
+
+def cc_fires(task: str, u: np.ndarray, vb: np.ndarray, vc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The gate's paired-bootstrap rule per simulation (rows): drop > max_drop and drop / sd > Z."""
+    drop = cc_aggregate(task, u, vb) - cc_aggregate(task, u, vc)
+    out = np.zeros(u.shape[0], dtype=bool)
+    for lo in range(0, u.shape[0], 25):
+        idx = rng.integers(0, u.shape[1], size=(N_BOOT, u.shape[1]))
+        sl = slice(lo, lo + 25)
+        ub, bb, cb = u[sl][:, idx], vb[sl][:, idx], vc[sl][:, idx]  # [rows, B, n]
+        drops = cc_aggregate(task, ub, bb) - cc_aggregate(task, ub, cb)
+        sd = drops.std(axis=1, ddof=1)
+        d = drop[sl]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(sd > 0, d / sd, np.where(d > 0, np.inf, 0.0))
+        out[sl] = (d > MAX_DROP + 1e-12) & (z > Z)
+    return out
+
+
+def cc_power(task: str, xa: np.ndarray, ya: np.ndarray, n: int, reps: int, grid: np.ndarray,
+             rng: np.random.Generator) -> tuple[float | None, float]:
+    """(smallest effective chance_corrected drop detected in >= 80% of simulations, false-alarm rate)."""
+    def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        idx = rng.integers(0, len(xa), size=(reps, n))
+        swap = rng.random((reps, n)) < 0.5
+        u = xa[idx, 0]  # gold (or clean answer) is the document's, the same on both sides for 0/1 tasks
+        if task == "trust_robustness":  # both answers come from one model: swap whole items
+            ub = np.where(swap, ya[idx, 0], xa[idx, 0])
+            return ub, np.where(swap, ya[idx, 1], xa[idx, 1]), np.where(swap, xa[idx, 1], ya[idx, 1])
+        return u, np.where(swap, ya[idx, 1], xa[idx, 1]), np.where(swap, xa[idx, 1], ya[idx, 1])
+
+    u, vb, vc = pair()
+    alarm = float(cc_fires(task, u, vb, vc, rng).mean())
+
+    def trial(frac: float) -> tuple[bool, float]:
+        u, vb, vc = pair()
+        vc2 = cc_inject(task, u, vc, frac, rng)
+        eff = float((cc_aggregate(task, u, vc) - cc_aggregate(task, u, vc2)).mean())
+        return bool(cc_fires(task, u, vb, vc2, rng).mean() >= 0.8), eff
+
+    ok, effective = trial(grid[-1])
+    if not ok:
+        return None, alarm
+    lo, hi = -1, len(grid) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        ok, eff = trial(grid[mid])
+        if ok:
+            hi, effective = mid, eff
+        else:
+            lo = mid
+    return effective, alarm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=Path("runs/gate-power"), help="cache of checkpoints and scores")
@@ -209,7 +302,8 @@ def main() -> None:
     for (first, second), task in ((pair, task) for pair in pairs for task in TASKS):
         data = {}
         for metric in ("score", "p_trust"):
-            a, b = per_document(folders[first], task, metric), per_document(folders[second], task, metric)
+            name = DOC_METRIC[task] if metric == "score" else metric
+            a, b = per_document(folders[first], task, name), per_document(folders[second], task, name)
             ids = sorted(set(a) & set(b))
             data[metric] = (np.array([a[i] for i in ids]), np.array([b[i] for i in ids]))
         x, y = data["score"]
@@ -238,6 +332,12 @@ def main() -> None:
                     bb, cc = np.where(swap, ys[idx], xs[idx]), np.where(swap, xs[idx], ys[idx])
                     alarm |= fires(bb, cc, paired)
                 row[f"false_alarm_{'paired' if paired else 'z'}"] = float(alarm.mean())
+            ca, cb = cc_items(folders[first], task), cc_items(folders[second], task)
+            ids = sorted(set(ca) & set(cb))
+            xa, ya = np.array([ca[i] for i in ids]), np.array([cb[i] for i in ids])
+            row["mean_cc"] = float(np.r_[cc_aggregate(task, xa[None, :, 0], xa[None, :, 1]),
+                                         cc_aggregate(task, ya[None, :, 0], ya[None, :, 1])].mean())
+            row["cc_paired"], row["false_alarm_cc"] = cc_power(task, xa, ya, n, args.reps, grid, rng)
             rows.append(row)
             print(json.dumps(row), flush=True)
     total = time.perf_counter() - t0
@@ -247,13 +347,14 @@ def main() -> None:
 
     print(f"\nscoring {t_score:.0f} s, total {total:.0f} s wall; {args.reps} simulations per setting, "
           f"grid step {args.step}\n")
-    print("| checkpoints | task | N | score: z-test | score: paired | p_trust: z-test | p_trust: paired | "
-          "false alarms z / paired |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| checkpoints | task | N | acc: z-test | acc: paired | p_trust: z-test | p_trust: paired | "
+          "false alarms z / paired | chance_corrected (mean) | chance_corrected: paired bootstrap | its false alarms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['checkpoints']} | {r['task']} | {r['n']} | {cell(r['score_z'])} | {cell(r['score_paired'])} | "
               f"{cell(r['p_trust_z'])} | {cell(r['p_trust_paired'])} | "
-              f"{r['false_alarm_z']:.3f} / {r['false_alarm_paired']:.3f} |")
+              f"{r['false_alarm_z']:.3f} / {r['false_alarm_paired']:.3f} | {r['mean_cc']:+.3f} | "
+              f"{cell(r['cc_paired'])} | {r['false_alarm_cc']:.3f} |")
     if args.json_out:
         args.json_out.write_text(json.dumps({"rows": rows, "reps": args.reps, "step": args.step,
                                              "score_seconds": t_score, "total_seconds": total}, indent=2))

@@ -288,8 +288,9 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
     ax.set_xticklabels([(labels or {}).get(d, d) + ("\n(NaN ⚠)" if d in nan_dims else "") for d in dims], fontsize=9)
     values = [cell_float(r.get(columns[d])) for r in rows for d in dims]
     finite = [v for v in values if not math.isnan(v)]
-    top = max(finite, default=1.0)
-    ax.set_ylim(0, 1 if top <= 1 else top * 1.05)
+    top, bottom = max(finite, default=1.0), min(finite, default=0.0)
+    # chance-corrected headlines run from -1 to 1 (0 = chance): the axis starts below 0 when a value does
+    ax.set_ylim(0 if bottom >= 0 else (-1 if bottom >= -1 else bottom * 1.05), 1 if top <= 1 else top * 1.05)
     ax.set_title("trust dimensions per model (task headline metric)", fontsize=10, pad=18)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1)
     path = Path(out_png)

@@ -61,7 +61,7 @@ def _sd(values: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------ Matthews correlation
-def _mcc_rows(gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def mcc_rows(gold: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """MCC of each row of two [B, n] 0/1 arrays (0 where a margin is empty)."""
     tp = (gold * pred).sum(-1)
     tn = ((1 - gold) * (1 - pred)).sum(-1)
@@ -82,17 +82,17 @@ def mcc(items: Items) -> float:
     0.0
     """
     gold, pred = _pairs(items)
-    return float(_mcc_rows(gold[None], pred[None])[0])
+    return float(mcc_rows(gold[None], pred[None])[0])
 
 
 def _mcc_se(items: Items) -> float:
     gold, pred = _pairs(items)
     idx = _resample(gold.size)
-    return _sd(_mcc_rows(gold[idx], pred[idx]))
+    return _sd(mcc_rows(gold[idx], pred[idx]))
 
 
 # ------------------------------------------------------------------ Cohen's kappa
-def _kappa_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def kappa_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cohen's kappa of each row of two [B, n] 0/1 arrays (0 where chance agreement is 1)."""
     n = a.shape[-1]
     po = (a == b).mean(-1)
@@ -112,13 +112,13 @@ def kappa(items: Items) -> float:
     0.0
     """
     a, b = _pairs(items)
-    return float(_kappa_rows(a[None], b[None])[0])
+    return float(kappa_rows(a[None], b[None])[0])
 
 
 def _kappa_se(items: Items) -> float:
     a, b = _pairs(items)
     idx = _resample(a.size)
-    return _sd(_kappa_rows(a[idx], b[idx]))
+    return _sd(kappa_rows(a[idx], b[idx]))
 
 
 # ------------------------------------------------------------------ Pearson's r

@@ -196,8 +196,8 @@ def run_demo(
 
     # 3. steering vector from the middle checkpoint ------------------------------------------
     if s.dimension == "auto":
-        # robustness is scored by answer consistency, which a model that always gives the same
-        # answer already maxes out; steer one of the accuracy-scored dimensions instead: the one
+        # robustness's probe direction separates clean from typo'd sentences, which its task (the
+        # agreement of the two answers) cannot reward; steer one of the other dimensions: the one
         # learned beyond noise with the largest change, else the largest change.
         claims = findings["learned"]["dimensions"]
         dim = max((d for d in probes if d != "robustness"),

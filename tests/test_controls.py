@@ -167,3 +167,80 @@ def test_cli_baseline_none_and_bad_value(tiny_llama, tmp_path):
     assert e["verdict"] == "not tested" and e["selectivity"] is None and not (out / "baseline.csv").exists()
     bad = CliRunner().invoke(main, [*args, "--baseline", "zero"])
     assert bad.exit_code == 2 and "zero" in bad.output
+
+
+def _part(correct, *, sha="s", control=None, transfer=None, labels=None, layer=0, val=0.9):
+    """A hand-built part: one logistic row at ``layer`` with its per-statement bits."""
+    from tracing_bench.files import pack_bits
+
+    n = len(correct)
+    row = {"probe": "logistic", "layer": layer, "val_acc": val, "n_test": n, "test_correct": pack_bits(correct)}
+    if control is not None:
+        row["control_correct"] = pack_bits(control)
+    if transfer is not None:
+        row["transfer_correct"] = pack_bits(transfer)
+    labels = np.arange(n) % 2 == 0 if labels is None else labels
+    return {"probes": [row], "test_statements": {"n": n, "sha256": sha, "labels": pack_bits(labels)},
+            "controls": {"transfer": {"column": "topic"}} if transfer is not None else {}}
+
+
+def _bits(rate, n=200, seed=0):
+    return np.random.default_rng(seed).random(n) < rate
+
+
+def test_claim_needs_every_control_and_names_the_failed_one():
+    from scipy.stats import binomtest
+
+    from tracing_bench.compare.claims import add_claims, control_lines
+
+    last, control = _bits(0.9, seed=1), _bits(0.5, seed=2)
+    base = {"d": _part(_bits(0.5, seed=3))}
+
+    def run(transfer):
+        findings = {"checkpoints": [{"step": None}], "learned": {"dimensions": {}}, "summary": []}
+        add_claims(findings, {"d": [_part(last, control=control, transfer=transfer)]}, base)
+        return findings
+
+    good = run(_bits(0.85, seed=4))
+    e = good["controls"]["dimensions"]["d"]
+    assert e["verdict"] == "learned" and e["failed"] == []
+    b, c = int((control & ~last).sum()), int((~control & last).sum())  # McNemar by hand, one test in the family
+    assert e["selectivity"]["p_holm"] == pytest.approx(min(1.0, binomtest(min(b, c), b + c, 0.5).pvalue))
+    assert e["transfer"]["p_value"] == pytest.approx(
+        binomtest(int(_bits(0.85, seed=4).sum()), 200, 0.5, alternative="greater").pvalue)
+    assert good["summary"] == [f"d: controls: {e['claim']}"]
+    assert any("learned" in line for line in control_lines(good))
+    bad = run(_bits(0.5, seed=5))["controls"]["dimensions"]["d"]
+    assert bad["verdict"] == "no transfer" and bad["failed"] == ["transfer"]
+
+
+def test_learned_verdict_is_withdrawn_when_a_control_fails():
+    from tracing_bench.compare.claims import add_claims
+
+    first, last = _bits(0.5, seed=1), _bits(0.95, seed=2)
+    findings = {"checkpoints": [{"step": 0}, {"step": 9}],
+                "learned": {"first": "step 0", "dimensions": {"d": {
+                    "layer": 0, "verdict": "learned", "claim": "learned (p=1e-20)", "first_acc": 0.5, "change": 0.45,
+                    "change_ci": [0.4, 0.5], "p_value": 1e-20, "p_holm": 1e-20}}},
+                "summary": ["d: learned (p=1e-20)"]}
+    parts = {"d": [_part(first), _part(last, control=_bits(0.93, seed=3))]}
+    add_claims(findings, parts, None)
+    e = findings["controls"]["dimensions"]["d"]
+    assert findings["controls"]["baseline"] == "first checkpoint (step 0)"
+    assert e["baseline"]["passed"] and e["verdict"] == "not selective"
+    ld = findings["learned"]["dimensions"]["d"]
+    assert ld["verdict"] == "not selective" and ld["test_verdict"] == "learned"
+    assert findings["summary"][0].startswith("d: learned (p=1e-20); controls: not selective")
+
+
+def test_series_with_step0_uses_first_checkpoint_and_report_shows_controls(series_folder, planted_traces, tmp_path):
+    from tracing_bench.report.html import build_report
+
+    out = tmp_path / "series"
+    path = _write_csv(tmp_path / "shared.csv", "shared", n=80)
+    trace(str(series_folder), out=out, dimensions=str(path), cache_dir=tmp_path / "cache", layers="0",
+          progress=False)
+    controls = json.loads((out / "findings.json").read_text())["controls"]
+    assert controls["baseline"] == "first checkpoint (step 0)" and not (out / "baseline.csv").exists()
+    page = build_report([planted_traces[0]], tmp_path / "r.html").read_text()
+    assert "Do the probe claims survive their controls?" in page and "surface features only" in page

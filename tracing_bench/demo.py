@@ -321,6 +321,9 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
                          "every change is within the test's noise")
     else:
         lines.append(f"probes: {learned.get('note', 'no probe results')}")
+    from tracing_bench.compare.claims import control_lines
+
+    lines += control_lines(findings)  # selectivity, baseline, transfer at the claim's block
     turns = findings.get("mi_turns") or {}
     noise = turns.get("noise") or {}
     found = [e for e in turns.get("series", []) if e.get("turn") is not None]

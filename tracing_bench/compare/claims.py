@@ -241,24 +241,28 @@ def add_claims(findings: dict[str, Any], parts: Mapping[str, list[Mapping[str, A
 
 
 def control_lines(findings: Mapping[str, Any]) -> list[str]:
-    """The demo's table of the controls at each dimension's claim block (empty without them)."""
+    """The demo's table of the controls at each dimension's claim block (empty without them): accuracy,
+    control accuracy, selectivity, baseline accuracy and transfer accuracy, each with its interval or
+    Holm-adjusted p-value, and the verdict."""
     c = findings.get("controls") or {}
     entries = c.get("dimensions") or {}
     if not entries:
         return []
     width = max(12, *(len(e["title"]) for e in entries.values()))
-    lines = [f"controls at the claim's block (baseline: {c.get('baseline') or 'none'}; p Holm-adjusted):",
-             f"  {'dimension':<{width}} {'block':>5}  {'acc':>5} {'control':>7} {'select.':>7} {'baseline':>8} "
-             f"{'transfer':>8}  verdict"]
-
-    def num(x: Any, key: str = "acc") -> str:
-        return "-" if x is None else f"{x[key]:.3f}"
-
+    lines = [f"controls at the claim's block (baseline: {c.get('baseline') or 'none'}; 95% intervals, "
+             "p Holm-adjusted):",
+             f"  {'dimension':<{width}} {'block':>5}  {'acc [95% CI]':<21} {'control':>7}  "
+             f"{'selectivity [95% CI]':<27} {'baseline (p)':<18} {'transfer [95% CI]':<21} verdict"]
     for e in entries.values():
-        s = e.get("selectivity")
-        lines.append(f"  {e['title']:<{width}} {e['layer']:>5}  {e['acc']:.3f} {num(s, 'control_acc'):>7} "
-                     f"{'-' if s is None else format(s['change'], '+.3f'):>7} {num(e.get('baseline')):>8} "
-                     f"{num(e.get('transfer')):>8}  {e['verdict']}")
+        s, b, t = e.get("selectivity"), e.get("baseline"), e.get("transfer")
+        acc = f"{e['acc']:.3f} [{e['acc_ci'][0]:.3f}, {e['acc_ci'][1]:.3f}]"
+        ctl = "-" if s is None else f"{s['control_acc']:.3f}"
+        sel = "-" if s is None else f"{s['change']:+.3f} {_ci(s['change_ci'])}"
+        base = "-" if b is None else f"{b['acc']:.3f} ({format_p(b['p_holm'])})"
+        tra = "-" if t is None else f"{t['acc']:.3f} [{t['acc_ci'][0]:.3f}, {t['acc_ci'][1]:.3f}]"
+        lines.append(f"  {e['title']:<{width}} {e['layer']:>5}  {acc:<21} {ctl:>7}  {sel:<27} {base:<18} {tra:<21} "
+                     f"{e['verdict']}")
+    lines.append(f"  {c.get('rules', RULES)}")
     return lines
 
 

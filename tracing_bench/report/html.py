@@ -146,6 +146,10 @@ def _trace_claims(folder: Path, findings: Mapping[str, Any], several: bool) -> d
                             "family": learned.get("family"), "turns": []}
     if claims:
         view["n_test"] = next(iter(learned["dimensions"].values())).get("n_test")
+    controls = findings.get("controls") or {}  # tracing_bench.compare.claims
+    view["controls"] = [{"title": dimension_title(d), "cls": _VERDICT_CLASS.get(str(e.get("verdict")), "no"),
+                         "claim": e.get("claim")} for d, e in (controls.get("dimensions") or {}).items()]
+    view["controls_rules"] = controls.get("rules")
     turns = findings.get("mi_turns") or {}
     noise = turns.get("noise") or {}
     view["how"] = (f"rise and fall beyond {float(turns.get('z', 2)):g} sd of nHSIC over {noise.get('k')} "

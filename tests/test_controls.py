@@ -244,3 +244,15 @@ def test_series_with_step0_uses_first_checkpoint_and_report_shows_controls(serie
     assert controls["baseline"] == "first checkpoint (step 0)" and not (out / "baseline.csv").exists()
     page = build_report([planted_traces[0]], tmp_path / "r.html").read_text()
     assert "Do the probe claims survive their controls?" in page and "surface features only" in page
+
+
+def test_control_figures(planted_traces, tmp_path):
+    from fake_traces import PYTHIA, write_trace_tables
+    from tracing_bench.report.control_plots import control_figures
+
+    out, _ = planted_traces
+    paths = control_figures(out / "probes.csv", tmp_path / "fig")
+    assert sorted(p.name for p in paths) == ["controls_per-topic.png", "controls_random.png", "controls_shared.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    probes, _ = write_trace_tables(tmp_path / "old", PYTHIA)  # a trace without the control columns
+    assert control_figures(probes, tmp_path / "fig2") == []

@@ -68,6 +68,7 @@ def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions
     Writes probes.csv, mi.csv, findings.json and figures.
     """
     from tracing_bench.executors import ExecutorSettings
+    from tracing_bench.report.control_plots import control_figures
     from tracing_bench.report.plots import trace_figures
     from tracing_bench.settings import TraceSettings
     from tracing_bench.trace import record_figures, trace
@@ -82,6 +83,7 @@ def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions
     run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
     result = trace(model, revisions, out=out, settings=settings, run_on=run_on)
     figures = trace_figures(result["probes_csv"], result["mi_csv"], out / "figures", findings=result["findings"])
+    figures += control_figures(result["probes_csv"], out / "figures")
     record_figures(result["trace_json"], figures)
     click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nfindings: {result['findings_json']}\n"
                f"provenance: {result['trace_json']}")

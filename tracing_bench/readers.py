@@ -1,6 +1,7 @@
 """Reading the CSVs a dimension comes from: raw rows in file order, validated, before any cleaning.
 
-Two formats: ``statement,label`` rows (an optional ``group`` column joins rows into groups), and
+Two formats: ``statement,label`` rows (an optional ``group`` column joins rows into groups; an
+optional ``topic`` column names groups with a meaning, for held-out-group transfer), and
 CrowS-Pairs' ``sent_more,sent_less`` pairs (each row gives two statements: ``sent_more`` label 1,
 ``sent_less`` label 0, one pair). A malformed file is one :class:`~tracing_bench.errors.DataError`
 naming the file, the line and the fix. :func:`clean_statement` removes the spreadsheet artefact

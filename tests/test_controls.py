@@ -256,3 +256,24 @@ def test_control_figures(planted_traces, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
     probes, _ = write_trace_tables(tmp_path / "old", PYTHIA)  # a trace without the control columns
     assert control_figures(probes, tmp_path / "fig2") == []
+
+
+def test_merge_without_the_baseline_parts_says_so(tiny_llama, tmp_path):
+    import shutil
+
+    from tracing_bench.checkpoints import resolve_series
+    from tracing_bench.settings import TraceSettings
+    from tracing_bench.trace import load_datas, merge
+
+    path = _write_csv(tmp_path / "d.csv", "none", n=60)
+    settings = TraceSettings.from_options(dimensions=str(path), layers="0", cache_dir=str(tmp_path / "c"),
+                                          series_name=str(tiny_llama))
+    out = tmp_path / "out"
+    trace(str(tiny_llama), out=out, settings=settings, progress=False)
+    for folder in (out / "parts").glob("*/random-init-*"):
+        shutil.rmtree(folder)
+    res = merge(out, resolve_series(str(tiny_llama)), load_datas(settings), settings)
+    controls = res["findings"]["controls"]
+    assert controls["baseline"] is None and "not traced" in controls["baseline_note"]
+    e = controls["dimensions"]["d"]
+    assert e["baseline"] is None and e["verdict"] != "learned"  # nothing to beat: never learned

@@ -140,23 +140,31 @@ def finish_controls(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], 
                     findings: dict[str, Any], parts: dict[str, list[Any]]) -> Path | None:
     """Write ``OUT/baseline.csv`` (when the baseline was traced) and add the controls to ``findings``.
 
-    Raises:
-        TracingBenchError: a baseline part is missing (the trace is not finished).
+    A caller that merges parts without having traced the baseline (:func:`trace` always does)
+    gets the controls without it: the first checkpoint is the baseline, or none for one checkpoint,
+    and ``controls.baseline_note`` says so.
+
+    Returns:
+        the path of baseline.csv, or ``None`` when the baseline was not traced.
     """
     from tracing_bench.compare.claims import add_claims
 
     base: dict[str, Any] = {}
     csv_path = None
+    missing = []
     if needs_baseline(ckpts, settings):
         rows = []
         for data in datas:
-            path = baseline_part_path(out, settings, ckpts[-1], data.key_name)
-            part = read_part(path, data.md5)
+            part = read_part(baseline_part_path(out, settings, ckpts[-1], data.key_name), data.md5)
             if part is None:
-                raise TracingBenchError(f"the random-init baseline of {data.name} is missing ({path}): run the same "
-                                        "trace command again")
+                missing.append(data.name)
+                continue
             base[data.name] = part
             rows += [{**r, "dimension": data.name} for r in part["probes"]]
-        csv_path = atomic_write_csv(Path(out) / "baseline.csv", PROBE_COLUMNS, rows)
-    add_claims(findings, parts, base or None)
+        if not missing:
+            csv_path = atomic_write_csv(Path(out) / "baseline.csv", PROBE_COLUMNS, rows)
+    add_claims(findings, parts, None if missing else base or None)
+    if missing:
+        findings["controls"]["baseline_note"] = (f"the random-init baseline of {', '.join(missing)} was not traced "
+                                                 "(merged without it); trace again to compare against it")
     return csv_path

@@ -305,7 +305,7 @@ def test_late_write_failure_names_the_path_and_keeps_finished_parts(tiny_llama, 
     line = one_line_error(invoke(args), "probes.csv", "No space left on device")
     assert "finished work is kept" in line
     parts = tree(tmp_path / "out" / "parts")
-    assert len(parts) == 1
+    assert len(parts) == 2  # the checkpoint's and its random-init baseline's (one model: tracing_bench.baseline)
     monkeypatch.setattr(trace_mod, "atomic_write_csv", original)
     res = invoke(args)
     assert res.exit_code == 0, res.output
@@ -349,7 +349,8 @@ def test_same_named_csvs_and_a_bundled_name_give_four_dimensions(tiny_llama, tmp
     shutil.copy(src / "privacy_small.csv", tmp_path / "e3" / "privacy.csv")
     dims = f"{tmp_path / 'e1' / 'data.csv'},{tmp_path / 'e2' / 'data.csv'},{tmp_path / 'e3' / 'privacy.csv'},privacy"
     args = ["trace", "--model", tiny_llama, "--dimensions", dims, "--layers", "0", "--probes", "mass_mean",
-            "--max-statements", "40", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+            "--max-statements", "40", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out",
+            "--baseline", "none"]  # one part per dimension (no random-init baseline parts)
     res = invoke(args)
     assert res.exit_code == 0, res.output
     with open(tmp_path / "out" / "probes.csv", newline="") as f:
@@ -561,7 +562,7 @@ def test_quiet_by_default_verbose_shows_library_messages(tiny_llama, tmp_path, m
 
 def test_corrupt_cache_entry_warns_once_and_recomputes_the_same_tables(tiny_llama, dim_csv, tmp_path):
     args = ["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--layers", "0", "--probes", "mass_mean",
-            "--cache-dir", tmp_path / "cache"]
+            "--cache-dir", tmp_path / "cache", "--baseline", "none"]  # one cache entry (no random-init one)
     res = invoke([*args, "--out", tmp_path / "clean"])
     assert res.exit_code == 0, res.output
     (entry,) = (tmp_path / "cache" / "activations").glob("*.safetensors")

@@ -148,6 +148,7 @@ def run_demo(
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard
     from tracing_bench.evaluate import run_eval, run_folder
     from tracing_bench.pretrain import PretrainConfig, pretrain
+    from tracing_bench.report.control_plots import control_figures
     from tracing_bench.report.html import build_report
     from tracing_bench.report.plots import trace_figures
     from tracing_bench.report.steer_plots import plot_sweep
@@ -185,7 +186,8 @@ def run_demo(
                 batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
                 max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads)
     record_figures(res["trace_json"], trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures",
-                                                    findings=res["findings"]))
+                                                    findings=res["findings"])
+                   + control_figures(res["probes_csv"], trace_dir / "figures"))
     probe_rows = _read_csv(res["probes_csv"])
     probes = probe_summary(probe_rows)
     findings = read_findings(res["findings_json"])
@@ -321,6 +323,9 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
                          "every change is within the test's noise")
     else:
         lines.append(f"probes: {learned.get('note', 'no probe results')}")
+    from tracing_bench.compare.claims import control_lines
+
+    lines += control_lines(findings)  # selectivity, baseline, transfer at the claim's block
     turns = findings.get("mi_turns") or {}
     noise = turns.get("noise") or {}
     found = [e for e in turns.get("series", []) if e.get("turn") is not None]

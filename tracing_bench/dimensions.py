@@ -161,7 +161,8 @@ class DimensionData:
             it), ``bias_type``, ``stereo_antistereo`` (``stereo``: ``sent_more`` demonstrates a
             stereotype of a disadvantaged group; ``antistereo``: ``sent_less`` violates one, and
             ``sent_more`` is its counterpart about the advantaged group, still the more
-            stereotypical sentence). A CSV with a ``group`` column: ``group``.
+            stereotypical sentence). A CSV with a ``group`` column: ``group``; with a ``topic``
+            column (groups with a meaning, for transfer): ``topic``.
     """
 
     name: str

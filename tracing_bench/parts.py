@@ -35,6 +35,8 @@ PROBE_COLUMNS: tuple[str, ...] = (
     "model", "revision", "step", "dimension", "layer", "protocol", "pooling", "probe", "n_train",
     "val_acc", "val_auroc", "test_acc", "test_auroc", "dataset_md5", "package_version",
     "n_test", "test_acc_lo", "test_acc_hi", "test_auroc_lo", "test_auroc_hi",
+    "control_acc", "selectivity", "selectivity_lo", "selectivity_hi", "transfer_acc", "transfer_acc_lo",
+    "transfer_acc_hi",  # the controls (tracing_bench.probes.controls.CONTROL_COLUMNS)
 )
 MI_COLUMNS: tuple[str, ...] = (
     "model", "revision", "step", "dimension", "layer", "sigma", "m", "i_xt", "i_yt", "dataset_md5",
@@ -107,6 +109,12 @@ def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, An
               "step": ckpt.step, "dimension": data.name}
     test_split = "test" if settings.protocol == "paper" else "probe_val"
     probe_rows, reference = _probe_rows(acts, data, settings, layers, common) if settings.probes else ([], {})
+    controls = None
+    if settings.controls and settings.protocol == "paper" and probe_rows:
+        from tracing_bench.probes.controls import add_controls
+
+        controls = add_controls(probe_rows, acts[layers], data, probes=tuple(settings.probes), layers=layers,
+                                seed=settings.seed)
     mi_rows: list[dict[str, Any]] = []
     mi_noise: dict[str, Any] | None = None
     if settings.mi:
@@ -128,6 +136,7 @@ def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, An
             "labels": pack_bits(np.asarray(data.labels)[test_idx] == 1),
         },
         **({"reference": reference} if reference else {}),
+        **({"controls": controls} if controls else {}),
     }
 
 

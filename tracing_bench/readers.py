@@ -1,6 +1,7 @@
 """Reading the CSVs a dimension comes from: raw rows in file order, validated, before any cleaning.
 
-Two formats: ``statement,label`` rows (an optional ``group`` column joins rows into groups), and
+Two formats: ``statement,label`` rows (an optional ``group`` column joins rows into groups; an
+optional ``topic`` column names groups with a meaning, for held-out-group transfer), and
 CrowS-Pairs' ``sent_more,sent_less`` pairs (each row gives two statements: ``sent_more`` label 1,
 ``sent_less`` label 0, one pair). A malformed file is one :class:`~tracing_bench.errors.DataError`
 naming the file, the line and the fix. :func:`clean_statement` removes the spreadsheet artefact
@@ -81,7 +82,7 @@ class Rows:
 
 
 def read_statement_label(path: Path) -> Rows:
-    """The rows of a ``statement,label`` CSV (optional ``group`` column), validated.
+    """The rows of a ``statement,label`` CSV (optional ``group`` and ``topic`` columns), validated.
 
     Returns:
         :class:`Rows`: the statements as written, labels 0/1, line numbers (and groups when given).
@@ -104,8 +105,10 @@ def read_statement_label(path: Path) -> Rows:
         )
     i_s, i_l = cols.index("statement"), cols.index("label")
     i_g = cols.index("group") if "group" in cols else None
+    i_t = cols.index("topic") if "topic" in cols else None  # groups with a meaning (transfer)
     out = Rows([], [], [])
     groups: list[str] = []
+    topics: list[str] = []
     try:
         for row in reader:
             line = reader.line_num
@@ -134,6 +137,8 @@ def read_statement_label(path: Path) -> Rows:
             out.lines.append(line)
             if i_g is not None:
                 groups.append(row[i_g].strip())
+            if i_t is not None:
+                topics.append(row[i_t].strip())
     except csv.Error as e:
         raise DataError(
             f"{path}: line {reader.line_num} is not valid CSV ({e}); fix the quoting"
@@ -143,6 +148,8 @@ def read_statement_label(path: Path) -> Rows:
             f"{path}: has a header but no data rows; add one 'statement,label' row per statement"
         )
     out.rows_read = len(out.statements)
+    if i_t is not None:
+        out.extra["topic"] = topics
     if i_g is not None:
         # an empty group cell means "no group of its own beyond near-duplicates"
         out.extra["group"] = groups

@@ -36,6 +36,8 @@ PROBES: tuple[str, ...] = ("logistic", "mass_mean")
 Positions = Literal["all", "last"]
 POSITIONS: tuple[str, ...] = ("all", "last")
 Preset = Literal["reference"]
+Baseline = Literal["auto", "random-init", "none"]
+BASELINES: tuple[str, ...] = ("auto", "random-init", "none")
 
 #: Settings a preset fixes: extraction (``scale``, ``protocol``, ``dtype``, ``batch_size``) and
 #: application (``positions``, ``dtype`` of the steered model).
@@ -179,7 +181,7 @@ class HarvestSettings:
 
 # the settings of a trace that change its numbers (hashed into its key)
 _NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length",
-                  "seed", "max_statements", "mi_subsample", "mi_noise")
+                  "seed", "max_statements", "mi_subsample", "mi_noise", "controls")
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,12 @@ class TraceSettings:
         threads: CPU threads (torch and BLAS) for each checkpoint's work; ``None``: the cores
             idle when the checkpoint starts (:func:`tracing_bench.threads.default_threads`).
             Does not change the numbers, so it is not part of :meth:`key`.
+        controls: also train each probe on a control labelling (selectivity) and, where the data
+            carry meaningful groups, on held-out groups (transfer): :mod:`tracing_bench.probes.controls`
+            (``paper`` protocol only).
+        baseline: ``random-init``: also trace a randomly initialised model of the last checkpoint's
+            config and tokenizer (seeded with ``seed``; :mod:`tracing_bench.baseline`); ``auto``:
+            when the series is one checkpoint or has no step-0 checkpoint; ``none``: never.
     """
 
     dimensions: tuple[str, ...] = tuple(DIMENSIONS)
@@ -233,10 +241,14 @@ class TraceSettings:
     mi_noise: int = MI_NOISE_DEFAULT
     series_name: str = ""
     threads: int | None = None
+    controls: bool = True
+    baseline: Baseline = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "threads", check_threads(self.threads))  # before anything else: a bad --threads is one line
+        if self.baseline not in BASELINES:
+            raise TracingBenchError(f"--baseline {self.baseline!r} is not valid: use one of {', '.join(BASELINES)}")
         if self.protocol not in PROTOCOLS:
             raise TracingBenchError(f"unknown protocol {self.protocol!r}: valid protocols are {', '.join(PROTOCOLS)}")
         unknown = [p for p in self.probes if p not in PROBES]

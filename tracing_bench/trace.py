@@ -216,7 +216,14 @@ def trace(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(ckpts) * len(datas), desc="trace", unit="dim", disable=None if progress else True) as bar:
+        from tracing_bench.baseline import needs_baseline, trace_baseline
+
+        baseline = needs_baseline(ckpts, settings)  # before, when --delete-checkpoints removes its config
+        if baseline and settings.delete_checkpoints:
+            trace_baseline(ckpts[-1], datas, settings, out)
         run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
+        if baseline and not settings.delete_checkpoints:
+            trace_baseline(ckpts[-1], datas, settings, out)
     return merge(out, ckpts, datas, settings)
 
 
@@ -266,6 +273,9 @@ def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: 
     atomic_write_csv(probes_csv, PROBE_COLUMNS, series.probe_rows)
     atomic_write_csv(mi_csv, MI_COLUMNS, series.mi_rows)
     findings = build_findings(series.checkpoints, datas, series.parts, settings=settings.public())
+    from tracing_bench.baseline import finish_controls
+
+    baseline_csv = finish_controls(out, ckpts, datas, settings, findings, series.parts)  # baseline.csv, controls
     findings_json = write_findings(findings, out / "findings.json")
     provenance = {
         "tool": "tracing-bench trace",
@@ -279,7 +289,8 @@ def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: 
         "mi_description": _MI_DESCRIPTION[settings.protocol],
         "checkpoints": series.checkpoints,
         "datasets": [d.provenance() for d in datas],
-        "tables": {"probes": probes_csv.name, "mi": mi_csv.name},
+        "tables": {"probes": probes_csv.name, "mi": mi_csv.name,
+                   **({"baseline": baseline_csv.name} if baseline_csv else {})},
         "findings": {"file": findings_json.name, **findings["settings"]},
         "figures": [],
     }

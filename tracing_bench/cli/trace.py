@@ -46,6 +46,13 @@ from tracing_bench.cli.group import executor_options, main, threads_option
 @click.option("--mi-noise", type=int, default=8, show_default=True,
               help="MI noise: nHSIC on K seeded half-samples (same at every checkpoint; about K/8 of the MI cost); "
                    "a turn is reported only beyond it. 0 = off.")
+@click.option("--controls/--no-controls", default=True, show_default=True,
+              help="Also train each probe on a control labelling (selectivity) and on held-out groups (transfer, "
+                   "where the data have them: CrowS-Pairs bias types, a CSV's topic column).")
+@click.option("--baseline", type=click.Choice(["auto", "random-init", "none"]), default="auto", show_default=True,
+              help="random-init: also probe a randomly initialised model of the last checkpoint's config and "
+                   "tokenizer (seeded with --seed; weights never saved); auto: when the series is one checkpoint "
+                   "or has no step-0 checkpoint.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @executor_options
 @threads_option(wrap=False)
@@ -53,13 +60,15 @@ def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions
               mi: bool, sigma: float,
               protocol: str, probes: str, batch_size: int, dtype: str, device: str, cache_dir: Path | None,
               blocks_attr: str | None, max_length: int | None, seed: int, delete_checkpoints: bool,
-              max_statements: int | None, mi_subsample: int | None, mi_noise: int, out: Path, executor: str,
+              max_statements: int | None, mi_subsample: int | None, mi_noise: int, controls: bool, baseline: str,
+              out: Path, executor: str,
               ray_address: str | None, gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable.
 
     Writes probes.csv, mi.csv, findings.json and figures.
     """
     from tracing_bench.executors import ExecutorSettings
+    from tracing_bench.report.control_plots import control_figures
     from tracing_bench.report.plots import trace_figures
     from tracing_bench.settings import TraceSettings
     from tracing_bench.trace import record_figures, trace
@@ -68,11 +77,13 @@ def trace_cmd(threads: str | None, model: str, revisions: str | None, dimensions
         threads=threads, dimensions=dimensions, layers=layers, pooling=pooling, mi=mi, sigma=sigma,
         protocol=protocol, probes=probes, batch_size=batch_size, dtype=dtype, device=device, cache_dir=cache_dir,
         blocks_attr=blocks_attr, max_length=max_length, seed=seed, delete_checkpoints=delete_checkpoints,
-        max_statements=max_statements, mi_subsample=mi_subsample, mi_noise=mi_noise,
+        max_statements=max_statements, mi_subsample=mi_subsample, mi_noise=mi_noise, controls=controls,
+        baseline=baseline,
     )
     run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
     result = trace(model, revisions, out=out, settings=settings, run_on=run_on)
     figures = trace_figures(result["probes_csv"], result["mi_csv"], out / "figures", findings=result["findings"])
+    figures += control_figures(result["probes_csv"], out / "figures")
     record_figures(result["trace_json"], figures)
     click.echo(f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nfindings: {result['findings_json']}\n"
                f"provenance: {result['trace_json']}")

@@ -147,6 +147,10 @@ def _trace_claims(folder: Path, findings: Mapping[str, Any], several: bool) -> d
                             "family": learned.get("family"), "turns": []}
     if claims:
         view["n_test"] = next(iter(learned["dimensions"].values())).get("n_test")
+    controls = findings.get("controls") or {}  # tracing_bench.compare.claims
+    view["controls"] = [{"title": dimension_title(d), "cls": _VERDICT_CLASS.get(str(e.get("verdict")), "no"),
+                         "claim": e.get("claim")} for d, e in (controls.get("dimensions") or {}).items()]
+    view["controls_rules"] = controls.get("rules")
     turns = findings.get("mi_turns") or {}
     noise = turns.get("noise") or {}
     view["how"] = (f"rise and fall beyond {float(turns.get('z', 2)):g} sd of nHSIC over {noise.get('k')} "
@@ -200,6 +204,11 @@ def _trace_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
             figures.append(_figure(p, f"{dim}: probe test accuracy, layer x checkpoint"))
         else:
             figures.append(_figure(p, f"{dim}: " + next(c for k, c in _CAPTIONS.items() if p.stem.startswith(k))))
+    from tracing_bench.report.control_plots import control_figures
+
+    figures += [_figure(p, f"{p.stem.split('_', 1)[1]}: probe beside its control task, transfer and baseline at the "
+                           "last checkpoint; selectivity with its 95% paired interval")
+                for p in control_figures(probes_csv if probes else None, figdir)]
     series = ((findings or {}).get("mi_turns") or {}).get("series")
     turns = Table(["dimension", "layer", "finding"], [[e["dimension"], e["layer"], e.get("claim", "")] for e in series]
                   ) if series else None

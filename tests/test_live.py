@@ -1,0 +1,181 @@
+"""Live tracing (tracing_bench.live): training is unchanged, the tables equal `trace` afterwards, early warnings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import tracing_bench.trace as trace_mod
+from tiny import write_planted_dimension, write_small_dims
+from tracing_bench.errors import TracingBenchError
+from tracing_bench.live import LiveTracer
+from tracing_bench.trace import MI_COLUMNS, PROBE_COLUMNS, trace
+
+SETTINGS = dict(layers="all", mi=True, mi_subsample=30, mi_noise=2, batch_size=16, device="cpu", dtype="float32",
+                threads=1)
+
+
+@pytest.fixture(scope="module")
+def dims(tmp_path_factory) -> str:
+    return write_small_dims(tmp_path_factory.mktemp("live_dims"), 60)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_tables_close(a: Path, b: Path, columns: tuple[str, ...], tol: float = 1e-6) -> None:
+    """Same rows in the same order; numbers within ``tol``, everything else equal."""
+    ra, rb = _rows(a), _rows(b)
+    assert len(ra) == len(rb) > 0 and list(ra[0]) == list(rb[0]) == list(columns)
+    for x, y in zip(ra, rb, strict=True):
+        for k in columns:
+            try:
+                fx, fy = float(x[k]), float(y[k])
+            except ValueError:
+                assert x[k] == y[k], (k, x[k], y[k])
+                continue
+            assert abs(fx - fy) <= tol, (k, x, y)
+
+
+def _batches(tokenizer, steps: int, size: int = 4) -> list[dict[str, torch.Tensor]]:
+    from tracing_bench.dimensions import load_dimension
+
+    texts = load_dimension("privacy").statements[: steps * size]
+    out = []
+    for i in range(steps):
+        enc = tokenizer(texts[i * size:(i + 1) * size], return_tensors="pt", padding=True, truncation=True,
+                        max_length=32)
+        enc["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        out.append(dict(enc))
+    return out
+
+
+def train_loop(folder: Path, tokenizer, steps: int, *, tracer: LiveTracer | None = None, save_root: Path | None = None,
+               mid_step: int | None = None) -> tuple[list[float], dict[str, torch.Tensor], list[float]]:
+    """A plain PyTorch loop (AdamW, dropout on) that draws from every RNG; traced at every step when given a tracer.
+
+    Returns the losses, the final weights and the draws of Python's and NumPy's RNGs.
+    """
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses, draws = [], []
+
+    def checkpoint(step: int) -> None:
+        if tracer is None:
+            return
+        saved = None
+        if save_root is not None:
+            saved = save_root / f"step{step}"
+            model.save_pretrained(saved)
+            tokenizer.save_pretrained(saved)
+        rng = torch.get_rng_state()
+        tracer.on_checkpoint(model, tokenizer, step, folder=saved)
+        assert torch.equal(rng, torch.get_rng_state()) and model.training
+
+    checkpoint(0)
+    for step, batch in enumerate(_batches(tokenizer, steps), start=1):
+        loss = model(**batch).loss
+        loss.backward()
+        if tracer is not None and step == mid_step:  # between backward and step: the gradients stay as they are
+            grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+            tracer.on_checkpoint(model, tokenizer, 10_000 + step)
+            assert all(torch.equal(grads[n], p.grad) for n, p in model.named_parameters() if p.grad is not None)
+        optim.step()
+        optim.zero_grad()
+        losses.append(loss.item())
+        draws += [random.random(), float(np.random.rand())]
+        checkpoint(step)
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}, draws
+
+
+def test_training_with_the_tracer_is_bit_identical(tiny_models, tiny_tokenizer, dims, tmp_path):
+    folder = tiny_models["gpt2"]  # GPT-2's dropout draws from torch's RNG at every step
+    assert AutoModelForCausalLM.from_pretrained(folder).config.resid_pdrop > 0
+    plain = train_loop(folder, tiny_tokenizer, 3)
+    tracer = LiveTracer(tmp_path / "live", dimensions=dims, cache_dir=str(tmp_path / "cache"), **SETTINGS)
+    traced = train_loop(folder, tiny_tokenizer, 3, tracer=tracer, mid_step=2)
+    assert traced[0] == plain[0] and traced[2] == plain[2]
+    assert plain[1].keys() == traced[1].keys() and all(torch.equal(plain[1][k], traced[1][k]) for k in plain[1])
+    assert len(tracer.checkpoints) == 5  # steps 0-3 and the one between backward and step
+    live = json.loads((tmp_path / "live" / "live.json").read_text())
+    assert [c["step"] for c in live["checkpoints"]] == [0, 1, 10002, 2, 3] and live["package_version"]
+
+
+def test_live_tables_equal_trace_of_the_saved_checkpoints(tiny_models, tiny_tokenizer, dims, tmp_path, monkeypatch):
+    root = tmp_path / "ckpts"
+    tracer = LiveTracer(tmp_path / "live", dimensions=dims, name=str(root), cache_dir=str(tmp_path / "c1"), **SETTINGS)
+    train_loop(tiny_models["llama"], tiny_tokenizer, 2, tracer=tracer, save_root=root)
+    live = tmp_path / "live"
+    after = trace(str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False,
+                  **SETTINGS)  # reloads every checkpoint from disk
+    assert_tables_close(live / "probes.csv", after["probes_csv"], PROBE_COLUMNS)
+    assert_tables_close(live / "mi.csv", after["mi_csv"], MI_COLUMNS)
+    assert [r["revision"] for r in _rows(live / "probes.csv")][::12] == ["step0", "step1", "step2"]
+    f_live = json.loads((live / "findings.json").read_text())
+    f_after = json.loads(after["findings_json"].read_text())
+    for key in ("learned", "mi_turns", "summary"):
+        assert json.dumps(f_live[key], sort_keys=True) == json.dumps(f_after[key], sort_keys=True)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("trace loaded a checkpoint that was traced live")
+
+    monkeypatch.setattr(trace_mod, "load_checkpoint", no_load)
+    again = trace(str(root), out=live, dimensions=dims, cache_dir=tmp_path / "c3", progress=False, **SETTINGS)
+    assert again["probes_csv"].read_bytes() == (tmp_path / "after" / "probes.csv").read_bytes()
+
+
+def test_early_warning_on_a_planted_drop(tiny_models, tiny_tokenizer, tmp_path, caplog):
+    from scipy.stats import binomtest
+
+    from tracing_bench.files import unpack_bits
+
+    csv_path = write_planted_dimension(tmp_path / "planted.csv")
+    tracer = LiveTracer(tmp_path / "live", dimensions=str(csv_path), layers="0,2", probes="logistic", stop_on_drop=True,
+                        device="cpu", dtype="float32", threads=1, cache_dir=str(tmp_path / "c"))
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    first = tracer.on_checkpoint(model, tiny_tokenizer, 0)
+    assert not first.warnings and not first.should_stop and first.figures["trace/drops"] == 0
+    with torch.no_grad():
+        model.get_input_embeddings().weight.zero_()  # every statement now looks the same to the blocks
+    second = tracer.on_checkpoint(model, tiny_tokenizer, 1)
+    assert second.should_stop and second.figures["trace/drops"] == 2 and len(second.warnings) == 2
+    assert "step0" in second.warnings[0] and "fell" in second.warnings[0]
+    assert "early warning at step 1" in caplog.text
+    # the p-value is an exact two-sided binomial test on the discordant statements, Holm over the two layers
+    drops = json.loads((tmp_path / "live" / "live.json").read_text())["checkpoints"][-1]["early_warning"]
+    parts = tracer.parts[tracer.datas[0].name]
+    for t in drops["tests"]:
+        n = t["n_test"]
+        bits = [unpack_bits(next(r for r in parts[c]["probes"] if r["layer"] == t["layer"])["test_correct"], n)
+                for c in ("step0", "step1")]
+        b, c = int((bits[0] & ~bits[1]).sum()), int((~bits[0] & bits[1]).sum())
+        p = binomtest(min(b, c), b + c, 0.5).pvalue
+        assert t["p_value"] == pytest.approx(min(1.0, p), rel=1e-9)
+        assert t["p_holm"] <= min(1.0, 2 * t["p_value"]) + 1e-12 and t["change"] < -0.3
+
+
+def test_bad_input_is_one_line(tiny_models, tiny_tokenizer, dims, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
+    tracer = LiveTracer(tmp_path / "live", dimensions=dims, layers="0,7", device="cpu", threads=1)
+    for call, says in ((lambda: tracer.on_checkpoint(model, tiny_tokenizer, -1), "step -1"),
+                       (lambda: tracer.on_checkpoint(model, tiny_tokenizer, 3), "--layers 7"),
+                       (lambda: tracer.on_checkpoint(model, tiny_tokenizer, 3, folder=tmp_path / "step4"), "step 4")):
+        with pytest.raises(TracingBenchError, match=says) as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(TracingBenchError, match="alpha"):
+        LiveTracer(tmp_path / "x", dimensions=dims, alpha=2.0)
+    assert model.training is False  # from_pretrained's eval mode, left as it was

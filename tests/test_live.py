@@ -179,3 +179,40 @@ def test_bad_input_is_one_line(tiny_models, tiny_tokenizer, dims, tmp_path):
     with pytest.raises(TracingBenchError, match="alpha"):
         LiveTracer(tmp_path / "x", dimensions=dims, alpha=2.0)
     assert model.training is False  # from_pretrained's eval mode, left as it was
+
+
+def test_pretrain_traces_live_with_identical_weights_and_the_tables_of_trace(dims, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from tracing_bench import pretrain as pt
+    from tracing_bench.cli import main
+
+    tiny = dict(steps=4, hidden_size=32, layers=2, heads=2, intermediate_size=64, vocab_size=400, seq_len=32,
+                batch_size=8, lr=1e-2, warmup=0, threads=1)
+    plain = pt.pretrain(pt.PretrainConfig(**tiny), tmp_path / "plain", progress=False)
+    root = tmp_path / "run"
+    tracer = LiveTracer(tmp_path / "live", dimensions=dims, name=str(root), cache_dir=str(tmp_path / "c1"), **SETTINGS)
+    live = pt.pretrain(pt.PretrainConfig(**tiny), root, progress=False, on_checkpoint=tracer.on_checkpoint)
+    assert [f.name for f in live] == [f.name for f in plain] == ["step0", "step1", "step2", "step4"]
+    for a, b in zip(plain, live, strict=True):
+        wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    losses = [json.loads((f.parent / pt.META_FILE).read_text())["losses"] for f in (plain[0], live[0])]
+    assert losses[0] == losses[1]
+    assert [c.label for c in tracer.checkpoints] == ["step0", "step1", "step2", "step4"]
+    after = trace(str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False,
+                  **SETTINGS)
+    assert_tables_close(tmp_path / "live" / "probes.csv", after["probes_csv"], PROBE_COLUMNS)
+    assert_tables_close(tmp_path / "live" / "mi.csv", after["mi_csv"], MI_COLUMNS)
+    # the command line: `tracing-bench pretrain --trace-out` (--fast with the tiny sizes), the same tables again
+    monkeypatch.setattr(pt.PretrainConfig, "fast", classmethod(lambda cls, **kw: cls(**{**tiny, **kw})))
+    args = ["pretrain", "--out", str(tmp_path / "cli"), "--fast", "--steps", "4", "--quiet", "--threads", "1",
+            "--trace-out", str(tmp_path / "cli_trace"), "--dimensions", dims, "--mi"]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "traced 4 checkpoints while training" in first.output
+    rows = _rows(tmp_path / "cli_trace" / "probes.csv")
+    assert len(rows) == 4 * 2 * 2 * 2 and {r["model"] for r in rows} == {str(tmp_path / "cli")}
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "nothing traced live (the run was reused)" in second.output

@@ -39,6 +39,8 @@ def _max_diff(a: Path, b: Path) -> float:
     assert len(ra) == len(rb), (len(ra), len(rb))
     for x, y in zip(ra, rb, strict=True):
         for k in x:
+            if k == "model":  # the series' folder: before/ or after/
+                continue
             try:
                 worst = max(worst, abs(float(x[k]) - float(y[k])))
             except ValueError:
@@ -63,31 +65,31 @@ def main() -> None:
 
     # before: pretrain, then reload and trace each checkpoint
     before = args.out / "before"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     pretrain(config, before / "checkpoints", progress=False)
-    t_pre_before = time.perf_counter() - t0
+    t_pre_before, c_pre_before = time.perf_counter() - t0, time.process_time() - c0
     s_before = settings(before / "checkpoints", before / "cache")
     datas = load_datas(s_before)
     ckpts = resolve_series(str(before / "checkpoints"))
     reload_s = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for ckpt in ckpts:
         t1 = time.perf_counter()
         trace_checkpoint(ckpt, datas, s_before, before / "trace")
         reload_s.append(time.perf_counter() - t1)
     merged = merge(before / "trace", ckpts, datas, s_before)
-    t_trace_before = time.perf_counter() - t0
+    t_trace_before, c_trace_before = time.perf_counter() - t0, time.process_time() - c0
 
     # after: trace live while pre-training, then trace merges the parts
     after = args.out / "after"
     s_after = settings(after / "checkpoints", after / "cache")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     tracer = LiveTracer(after / "trace", s_after)
     pretrain(config, after / "checkpoints", progress=False, on_checkpoint=tracer.on_checkpoint)
-    t_pre_after = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t_pre_after, c_pre_after = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     res = trace(str(after / "checkpoints"), out=after / "trace", settings=s_after, progress=False)
-    t_trace_after = time.perf_counter() - t0
+    t_trace_after, c_trace_after = time.perf_counter() - t0, time.process_time() - c0
     live = json.loads((after / "trace" / "live.json").read_text())["checkpoints"]
 
     diff = max(_max_diff(merged["probes_csv"], res["probes_csv"]), _max_diff(merged["mi_csv"], res["mi_csv"]))
@@ -95,10 +97,13 @@ def main() -> None:
     live_s = [c["seconds"] for c in live]
     print(f"{'--fast' if args.fast else 'default'} run: {n} checkpoints, {config.steps} steps, "
           f"{n_stmt} statements per dimension, MI on {m}, {args.threads} thread(s)")
-    print("| | pretrain (s) | trace (s) | pretrain + trace (s) |")
+    print("| wall s (CPU s) | pretrain | trace | pretrain + trace |")
     print("|---|---|---|---|")
-    print(f"| before: reload and trace | {t_pre_before:.1f} | {t_trace_before:.1f} | {t_pre_before + t_trace_before:.1f} |")
-    print(f"| after: live, then merge | {t_pre_after:.1f} | {t_trace_after:.1f} | {t_pre_after + t_trace_after:.1f} |")
+    for name, (tp, cp, tt, ct) in (("before: reload and trace", (t_pre_before, c_pre_before, t_trace_before,
+                                                                 c_trace_before)),
+                                   ("after: live, then merge", (t_pre_after, c_pre_after, t_trace_after,
+                                                                c_trace_after))):
+        print(f"| {name} | {tp:.1f} ({cp:.1f}) | {tt:.1f} ({ct:.1f}) | {tp + tt:.1f} ({cp + ct:.1f}) |")
     print()
     print("| per checkpoint (s) | mean | min | max |")
     print("|---|---|---|---|")

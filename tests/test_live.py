@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,10 @@ def test_bad_input_is_one_line(tiny_models, tiny_tokenizer, dims, tmp_path):
         assert "\n" not in str(e.value)
     with pytest.raises(TracingBenchError, match="alpha"):
         LiveTracer(tmp_path / "x", dimensions=dims, alpha=2.0)
+    model.get_input_embeddings().weight.ds_id = 0  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    with pytest.raises(TracingBenchError, match="sharded .FSDP or DeepSpeed ZeRO-3.") as e:
+        tracer.on_checkpoint(model, tiny_tokenizer, 3)
+    assert "\n" not in str(e.value) and not (tmp_path / "live" / "live.json").exists()
     assert model.training is False  # from_pretrained's eval mode, left as it was
 
 
@@ -216,3 +221,46 @@ def test_pretrain_traces_live_with_identical_weights_and_the_tables_of_trace(dim
     assert len(rows) == 4 * 2 * 2 * 2 and {r["model"] for r in rows} == {str(tmp_path / "cli")}
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and "nothing traced live (the run was reused)" in second.output
+
+
+def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, out: str, report: str) -> None:
+    """One DDP rank (gloo, CPU): trace a good checkpoint, then a planted drop with stop_on_drop."""
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        tracer = LiveTracer(out, dimensions=dim_csv, layers="0", probes="logistic", stop_on_drop=True, device="cpu",
+                            dtype="float32", threads=1, cache_dir=str(Path(out) / "cache"))
+        first = tracer.on_checkpoint(ddp.module, tok, 0)
+        with torch.no_grad():
+            model.get_input_embeddings().weight.zero_()
+        second = tracer.on_checkpoint(ddp.module, tok, 1)
+        Path(report.format(rank)).write_text(json.dumps({"traced": [first.traced, second.traced],
+                                            "stop": [first.should_stop, second.should_stop],
+                                            "n_warnings": len(second.warnings)}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
+    import torch.multiprocessing as mp
+
+    csv_path = write_planted_dimension(tmp_path / "planted.csv")
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, nprocs=2, join=True,
+             args=(2, f"tcp://127.0.0.1:{port}", str(tiny_models["llama"]), str(csv_path),
+                   str(tmp_path / "live"), str(tmp_path / "rank{}.json")))
+    got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert got[0]["traced"] == [True, True] and got[1]["traced"] == [False, False]
+    assert got[0]["stop"] == got[1]["stop"] == [False, True]  # rank 0's decision reached rank 1
+    assert got[0]["n_warnings"] == 1 and got[1]["n_warnings"] == 0
+    live = json.loads((tmp_path / "live" / "live.json").read_text())
+    assert [c["step"] for c in live["checkpoints"]] == [0, 1]  # written once, by rank 0

@@ -264,3 +264,30 @@ def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
     assert got[0]["n_warnings"] == 1 and got[1]["n_warnings"] == 0
     live = json.loads((tmp_path / "live" / "live.json").read_text())
     assert [c["step"] for c in live["checkpoints"]] == [0, 1]  # written once, by rank 0
+
+
+def test_live_scoring_equals_lm_eval_on_the_saved_checkpoint_and_leaves_training_unchanged(tiny_models, tiny_tokenizer,
+                                                                                           dims, tmp_path):
+    from tracing_bench.evaluate import run_eval
+    from tracing_bench.live_scoring import LiveScorer
+    from tracing_bench.results import task_scores
+
+    folder = tiny_models["gpt2"]
+    plain = train_loop(folder, tiny_tokenizer, 2)
+    scorer = LiveScorer("trust_privacy", limit=4, batch_size=4)
+    tracer = LiveTracer(tmp_path / "live", dimensions=dims.split(",")[0], layers="0", probes="logistic",
+                        cache_dir=str(tmp_path / "c"), device="cpu", dtype="float32", threads=1, scorer=scorer)
+    traced = train_loop(folder, tiny_tokenizer, 2, tracer=tracer, save_root=tmp_path / "ckpts")
+    assert traced[0] == plain[0] and traced[2] == plain[2] and all(torch.equal(plain[1][k], traced[1][k])
+                                                                   for k in plain[1])
+    last = json.loads((tmp_path / "live" / "live.json").read_text())["checkpoints"][-1]
+    run = run_eval({"pretrained": str(tmp_path / "ckpts" / "step2"), "dtype": "float32"}, tasks="trust_privacy",
+                   output_path=tmp_path / "results", limit=4, extra_args=["--batch_size", "4", "--device", "cpu"])
+    assert run is not None
+    want = {(s.task, s.metric): s.value for s in task_scores(run.results)}
+    got = {(s["task"], s["metric"]): s["value"] for s in last["scores"]}
+    assert got.keys() == want.keys() and ("trust_privacy", "p_trust") in got
+    assert all(got[k] == pytest.approx(want[k], abs=1e-6) for k in got)
+    assert last["figures"]["score/trust_privacy/p_trust"] == pytest.approx(want[("trust_privacy", "p_trust")])
+    with pytest.raises(TracingBenchError, match="not trust tasks"):
+        LiveScorer("arc_easy")

@@ -142,6 +142,9 @@ class LiveTracer:
             make the two agree. Default: ``settings.series_name``, else ``live``.
         stop_on_drop: ask the loop to stop when a probe's accuracy falls beyond noise.
         alpha: family-wise error rate of the early-warning test (Holm).
+        scorer: also score the trust tasks on the live model with lm-eval at each checkpoint
+            (:class:`tracing_bench.live_scoring.LiveScorer`; off by default): figures
+            ``score/<task>/<metric>``, the scores in ``live.json``.
         **options: trace settings by keyword, as :func:`tracing_bench.trace.trace` takes them
             (``dimensions="fairness"``, ``layers="0:4"``, ``mi=True``, ``max_statements=400``).
 
@@ -150,7 +153,7 @@ class LiveTracer:
     """
 
     def __init__(self, out: str | Path, settings: TraceSettings | None = None, *, name: str | None = None,
-                 stop_on_drop: bool = False, alpha: float = 0.05, **options: Any) -> None:
+                 stop_on_drop: bool = False, alpha: float = 0.05, scorer: Any = None, **options: Any) -> None:
         from tracing_bench.trace import load_datas
 
         if settings is None or options:
@@ -165,6 +168,7 @@ class LiveTracer:
         check_outputs([(self.out, "--out", "folder")])
         self.stop_on_drop = bool(stop_on_drop)
         self.alpha = float(alpha)
+        self.scorer = scorer
         self.datas = load_datas(self.settings)
         self.checkpoints: list[Checkpoint] = []
         self.parts: dict[str, dict[str, dict[str, Any]]] = {d.name: {} for d in self.datas}  # dim -> label -> part
@@ -244,19 +248,26 @@ class LiveTracer:
                 harvest_s += time.perf_counter() - t1
                 path = self._part_path(ckpt, data)
                 self.parts[data.name][ckpt.label] = trace_activations(ckpt, data, acts, prov, self.settings, path)
+            t1 = time.perf_counter()
+            scores = self.scorer.score(model, tokenizer) if self.scorer is not None else []
+            score_s = time.perf_counter() - t1
         self.checkpoints = sorted([c for c in self.checkpoints if c.label != ckpt.label] + [ckpt],
                                   key=lambda c: (c.step if c.step is not None else -1, c.label))
         t2 = time.perf_counter()
         merged = merge(self.out, self.checkpoints, self.datas, self.settings)
         merge_s = time.perf_counter() - t2
         warnings_found, drops = self._early_warning()
-        result = LiveResult(step=step, checkpoint=ckpt.label, figures=self._figures(ckpt, drops),
+        figures = self._figures(ckpt, drops) | (self.scorer.figures(scores) if self.scorer is not None else {})
+        result = LiveResult(step=step, checkpoint=ckpt.label, figures=figures,
                             warnings=[d["claim"] for d in drops["drops"]],
                             should_stop=self.stop_on_drop and bool(drops["drops"]))
         for claim in result.warnings:
             log.warning("early warning at step %d: %s", step, claim)
         result.seconds = round(time.perf_counter() - t0, 3)
-        self._record(result, ckpt, folder, harvest_s, merge_s, drops, merged, warnings_found)
+        timings = {"harvest_s": round(harvest_s, 3), "merge_s": round(merge_s, 3), "score_s": round(score_s, 3)}
+        self._record(result, ckpt, folder, timings, drops, merged, warnings_found,
+                     [{"task": x.task, "metric": x.metric, "value": x.value, "stderr": x.stderr, "n": x.n}
+                      for x in scores])
         return result
 
     @contextlib.contextmanager
@@ -322,19 +333,20 @@ class LiveTracer:
         out["trace/drops"] = float(len(drops["drops"]))
         return {k: float(v) for k, v in out.items() if v is not None}
 
-    def _record(self, result: LiveResult, ckpt: Checkpoint, folder: str | Path | None, harvest_s: float,
-                merge_s: float, drops: dict[str, Any], merged: dict[str, Any], warned: bool) -> None:
+    def _record(self, result: LiveResult, ckpt: Checkpoint, folder: str | Path | None, timings: dict[str, float],
+                drops: dict[str, Any], merged: dict[str, Any], warned: bool, scores: list[dict[str, Any]]) -> None:
         """Append this call to ``live.json`` (provenance, timings, figures and the early-warning tests)."""
         self.history = [h for h in self.history if h["checkpoint"] != ckpt.label] + [{
             "step": result.step, "checkpoint": ckpt.label, "folder": str(folder) if folder is not None else None,
-            "seconds": result.seconds, "harvest_s": round(harvest_s, 3), "merge_s": round(merge_s, 3),
-            "figures": result.figures, "early_warning": drops, "warned": warned, "should_stop": result.should_stop,
+            "seconds": result.seconds, **timings, "figures": result.figures, "scores": scores,
+            "early_warning": drops, "warned": warned, "should_stop": result.should_stop,
         }]
         atomic_write_json(self.out / LIVE_FILE, {
             "tool": "tracing-bench live", "package_version": __version__,
             "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "name": self.name, "settings": self.settings.public(), "settings_key": self.settings.key(),
             "stop_on_drop": self.stop_on_drop, "alpha": self.alpha,
+            "scoring": self.scorer.describe() if self.scorer is not None else None,
             "harvest": "the live model in the training process: eval mode, inference mode, the settings' dtype "
                        "(a cast copy when training runs in another); train flags and RNG states restored after",
             "tables": {"probes": merged["probes_csv"].name, "mi": merged["mi_csv"].name,

@@ -9,7 +9,10 @@ The script prints the stage times, the per-checkpoint cost of each way (live: ``
 reload: each ``trace_checkpoint`` timed on its own, i.e. load + harvest + cache write + probes +
 MI) and the largest difference between the two ways' tables.
 
-Usage: python bench/bench_live.py [--fast] [--out /tmp/bench-live] [--threads 1]
+Then, on the same checkpoints, each way is timed per checkpoint with the two alternated (:func:`interleaved`), so that
+both see the same load on a shared machine.
+
+Usage: python bench/bench_live.py [--fast] [--out /tmp/bench-live] [--threads 1] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import csv
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tracing_bench.checkpoints import resolve_series
@@ -53,6 +57,7 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-live"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=2, help="rounds of the interleaved per-checkpoint comparison")
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     config = (PretrainConfig.fast if args.fast else PretrainConfig)(seed=0, threads=args.threads)
@@ -114,6 +119,46 @@ def main() -> None:
     print(f"| of which live harvest | {sum(harvest) / n:.2f} | {min(harvest):.2f} | {max(harvest):.2f} |")
     print(f"| of which merge of the tables so far | {sum(merge_s) / n:.2f} | {min(merge_s):.2f} | {max(merge_s):.2f} |")
     print(f"\nlargest difference between the two ways' probes.csv / mi.csv numbers: {diff:.3g}")
+    interleaved(ckpts, s_before, args.out / "interleaved", args.repeats)
+
+
+def interleaved(ckpts: list, settings: TraceSettings, out: Path, repeats: int) -> None:
+    """Per checkpoint, reload-and-trace and live tracing of the same weights, alternated, so both see the same load.
+
+    Reload: ``trace_checkpoint`` into a fresh part folder and activation cache (load + harvest + cache write +
+    probes + MI). Live: the model loaded beforehand (untimed: in training it is already in memory), then
+    ``LiveTracer.on_checkpoint`` (harvest + probes + MI, then the merge of the tables so far).
+    """
+    from tracing_bench.loading import load_checkpoint
+
+    datas = load_datas(settings)
+    reload_w, reload_c, live_w, live_c, merge_w = [], [], [], [], []
+    for r in range(repeats):
+        tracer = LiveTracer(out / f"live{r}", settings)
+        for ckpt in ckpts:
+            t0, c0 = time.perf_counter(), time.process_time()
+            trace_checkpoint(ckpt, datas, replace(settings, cache_dir=str(out / f"cache{r}")), out / f"reload{r}")
+            reload_w.append(time.perf_counter() - t0)
+            reload_c.append(time.process_time() - c0)
+            model, tok = load_checkpoint(ckpt, dtype="float32", device="cpu")
+            model.train()  # as in training
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = tracer.on_checkpoint(model, tok, ckpt.step or 0, folder=ckpt.model)
+            live_w.append(time.perf_counter() - t0)
+            live_c.append(time.process_time() - c0)
+            merge_w.append(json.loads((out / f"live{r}" / "live.json").read_text())["checkpoints"][-1]["merge_s"])
+            assert res.traced
+    n = len(reload_w)
+
+    def mean(x: list[float]) -> float:
+        return sum(x) / len(x)
+
+    print(f"\ninterleaved, {n} checkpoint traces each way ({repeats} x {len(ckpts)}), wall s (CPU s) per checkpoint:")
+    print("| per checkpoint | wall mean | CPU mean |")
+    print("|---|---|---|")
+    print(f"| reload and trace (load + harvest + cache write + probes + MI) | {mean(reload_w):.2f} | {mean(reload_c):.2f} |")
+    print(f"| live (harvest + probes + MI + merge of the tables so far) | {mean(live_w):.2f} | {mean(live_c):.2f} |")
+    print(f"| of which the merge | {mean(merge_w):.2f} | |")
 
 
 if __name__ == "__main__":

@@ -291,3 +291,15 @@ def test_live_scoring_equals_lm_eval_on_the_saved_checkpoint_and_leaves_training
     assert last["figures"]["score/trust_privacy/p_trust"] == pytest.approx(want[("trust_privacy", "p_trust")])
     with pytest.raises(TracingBenchError, match="not trust tasks"):
         LiveScorer("arc_easy")
+
+
+def test_a_call_inside_autocast_traces_the_settings_dtype(tiny_models, tiny_tokenizer, dims, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"], dtype=torch.float32)
+    kw = dict(dimensions=dims, probes="logistic", device="cpu", dtype="float32", threads=1)
+    plain = LiveTracer(tmp_path / "plain", **kw)
+    plain.on_checkpoint(model, tiny_tokenizer, 1)
+    inside = LiveTracer(tmp_path / "inside", **kw)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        inside.on_checkpoint(model, tiny_tokenizer, 1)
+        assert torch.is_autocast_enabled("cpu")  # the loop's autocast is back on after the call
+    assert (tmp_path / "plain" / "probes.csv").read_text() == (tmp_path / "inside" / "probes.csv").read_text()

@@ -55,7 +55,7 @@ from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, check_outputs
 from tracing_bench.settings import TraceSettings, parse_layers
 
-__all__ = ["LiveResult", "LiveTracer", "preserved_training_state"]
+__all__ = ["LiveResult", "LiveTracer", "no_autocast", "preserved_training_state"]
 
 log = logging.getLogger("tracing_bench.live")
 LIVE_FILE = "live.json"
@@ -108,6 +108,20 @@ def preserved_training_state(model: Any) -> Iterator[None]:
         torch.set_rng_state(torch_state)
         if cuda_states is not None:
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+@contextlib.contextmanager
+def no_autocast(model: Any) -> Iterator[None]:
+    """Autocast off on the model's device (a loop may call the tracer inside ``torch.autocast``): the
+    activations are those of the settings' dtype, as ``trace`` computes them."""
+    import torch
+
+    kind = next(model.parameters()).device.type
+    if kind not in ("cpu", "cuda"):
+        yield
+        return
+    with torch.autocast(device_type=kind, enabled=False):
+        yield
 
 
 def _rank() -> int | None:
@@ -241,7 +255,8 @@ class LiveTracer:
         ckpt = self.checkpoint(step, folder)
         parse_layers(self.settings.layers, len(find_blocks(model, self.settings.blocks_attr)[0]))
         harvest_s = 0.0
-        with preserved_training_state(model), use_threads(self.settings.threads), self._model_in_dtype(model) as m:
+        with preserved_training_state(model), use_threads(self.settings.threads), no_autocast(model), \
+                self._model_in_dtype(model) as m:
             for data in self.datas:
                 t1 = time.perf_counter()
                 acts, prov = self._activations(m, tokenizer, ckpt, data)

@@ -240,9 +240,16 @@ def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, 
         with torch.no_grad():
             model.get_input_embeddings().weight.zero_()
         second = tracer.on_checkpoint(ddp.module, tok, 1)
+        if rank == 0:  # rank 0 fails at the next checkpoint: the waiting rank is released with the failure
+            model.get_input_embeddings().weight.ds_id = 0
+        try:
+            tracer.on_checkpoint(ddp.module, tok, 2)
+            failure = ""
+        except TracingBenchError as e:
+            failure = str(e)
         Path(report.format(rank)).write_text(json.dumps({"traced": [first.traced, second.traced],
                                             "stop": [first.should_stop, second.should_stop],
-                                            "n_warnings": len(second.warnings)}))
+                                            "n_warnings": len(second.warnings), "failure": failure}))
     finally:
         dist.destroy_process_group()
 
@@ -262,6 +269,7 @@ def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
     assert got[0]["traced"] == [True, True] and got[1]["traced"] == [False, False]
     assert got[0]["stop"] == got[1]["stop"] == [False, True]  # rank 0's decision reached rank 1
     assert got[0]["n_warnings"] == 1 and got[1]["n_warnings"] == 0
+    assert "sharded" in got[0]["failure"] and "failed on rank 0" in got[1]["failure"] and "sharded" in got[1]["failure"]
     live = json.loads((tmp_path / "live" / "live.json").read_text())
     assert [c["step"] for c in live["checkpoints"]] == [0, 1]  # written once, by rank 0
 

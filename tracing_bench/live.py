@@ -224,26 +224,34 @@ class LiveTracer:
             raise TracingBenchError(f"step {step!r} is not valid: give the training step as a whole number >= 0")
         rank = _rank()
         if rank is not None and rank != 0:
-            return self._wait(step)
-        result = self._trace(model, tokenizer, step, folder)
+            result = LiveResult(step=step, checkpoint=f"step{step}", traced=False)
+            self._share(result, None)
+            return result
+        try:
+            result = self._trace(model, tokenizer, step, folder)
+        except BaseException as e:
+            if rank is not None:  # release the waiting ranks with the failure, then fail here
+                self._share(LiveResult(step=step, checkpoint=f"step{step}"), f"{type(e).__name__}: {e}")
+            raise
         if rank is not None:
-            self._share_stop(result)
-        return result
-
-    def _wait(self, step: int) -> LiveResult:
-        result = LiveResult(step=step, checkpoint=f"step{step}", traced=False)
-        self._share_stop(result)
+            self._share(result, None)
         return result
 
     @staticmethod
-    def _share_stop(result: LiveResult) -> None:
-        """Barrier, then rank 0's stop decision to every rank."""
+    def _share(result: LiveResult, failure: str | None) -> None:
+        """Barrier, then rank 0's stop decision (or its failure) to every rank.
+
+        Raises:
+            TracingBenchError: on the other ranks, when rank 0 failed.
+        """
         import torch.distributed as dist
 
         dist.barrier()
-        flag = [result.should_stop]
-        dist.broadcast_object_list(flag, src=0)
-        result.should_stop = bool(flag[0])
+        message = [result.should_stop, failure]
+        dist.broadcast_object_list(message, src=0)
+        result.should_stop = bool(message[0])
+        if message[1] is not None and dist.get_rank() != 0:
+            raise TracingBenchError(f"live tracing failed on rank 0 ({message[1]}); see rank 0's error")
 
     def _trace(self, model: Any, tokenizer: Any, step: int, folder: str | Path | None) -> LiveResult:
         from tracing_bench.loading import find_blocks

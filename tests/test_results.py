@@ -40,10 +40,12 @@ def test_real_lm_eval_file_read_as_lm_eval_wrote_it(lm_eval_results):
     for task in (*TRUST, "trust"):
         cells = raw["groups"][task] if task == "trust" else raw["results"][task]
         head = f.scores[task]
-        assert head.metric == "chance_corrected" and (head.value, head.stderr) == pytest.approx(_by_hand(cells, "chance_corrected"))
+        assert head.metric == "chance_corrected"
+        assert (head.value, head.stderr) == pytest.approx(_by_hand(cells, "chance_corrected"))
         p = f.metric(task, "p_trust")
         assert p is not None and (p.value, p.stderr) == pytest.approx(_by_hand(cells, "p_trust"))
-        assert head.is_group == (task == "trust") and head.higher_is_better == raw["higher_is_better"][task]["chance_corrected"]
+        assert head.is_group == (task == "trust")
+        assert head.higher_is_better == raw["higher_is_better"][task]["chance_corrected"]
         assert head.version == str(raw["versions"][task])
     for task in TRUST:
         assert f.scores[task].n == raw["n-samples"][task]["effective"]
@@ -53,7 +55,8 @@ def test_real_lm_eval_file_read_as_lm_eval_wrote_it(lm_eval_results):
     assert f.samples_file("trust_fairness") == path.parent / f"samples_trust_fairness_{f.stamp}.jsonl"
     # the sweep's reading of the same dict: one headline and p_trust per task, groups left out
     rows = task_scores(raw)
-    assert [(s.task, s.metric) for s in rows] == [(t, m) for t in sorted(TRUST) for m in ("chance_corrected", "p_trust")]
+    expected = [(t, m) for t in sorted(TRUST) for m in ("chance_corrected", "p_trust")]
+    assert [(s.task, s.metric) for s in rows] == expected
     assert all(s.score == s.value for s in rows)
 
 

@@ -116,3 +116,22 @@ def build_series(root: Path, tokenizer: PreTrainedTokenizerFast) -> Path:
     for seed, name in enumerate(("step100", "step0", "step10")):
         build_model("llama", tokenizer, root / name, seed=seed)
     return root
+
+
+def write_planted_dimension(path: Path, n: int = 160) -> Path:
+    """A statement,label CSV whose label is the statement's last word (``apple`` 1, ``tiger`` 0).
+
+    A model that keeps token identity in its residual stream reads the label off the last token
+    perfectly; one whose embeddings are zeroed sees every statement alike (chance): a planted drop.
+    """
+    import random
+
+    rng = random.Random(0)
+    words = ["river", "stone", "cloud", "table", "green", "music"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["statement", "label"])
+        for i in range(n):
+            label = i % 2
+            w.writerow([" ".join(rng.choice(words) for _ in range(4)) + (" apple" if label else " tiger"), label])
+    return path

@@ -2,10 +2,12 @@
 
 :func:`run_demo` chains the library as a user would chain the CLI:
 
-1. ``tracing-bench pretrain``: a tiny Llama pre-trained on the CPU, log-spaced checkpoints
-   (cached: a second run reuses them);
-2. ``tracing-bench trace --mi``: probes and MI for all five dimensions on every checkpoint
-   (resumable parts and an activation cache, both under ``OUT``);
+1. ``tracing-bench pretrain --trace-out``: a tiny Llama pre-trained on the CPU, log-spaced
+   checkpoints (cached: a second run reuses them), each probed (probes and MI for all five
+   dimensions) in the training process as it is saved (:class:`tracing_bench.live.LiveTracer`);
+2. ``tracing-bench trace --mi`` on the saved checkpoints: every part is already there, so it only
+   merges the tables (it traces whatever is missing, e.g. after a cached or interrupted
+   pre-training run, with resumable parts and an activation cache under ``OUT``);
 3. ``tracing-bench steer extract``: a vector from the middle checkpoint, for the dimension that
    the probes say the model learned most, at that dimension's best layer;
 4. ``tracing-bench steer sweep``: that vector on the last checkpoint over a few coefficients,
@@ -147,12 +149,13 @@ def run_demo(
     from tracing_bench.compare.findings import checkpoint_changes, read_findings, steering_changes
     from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard
     from tracing_bench.evaluate import run_eval, run_folder
-    from tracing_bench.pretrain import PretrainConfig, pretrain
+    from tracing_bench.live import LiveTracer
+    from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
     from tracing_bench.report.control_plots import control_figures
     from tracing_bench.report.html import build_report
     from tracing_bench.report.plots import trace_figures
     from tracing_bench.report.steer_plots import plot_sweep
-    from tracing_bench.settings import HarvestSettings, ScoringSettings
+    from tracing_bench.settings import HarvestSettings, ScoringSettings, TraceSettings
     from tracing_bench.steering.sweep import run_sweep
     from tracing_bench.steering.vector import extract_from_checkpoint
     from tracing_bench.threads import use_threads
@@ -171,20 +174,22 @@ def run_demo(
         timings[name] = round(now - t, 1)
         t = now
 
-    # 1. pre-train -------------------------------------------------------------------------
-    echo("[1/6] pre-training the tiny model (cached after the first run)")
+    # 1. pre-train, tracing each checkpoint as it is saved ------------------------------------
+    echo("[1/6] pre-training the tiny model, probing each checkpoint as it is saved (cached after the first run)")
     make = PretrainConfig.fast if s.fast else PretrainConfig
     config = make(seed=s.seed, threads=s.threads)
     ckpt_root = out / "checkpoints"
-    folders = pretrain(config, ckpt_root, progress=True)
+    trace_dir = out / "trace"
+    trace_settings = TraceSettings.from_options(
+        dimensions="all", mi=True, cache_dir=cache, batch_size=64, device="cpu", dtype="float32", seed=s.seed,
+        max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads, series_name=str(ckpt_root))
+    tracer = None if cached_run(config, ckpt_root) is not None else LiveTracer(trace_dir, trace_settings)
+    folders = pretrain(config, ckpt_root, progress=True, on_checkpoint=tracer.on_checkpoint if tracer else None)
     lap("pretrain")
 
-    # 2. trace -----------------------------------------------------------------------------
+    # 2. trace: the parts written while training are reused; only what is missing is traced -------
     echo(f"[2/6] tracing {len(folders)} checkpoints x 5 dimensions (probes + MI, {s.max_statements} statements each)")
-    trace_dir = out / "trace"
-    res = trace(str(ckpt_root), None, out=trace_dir, dimensions="all", mi=True, cache_dir=cache,
-                batch_size=64, device="cpu", dtype="float32", progress=True, seed=s.seed,
-                max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads)
+    res = trace(str(ckpt_root), None, out=trace_dir, settings=trace_settings, progress=True)
     record_figures(res["trace_json"], trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures",
                                                     findings=res["findings"])
                    + control_figures(res["probes_csv"], trace_dir / "figures"))

@@ -47,6 +47,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,8 @@ def cached_run(config: PretrainConfig, out_dir: str | Path) -> list[Path] | None
     return folders
 
 
-def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = True) -> list[Path]:
+def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = True,
+             on_checkpoint: Callable[..., Any] | None = None) -> list[Path]:
     """Pre-train the tiny model and save its checkpoints (or reuse a complete cached run).
 
     Args:
@@ -282,6 +284,9 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
             checkpoint and ``pretrain.json``. Created if missing.
         progress: show a tqdm bar with the loss on stderr (when stderr is a terminal) and say
             when a cached run is reused or an interrupted one resumed.
+        on_checkpoint: called as ``on_checkpoint(model, tokenizer, step, folder=path)`` right after
+            each checkpoint is saved, with the live model (e.g. :meth:`tracing_bench.live.LiveTracer.on_checkpoint`);
+            not called for checkpoints of a reused run or saved before a resume.
 
     Returns:
         Checkpoint folders in step order (``step0`` first, the final step last).
@@ -357,7 +362,9 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                           file=sys.stderr)
         if start == 0:
             (out_dir / META_FILE).unlink(missing_ok=True)
-            _save_checkpoint(model, tokenizer, out_dir, 0)
+            saved = _save_checkpoint(model, tokenizer, out_dir, 0)
+            if on_checkpoint is not None:
+                on_checkpoint(model, tokenizer, 0, folder=saved)
 
         model.train()
         pad = tokenizer.pad_token_id
@@ -385,8 +392,10 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                 bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}")
                 if step in save_steps:
                     model.eval()
-                    _save_checkpoint(model, tokenizer, out_dir, step)
+                    saved = _save_checkpoint(model, tokenizer, out_dir, step)
                     model.train()
+                    if on_checkpoint is not None:
+                        on_checkpoint(model, tokenizer, step, folder=saved)
                     if step < config.steps:
                         state = {"key": key, "step": step, "model": model.state_dict(),
                                  "optim": optim.state_dict(), "losses": losses}

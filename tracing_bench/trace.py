@@ -55,7 +55,7 @@ from tracing_bench.settings import TraceSettings, parse_layers
 from tracing_bench.threads import threads_for_work, use_threads
 
 __all__ = ["MI_COLUMNS", "PROBE_COLUMNS", "TraceSettings", "merge", "record_figures", "run_checkpoints", "trace",
-           "trace_checkpoint"]
+           "trace_activations", "trace_checkpoint"]
 
 
 # --------------------------------------------------------------------------------- one checkpoint
@@ -109,12 +109,7 @@ def trace_checkpoint(
                     hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
                 acts_t, prov = hit
                 commit = prov.get("resolved_commit") or commit
-                # probes and nHSIC are many small products: one thread unless the Gram matrix is large
-                m = len(data.splits["probe_train"]) if settings.mi_subsample is None else min(
-                    settings.mi_subsample, len(data.splits["probe_train"]))
-                with use_threads(threads_for_work(settings.threads, float(m) * m * acts_t.shape[-1])):
-                    part = build_part(checkpoint, data, acts_t.numpy(), prov, settings)
-                write_part(path, part)
+                trace_activations(checkpoint, data, acts_t.numpy(), prov, settings, path)
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -122,6 +117,33 @@ def trace_checkpoint(
     if settings.delete_checkpoints and not checkpoint.is_local:
         delete_from_hf_cache(checkpoint, commit)
     return paths
+
+
+def trace_activations(checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[str, Any], settings: TraceSettings,
+                      path: Path) -> dict[str, Any]:
+    """Probe (and MI-probe) one dimension's activations of one checkpoint and write its part file.
+
+    What :func:`trace_checkpoint` does with each activation tensor, and what
+    :class:`tracing_bench.live.LiveTracer` does with a live model's, so both write the same parts.
+
+    Args:
+        checkpoint: the checkpoint (names the rows).
+        data: the loaded dimension.
+        acts: [blocks, statements, hidden] float32 activations (numpy).
+        prov: the activations' provenance (:func:`tracing_bench.parts.build_part`).
+        settings: the trace settings.
+        path: the part file (:func:`tracing_bench.parts.part_path`).
+
+    Returns:
+        The part written.
+    """
+    # probes and nHSIC are many small products: one thread unless the Gram matrix is large
+    m = len(data.splits["probe_train"]) if settings.mi_subsample is None else min(
+        settings.mi_subsample, len(data.splits["probe_train"]))
+    with use_threads(threads_for_work(settings.threads, float(m) * m * acts.shape[-1])):
+        part = build_part(checkpoint, data, acts, prov, settings)
+    write_part(path, part)
+    return part
 
 
 def _checkpoint_task(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str,

@@ -40,9 +40,22 @@ def _parse_steps(values: tuple[str, ...]) -> tuple[int, ...] | None:
 @click.option("--fast", is_flag=True, help="Short preset (32 steps) for tests and quick looks.")
 @click.option("--threads", type=int, default=None, help="CPU threads [default: 2 on an idle machine, 1 on a busy one].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--trace-out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also probe each checkpoint in the training process as it is saved, into this folder "
+                   "(probes.csv, mi.csv, findings.json, live.json; as `tracing-bench trace --model OUT` would write).")
+@click.option("--dimensions", default="all", show_default=True,
+              help="With --trace-out: dimensions to probe (names or CSV paths, comma list).")
+@click.option("--mi", is_flag=True, help="With --trace-out: also estimate I(X;T) and I(Y;T) per layer.")
+@click.option("--max-statements", type=int, default=None,
+              help="With --trace-out: probe a seeded subsample of about this many statements per dimension.")
 def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], seed: int, fast: bool,
-                 threads: int | None, quiet: bool) -> None:
-    """Pre-train the tiny embedded Llama model on the CPU and save log-spaced checkpoints."""
+                 threads: int | None, quiet: bool, trace_out: Path | None, dimensions: str, mi: bool,
+                 max_statements: int | None) -> None:
+    """Pre-train the tiny embedded Llama model on the CPU and save log-spaced checkpoints.
+
+    With --trace-out, each checkpoint is probed while the run is alive (tracing_bench.live), with the
+    same tables as `tracing-bench trace` run afterwards on the saved checkpoints.
+    """
     import time
 
     from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
@@ -55,10 +68,22 @@ def pretrain_cmd(out_dir: Path, steps: int | None, save_at: tuple[str, ...], see
     config = PretrainConfig.fast(**kwargs) if fast else PretrainConfig(**kwargs)
     check_writable(out_dir, flag="--out")
     reused = cached_run(config, out_dir) is not None
+    tracer = None
+    if trace_out is not None:
+        from tracing_bench.live import LiveTracer
+
+        tracer = LiveTracer(trace_out, dimensions=dimensions, mi=mi, max_statements=max_statements, seed=seed,
+                            device="cpu", dtype="float32", threads=threads, name=str(out_dir))
     t0 = time.perf_counter()
-    folders = pretrain(config, out_dir, progress=not quiet)
+    folders = pretrain(config, out_dir, progress=not quiet, on_checkpoint=tracer.on_checkpoint if tracer else None)
     verb = "reused" if reused else f"trained in {time.perf_counter() - t0:.0f} s"
     click.echo(f"{len(folders)} checkpoints {verb}: {out_dir} ({', '.join(f.name for f in folders)})")
+    if tracer is not None:
+        if reused:
+            click.echo(f"nothing traced live (the run was reused): trace it with tracing-bench trace --model {out_dir} "
+                       f"--out {trace_out}")
+        else:
+            click.echo(f"traced {len(tracer.checkpoints)} checkpoints while training: {trace_out}")
 
 
 @main.command("demo")

@@ -1,0 +1,43 @@
+"""The real huggingface_hub client against a local hub (tests/hub_server.py): refs, ranges, resume, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tracing_bench.checkpoints import list_revisions, parse_revisions
+
+
+def test_olmo_range_resolved_from_the_servers_refs(local_hub):
+    revs = parse_revisions("step1000-tokens*:step3000-tokens*:2000", model="local/olmo-tiny")
+    assert revs == ["step1000-tokens4B", "step3000-tokens12B"]
+    assert local_hub.requests("GET", "/api/models/local/olmo-tiny/refs")  # asked the server, not a cache
+    assert list_revisions("local/olmo-tiny") == sorted(local_hub.repos["local/olmo-tiny"])
+
+
+def test_a_download_cut_halfway_resumes_with_a_range_request(local_hub, monkeypatch):
+    import huggingface_hub.constants as c
+    from huggingface_hub import snapshot_download
+
+    monkeypatch.setattr(c, "DOWNLOAD_CHUNK_SIZE", 8192)  # the client counts bytes per chunk it has read
+    rev = local_hub.revision("local/olmo-tiny", "step2000-tokens8B")
+    size = rev.files["model.safetensors"].stat().st_size
+    local_hub.cut_once(rev.name, "model.safetensors", size // 2)
+    folder = snapshot_download("local/olmo-tiny", revision=rev.name)
+    got = (Path(folder) / "model.safetensors").read_bytes()
+    assert got == rev.files["model.safetensors"].read_bytes()
+    gets = local_hub.requests("GET", "model.safetensors")
+    assert [g[2] for g in gets] == [200, 206], gets
+    start = int(gets[1][3].removeprefix("bytes=").split("-")[0])
+    assert 0 < start <= size // 2  # resumed from what had arrived, not from zero
+
+
+def test_a_failing_revision_is_an_error_naming_it(local_hub):
+    from tracing_bench.checkpoints import Checkpoint
+    from tracing_bench.errors import TracingBenchError
+    from tracing_bench.loading import load_checkpoint
+
+    local_hub.fail["step3000-tokens12B"] = 404
+    with pytest.raises(TracingBenchError, match="step3000-tokens12B"):
+        load_checkpoint(Checkpoint("local/olmo-tiny", "step3000-tokens12B"), dtype="float32", device="cpu")

@@ -41,3 +41,26 @@ def test_a_failing_revision_is_an_error_naming_it(local_hub):
     local_hub.fail["step3000-tokens12B"] = 404
     with pytest.raises(TracingBenchError, match="step3000-tokens12B"):
         load_checkpoint(Checkpoint("local/olmo-tiny", "step3000-tokens12B"), dtype="float32", device="cpu")
+
+
+def test_a_checkpoint_that_cannot_fit_is_one_line_before_any_download(local_hub, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from click.testing import CliRunner
+
+    import tracing_bench.downloads as downloads
+    from tracing_bench.checkpoints import Checkpoint
+    from tracing_bench.cli import main
+
+    rev = local_hub.revision("local/olmo-tiny", "step1000-tokens4B")
+    size = sum(p.stat().st_size for p in rev.files.values())
+    assert downloads.check_free_space(Checkpoint("local/olmo-tiny", rev.name)) == size  # nothing cached yet
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(downloads.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - size // 2, size // 2))
+    res = CliRunner().invoke(main, ["trace", "--model", "local/olmo-tiny", "--revisions", rev.name,
+                                    "--dimensions", "fairness", "--max-statements", "60", "--device", "cpu",
+                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert "--delete-checkpoints" in line and rev.name in line and str(tmp_path / "hf" / "hub") in line, line
+    assert not local_hub.requests("GET", "/resolve/")  # nothing downloaded

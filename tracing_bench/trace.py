@@ -46,6 +46,7 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
+from tracing_bench.downloads import check_free_space
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
 from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs
@@ -104,6 +105,7 @@ def trace_checkpoint(
                 hit = lookup_activations(checkpoint, data, harvest)
                 if hit is None:
                     if model is None:
+                        check_free_space(checkpoint)
                         model, tokenizer = load_checkpoint(checkpoint, dtype=harvest.dtype, device=harvest.device)
                         parse_layers(settings.layers, len(find_blocks(model, harvest.blocks_attr)[0]))
                     hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)

@@ -1,4 +1,4 @@
-"""The real huggingface_hub client against a local hub (tests/hub_server.py): refs, ranges, resume, failures."""
+"""Hub downloads and disk: the real hub client against a local hub (refs, resume, failures, free space), ENOSPC."""
 
 from __future__ import annotations
 
@@ -64,3 +64,57 @@ def test_a_checkpoint_that_cannot_fit_is_one_line_before_any_download(local_hub,
     line = res.output.strip().splitlines()[-1]
     assert "--delete-checkpoints" in line and rev.name in line and str(tmp_path / "hf" / "hub") in line, line
     assert not local_hub.requests("GET", "/resolve/")  # nothing downloaded
+
+
+def _half_then_enospc(path, text_or_bytes):
+    import errno
+
+    mode = "wb" if isinstance(text_or_bytes, bytes) else "w"
+    with open(path, mode) as f:
+        f.write(text_or_bytes[: len(text_or_bytes) // 2])
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def test_enospc_while_writing_a_part_or_a_cache_entry_leaves_no_half_file(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import safetensors.torch
+    import torch
+
+    import tracing_bench.files as files
+    from tracing_bench.cache import ActivationCache
+    from tracing_bench.parts import write_part
+
+    part = tmp_path / "parts" / "fairness.json"
+    write_part(part, {"dataset_md5": "old"})
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "open", lambda *a, **k: Full(real_open(*a, **k)), raising=False)
+    with pytest.raises(OSError, match="No space"):
+        write_part(part, {"dataset_md5": "new", "rows": ["x" * 1000]})
+    monkeypatch.undo()
+    assert part.read_text() == '{\n "dataset_md5": "old"\n}'  # the old part, whole
+    assert sorted(p.name for p in part.parent.iterdir()) == ["fairness.json"]  # no temporary left
+
+    monkeypatch.setattr(safetensors.torch, "save_file",
+                        lambda tensors, path, metadata=None: _half_then_enospc(path, b"\0" * 4096))
+    cache = ActivationCache(tmp_path / "cache")
+    with pytest.raises(OSError, match="No space"):
+        cache.save({"model": "m"}, torch.zeros(2, 3, 4), {})
+    assert list((tmp_path / "cache" / "activations").iterdir()) == []  # neither tensor nor sidecar
+    assert cache.load({"model": "m"}) is None

@@ -118,3 +118,20 @@ def test_enospc_while_writing_a_part_or_a_cache_entry_leaves_no_half_file(tmp_pa
         cache.save({"model": "m"}, torch.zeros(2, 3, 4), {})
     assert list((tmp_path / "cache" / "activations").iterdir()) == []  # neither tensor nor sidecar
     assert cache.load({"model": "m"}) is None
+
+
+def test_trace_json_stage_seconds_add_up_to_the_wall_time(series_folder, tmp_path):
+    import json
+    import time
+
+    from tracing_bench.trace import trace
+
+    began = time.perf_counter()
+    res = trace(str(series_folder), out=tmp_path / "out", cache_dir=tmp_path / "cache", dimensions="fairness",
+                layers="0,2", mi=True, max_statements=80, mi_noise=0, progress=False)
+    wall = time.perf_counter() - began
+    timings = json.loads(res["trace_json"].read_text())["timings"]
+    stages = timings["stages"]
+    assert {"setup", "threads", "load", "harvest", "probe", "mi", "write", "merge"} <= set(stages), stages
+    assert [c["checkpoint"] for c in timings["checkpoints"]] == ["step0", "step10", "step100"]
+    assert abs(sum(stages.values()) - wall) <= 0.05 * wall, (sum(stages.values()), wall, stages)

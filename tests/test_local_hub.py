@@ -135,3 +135,30 @@ def test_trace_json_stage_seconds_add_up_to_the_wall_time(series_folder, tmp_pat
     assert {"setup", "threads", "load", "harvest", "probe", "mi", "write", "merge"} <= set(stages), stages
     assert [c["checkpoint"] for c in timings["checkpoints"]] == ["step0", "step10", "step100"]
     assert abs(sum(stages.values()) - wall) <= 0.05 * wall, (sum(stages.values()), wall, stages)
+
+
+@pytest.mark.slow
+def test_console_script_traces_a_hub_series_and_deletes_each_checkpoint(local_hub, tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    script = Path(sys.executable).with_name("tracing-bench")
+    out = tmp_path / "out"
+    res = subprocess.run([str(script), "trace", "--model", "local/olmo-tiny", "--revisions",
+                          "step1000-tokens*:step3000-tokens*:1000", "--dimensions", "fairness", "--layers", "0",
+                          "--max-statements", "60", "--device", "cpu", "--delete-checkpoints",
+                          "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with open(out / "probes.csv", newline="") as f:
+        assert sorted({r["revision"] for r in csv.DictReader(f)}) == list(LOCAL_HUB_REVS)
+    assert local_hub.requests("GET", "/api/models/local/olmo-tiny/refs")
+    assert len(local_hub.requests("GET", "/model.safetensors")) == 3  # each revision downloaded once
+    snapshots = tmp_path / "hf" / "hub" / "models--local--olmo-tiny" / "snapshots"
+    assert not snapshots.is_dir() or not any(snapshots.iterdir())  # every checkpoint deleted after use
+
+
+LOCAL_HUB_REVS = ("step1000-tokens4B", "step2000-tokens8B", "step3000-tokens12B")

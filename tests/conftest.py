@@ -180,3 +180,46 @@ def extracted(tiny_models, small_csv, tmp_path_factory) -> tuple[Path, Path]:
                                     "--cache-dir", str(cache), "--out", str(out)])
     assert res.exit_code == 0, res.output
     return out, cache
+
+
+# ------------------------------------------------------------------ a local hub (tests/hub_server.py)
+LOCAL_HUB_REVISIONS = ("step1000-tokens4B", "step2000-tokens8B", "step3000-tokens12B")
+
+
+@pytest.fixture(scope="session")
+def _local_hub_folders(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
+    """One tiny Llama per revision of ``local/olmo-tiny`` (seed = index), built once per session."""
+    root = tmp_path_factory.mktemp("hub_repo")
+    return {rev: build_model("llama", tiny_tokenizer, root / rev, seed=i)
+            for i, rev in enumerate(LOCAL_HUB_REVISIONS, start=1)}
+
+
+@pytest.fixture
+def local_hub(_local_hub_folders, tmp_path, monkeypatch):
+    """A started :class:`hub_server.LocalHub` serving ``local/olmo-tiny`` at three OLMo-named revisions.
+
+    ``huggingface_hub`` in this process points at it (endpoint, URL template, the module-level
+    ``HfApi``), online, with an empty cache under ``tmp_path/hf``; ``HF_ENDPOINT``, ``HF_HOME`` and
+    ``HF_HUB_OFFLINE=0`` are set for subprocesses too. Stopped after the test.
+    """
+    import huggingface_hub.constants as c
+    import huggingface_hub.hf_api as hf_api
+
+    from hub_server import LocalHub
+
+    hub = LocalHub()
+    for rev, folder in _local_hub_folders.items():
+        hub.add_revision("local/olmo-tiny", rev, folder)
+    hub.start()
+    home = tmp_path / "hf"
+    for key, value in {"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
+                       "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(c, "ENDPOINT", hub.url)
+    monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(c, "HF_HOME", str(home))
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hf_api.api, "endpoint", hub.url)
+    yield hub
+    hub.stop()

@@ -30,6 +30,7 @@ from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, pack_bits, safe_name, text_hash
 from tracing_bench.settings import PROBES, TraceSettings, parse_layers
+from tracing_bench.timings import stage
 
 PROBE_COLUMNS: tuple[str, ...] = (
     "model", "revision", "step", "dimension", "layer", "protocol", "pooling", "probe", "n_train",
@@ -108,17 +109,19 @@ def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, An
     common = {"model": settings.series_name or ckpt.model, "revision": _revision_column(ckpt, settings),
               "step": ckpt.step, "dimension": data.name}
     test_split = "test" if settings.protocol == "paper" else "probe_val"
-    probe_rows, reference = _probe_rows(acts, data, settings, layers, common) if settings.probes else ([], {})
-    controls = None
-    if settings.controls and settings.protocol == "paper" and probe_rows:
-        from tracing_bench.probes.controls import add_controls
+    with stage("probe"):
+        probe_rows, reference = _probe_rows(acts, data, settings, layers, common) if settings.probes else ([], {})
+        controls = None
+        if settings.controls and settings.protocol == "paper" and probe_rows:
+            from tracing_bench.probes.controls import add_controls
 
-        controls = add_controls(probe_rows, acts[layers], data, probes=tuple(settings.probes), layers=layers,
-                                seed=settings.seed)
+            controls = add_controls(probe_rows, acts[layers], data, probes=tuple(settings.probes), layers=layers,
+                                    seed=settings.seed)
     mi_rows: list[dict[str, Any]] = []
     mi_noise: dict[str, Any] | None = None
     if settings.mi:
-        mi_rows, mi_noise = _mi_rows(acts, data, settings, layers, common)
+        with stage("mi"):
+            mi_rows, mi_noise = _mi_rows(acts, data, settings, layers, common)
     test_idx = np.asarray(data.splits[test_split])
     return {
         "checkpoint": {"model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label},

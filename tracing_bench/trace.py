@@ -40,12 +40,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
+from tracing_bench.downloads import check_free_space
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
 from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs
@@ -53,6 +55,8 @@ from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.parts import MI_COLUMNS, PROBE_COLUMNS, build_part, collect_parts, part_path, read_part, write_part
 from tracing_bench.settings import TraceSettings, parse_layers
 from tracing_bench.threads import threads_for_work, use_threads
+from tracing_bench.timings import Timings, stage
+from tracing_bench.timings import checkpoint as timed_checkpoint
 
 __all__ = ["MI_COLUMNS", "PROBE_COLUMNS", "TraceSettings", "merge", "record_figures", "run_checkpoints", "trace",
            "trace_activations", "trace_checkpoint"]
@@ -96,17 +100,23 @@ def trace_checkpoint(
     model = tokenizer = None
     commit: str | None = None
     # threads chosen per checkpoint: the load may have changed since the last
-    with use_threads(settings.threads):
+    with ExitStack() as threads_scope:
+        with stage("threads"):  # the default thread count measures the idle cores (0.1 s)
+            threads_scope.enter_context(use_threads(settings.threads))
         try:
             for data, path in todo:
                 if bar is not None:
                     bar.set_postfix_str(f"{checkpoint.label} {data.name}", refresh=False)
-                hit = lookup_activations(checkpoint, data, harvest)
+                with stage("harvest"):
+                    hit = lookup_activations(checkpoint, data, harvest)
                 if hit is None:
                     if model is None:
-                        model, tokenizer = load_checkpoint(checkpoint, dtype=harvest.dtype, device=harvest.device)
+                        with stage("load"):  # from_pretrained: with a hub id, the download too
+                            check_free_space(checkpoint)
+                            model, tokenizer = load_checkpoint(checkpoint, dtype=harvest.dtype, device=harvest.device)
                         parse_layers(settings.layers, len(find_blocks(model, harvest.blocks_attr)[0]))
-                    hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
+                    with stage("harvest"):
+                        hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
                 acts_t, prov = hit
                 commit = prov.get("resolved_commit") or commit
                 trace_activations(checkpoint, data, acts_t.numpy(), prov, settings, path)
@@ -142,7 +152,8 @@ def trace_activations(checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[s
         settings.mi_subsample, len(data.splits["probe_train"]))
     with use_threads(threads_for_work(settings.threads, float(m) * m * acts.shape[-1])):
         part = build_part(checkpoint, data, acts, prov, settings)
-    write_part(path, part)
+    with stage("write"):
+        write_part(path, part)
     return part
 
 
@@ -168,7 +179,8 @@ def run_checkpoints(
     """
     if run_on.executor == "local":
         for ckpt in ckpts:
-            trace_checkpoint(ckpt, datas, settings, out, bar=bar)
+            with timed_checkpoint(ckpt.label):
+                trace_checkpoint(ckpt, datas, settings, out, bar=bar)
         return
     work: Callable[..., list[Path]] | None = trace_checkpoint
     if getattr(work, "__module__", None) == __name__ and getattr(work, "__name__", None) == "trace_checkpoint":
@@ -214,39 +226,42 @@ def trace(
     Raises:
         TracingBenchError: bad input (one line).
     """
-    from tqdm.auto import tqdm
+    timings = Timings()  # trace.json's `timings`: where the wall time went
+    with timings, stage("setup"):
+        from tqdm.auto import tqdm
 
-    from tracing_bench.cache import default_cache_dir
+        from tracing_bench.cache import default_cache_dir
 
-    run_names = {f.name for f in fields(ExecutorSettings)}
-    run_options = {k: options.pop(k) for k in list(options) if k in run_names}
-    if settings is None or options:
-        settings = TraceSettings.from_options(**{**(settings.public() if settings else {}), **options})
-    if not settings.series_name:
-        settings = replace(settings, series_name=model)
-    run_on = replace(run_on, **run_options) if run_on is not None else ExecutorSettings(**run_options)
-    if run_on.executor == "ray":
-        import_ray()  # fail before any work when Ray is missing
-    ckpts = resolve_series(model, revisions)
-    if settings.delete_checkpoints and any(c.is_local for c in ckpts):
-        raise TracingBenchError(
-            f"--delete-checkpoints only removes Hugging Face cache downloads, and {model} is a local folder: "
-            "refusing to delete it; drop --delete-checkpoints"
-        )
-    check_outputs([(out, "--out", "folder"), (settings.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
-    datas = load_datas(settings)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(ckpts) * len(datas), desc="trace", unit="dim", disable=None if progress else True) as bar:
-        from tracing_bench.baseline import needs_baseline, trace_baseline
+        run_names = {f.name for f in fields(ExecutorSettings)}
+        run_options = {k: options.pop(k) for k in list(options) if k in run_names}
+        if settings is None or options:
+            settings = TraceSettings.from_options(**{**(settings.public() if settings else {}), **options})
+        if not settings.series_name:
+            settings = replace(settings, series_name=model)
+        run_on = replace(run_on, **run_options) if run_on is not None else ExecutorSettings(**run_options)
+        if run_on.executor == "ray":
+            import_ray()  # fail before any work when Ray is missing
+        ckpts = resolve_series(model, revisions)
+        if settings.delete_checkpoints and any(c.is_local for c in ckpts):
+            raise TracingBenchError(
+                f"--delete-checkpoints only removes Hugging Face cache downloads, and {model} is a local folder: "
+                "refusing to delete it; drop --delete-checkpoints"
+            )
+        check_outputs([(out, "--out", "folder"), (settings.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
+        datas = load_datas(settings)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+    with timings:
+        with tqdm(total=len(ckpts) * len(datas), desc="trace", unit="dim", disable=None if progress else True) as bar:
+            from tracing_bench.baseline import needs_baseline, trace_baseline
 
-        baseline = needs_baseline(ckpts, settings)  # before, when --delete-checkpoints removes its config
-        if baseline and settings.delete_checkpoints:
-            trace_baseline(ckpts[-1], datas, settings, out)
-        run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
-        if baseline and not settings.delete_checkpoints:
-            trace_baseline(ckpts[-1], datas, settings, out)
-    return merge(out, ckpts, datas, settings)
+            baseline = needs_baseline(ckpts, settings)  # before, when --delete-checkpoints removes its config
+            if baseline and settings.delete_checkpoints:
+                trace_baseline(ckpts[-1], datas, settings, out)
+            run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
+            if baseline and not settings.delete_checkpoints:
+                trace_baseline(ckpts[-1], datas, settings, out)
+        return merge(out, ckpts, datas, settings, timings=timings)
 
 
 def load_datas(settings: TraceSettings) -> list[Any]:
@@ -278,7 +293,8 @@ _MI_DESCRIPTION = {
 }
 
 
-def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings) -> dict[str, Any]:
+def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings,
+          timings: Timings | None = None) -> dict[str, Any]:
     """Merge the part files of a finished series into probes.csv, mi.csv, findings.json and trace.json.
 
     Returns:
@@ -287,9 +303,15 @@ def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: 
     Raises:
         TracingBenchError: a part is missing (the series is not finished).
     """
+    out = Path(out)
+    with stage("merge"):
+        return _merge(out, ckpts, datas, settings, timings)
+
+
+def _merge(out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings,
+           timings: Timings | None) -> dict[str, Any]:
     from tracing_bench.compare.findings import build_findings, write_findings
 
-    out = Path(out)
     series = collect_parts(out, ckpts, datas, settings)
     probes_csv, mi_csv = out / "probes.csv", out / "mi.csv"
     atomic_write_csv(probes_csv, PROBE_COLUMNS, series.probe_rows)
@@ -327,6 +349,8 @@ def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: 
             "by zero there, NaN or inf, and scikit-learn refuses to fit); counted per layer below",
             "per_checkpoint_dimension": fits,
         }
+    if timings is not None:
+        provenance["timings"] = timings.summary()
     trace_json = atomic_write_text(out / "trace.json", json.dumps(provenance, indent=2, default=str))
     return {"probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "findings_json": findings_json,
             "findings": findings, "checkpoints": len(ckpts)}

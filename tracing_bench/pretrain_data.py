@@ -35,7 +35,7 @@ import json
 from typing import Any, Literal
 
 from tracing_bench.dimensions import Split
-from tracing_bench.files import text_hash
+from tracing_bench.files import dumps_json, text_hash
 
 Corpus = Literal["dev", "all"]
 CORPORA: tuple[str, ...] = ("dev", "all")
@@ -78,7 +78,7 @@ def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
         "n_statements": len(texts),
         "md5": md5,
     }
-    return tuple(texts), json.dumps(prov)
+    return tuple(texts), dumps_json(prov)
 
 
 #: The answer choices of the trust tasks as they follow the prompt (target delimiter " "). Each is
@@ -108,7 +108,7 @@ def _one_token_each(tok: Any, words: tuple[str, ...]) -> Any:
             top = max(max(vocab.values()), max((t["id"] for t in spec["added_tokens"]), default=0))
             vocab.setdefault(left + right, top + 1)
             pieces = [left + right, *pieces[2:]]
-    return Tokenizer.from_str(json.dumps(spec))
+    return Tokenizer.from_str(dumps_json(spec))
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:

@@ -48,7 +48,7 @@ from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
-from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs
+from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.parts import MI_COLUMNS, PROBE_COLUMNS, build_part, collect_parts, part_path, read_part, write_part
 from tracing_bench.settings import TraceSettings, parse_layers
@@ -294,7 +294,7 @@ def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: 
             "by zero there, NaN or inf, and scikit-learn refuses to fit); counted per layer below",
             "per_checkpoint_dimension": fits,
         }
-    trace_json = atomic_write_text(out / "trace.json", json.dumps(provenance, indent=2, default=str))
+    trace_json = atomic_write_json(out / "trace.json", provenance, default=str)
     return {"probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "findings_json": findings_json,
             "findings": findings, "checkpoints": len(ckpts)}
 
@@ -303,4 +303,4 @@ def record_figures(trace_json: str | Path, figures: Sequence[str | Path]) -> Pat
     """Note the figures drawn from a trace's tables in its trace.json (``figures``), atomically."""
     provenance = json.loads(Path(trace_json).read_text())
     provenance["figures"] = [str(p) for p in figures]
-    return atomic_write_text(trace_json, json.dumps(provenance, indent=2, default=str))
+    return atomic_write_json(trace_json, provenance, default=str)

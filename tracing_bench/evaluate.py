@@ -128,8 +128,8 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
     only when a requested task is not a trust task (indexing them takes tens of seconds).
     """
-    import tracing_bench.parallel
-    import tracing_bench.steering.model  # noqa: F401  (registers the lm-eval model `trust-steered`)
+    import tracing_bench.models.hf  # registers the lm-eval model `trust-hf`
+    import tracing_bench.models.steered  # noqa: F401  (registers the lm-eval model `trust-steered`)
     from tracing_bench.tasks import TASKS_DIR
 
     args = parse_lm_eval_args(list(argv))
@@ -168,7 +168,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     args.include_path = include
 
     from tracing_bench.logs import quiet_lm_eval
-    from tracing_bench.steering.model import safe_stock_steered
+    from tracing_bench.models.steered import safe_stock_steered
 
     before = set(folder.glob("results_*.json"))
     safe = safe_stock_steered() if model_type == "steered" else contextlib.nullcontext()

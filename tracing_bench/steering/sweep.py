@@ -4,7 +4,7 @@
 and seed:
 
 1. the unsteered model (lm-eval's plain ``HFLM``): the baseline;
-2. every (layer, alpha) with :class:`~tracing_bench.steering.model.TrustSteeredModel`.
+2. every (layer, alpha) with :class:`~tracing_bench.models.steered.TrustSteeredModel`.
 
 Every setting also gets the fluency guard: perplexity on the bundled held-out text
 ``tracing_bench/data/heldout_fluency.txt`` (through lm-eval's ``loglikelihood_rolling``, so the
@@ -111,7 +111,7 @@ class Scorer:
         kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
         if steer_path is None:
             return HFLM(**kwargs)
-        from tracing_bench.steering.model import TrustSteeredModel
+        from tracing_bench.models.steered import TrustSteeredModel
 
         return TrustSteeredModel(steer_path=str(steer_path), alpha=alpha, positions=self.positions, **kwargs)
 

@@ -13,6 +13,8 @@
   Exempt: functions an lm-eval task YAML names (``!function utils.load``: lm-eval looks them up
   by name) and the few in ``FORWARDERS_KEPT``, each with its reason.
 
+* The pre-commit hooks (.pre-commit-config.yaml) are the checks of ``make lint``, one for one.
+
 Each test lists every violation it finds, one per line, with a self-test on a planted package.
 """
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tracing_bench"
@@ -269,3 +273,35 @@ def test_the_forwarder_rule_finds_each_forwarder(tmp_path):
         "tracing_bench/a.py:13: partial only forwards to write",
         "tracing_bench/tasks/t/utils.py:4: other only forwards to load_split",
     ]
+
+
+# --------------------------------------------------------------- pre-commit = make lint
+def lint_commands(makefile: str) -> dict[str, set[str]]:
+    """``{command: paths}`` of the ``lint:`` recipe (``$(BIN)/`` spelled ``.venv/bin/``)."""
+    recipe = makefile.split("\nlint:", 1)[1].split("\n")[1:]
+    out = {}
+    for line in recipe:
+        if not line.startswith("\t"):
+            break
+        words = line.strip().replace("$(BIN)/", ".venv/bin/").split()
+        paths = {w for w in words if "/" not in w and (ROOT / w).is_dir()}
+        out[" ".join(w for w in words if w not in paths)] = paths
+    return out
+
+
+def hook_commands(config: str) -> dict[str, set[str]]:
+    """``{entry: folders its files pattern covers}`` of the local pre-commit hooks (none when the hook
+    takes no file names)."""
+    out = {}
+    for repo in yaml.safe_load(config)["repos"]:
+        for hook in repo["hooks"]:
+            folders = set(re.findall(r"\w+", re.sub(r"^\^\(?|\)?/?$", "", hook.get("files", ""))))
+            out[hook["entry"]] = folders if hook.get("pass_filenames", True) else set()
+    return out
+
+
+def test_pre_commit_hooks_are_make_lint():
+    lint = lint_commands((ROOT / "Makefile").read_text(encoding="utf-8"))
+    hooks = hook_commands((ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    assert lint == hooks, f"\nmake lint: {lint}\npre-commit: {hooks}"
+    assert {"ruff check", "ruff format --check", "mypy"} == {c.removeprefix(".venv/bin/") for c in lint}

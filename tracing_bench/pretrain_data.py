@@ -6,11 +6,8 @@ whose data may be trained on (``load_dimension(name).subset("dev")``, paper prot
 (CrowS-Pairs) is excluded: CrowS-Pairs is an evaluation set, never to be trained on
 (``Dimension.pretrain`` is ``False``), so no fairness statement is in the corpus:
 
-* in-domain text is what lets a model this small learn something the probes can find in a
-  couple of minutes (measured, ``bench/BENCH.md``: the final checkpoint's probe accuracy rises
-  beyond noise above step 0's on robustness only, +12.6 points [+7.6, +17.4] in the demo and
-  +7.8 with seed 1, about 3 standard errors of a change; the other four dimensions move within
-  noise, fairness included, whose CrowS-Pairs data the model never sees);
+* in-domain text is what lets a model this small learn, in a couple of minutes, something the
+  probes can find (what they find: ``bench/BENCH.md``, "make demo");
 * the *test* half of each dimension is never seen, so the probes' test accuracy (and the
   steering evaluation on the test half) measures generalisation to unseen statements, not
   recall of memorised text. The dev half contains the probes' training statements (as text,

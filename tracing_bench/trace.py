@@ -125,9 +125,9 @@ def trace_checkpoint(
 
 
 def _checkpoint_task(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str,
-                     work: Callable[..., list[Path]] | None) -> list[str]:
-    """One Ray task: ``work`` (a wrapped trace_checkpoint shipped by value) or this module's own."""
-    return [str(p) for p in (work or trace_checkpoint)(ckpt, datas, settings, out)]
+                     work: Callable[..., list[Path]]) -> list[str]:
+    """One Ray task: ``work`` (:func:`trace_checkpoint` or what replaces it) on one checkpoint."""
+    return [str(p) for p in work(ckpt, datas, settings, out)]
 
 
 def run_checkpoints(
@@ -138,19 +138,19 @@ def run_checkpoints(
     run_on: ExecutorSettings,
     *,
     bar: Any = None,
+    work: Callable[..., list[Path]] | None = None,
 ) -> None:
-    """Run :func:`trace_checkpoint` for every checkpoint, here or as Ray tasks (:mod:`tracing_bench.executors`).
+    """Run ``work`` for every checkpoint, here or as Ray tasks (:mod:`tracing_bench.executors`).
 
-    ``trace_checkpoint`` is looked up at call time, so a wrapped version (tests, instrumentation)
-    is what runs, on the Ray workers too (shipped with cloudpickle).
+    ``work`` is the per-checkpoint step, :func:`trace_checkpoint` when ``None`` (this module's
+    name, read at call time, so a replaced one runs too). Ray workers get it through cloudpickle:
+    by reference when it is this module's own function, by value otherwise.
     """
+    work = work or trace_checkpoint
     if run_on.executor == "local":
         for ckpt in ckpts:
-            trace_checkpoint(ckpt, datas, settings, out, bar=bar)
+            work(ckpt, datas, settings, out, bar=bar)
         return
-    work: Callable[..., list[Path]] | None = trace_checkpoint
-    if getattr(work, "__module__", None) == __name__ and getattr(work, "__name__", None) == "trace_checkpoint":
-        work = None  # the worker imports it itself
     n = len(datas)
     run_tasks(
         _checkpoint_task, list(ckpts), [c.label for c in ckpts], datas, settings, str(out), work, settings=run_on,

@@ -1,6 +1,7 @@
 # tracing-bench: `make demo` runs the whole pipeline on the embedded tiny model, `make test` runs
 # the test suite, `make test-fast` the suite without the slow end-to-end runs, `make lint` ruff
-# and mypy. Each creates .venv and installs the package (with its test and lint extras) when needed.
+# (check and format --check) and mypy, the hooks of .pre-commit-config.yaml. Each creates .venv
+# and installs the package (with its test and lint extras) when needed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -43,6 +44,7 @@ test-fast: $(STAMP) browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check tracing_bench tests bench
+	$(BIN)/ruff format --check tracing_bench tests bench
 	$(BIN)/mypy
 
 demo: $(STAMP)

@@ -45,7 +45,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from tiny import train_tokenizer
-    from tracing_bench.steering.model import TrustSteeredModel
+    from tracing_bench.models.steered import TrustSteeredModel
     from tracing_bench.steering.vector import SteeringVector
     from tracing_bench.tasks import TASKS_DIR
 

@@ -123,7 +123,7 @@ def lm_eval_results(tiny_models, tmp_path_factory) -> dict[str, Path]:
     """
     import torch
 
-    import tracing_bench.steering.model  # noqa: F401  (registers trust-steered)
+    import tracing_bench.models.steered  # noqa: F401  (registers trust-steered)
     from tracing_bench.evaluate import run_eval
 
     root = tmp_path_factory.mktemp("lm_eval_results")

@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from tracing_bench.cli import main
-from tracing_bench.evaluate import EvalRun, run_eval, run_folder, slug
+from tracing_bench.evaluate import EvalRun, run_eval, run_folder
+from tracing_bench.files import model_slug
 from tracing_bench.tasks import TASKS_DIR
 
 
@@ -85,7 +86,7 @@ def test_missing_judge_through_the_cli(tiny_models, tmp_path):
     assert "truth judge" in result.output and "TRACING_BENCH_TRUTH_JUDGE" in result.output
 
 
-def test_slug():
-    assert slug("EleutherAI/pythia-70m") == "EleutherAI__pythia-70m"
-    assert slug("step1000-tokens4B") == "step1000-tokens4B"
+def test_model_slug():
+    assert model_slug("EleutherAI/pythia-70m") == "EleutherAI__pythia-70m"
+    assert model_slug("step1000-tokens4B") == "step1000-tokens4B"
     assert run_folder("out", "/models/ckpt", "ckpt_179").name == "models__ckpt@ckpt_179"

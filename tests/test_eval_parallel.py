@@ -77,8 +77,8 @@ def _logliks(run) -> list:
 
 def test_trust_steered_parallelize_true_on_cpu(tiny_models, tmp_path):
     """trust-steered with parallelize=True: the vector is applied (log-likelihoods equal the unsharded run's)."""
-    from tracing_bench.parallel import DataParallelMixin
-    from tracing_bench.steering.model import TrustSteeredModel
+    from tracing_bench.models.hf import DataParallelMixin
+    from tracing_bench.models.steered import TrustSteeredModel
 
     torch.manual_seed(0)
     path = tmp_path / "v.pt"

@@ -10,8 +10,11 @@ from click.testing import CliRunner
 
 import tracing_bench.trace as trace_mod
 from tiny import write_small_dims
+from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.cli import main
-from tracing_bench.trace import trace
+from tracing_bench.executors import ExecutorSettings
+from tracing_bench.settings import TraceSettings
+from tracing_bench.trace import run_checkpoints, trace
 
 try:
     import ray
@@ -65,6 +68,19 @@ def _crash_once(marker: str, label: str):
         return original(ckpt, *args, **kwargs)
 
     return work
+
+
+def test_run_checkpoints_runs_the_work_passed_in(tmp_path):
+    """The per-checkpoint step is a collaborator: what is passed runs, once per checkpoint, in order."""
+    seen = []
+
+    def work(ckpt, datas, settings, out, bar=None):
+        seen.append((ckpt.label, datas, settings, out, bar))
+        return []
+
+    ckpts, settings = [Checkpoint("m", "step0"), Checkpoint("m", "step10")], TraceSettings()
+    run_checkpoints(ckpts, ["d"], settings, tmp_path, ExecutorSettings("local"), bar="bar", work=work)
+    assert seen == [("step0", ["d"], settings, tmp_path, "bar"), ("step10", ["d"], settings, tmp_path, "bar")]
 
 
 @needs_ray

@@ -173,10 +173,10 @@ def test_pickled_payload_never_runs(command, tiny_llama, series_folder, tmp_path
 
 
 def test_pickled_payload_never_runs_through_the_python_api(tiny_llama, tmp_path):
-    """README: `import tracing_bench.steering.model` then `lm_eval.simple_evaluate(model="trust-steered")`."""
+    """README: `import tracing_bench.models.steered` then `lm_eval.simple_evaluate(model="trust-steered")`."""
     import lm_eval
 
-    import tracing_bench.steering.model  # noqa: F401  (registers trust-steered)
+    import tracing_bench.models.steered  # noqa: F401  (registers trust-steered)
     from tracing_bench.errors import TracingBenchError
 
     marker = tmp_path / "PAYLOAD_RAN"
@@ -192,7 +192,7 @@ def test_stock_steered_model_never_unpickles_even_if_the_check_is_bypassed(tiny_
     from lm_eval.models.hf_steered import SteeredModel
 
     from tracing_bench.errors import TracingBenchError
-    from tracing_bench.steering.model import safe_stock_steered
+    from tracing_bench.models.steered import safe_stock_steered
 
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)

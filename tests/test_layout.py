@@ -9,6 +9,9 @@
 * No private name (``_x``, or a module ``_x``) is imported from another module, nor read as an
   attribute of an imported module.
 
+The rules of one JSON writer, one file-name cleaner and no forwarding functions, and the
+pre-commit hooks equal to ``make lint``, are checked the same way in tests/test_house_rules.py.
+
 Each test lists every violation it finds, one per line, so a failure says what to move.
 """
 

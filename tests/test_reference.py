@@ -235,7 +235,7 @@ def _bf16_copy(folder, out):
 
 
 def test_preset_reference_reproduces_the_released_vector_and_its_application(tiny_llama, released_rows, tmp_path):
-    from tracing_bench.steering.model import TrustSteeredModel
+    from tracing_bench.models.steered import TrustSteeredModel
     from tracing_bench.steering.vector import SteeringVector
 
     path, statements, labels = released_rows

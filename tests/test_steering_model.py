@@ -21,7 +21,7 @@ def _evaluate(model: str, model_args: str, tasks=TASKS, limit=LIMIT):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    import tracing_bench.steering.model  # noqa: F401
+    import tracing_bench.models.steered  # noqa: F401
     from tracing_bench.tasks import TASKS_DIR
 
     if not _TM:  # indexing the include path takes seconds; once per session
@@ -57,7 +57,7 @@ def test_extracted_vector_in_stock_steered_equals_trust_steered(tiny_models, ext
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from tracing_bench.steering.model import TrustSteeredModel
+    from tracing_bench.models.steered import TrustSteeredModel
 
     reqs = [Instance("loglikelihood", {}, ("The sentence is", " 1"), 0)]
     hf = HFLM(pretrained=pre, device="cpu")
@@ -78,7 +78,7 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
     from lm_eval.api.instance import Instance
 
     from tracing_bench.loading import model_hookpoint
-    from tracing_bench.steering.model import TrustSteeredModel
+    from tracing_bench.models.steered import TrustSteeredModel
 
     folder = str(tiny_models[arch])
     hp = model_hookpoint(folder, 1)
@@ -148,7 +148,7 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
 
 
 def test_positions_last_generation_matches_hand_hook(tiny_models, tmp_path):
-    from tracing_bench.steering.model import TrustSteeredModel
+    from tracing_bench.models.steered import TrustSteeredModel
 
     folder = str(tiny_models["llama"])
     vec = torch.randn(32, generator=torch.Generator().manual_seed(2))

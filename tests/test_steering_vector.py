@@ -10,7 +10,7 @@ import torch
 
 from tracing_bench.dimensions import DIMENSIONS
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.steering.steerfile import load_steer_file, vector_sha256
+from tracing_bench.models.steerfile import load_steer_file, vector_sha256
 from tracing_bench.steering.vector import SteeringVector, extract_vector
 
 # Four statements in two dimensions, labels 1,1,0,0; dev = rows 0..3 (all).

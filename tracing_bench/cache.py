@@ -35,7 +35,7 @@ from torch import Tensor
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write, atomic_write_text, file_sha256, spec_hash, text_hash
+from tracing_bench.files import atomic_write, atomic_write_json, file_sha256, spec_hash, text_hash
 from tracing_bench.harvest import harvest
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.settings import HarvestSettings
@@ -184,7 +184,7 @@ class ActivationCache:
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
 
-        atomic_write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True))
+        atomic_write_json(meta_path, meta, sort_keys=True)
         return meta
 
 

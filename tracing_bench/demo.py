@@ -37,7 +37,7 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_text, spec_hash
+from tracing_bench.files import atomic_write_json, atomic_write_text, spec_hash
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def _stage_done(marker: Path, key: str) -> bool:
 
 
 def _mark(marker: Path, key: str, **info: Any) -> None:
-    atomic_write_text(marker, json.dumps({"key": key, **info}, indent=1, default=str))
+    atomic_write_json(marker, {"key": key, **info}, indent=1, default=str)
 
 
 def _f(x: str) -> float:

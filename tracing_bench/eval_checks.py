@@ -84,9 +84,9 @@ def check_steering(model_type: str, model_args: Mapping[str, Any], pretrained: s
     lm-eval's stock ``steered`` model would unpickle the file (``weights_only=False``), running any
     code in it; here the file is read safely and checked against the model's architecture
     (hookpoints, hidden size) first, for ``steered`` and ``trust-steered`` alike, and the stock
-    model then runs inside :func:`tracing_bench.steering.model.safe_stock_steered`.
+    model then runs inside :func:`tracing_bench.models.steered.safe_stock_steered`.
     """
-    from tracing_bench.steering.model import check_steer_file_fits
+    from tracing_bench.models.steered import check_steer_file_fits
 
     steer_path = model_args.get("steer_path")
     if not steer_path:

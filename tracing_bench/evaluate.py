@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import pickle
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from tracing_bench.eval_checks import (
     task_index,
 )
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
-from tracing_bench.files import atomic_write_json, check_writable
+from tracing_bench.files import atomic_write_json, check_writable, dumps_json, model_slug
 from tracing_bench.loading import describe_load_error, snapshot_folder
 
 DEFAULT_TASKS = "trust"
@@ -70,19 +69,9 @@ class EvalRun:
     argv: list[str] = field(default_factory=list)
 
 
-def slug(text: str) -> str:
-    """A file-name-safe form of a model id, folder or revision (``/`` becomes ``__``).
-
-    >>> slug("EleutherAI/pythia-70m")
-    'EleutherAI__pythia-70m'
-    """
-    out = re.sub(r"[^A-Za-z0-9._+=-]+", "__", text.strip()).strip("_")
-    return out or "model"
-
-
 def run_folder(output_path: str | Path, pretrained: str, revision: str | None) -> Path:
     """``output_path/<model-slug>@<revision>`` (revision ``main`` when none is given)."""
-    return Path(output_path) / f"{slug(pretrained)}@{slug(revision or 'main')}"
+    return Path(output_path) / f"{model_slug(pretrained)}@{model_slug(revision or 'main')}"
 
 
 def run_eval(
@@ -125,7 +114,7 @@ def run_eval(
     if log_samples:
         argv.append("--log_samples")
     if metadata:
-        argv += ["--metadata", json.dumps(dict(metadata))]
+        argv += ["--metadata", dumps_json(dict(metadata))]
     return run_lm_eval(argv + list(extra_args))
 
 
@@ -139,8 +128,8 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
     only when a requested task is not a trust task (indexing them takes tens of seconds).
     """
-    import tracing_bench.parallel
-    import tracing_bench.steering.model  # noqa: F401  (registers the lm-eval model `trust-steered`)
+    import tracing_bench.models.hf  # registers the lm-eval model `trust-hf`
+    import tracing_bench.models.steered  # noqa: F401  (registers the lm-eval model `trust-steered`)
     from tracing_bench.tasks import TASKS_DIR
 
     args = parse_lm_eval_args(list(argv))
@@ -179,7 +168,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     args.include_path = include
 
     from tracing_bench.logs import quiet_lm_eval
-    from tracing_bench.steering.model import safe_stock_steered
+    from tracing_bench.models.steered import safe_stock_steered
 
     before = set(folder.glob("results_*.json"))
     safe = safe_stock_steered() if model_type == "steered" else contextlib.nullcontext()
@@ -319,7 +308,7 @@ def with_checkpoint(argv: Sequence[str], pretrained: str, revision: str | None) 
         args.pop("revision", None)
         if revision:
             args["revision"] = revision
-        value = json.dumps(args)
+        value = dumps_json(args)
     else:
         items = [kv for kv in text.split(",") if kv and kv.split("=", 1)[0] not in ("pretrained", "revision")]
         value = ",".join([f"pretrained={pretrained}", *([f"revision={revision}"] if revision else []), *items])

@@ -284,6 +284,18 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
+def model_slug(text: str) -> str:
+    """A model id, folder or revision as one folder-name part, spelled as lm-eval spells model ids
+    (``/`` becomes ``__``): every run of characters other than ASCII letters, digits and ``._+=-``
+    becomes ``__``, surrounding ``_`` and blanks are dropped, and an empty result is ``model``.
+
+    >>> model_slug("EleutherAI/pythia-70m")
+    'EleutherAI__pythia-70m'
+    """
+    out = re.sub(r"[^A-Za-z0-9._+=-]+", "__", text.strip()).strip("_")
+    return out or "model"
+
+
 def looks_like_path(name: str) -> bool:
     """Whether a model or judge name is meant as a local path rather than a hub id (``org/name``).
 

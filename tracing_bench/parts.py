@@ -28,7 +28,7 @@ import numpy as np
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_text, pack_bits, safe_name, text_hash
+from tracing_bench.files import atomic_write_text, dumps_json, pack_bits, safe_name, text_hash
 from tracing_bench.settings import PROBES, TraceSettings, parse_layers
 from tracing_bench.timings import stage
 
@@ -76,7 +76,7 @@ def read_part(path: Path, md5: str) -> dict[str, Any] | None:
 
 def write_part(path: Path, part: dict[str, Any]) -> Path:
     """Write a part atomically (a reader sees the whole file or none)."""
-    return atomic_write_text(path, json.dumps(part, indent=1, sort_keys=True))
+    return atomic_write_text(path, dumps_json(part, indent=1, sort_keys=True))
 
 
 def statements_sha256(data: Any, idx: np.ndarray) -> str:

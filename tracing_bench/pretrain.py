@@ -15,16 +15,9 @@ the last token to predict "the statement is over" made its state the same for ev
 and erased what the probes look for (see ``append_eos``).
 Batches are padded to their longest sequence; padding is masked out of the loss.
 
-Defaults (tuned on the shared 2-core machines, see ``bench/BENCH.md``): 4 blocks, hidden 128,
-MLP 256, vocabulary 1024 (0.79 M parameters), 200 steps of 32 statements, AdamW lr 2e-3 with a
-short warm-up and cosine decay: about 100 s of CPU time (64 s in the training loop); ``--fast``
-runs 32 steps. Measured against the random initialisation (step 0) with the group-aware splits,
-the final checkpoint's last-token probes are learned on robustness only: the demo's findings
-give +0.126 [+0.076, +0.174] (exact McNemar p = 2.4e-05, Holm-adjusted); seed 1 gave +7.8
-points (one standard error of a change is about 3 points). Reliability, privacy, toxicity and
-fairness (CrowS-Pairs) move by -3.6 to +3.2 points, all within noise (p = 1 after Holm in the
-demo). Larger learning rates, smaller batches or an appended end-of-text made every dimension
-worse than step 0.
+Defaults: 4 blocks, hidden 128, MLP 256, vocabulary 1024, 200 steps of 32 statements, AdamW lr
+2e-3 with a short warm-up and cosine decay; ``--fast`` runs 32 steps. Why these, what they cost
+and what the probes find in the checkpoints: ``bench/BENCH.md`` ("pretrain", "make demo").
 
 Determinism: the tokenizer, the initial weights and the data order depend only on the seed; the
 same seed on the same machine and thread count gives identical weights (float32, CPU). The run is
@@ -116,8 +109,7 @@ class PretrainConfig:
             ``all`` (every bundled statement, test half included).
         append_eos: end every training sequence with the end-of-text token. Off by default: it
             teaches the statement's last token to predict "end of text" whatever came before,
-            which wiped the context out of the very state the probes read (measured: probe
-            accuracy fell below the random initialisation's).
+            which erases the context from the very state the probes read (``bench/BENCH.md``).
         threads: torch CPU threads during training; ``None``: the idle cores, at most 2
             (:func:`tracing_bench.threads.default_threads`).
     """

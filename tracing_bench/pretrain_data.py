@@ -6,11 +6,8 @@ whose data may be trained on (``load_dimension(name).subset("dev")``, paper prot
 (CrowS-Pairs) is excluded: CrowS-Pairs is an evaluation set, never to be trained on
 (``Dimension.pretrain`` is ``False``), so no fairness statement is in the corpus:
 
-* in-domain text is what lets a model this small learn something the probes can find in a
-  couple of minutes (measured, ``bench/BENCH.md``: the final checkpoint's probe accuracy rises
-  beyond noise above step 0's on robustness only, +12.6 points [+7.6, +17.4] in the demo and
-  +7.8 with seed 1, about 3 standard errors of a change; the other four dimensions move within
-  noise, fairness included, whose CrowS-Pairs data the model never sees);
+* in-domain text is what lets a model this small learn, in a couple of minutes, something the
+  probes can find (what they find: ``bench/BENCH.md``, "make demo");
 * the *test* half of each dimension is never seen, so the probes' test accuracy (and the
   steering evaluation on the test half) measures generalisation to unseen statements, not
   recall of memorised text. The dev half contains the probes' training statements (as text,
@@ -35,7 +32,7 @@ import json
 from typing import Any, Literal
 
 from tracing_bench.dimensions import Split
-from tracing_bench.files import text_hash
+from tracing_bench.files import dumps_json, text_hash
 
 Corpus = Literal["dev", "all"]
 CORPORA: tuple[str, ...] = ("dev", "all")
@@ -78,7 +75,7 @@ def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
         "n_statements": len(texts),
         "md5": md5,
     }
-    return tuple(texts), json.dumps(prov)
+    return tuple(texts), dumps_json(prov)
 
 
 #: The answer choices of the trust tasks as they follow the prompt (target delimiter " "). Each is
@@ -108,7 +105,7 @@ def _one_token_each(tok: Any, words: tuple[str, ...]) -> Any:
             top = max(max(vocab.values()), max((t["id"] for t in spec["added_tokens"]), default=0))
             vocab.setdefault(left + right, top + 1)
             pieces = [left + right, *pieces[2:]]
-    return Tokenizer.from_str(json.dumps(spec))
+    return Tokenizer.from_str(dumps_json(spec))
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:

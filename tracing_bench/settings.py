@@ -324,7 +324,7 @@ class ScoringSettings:
         batch_size: lm-eval batch size.
         seed: every lm-eval seed (random, numpy, torch, few-shot).
         positions: ``all`` (every position, lm-eval's ``steered``) or ``last`` (the released code;
-            :mod:`tracing_bench.steering.model`); ``None``: the preset's, else ``all``.
+            :mod:`tracing_bench.models.steered`); ``None``: the preset's, else ``all``.
         preset: ``reference``: apply vectors as the released code (``positions=last``, a float32
             target unless ``dtype`` names another; :data:`PRESETS`).
         dtype: dtype of the target (and of a source checkpoint harvested for a vector).

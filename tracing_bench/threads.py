@@ -2,12 +2,10 @@
 
 torch's intra-op pool and the BLAS libraries that numpy and scipy load (OpenBLAS, MKL) each
 start one thread per core. When other jobs already keep cores busy, threads that share a core
-wait for each other at every barrier: on a 2-core machine with one competing CPU-bound job, two
-OpenMP threads ran small matrix products up to 250x slower than one, and the trace stage of
-``make demo`` took 4.2x its idle time (423 s against 101 s). So the work takes the cores that
-are idle *now*, measured from ``/proc/stat`` over a tenth of a second (the 1-minute load
-average lags a job that has just started by most of a minute), and sets torch and the BLAS
-libraries together.
+wait for each other at every barrier (``bench/BENCH.md``, "threads", measures the cost). So the
+work takes the cores that are idle *now*, read from ``/proc/stat`` over a tenth of a second (the
+1-minute load average lags a job that has just started by most of a minute), and sets torch and
+the BLAS libraries together.
 
 * :func:`default_threads` -- the idle cores (at least 1, at most ``cap``);
 * :func:`use_threads` -- a ``with`` block that runs with that many threads and restores the
@@ -146,9 +144,7 @@ def check_threads(value: Any, flag: str = "--threads") -> int | None:
 
 #: Below this many multiply-adds per call (m^2 d for an nHSIC Gram matrix), more than one thread
 #: does not pay: waking a second thread costs more than it saves, even on an idle machine
-#: (measured on 2 cores, bench/BENCH.md "threads": estimate_mi on 200 statements 23-26x slower at
-#: two threads than at one; at m = 1500 two threads gain 25 % only at hidden 4096, and only with
-#: passive OpenMP waiting).
+#: (bench/BENCH.md, "threads").
 SMALL_WORK = 4e9
 
 
@@ -156,12 +152,10 @@ def threads_for_work(n: int | None, work: float) -> int | None:
     """The thread count for one block of probes / nHSIC work of ``work`` multiply-adds per call.
 
     Work below :data:`SMALL_WORK` runs on one thread whatever ``n`` says: a second thread only
-    slows it (measured on the demo's trace from cached activations, 2 cores, idle: ``--threads 2``
-    took 3.2x the time of one thread with passive OpenMP waiting and 8.3x with spinning threads).
-    Larger work gets ``n`` when given, else several threads only where OpenMP threads wait
-    passively (``OMP_WAIT_POLICY=PASSIVE``, which the ``tracing-bench`` command sets before torch
-    loads): spinning torch threads and the BLAS pool of numpy/scipy otherwise fight for the cores
-    (two threads ran estimate_mi at hidden 4096 1.8x slower than one).
+    slows it. Larger work gets ``n`` when given, else several threads only where OpenMP threads
+    wait passively (``OMP_WAIT_POLICY=PASSIVE``, which the ``tracing-bench`` command sets before
+    torch loads): spinning torch threads and the BLAS pool of numpy/scipy otherwise fight for the
+    cores. ``bench/BENCH.md`` ("threads") has the measurements.
 
     Args:
         n: the count given by the user (``--threads``: the most threads), or ``None`` (choose).

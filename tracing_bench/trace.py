@@ -50,7 +50,7 @@ from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_
 from tracing_bench.downloads import check_free_space
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
-from tracing_bench.files import atomic_write_csv, atomic_write_text, check_outputs
+from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.parts import MI_COLUMNS, PROBE_COLUMNS, build_part, collect_parts, part_path, read_part, write_part
 from tracing_bench.settings import TraceSettings, parse_layers
@@ -158,9 +158,9 @@ def trace_activations(checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[s
 
 
 def _checkpoint_task(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str,
-                     work: Callable[..., list[Path]] | None) -> list[str]:
-    """One Ray task: ``work`` (a wrapped trace_checkpoint shipped by value) or this module's own."""
-    return [str(p) for p in (work or trace_checkpoint)(ckpt, datas, settings, out)]
+                     work: Callable[..., list[Path]]) -> list[str]:
+    """One Ray task: ``work`` (:func:`trace_checkpoint` or what replaces it) on one checkpoint."""
+    return [str(p) for p in work(ckpt, datas, settings, out)]
 
 
 def run_checkpoints(
@@ -171,20 +171,20 @@ def run_checkpoints(
     run_on: ExecutorSettings,
     *,
     bar: Any = None,
+    work: Callable[..., list[Path]] | None = None,
 ) -> None:
-    """Run :func:`trace_checkpoint` for every checkpoint, here or as Ray tasks (:mod:`tracing_bench.executors`).
+    """Run ``work`` for every checkpoint, here or as Ray tasks (:mod:`tracing_bench.executors`).
 
-    ``trace_checkpoint`` is looked up at call time, so a wrapped version (tests, instrumentation)
-    is what runs, on the Ray workers too (shipped with cloudpickle).
+    ``work`` is the per-checkpoint step, :func:`trace_checkpoint` when ``None`` (this module's
+    name, read at call time, so a replaced one runs too). Ray workers get it through cloudpickle:
+    by reference when it is this module's own function, by value otherwise.
     """
+    work = work or trace_checkpoint
     if run_on.executor == "local":
         for ckpt in ckpts:
             with timed_checkpoint(ckpt.label):
-                trace_checkpoint(ckpt, datas, settings, out, bar=bar)
+                work(ckpt, datas, settings, out, bar=bar)
         return
-    work: Callable[..., list[Path]] | None = trace_checkpoint
-    if getattr(work, "__module__", None) == __name__ and getattr(work, "__name__", None) == "trace_checkpoint":
-        work = None  # the worker imports it itself
     n = len(datas)
     run_tasks(
         _checkpoint_task, list(ckpts), [c.label for c in ckpts], datas, settings, str(out), work, settings=run_on,
@@ -351,7 +351,7 @@ def _merge(out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: Trace
         }
     if timings is not None:
         provenance["timings"] = timings.summary()
-    trace_json = atomic_write_text(out / "trace.json", json.dumps(provenance, indent=2, default=str))
+    trace_json = atomic_write_json(out / "trace.json", provenance, default=str)
     return {"probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "findings_json": findings_json,
             "findings": findings, "checkpoints": len(ckpts)}
 
@@ -360,4 +360,4 @@ def record_figures(trace_json: str | Path, figures: Sequence[str | Path]) -> Pat
     """Note the figures drawn from a trace's tables in its trace.json (``figures``), atomically."""
     provenance = json.loads(Path(trace_json).read_text())
     provenance["figures"] = [str(p) for p in figures]
-    return atomic_write_text(trace_json, json.dumps(provenance, indent=2, default=str))
+    return atomic_write_json(trace_json, provenance, default=str)

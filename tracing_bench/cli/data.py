@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 
 from tracing_bench.cli.group import Group, main
+from tracing_bench.files import dumps_json
 
 
 @main.group(cls=Group)
@@ -30,7 +30,7 @@ def data_show(dimension: str | None, protocol: str, seed: int, as_json: bool) ->
     names = [dimension] if dimension else list(DIMENSIONS)
     summaries = [load_dimension(n, protocol=protocol, seed=seed).summary() for n in names]
     if as_json:
-        click.echo(json.dumps(summaries, indent=2))
+        click.echo(dumps_json(summaries, indent=2))
         return
     click.echo(_format_summaries(summaries))
 

@@ -8,15 +8,14 @@ i.e. scikit-learn's objective, so the solutions agree to the tolerance. It runs 
 L-BFGS of :mod:`tracing_bench.probes.lbfgs` on [layers, n, d] tensors (device and dtype follow
 the input: float32 or float64, CPU or CUDA) whose cost is the two passes over the activations
 each iteration needs, X p and X^T r. On the CPU the products loop over layers through numpy's
-BLAS on zero-copy views (faster than torch's MKL ``mv`` on the AMD EPYC measured, and 3x faster
-than ``bmm``) and skip layers that have converged; other devices use one batched product per
-pass. :func:`mass_mean` is the mass-mean probe's fit, batched the same way.
+BLAS on zero-copy views (faster there than torch's ``mv`` and ``bmm``) and skip layers that
+have converged; other devices use one batched product per pass. :func:`mass_mean` is the
+mass-mean probe's fit, batched the same way.
 
 No preconditioner and no reduction for d > n: a Gram preconditioner (n d^2 flops per layer) or
-a QR of X^T (about 4 n^2 d) costs more than the iterations it saves at these shapes (measured:
-the QR alone took longer than 40 iterations at hidden 4096, n 720). ``init`` warm-starts from
-another fit (scaled by a 1-D search, so a poor start costs one pass). bench/BENCH.md has the
-timings, the profile and the FLOP floor.
+a QR of X^T (about 4 n^2 d) costs more than the iterations it saves at these shapes. ``init``
+warm-starts from another fit (scaled by a 1-D search, so a poor start costs one pass).
+bench/BENCH.md has the timings, the profile and the FLOP floor.
 """
 
 from __future__ import annotations
@@ -79,7 +78,7 @@ def fit_logistic(
             objective is at most ``tol`` (scikit-learn's ``tol`` for lbfgs, same default).
         max_iter: L-BFGS iterations at most.
         history: L-BFGS memory (pairs kept). With 40, more than the iterations most probes
-            need, it is BFGS with a limit; 10 (scikit-learn's) costs about 1.5x the iterations.
+            need, it is BFGS with a limit; 10 (scikit-learn's) needs more iterations.
         init: a starting point (``coef`` [layers or 1, d], ``intercept`` [layers or 1]), e.g.
             the fit of the neighbouring layer or checkpoint; the solver starts from the best
             multiple ``a >= 0`` of it, so a poor start costs one product with ``x``, never the
@@ -150,9 +149,8 @@ def cpu_loop(x: Tensor) -> bool:
 def _matvec(x: Tensor, w: Tensor, live: list[int] | None, rows: list[np.ndarray] | None = None) -> Tensor:
     """x [L, n, d] times w [L, d] -> [L, n] in x's dtype (rows of layers not in ``live``: 0).
 
-    On the CPU a loop of 2-D products through numpy's BLAS on zero-copy views (1.5-2x faster
-    than torch's ``mv`` on the AMD EPYC measured, and 3x faster than ``bmm``), skipping
-    finished layers; on other devices one batched product (no per-layer launches).
+    On the CPU a loop of 2-D products through numpy's BLAS on zero-copy views (faster there than
+    torch's ``mv`` and ``bmm``), skipping finished layers; on other devices one batched product (no per-layer launches).
     """
     wx = w.to(x.dtype)
     if live is None:

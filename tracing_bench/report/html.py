@@ -47,7 +47,7 @@ from tracing_bench.compare.findings import checkpoint_changes, dimension_title, 
 from tracing_bench.compare.leaderboard import Leaderboard, build_leaderboard, display_table, records
 from tracing_bench.compare.signal import snr_table
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write_text
+from tracing_bench.files import atomic_write_text, dumps_json
 from tracing_bench.report.plots import DIMENSION_ORDER, radar_chart, read_rows, trace_figures
 from tracing_bench.report.steer_plots import plot_correlate, plot_sweep
 from tracing_bench.results import ResultsFile
@@ -108,7 +108,7 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
         return [kv for k, v in obj.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
     if isinstance(obj, list) and obj and all(isinstance(x, Mapping) for x in obj):
         return [kv for i, v in enumerate(obj) for kv in _flatten(v, f"{prefix}[{i}]")]
-    text = json.dumps(obj, default=str) if isinstance(obj, (list, tuple)) else ("" if obj is None else str(obj))
+    text = dumps_json(obj, default=str) if isinstance(obj, (list, tuple)) else ("" if obj is None else str(obj))
     return [(prefix, text if len(text) <= 400 else text[:400] + " …")]
 
 

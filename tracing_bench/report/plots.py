@@ -53,9 +53,7 @@ def read_rows(path: str | os.PathLike[str] | None) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _save(fig: Any, path: Path) -> Path:
-    """Save as PNG atomically and close the figure."""
-    return save_figure(fig, path, dpi=100)
+DPI = 100  # resolution of every figure this module saves (save_figure closes it)
 
 
 def _dims(rows: list[dict[str, str]]) -> list[str]:
@@ -144,7 +142,7 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     ax2.set_title(f"{dim}: across checkpoints, one line per layer; band: 95% Wilson", fontsize=9)
     if len(layers) <= 12:
         ax2.legend(fontsize=7, ncol=2)
-    return _save(fig, out / f"probes_{dim}.png")
+    return save_figure(fig, out / f"probes_{dim}.png", dpi=DPI)
 
 
 def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
@@ -167,7 +165,7 @@ def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     ax.set_ylabel("layer")
     ax.set_title(f"{dim}: test accuracy ({probe} probe), layer x checkpoint", fontsize=10)
     fig.colorbar(im, ax=ax).set_label("test accuracy")
-    return _save(fig, out / f"probes_{dim}_heatmap.png")
+    return save_figure(fig, out / f"probes_{dim}_heatmap.png", dpi=DPI)
 
 
 def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, int], Any], out: Path) -> Path:
@@ -211,7 +209,7 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
     ax2.set_title(f"{dim}: I(T;Y) per layer; dotted = turn of I(T;X)", fontsize=10)
     if len(layers) <= 12:
         ax1.legend(fontsize=7, ncol=2)
-    return _save(fig, out / f"mi_{dim}.png")
+    return save_figure(fig, out / f"mi_{dim}.png", dpi=DPI)
 
 
 def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLike | None,
@@ -295,4 +293,4 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=1)
     path = Path(out_png)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=DPI)

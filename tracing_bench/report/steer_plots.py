@@ -13,16 +13,12 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from tracing_bench.compare.phases import cell_float
 from tracing_bench.files import save_figure
 from tracing_bench.report.plots import pyplot, read_rows
 
-
-def _save(fig: Any, path: Path) -> Path:
-    """Save as PNG atomically and close the figure."""
-    return save_figure(fig, path, dpi=110)
+DPI = 110  # resolution of every figure this module saves (save_figure closes it)
 
 
 def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
@@ -78,7 +74,7 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     fig.suptitle("steering sweep: score vs alpha, bars = +-1 stderr (hollow = inadmissible: perplexity over the limit)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
-    scores = _save(fig, out / "sweep_scores.png")
+    scores = save_figure(fig, out / "sweep_scores.png", dpi=DPI)
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ppl_by_layer: dict[str, dict[float, float]] = defaultdict(dict)
@@ -95,7 +91,7 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title("fluency guard", fontsize=10)
-    ppl = _save(fig, out / "sweep_ppl.png")
+    ppl = save_figure(fig, out / "sweep_ppl.png", dpi=DPI)
     return [scores, ppl]
 
 
@@ -131,4 +127,4 @@ def plot_correlate(table: str | os.PathLike, out_png: str | os.PathLike, *, r: f
     ax.set_title(title, fontsize=10)
     path = Path(out_png)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=DPI)

@@ -1,7 +1,7 @@
-"""Steering vectors from pre-training checkpoints: extract (vector.py), store and read them safely
-(steerfile.py), apply in lm-eval (model.py, registered as ``trust-steered``), choose layer and
+"""Steering vectors from pre-training checkpoints: extract them (vector.py), choose layer and
 strength (sweep.py), and relate probe accuracy to steering benefit across checkpoints
 (correlate.py).
 
-Importing :mod:`tracing_bench.steering.model` registers the ``trust-steered`` lm-eval model.
+What lm-eval loads lives in :mod:`tracing_bench.models`: the steering-file format
+(``models.steerfile``) and the ``trust-steered`` model that applies a vector (``models.steered``).
 """

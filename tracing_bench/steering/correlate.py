@@ -174,9 +174,9 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     from tracing_bench.cache import cached_activations, default_cache_dir
     from tracing_bench.checkpoints import resolve_series
     from tracing_bench.dimensions import DIMENSIONS, load_dimension
-    from tracing_bench.files import atomic_write_csv, check_outputs
+    from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs, safe_name
     from tracing_bench.settings import preset_settings
-    from tracing_bench.steering.sweep import Scorer, write_json
+    from tracing_bench.steering.sweep import Scorer
     from tracing_bench.steering.vector import extract_from_checkpoint
 
     scoring = ScoringSettings.given(scoring, **options)
@@ -204,7 +204,7 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
     for ckpt in series:
         vec = extract_from_checkpoint(ckpt.model, revision=ckpt.revision, dimension=dimension, layer=layer,
                                       scale=scale, harvest=source, data=data, preset=scoring.preset)
-        path = vec.save(out / "vectors" / f"{_safe(ckpt.label)}_{dimension}_layer{layer}.pt")
+        path = vec.save(out / "vectors" / f"{safe_name(ckpt.label) or 'ckpt'}_{dimension}_layer{layer}.pt")
         acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
         if acc is None:
             if probes_path is not None:
@@ -243,9 +243,5 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
                "r_undefined_reason": undefined or None, "ci_undefined_reason": ci_note or None,
                "note": "pearson_r and ci95 are null where undefined; the reasons say why"}
     files = [atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows),
-             write_json(summary, out / "correlate.json")]
+             atomic_write_json(out / "correlate.json", summary, default=str)]
     return CorrelateResult(rows, r, ci, files, undefined=undefined, ci_note=ci_note)
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text) or "ckpt"

@@ -4,7 +4,7 @@
 and seed:
 
 1. the unsteered model (lm-eval's plain ``HFLM``): the baseline;
-2. every (layer, alpha) with :class:`~tracing_bench.steering.model.TrustSteeredModel`.
+2. every (layer, alpha) with :class:`~tracing_bench.models.steered.TrustSteeredModel`.
 
 Every setting also gets the fluency guard: perplexity on the bundled held-out text
 ``tracing_bench/data/heldout_fluency.txt`` (through lm-eval's ``loglikelihood_rolling``, so the
@@ -111,7 +111,7 @@ class Scorer:
         kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
         if steer_path is None:
             return HFLM(**kwargs)
-        from tracing_bench.steering.model import TrustSteeredModel
+        from tracing_bench.models.steered import TrustSteeredModel
 
         return TrustSteeredModel(steer_path=str(steer_path), alpha=alpha, positions=self.positions, **kwargs)
 
@@ -340,7 +340,8 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
                         "fluency_text": HELDOUT_TEXT.name, "baseline_ppl": base_ppl, "lambada": scorer.lambada,
                         "package_version": __version__}
     best["notes"] = scorer.notes
-    files = [atomic_write_csv(out / "sweep.csv", SWEEP_COLUMNS, rows), write_json(best, out / "best.json")]
+    files = [atomic_write_csv(out / "sweep.csv", SWEEP_COLUMNS, rows),
+             atomic_write_json(out / "best.json", best, default=str)]
     return SweepResult(rows, best, files)
 
 
@@ -380,8 +381,3 @@ def choose_best(rows: list[dict[str, Any]],
                       "improves": (top["delta"] < 0) if lower_better else (top["delta"] > 0),
                       "side_effects": side}
     return {"best": best}
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write valid JSON atomically (NaN and inf as ``null``, never a bare ``NaN``)."""
-    return atomic_write_json(path, obj, default=str)

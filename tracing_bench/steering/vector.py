@@ -31,8 +31,8 @@ dimensions whose label 1 is untrustworthy (its script default: layer 16, alpha -
 here the vector is oriented, so the released alpha ``a`` is ``alpha = steering_sign * a`` (the
 released -1 on StereoSet is +1).
 
-Storage: lm-eval's own ``steered`` format with a JSON sidecar of the provenance
-(:mod:`tracing_bench.steering.steerfile`).
+Storage: lm-eval's own ``steered`` format with a JSON sidecar of the provenance, written and read by
+:mod:`tracing_bench.models.steerfile`.
 
 >>> v = extract_vector(acts[12], data.labels, data.splits["dev"], dimension="fairness", layer=12,
 ...                    hookpoint="layers.12")
@@ -41,7 +41,6 @@ Storage: lm-eval's own ``steered`` format with a JSON sidecar of the provenance
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -54,9 +53,8 @@ from torch import Tensor
 
 from tracing_bench.dimensions import DIMENSIONS
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.files import atomic_write, atomic_write_text, dumps_json
+from tracing_bench.models.steerfile import load_steer_file, read_sidecar, save_steer_file, steer_entry, vector_sha256
 from tracing_bench.settings import HarvestSettings, Preset, preset_settings
-from tracing_bench.steering.steerfile import load_steer_file, sidecar_path, vector_sha256
 
 Scale = Literal["paper", "reference", "unit"]
 SCALES: tuple[str, ...] = ("paper", "reference", "unit")
@@ -114,15 +112,7 @@ class SteeringVector:
 
     def steer_config(self) -> dict[str, dict[str, Any]]:
         """lm-eval's ``steered`` format: ``{hookpoint: {"steering_vector", ..., "action": "add"}}``."""
-        return {
-            self.hookpoint: {
-                "steering_vector": self.vector.clone(),
-                "steering_coefficient": self.coefficient,
-                "action": "add",
-                "bias": None,
-                "head_index": None,
-            }
-        }
+        return {self.hookpoint: steer_entry(self.vector, self.coefficient)}
 
     def metadata(self) -> dict[str, Any]:
         """The JSON sidecar's content."""
@@ -148,15 +138,7 @@ class SteeringVector:
         Returns:
             the path written.
         """
-        path = Path(path)
-        if path.suffix not in (".pt", ".pth"):
-            raise TracingBenchError(
-                f"--out {path} must end in .pt or .pth (lm-eval's steered model reads only those)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: torch.save(self.steer_config(), tmp))
-        atomic_write_text(sidecar_path(path), dumps_json(self.metadata(), indent=2, sort_keys=True))
-        return path
+        return save_steer_file(path, self.steer_config(), self.metadata())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SteeringVector:
@@ -175,10 +157,7 @@ class SteeringVector:
                 "SteeringVector.load reads files with exactly one (use load_steer_file for several)"
             )
         (hookpoint, entry), = config.items()
-        meta: dict[str, Any] = {}
-        side = sidecar_path(Path(path))
-        if side.exists():
-            meta = json.loads(side.read_text())
+        meta = read_sidecar(path)
         layer = meta.get("layer")
         if layer is None:
             tail = hookpoint.rsplit(".", 1)[-1]

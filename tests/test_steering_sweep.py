@@ -31,10 +31,10 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
     assert {f"trust_{d}" for d in ("reliability", "privacy", "toxicity", "fairness", "robustness")} <= tasks
     settings = {(r["vector"], r["layer"], r["alpha"]) for r in rows}
     assert len(settings) == 1 + 2 * 2  # baseline + layers x alphas
-    # one row per setting, task and metric: the headline metric and p_trust
+    # one row per setting, task and metric: the headline metric, p_trust and the trustworthy log-odds
     metrics = {r["metric"] for r in rows if r["task"] == "trust_privacy"}
-    assert len(metrics) == 2 and "p_trust" in metrics
-    assert len(rows) == len(settings) * len(tasks) * 2
+    assert len(metrics) == 3 and {"p_trust", "logodds"} <= metrics
+    assert len(rows) == len(settings) * len(tasks) * 3
     base = {(r["task"], r["metric"]): float(r["score"]) for r in rows if r["vector"] == "none"}
     for r in rows:
         assert float(r["delta"]) == pytest.approx(float(r["score"]) - base[(r["task"], r["metric"])])
@@ -44,10 +44,14 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
     assert set(best["best"]) == tasks
     for task, b in best["best"].items():
         if b is not None:
-            ok = [r for r in rows if r["task"] == task and r["metric"] != "p_trust" and r["vector"] != "none"
+            # chosen on the paired per-document change in the trustworthy log-odds, among admissible settings
+            ok = [r for r in rows if r["task"] == task and r["metric"] == "logodds" and r["vector"] != "none"
                   and r["admissible"] == "True"]
-            assert b["delta"] == max(float(r["delta"]) for r in ok)
-            assert len(b["side_effects"]) == 2 * len(tasks) - 1  # every other (task, metric), p_trust included
+            top = max(ok, key=lambda r: (float(r["delta"]), -abs(float(r["alpha"])), -int(r["layer"])))
+            assert b["chosen_on"] == "logodds" and (str(b["layer"]), str(b["alpha"])) == (top["layer"], top["alpha"])
+            assert b["logodds"]["change"]["mean"] == pytest.approx(float(top["delta"]))
+            assert b["logodds"]["change"]["ci"] == pytest.approx([float(top["delta_lo"]), float(top["delta_hi"])])
+            assert len(b["side_effects"]) == 3 * len(tasks) - 1  # every other (task, metric), p_trust included
             # the change carries its interval: normal, from the baseline's and the setting's stderrs
             se = {(r["vector"], r["layer"], r["alpha"]): float(r["stderr"]) for r in rows
                   if r["task"] == task and r["metric"] == b["metric"]}

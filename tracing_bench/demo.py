@@ -360,6 +360,10 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
         if hit.get("p_trust"):
             text += f"; {_pair(hit['p_trust'])}"
         lines.append(text + f"; perplexity {100 * float(hit.get('ppl_increase') or 0):+.1f}%")
+        if hit.get("logodds"):  # what it was chosen on: the paired per-document change, with its interval
+            lo = hit["logodds"]
+            lines.append(f"  trustworthy log-odds, paired per document: {lo['change']['claim']}; "
+                         f"steerability {lo['steerability']['claim']}")
     if changes:
         lines.append(f"checkpoints {changes['first']} -> {changes['last']} (trust tasks, limit {s.limit} documents "
                      "each; change [95% CI], within noise unless the interval excludes 0):")

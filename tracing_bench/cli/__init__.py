@@ -4,7 +4,8 @@ Errors in the user's input reach the user as one line on stderr (``error: ...``)
 status 2, never a traceback (:class:`tracing_bench.cli.group.Group`). Heavy imports (torch,
 transformers, lm-eval) happen inside the commands so that ``--help`` stays fast. One module per
 command group: :mod:`.data`, :mod:`.demo` (pretrain, demo), :mod:`.evaluation` (tasks-path, eval,
-eval-series), :mod:`.trace`, :mod:`.steer`, :mod:`.compare` (leaderboard, gate, report).
+eval-series), :mod:`.trace`, :mod:`.steer`, :mod:`.compare` (leaderboard, gate, report),
+:mod:`.real` (real-model).
 """
 
 import os
@@ -15,7 +16,7 @@ import os
 # before torch is imported; a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from tracing_bench.cli import compare, data, demo, evaluation, steer, trace  # noqa: F401  (register the commands)
+from tracing_bench.cli import compare, data, demo, evaluation, real, steer, trace  # noqa: F401  (register the commands)
 from tracing_bench.cli.group import main
 
 __all__ = ["main"]

@@ -177,6 +177,10 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
         else:  # the change against the unsteered model with its 95% interval ("within noise" when it holds 0)
             click.echo(f"{task}: layer {b['layer']} alpha {b['alpha']:g}: {b['metric']} {b['score']:.4f}, "
                        f"change {b.get('claim', 'not tested')}")
+            if b.get("logodds"):  # what it was chosen on: the paired per-document change, with its interval
+                lo = b["logodds"]
+                click.echo(f"  trustworthy log-odds, paired per document: {lo['change']['claim']}; "
+                           f"steerability {lo['steerability']['claim']}")
     click.echo("\n".join(str(p) for p in files))
 
 

@@ -417,7 +417,7 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
         best: ``best.json`` of the sweep.
 
     Returns:
-        per task: ``{task, metric, layer, alpha, ..., change, ci, within_noise, claim, p_trust}``
+        per task: ``{task, metric, layer, alpha, ..., change, ci, within_noise, claim, p_trust, logodds}``
         or ``{task, claim: "no admissible setting ..."}``.
     """
     def f(v: Any) -> float | None:
@@ -449,6 +449,7 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
                      "ppl_increase": f(b.get("ppl_increase"))})
         head["p_trust"] = _compare(task, P_TRUST, base.get((task, P_TRUST), (None, None)),
                                    setting.get((task, P_TRUST), (None, None)), confidence)
+        head["logodds"] = b.get("logodds")  # the sweep's paired per-document change (steering.effects)
         out.append(head)
     return out
 

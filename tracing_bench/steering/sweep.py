@@ -28,13 +28,21 @@ revision, dimension, scale, protocol and seed, through the activation cache) and
 layer.
 
 Everything is scored with one :class:`~tracing_bench.settings.ScoringSettings` (tasks, limit,
-batch size, seed, positions, preset, dtype, device), shared with ``steer correlate``. The best
-setting per task is the largest improvement in the direction the results give
-(``higher_is_better``). Outputs in ``OUT``: ``sweep.csv`` (CONVENTIONS schema, one row per
-setting x task x metric, the baseline included with ``vector=none``) and ``best.json`` (best
-admissible setting per dimension, with its side effects on the other tasks and its change against
-the unsteered model: ``ci`` (95% normal interval from the two stderrs), ``within_noise`` and
-``claim``, as :func:`tracing_bench.compare.findings.steering_changes` states it). The sweep returns
+batch size, seed, positions, preset, dtype, device), shared with ``steer correlate``. Every
+setting's per-document samples give each document's trustworthy log-odds
+(:mod:`tracing_bench.doc_logodds`); against the unsteered run, paired by document, they give the
+mean change with its t interval, the share of documents moved the wrong way, and per layer the
+per-document slope over alpha (steerability; :mod:`tracing_bench.steering.effects`). The best
+admissible setting per task is the largest mean paired change in the log-odds (a task without
+them: the largest improvement of its headline metric in the direction the results give,
+``higher_is_better``). Outputs in ``OUT``: ``sweep.csv`` (CONVENTIONS schema, one row per
+setting x task x metric, the baseline included with ``vector=none``; metric ``logodds`` carries
+the paired columns), ``doc_logodds.csv`` (every document's log-odds per setting) and
+``best.json`` (best admissible setting per dimension, with its side effects on the other tasks,
+``logodds``: the paired change and steerability it was chosen on, each with ``ci``,
+``within_noise`` and ``claim``, and the headline's change against the unsteered model: ``ci``
+(95% normal interval from the two stderrs), ``within_noise`` and ``claim``, as
+:func:`tracing_bench.compare.findings.steering_changes` states it). The sweep returns
 its rows and draws nothing: ``tracing-bench steer sweep`` draws ``sweep_scores.png`` and
 ``sweep_ppl.png`` (:func:`tracing_bench.report.steer_plots.plot_sweep`).
 """
@@ -48,16 +56,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracing_bench.doc_logodds import results_logodds
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
 from tracing_bench.results import TaskScore
 from tracing_bench.results import task_scores as _task_scores
 from tracing_bench.settings import HarvestSettings, ScoringSettings
+from tracing_bench.steering.effects import logodds_score, sweep_effects
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
 SWEEP_COLUMNS = ("model", "revision", "vector", "vector_sha256", "layer", "alpha", "task", "metric", "score",
-                 "stderr", "delta", "ppl", "ppl_increase", "admissible")
+                 "stderr", "delta", "ppl", "ppl_increase", "admissible", "delta_lo", "delta_hi", "wrong_way",
+                 "n_docs", "slope", "slope_lo", "slope_hi", "anti_steerable")
 LAMBADA = "lambada_openai"
+#: The sweep.csv metric of the per-document trustworthy log-odds (:mod:`tracing_bench.doc_logodds`).
+LOGODDS = "logodds"
+DOC_COLUMNS = ("layer", "alpha", "task", "doc_id", "logodds")
 
 
 # ------------------------------------------------------------------------------ the scorer
@@ -124,7 +138,8 @@ class Scorer:
         """Score one setting.
 
         Returns:
-            ``(task scores, perplexity on the bundled text, lm-eval results dict)``.
+            ``(task scores, perplexity on the bundled text, lm-eval results dict)``; the dict holds the
+            per-document ``samples`` (read by :func:`tracing_bench.doc_logodds.results_logodds`).
         """
         import random
 
@@ -137,7 +152,7 @@ class Scorer:
         random.seed(self.seed)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
-        results = evaluate(lm=lm, task_dict=self._loaded, limit=self.limit, log_samples=False, verbosity="WARNING")
+        results = evaluate(lm=lm, task_dict=self._loaded, limit=self.limit, log_samples=True, verbosity="WARNING")
         results = dict(results or {})
         results["config"] = {"model_args": {"steer_path": str(steer_path) if steer_path else None, "alpha": alpha},
                              **({"steering": lm._steering_info} if steer_path else {})}
@@ -291,7 +306,8 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     scorer = Scorer(model, scoring, revision=revision, lambada=lambada)
     for path in per_layer.values():  # hookpoint / hidden size checked before the first evaluation
         scorer.check(path)
-    base_scores, base_ppl, _ = scorer.evaluate(None)
+    base_scores, base_ppl, base_results = scorer.evaluate(None)
+    base_logodds = results_logodds(base_results)
     base = {(s.task, s.metric): s for s in base_scores}
     base_lambada = base.get((LAMBADA, "perplexity"))
     rows: list[dict[str, Any]] = []
@@ -301,7 +317,10 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
         scorer.notes.append(f"--max-ppl {max_ppl:g} applied to the bundled text's perplexity (baseline "
                             f"{base_ppl:.3g}): {LAMBADA} is not scored, and the paper's bound is on LAMBADA")
 
-    def add_rows(vec_name: str, sha: str, layer: Any, alpha: float, scores: list[TaskScore], ppl: float) -> None:
+    docs: list[dict[str, Any]] = []
+
+    def add_rows(vec_name: str, sha: str, layer: Any, alpha: float, scores: list[TaskScore], ppl: float,
+                 logodds: Mapping[str, Mapping[int, float]]) -> None:
         inc = ppl / base_ppl - 1.0
         lam = next((s.score for s in scores if (s.task, s.metric) == (LAMBADA, "perplexity")), None)
         lam_inc = (lam / base_lambada.score - 1.0) if (lam is not None and base_lambada) else None
@@ -317,14 +336,32 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
                          "stderr": "" if s.stderr is None else s.stderr,
                          "delta": (s.score - b.score) if b else "", "ppl": ppl, "ppl_increase": inc,
                          "admissible": admissible})
+        for task, values in logodds.items():  # the per-document trustworthy log-odds: paired fields filled below
+            mean, se = logodds_score(values)
+            rows.append({**common, "vector": vec_name, "vector_sha256": sha, "layer": layer, "alpha": alpha,
+                         "task": task, "metric": LOGODDS, "score": mean, "stderr": se,
+                         "delta": 0.0 if vec_name == "none" else "", "ppl": ppl, "ppl_increase": inc,
+                         "admissible": admissible, "n_docs": len(values)})
+            docs.extend({"layer": layer, "alpha": alpha, "task": task, "doc_id": k, "logodds": x}
+                        for k, x in sorted(values.items()))
 
-    add_rows("none", "", "", 0.0, base_scores, base_ppl)
+    add_rows("none", "", "", 0.0, base_scores, base_ppl, base_logodds)
+    runs: dict[tuple[Any, float], dict[str, dict[int, float]]] = {}
     for layer, path in per_layer.items():
         v = SteeringVector.load(path)
         for alpha in alphas:
-            scores, ppl, _ = scorer.evaluate(path, float(alpha))
-            add_rows(str(path), v.sha256, layer, float(alpha), scores, ppl)
+            scores, ppl, res = scorer.evaluate(path, float(alpha))
+            runs[(layer, float(alpha))] = results_logodds(res)
+            add_rows(str(path), v.sha256, layer, float(alpha), scores, ppl, runs[(layer, float(alpha))])
+    effects = sweep_effects(base_logodds, runs)
+    for r in rows:
+        e = effects.get((r["layer"], r["alpha"], r["task"])) if r["metric"] == LOGODDS else None
+        r.update({k: x for k, x in (e or {}).items() if k in SWEEP_COLUMNS})
     best = choose_best(rows, higher_is_better={(s.task, s.metric): s.higher_is_better for s in base_scores})
+    for task, b in best["best"].items():  # the paired per-document change it was chosen on, with its interval
+        e = effects.get((b["layer"], b["alpha"], task)) if b else None
+        if b is not None and e is not None:
+            b["logodds"] = {"change": e["change"].as_dict(), "steerability": e["steerability"].as_dict()}
     from tracing_bench.compare.findings import steering_changes
 
     for e in steering_changes(rows, best):  # each chosen setting with its interval against the baseline
@@ -341,7 +378,8 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
                         "package_version": __version__}
     best["notes"] = scorer.notes
     files = [atomic_write_csv(out / "sweep.csv", SWEEP_COLUMNS, rows),
-             atomic_write_json(out / "best.json", best, default=str)]
+             atomic_write_json(out / "best.json", best, default=str),
+             atomic_write_csv(out / "doc_logodds.csv", DOC_COLUMNS, docs)]
     return SweepResult(rows, best, files)
 
 
@@ -349,35 +387,44 @@ def choose_best(rows: list[dict[str, Any]],
                 higher_is_better: Mapping[tuple[str, str], bool] | None = None) -> dict[str, Any]:
     """Best admissible setting per task (largest improvement; ties: smaller |alpha|, lower layer).
 
+    The improvement is the paired per-document change in the trustworthy log-odds (the rows of
+    metric ``logodds``; :mod:`tracing_bench.steering.effects`) where the task has them, which
+    moves where steering acts even when no answer flips; else the headline metric's change.
+
     Args:
         rows: the rows of ``sweep.csv``.
         higher_is_better: the direction of each (task, metric), from lm-eval's results
             (``TaskScore.higher_is_better``); a pair not given counts as higher is better.
 
     Returns:
-        ``{"best": {task: {...setting, score, delta, side_effects: {other task: delta}} | None}}``;
-        ``None`` where no steered setting is admissible. Perplexity rows (LAMBADA) are not tasks
-        to optimise.
+        ``{"best": {task: {...setting, metric, score, delta (of the headline metric), chosen_on
+        (``logodds`` or the metric), side_effects: {other task:metric: delta}} | None}}``; ``None``
+        where no steered setting is admissible. Perplexity rows (LAMBADA) are not tasks to optimise.
     """
     directions = higher_is_better or {}
     steered = [r for r in rows if r["vector"] != "none"]
-    tasks = sorted({(r["task"], r["metric"]) for r in rows if r["task"] != LAMBADA and r["metric"] != "p_trust"})
+    tasks = sorted({(r["task"], r["metric"]) for r in rows
+                    if r["task"] != LAMBADA and r["metric"] not in ("p_trust", LOGODDS)})
     best: dict[str, Any] = {}
+    admissible = [r for r in steered if r["admissible"] and r["delta"] != ""]
     for task, metric in tasks:
-        cands = [r for r in steered if (r["task"], r["metric"]) == (task, metric) and r["admissible"]
-                 and r["delta"] != ""]
+        paired = [r for r in admissible if (r["task"], r["metric"]) == (task, LOGODDS)]
+        on = LOGODDS if paired else metric
+        cands = paired or [r for r in admissible if (r["task"], r["metric"]) == (task, metric)]
         if not cands:
             best[task] = None
             continue
-        lower_better = not directions.get((task, metric), True)
-        top = max(cands, key=lambda r: ((-r["delta"] if lower_better else r["delta"]), -abs(r["alpha"]),
-                                        -int(r["layer"])))
+        lower_better = on == metric and not directions.get((task, metric), True)
+        pick = max(cands, key=lambda r: ((-r["delta"] if lower_better else r["delta"]), -abs(r["alpha"]),
+                                         -int(r["layer"])))
+        top = next((r for r in steered if (r["task"], r["metric"]) == (task, metric)
+                    and (r["vector"], r["alpha"], r["layer"]) == (pick["vector"], pick["alpha"], pick["layer"])), pick)
         side = {f"{r['task']}:{r['metric']}": r["delta"] for r in steered
                 if r["vector"] == top["vector"] and r["alpha"] == top["alpha"] and r["layer"] == top["layer"]
                 and (r["task"], r["metric"]) != (task, metric)}
         best[task] = {"metric": metric, "layer": top["layer"], "alpha": top["alpha"], "vector": top["vector"],
                       "vector_sha256": top["vector_sha256"], "score": top["score"], "delta": top["delta"],
                       "stderr": top["stderr"], "ppl": top["ppl"], "ppl_increase": top["ppl_increase"],
-                      "improves": (top["delta"] < 0) if lower_better else (top["delta"] > 0),
-                      "side_effects": side}
+                      "improves": (pick["delta"] < 0) if lower_better else (pick["delta"] > 0),
+                      "chosen_on": on, "side_effects": side}
     return {"best": best}

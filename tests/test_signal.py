@@ -41,6 +41,6 @@ def test_undefined_with_one_checkpoint_or_no_stderr():
     none = metric_signal("t", "m", [0.5, 0.6], [math.nan, math.nan])
     assert math.isnan(none.snr)
     flat = metric_signal("t", "m", [0.5, 0.5], [0.0, 0.0])
-    assert math.isnan(flat.snr)
+    assert math.isnan(flat.snr) and "every checkpoint reads the same" in flat.claim
     sharp = metric_signal("t", "m", [0.5, 0.6], [0.0, 0.0])
     assert math.isinf(sharp.snr) and sharp.claim == "snr inf"

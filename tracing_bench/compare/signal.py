@@ -52,6 +52,8 @@ class MetricSignal:
     def claim(self) -> str:
         """``snr 3.2`` / ``snr 0.6, within noise`` / ``undefined (...)``."""
         if math.isnan(self.snr):
+            if self.n_checkpoints >= 2 and self.signal == 0 and self.noise == 0:
+                return "undefined (every checkpoint reads the same value with stderr 0)"
             return "undefined (fewer than 2 checkpoints with a stderr)"
         text = "snr inf" if math.isinf(self.snr) else f"snr {self.snr:.2f}"
         return text + (", within noise" if self.snr < 1 else "")

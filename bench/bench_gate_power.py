@@ -218,15 +218,19 @@ def cc_inject(task: str, u: np.ndarray, v: np.ndarray, frac: float, rng: np.rand
     return np.where(chosen, worse, v)
 
 
-def cc_fires(task: str, u: np.ndarray, vb: np.ndarray, vc: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The gate's paired-bootstrap rule per simulation (rows): drop > max_drop and drop / sd > Z."""
-    drop = cc_aggregate(task, u, vb) - cc_aggregate(task, u, vc)
-    out = np.zeros(u.shape[0], dtype=bool)
-    for lo in range(0, u.shape[0], 25):
-        idx = rng.integers(0, u.shape[1], size=(N_BOOT, u.shape[1]))
+def cc_fires(task: str, ub: np.ndarray, vb: np.ndarray, uc: np.ndarray, vc: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """The gate's paired-bootstrap rule per simulation (rows): drop > max_drop and drop / sd > Z.
+
+    ``ub, vb`` / ``uc, vc``: the two numbers of each document's item, baseline / current (for the
+    0/1 tasks ``u`` is the gold label, the same on both sides; for robustness both are answers)."""
+    drop = cc_aggregate(task, ub, vb) - cc_aggregate(task, uc, vc)
+    out = np.zeros(ub.shape[0], dtype=bool)
+    for lo in range(0, ub.shape[0], 25):
+        idx = rng.integers(0, ub.shape[1], size=(N_BOOT, ub.shape[1]))
         sl = slice(lo, lo + 25)
-        ub, bb, cb = u[sl][:, idx], vb[sl][:, idx], vc[sl][:, idx]  # [rows, B, n]
-        drops = cc_aggregate(task, ub, bb) - cc_aggregate(task, ub, cb)
+        drops = (cc_aggregate(task, ub[sl][:, idx], vb[sl][:, idx])
+                 - cc_aggregate(task, uc[sl][:, idx], vc[sl][:, idx]))  # [rows, B]
         sd = drops.std(axis=1, ddof=1)
         d = drop[sl]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -238,23 +242,23 @@ def cc_fires(task: str, u: np.ndarray, vb: np.ndarray, vc: np.ndarray, rng: np.r
 def cc_power(task: str, xa: np.ndarray, ya: np.ndarray, n: int, reps: int, grid: np.ndarray,
              rng: np.random.Generator) -> tuple[float | None, float]:
     """(smallest effective chance_corrected drop detected in >= 80% of simulations, false-alarm rate)."""
-    def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ub, vb, uc, vc) of `reps` pairs of equally good models: each document's item comes from
+        one checkpoint or the other at random, the other side gets the other checkpoint's."""
         idx = rng.integers(0, len(xa), size=(reps, n))
         swap = rng.random((reps, n)) < 0.5
-        u = xa[idx, 0]  # gold (or clean answer) is the document's, the same on both sides for 0/1 tasks
-        if task == "trust_robustness":  # both answers come from one model: swap whole items
-            ub = np.where(swap, ya[idx, 0], xa[idx, 0])
-            return ub, np.where(swap, ya[idx, 1], xa[idx, 1]), np.where(swap, xa[idx, 1], ya[idx, 1])
-        return u, np.where(swap, ya[idx, 1], xa[idx, 1]), np.where(swap, xa[idx, 1], ya[idx, 1])
+        ub, uc = np.where(swap, ya[idx, 0], xa[idx, 0]), np.where(swap, xa[idx, 0], ya[idx, 0])
+        vb, vc = np.where(swap, ya[idx, 1], xa[idx, 1]), np.where(swap, xa[idx, 1], ya[idx, 1])
+        return ub, vb, uc, vc
 
-    u, vb, vc = pair()
-    alarm = float(cc_fires(task, u, vb, vc, rng).mean())
+    ub, vb, uc, vc = pair()
+    alarm = float(cc_fires(task, ub, vb, uc, vc, rng).mean())
 
     def trial(frac: float) -> tuple[bool, float]:
-        u, vb, vc = pair()
-        vc2 = cc_inject(task, u, vc, frac, rng)
-        eff = float((cc_aggregate(task, u, vc) - cc_aggregate(task, u, vc2)).mean())
-        return bool(cc_fires(task, u, vb, vc2, rng).mean() >= 0.8), eff
+        ub, vb, uc, vc = pair()
+        vc2 = cc_inject(task, uc, vc, frac, rng)
+        eff = float((cc_aggregate(task, uc, vc) - cc_aggregate(task, uc, vc2)).mean())
+        return bool(cc_fires(task, ub, vb, uc, vc2, rng).mean() >= 0.8), eff
 
     ok, effective = trial(grid[-1])
     if not ok:

@@ -55,7 +55,7 @@ def test_accelerate_launch_two_cpu_processes_split_the_requests(tiny_models, sin
 
     got = json.loads(results[0].read_text())["results"]["trust_fairness"]
     ref = single.results["results"]["trust_fairness"]
-    assert got["acc,none"] == ref["acc,none"] and got["score,none"] == ref["score,none"]
+    assert got["acc,none"] == ref["acc,none"] and got["chance_corrected,none"] == ref["chance_corrected,none"]
     samples = list(folder.glob("samples_trust_fairness_*.jsonl"))
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == LIMIT  # gathered on rank 0
 

@@ -110,7 +110,9 @@ def test_eval_on_the_real_model(real_model, tmp_path):
     (results,) = list((tmp_path / "eval").rglob("results_*.json"))
     cells = json.loads(results.read_text())["results"]
     for d in ("reliability", "privacy", "toxicity", "fairness", "robustness"):
-        assert 0.0 <= cells[f"trust_{d}"]["score,none"] <= 1.0 and 0.0 < cells[f"trust_{d}"]["p_trust,none"] < 1.0
+        cell = cells[f"trust_{d}"]
+        assert -1.0 <= cell["chance_corrected,none"] <= 1.0 and 0.0 < cell["p_trust,none"] < 1.0
+        assert isinstance(cell["chance_corrected_stderr,none"], float)
     (log,) = list((tmp_path / "eval").rglob("samples_trust_toxicity_*.jsonl"))
     samples = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     values = read_logodds(log, "trust_toxicity")

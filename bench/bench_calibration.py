@@ -65,8 +65,10 @@ def main() -> None:
     def fmt(fn, items) -> str:
         return f"{fn(items):+.3f}±{stderr_of(fn)(items):.3f}"
 
-    print(f"{'model':<28} {'task':<18} {'n':>4} {'prior':>7} {'mcc':>13} {'mcc_cal':>13} {'mcc_best':>7} "
-          f"{'auroc':>12} {'top raw/cal':>12}")
+    print(
+        f"{'model':<28} {'task':<18} {'n':>4} {'prior':>7} {'mcc':>13} {'mcc_cal':>13} {'mcc_best':>7} "
+        f"{'auroc':>12} {'top raw/cal':>12}"
+    )
     for folder in args.model:
         lm = HFLM(pretrained=folder, batch_size=args.batch_size, device="cpu", dtype="float32")
         for name in TASKS:
@@ -78,10 +80,12 @@ def main() -> None:
             raw = (lo > 0).astype(int)
             cal = (lo > prior).astype(int)
             best = max(mcc(list(zip(gold, (lo > t).astype(int), strict=True))) for t in np.unique(lo))
-            print(f"{Path(folder).name[-28:]:<28} {name:<18} {len(docs):>4} {prior:>+7.2f} "
-                  f"{fmt(mcc, list(zip(gold, raw, strict=True))):>13} {fmt(mcc, list(zip(gold, cal, strict=True))):>13} "
-                  f"{best:>+7.3f} {fmt(auroc, list(zip(lo, gold, strict=True))):>12} "
-                  f"{top_answer_share(list(raw)):>5.2f}/{top_answer_share(list(cal)):.2f}")
+            print(
+                f"{Path(folder).name[-28:]:<28} {name:<18} {len(docs):>4} {prior:>+7.2f} "
+                f"{fmt(mcc, list(zip(gold, raw, strict=True))):>13} {fmt(mcc, list(zip(gold, cal, strict=True))):>13} "
+                f"{best:>+7.3f} {fmt(auroc, list(zip(lo, gold, strict=True))):>12} "
+                f"{top_answer_share(list(raw)):>5.2f}/{top_answer_share(list(cal)):.2f}"
+            )
             sys.stdout.flush()
 
 

@@ -31,8 +31,13 @@ def _run_demo(fast: bool, threads: str | None) -> tuple[float, float, dict[str, 
     """(wall s, CPU s of the demo process and its children, stage timings, output tail)."""
     root = tempfile.mkdtemp(prefix="tb-demo-load-")
     env = dict(os.environ)
-    env.update({"TRACING_BENCH_CACHE": os.path.join(root, "cache"), "HF_DATASETS_CACHE": os.path.join(root, "hf-datasets"),
-                "TQDM_DISABLE": "1"})
+    env.update(
+        {
+            "TRACING_BENCH_CACHE": os.path.join(root, "cache"),
+            "HF_DATASETS_CACHE": os.path.join(root, "hf-datasets"),
+            "TQDM_DISABLE": "1",
+        }
+    )
     env.pop("OMP_NUM_THREADS", None)  # the demo chooses its own threads
     cmd = [sys.executable, "-m", "tracing_bench", "demo", "--out", os.path.join(root, "out")]
     if fast:
@@ -61,7 +66,9 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true", help="tracing-bench demo --fast (about a minute idle)")
     ap.add_argument("--threads", default=None, help="pass --threads N to both demos (default: the demo decides)")
     ap.add_argument("--order", default="idle,load", help="idle,load or load,idle")
-    ap.add_argument("--max-load-seconds", type=float, default=1800, help="the competing process stops by itself after this")
+    ap.add_argument(
+        "--max-load-seconds", type=float, default=1800, help="the competing process stops by itself after this"
+    )
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()
@@ -81,7 +88,10 @@ def main() -> None:
                 spinner.wait()
         results[condition] = (wall, cpu, stages)
         la = os.getloadavg()
-        print(f"{condition}: {wall:.1f} s wall, {cpu:.1f} s CPU; stages {stages}; load average now {la[0]:.2f}", flush=True)
+        print(
+            f"{condition}: {wall:.1f} s wall, {cpu:.1f} s CPU; stages {stages}; load average now {la[0]:.2f}",
+            flush=True,
+        )
     idle, busy = results.get("idle"), results.get("load")
     if not (idle and busy):
         return
@@ -95,7 +105,9 @@ def main() -> None:
     print(f"| whole command (wall) | {idle[0]:.1f} | {busy[0]:.1f} | {busy[0] / idle[0]:.2f}x |")
     print(f"| whole command (CPU) | {idle[1]:.1f} | {busy[1]:.1f} | {busy[1] / idle[1]:.2f}x |")
     load = os.getloadavg()
-    print(f"\nthreads: {args.threads or 'chosen by the demo'}; load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+    print(
+        f"\nthreads: {args.threads or 'chosen by the demo'}; load average at the end {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+    )
 
 
 if __name__ == "__main__":

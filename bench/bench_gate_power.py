@@ -96,8 +96,14 @@ def score_models(work: Path, limit: int, names: list[str]) -> dict[str, Path]:
     for name, model in models.items():
         out = work / "scores" / name
         if not list(out.glob("*/results_*.json")):
-            run_eval(f"pretrained={model},dtype=float32", tasks="trust_*", limit=limit, output_path=out,
-                     log_samples=True, extra_args=["--device", "cpu", "--batch_size", "64"])
+            run_eval(
+                f"pretrained={model},dtype=float32",
+                tasks="trust_*",
+                limit=limit,
+                output_path=out,
+                log_samples=True,
+                extra_args=["--device", "cpu", "--batch_size", "64"],
+            )
         (folders[name],) = [p.parent for p in out.glob("*/results_*.json")]
     return folders
 
@@ -161,6 +167,7 @@ def smallest_detected(x, y, n, metric, step, grid, reps, paired, rng) -> float |
 
     Bisection over the grid (detection grows with the drop); None when even the largest is missed.
     """
+
     def trial(delta: float) -> tuple[bool, float]:
         b, c = null_pairs(x, y, n, reps, rng)
         c2 = inject(c, delta, metric, step, rng)
@@ -218,8 +225,9 @@ def cc_inject(task: str, u: np.ndarray, v: np.ndarray, frac: float, rng: np.rand
     return np.where(chosen, worse, v)
 
 
-def cc_fires(task: str, ub: np.ndarray, vb: np.ndarray, uc: np.ndarray, vc: np.ndarray,
-             rng: np.random.Generator) -> np.ndarray:
+def cc_fires(
+    task: str, ub: np.ndarray, vb: np.ndarray, uc: np.ndarray, vc: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """The gate's paired-bootstrap rule per simulation (rows): drop > max_drop and drop / sd > Z.
 
     ``ub, vb`` / ``uc, vc``: the two numbers of each document's item, baseline / current (for the
@@ -229,8 +237,9 @@ def cc_fires(task: str, ub: np.ndarray, vb: np.ndarray, uc: np.ndarray, vc: np.n
     for lo in range(0, ub.shape[0], 25):
         idx = rng.integers(0, ub.shape[1], size=(N_BOOT, ub.shape[1]))
         sl = slice(lo, lo + 25)
-        drops = (cc_aggregate(task, ub[sl][:, idx], vb[sl][:, idx])
-                 - cc_aggregate(task, uc[sl][:, idx], vc[sl][:, idx]))  # [rows, B]
+        drops = cc_aggregate(task, ub[sl][:, idx], vb[sl][:, idx]) - cc_aggregate(
+            task, uc[sl][:, idx], vc[sl][:, idx]
+        )  # [rows, B]
         sd = drops.std(axis=1, ddof=1)
         d = drop[sl]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -239,9 +248,11 @@ def cc_fires(task: str, ub: np.ndarray, vb: np.ndarray, uc: np.ndarray, vc: np.n
     return out
 
 
-def cc_power(task: str, xa: np.ndarray, ya: np.ndarray, n: int, reps: int, grid: np.ndarray,
-             rng: np.random.Generator) -> tuple[float | None, float]:
+def cc_power(
+    task: str, xa: np.ndarray, ya: np.ndarray, n: int, reps: int, grid: np.ndarray, rng: np.random.Generator
+) -> tuple[float | None, float]:
     """(smallest effective chance_corrected drop detected in >= 80% of simulations, false-alarm rate)."""
+
     def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ub, vb, uc, vc) of `reps` pairs of equally good models: each document's item comes from
         one checkpoint or the other at random, the other side gets the other checkpoint's."""
@@ -281,9 +292,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=400, help="simulations per setting")
     ap.add_argument("--step", type=float, default=0.0025, help="grid step of the injected drop")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--pairs", default="demo-step128:demo-step200,tiny:tiny-noisy",
-                    help="model pairs whose per-document churn the simulated models get "
-                         "(demo-step0, demo-step128, demo-step200, tiny, tiny-noisy)")
+    ap.add_argument(
+        "--pairs",
+        default="demo-step128:demo-step200,tiny:tiny-noisy",
+        help="model pairs whose per-document churn the simulated models get "
+        "(demo-step0, demo-step128, demo-step200, tiny, tiny-noisy)",
+    )
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
 
@@ -316,12 +330,18 @@ def main() -> None:
             d = (data[metric][0] - data[metric][1])[:50]
             assert np.isclose(_paired_z(d[None])[0], paired_z(list(d))[1])
         for n in SIZES:
-            row = {"checkpoints": f"{first}/{second}", "task": task, "n": n, "pool": len(x),
-                   "mean_score": float(np.r_[x, y].mean()), "sd_score": float(np.r_[x, y].std(ddof=1)),
-                   "mean_p_trust": float(np.r_[data["p_trust"][0], data["p_trust"][1]].mean()),
-                   "sd_p_trust": float(np.r_[data["p_trust"][0], data["p_trust"][1]].std(ddof=1)),
-                   "sd_churn_score": float((x - y).std(ddof=1)),
-                   "sd_churn_p_trust": float((data["p_trust"][0] - data["p_trust"][1]).std(ddof=1))}
+            row = {
+                "checkpoints": f"{first}/{second}",
+                "task": task,
+                "n": n,
+                "pool": len(x),
+                "mean_score": float(np.r_[x, y].mean()),
+                "sd_score": float(np.r_[x, y].std(ddof=1)),
+                "mean_p_trust": float(np.r_[data["p_trust"][0], data["p_trust"][1]].mean()),
+                "sd_p_trust": float(np.r_[data["p_trust"][0], data["p_trust"][1]].std(ddof=1)),
+                "sd_churn_score": float((x - y).std(ddof=1)),
+                "sd_churn_p_trust": float((data["p_trust"][0] - data["p_trust"][1]).std(ddof=1)),
+            }
             for metric in ("score", "p_trust"):
                 xs, ys = data[metric]
                 for paired in (False, True):
@@ -339,8 +359,12 @@ def main() -> None:
             ca, cb = cc_items(folders[first], task), cc_items(folders[second], task)
             ids = sorted(set(ca) & set(cb))
             xa, ya = np.array([ca[i] for i in ids]), np.array([cb[i] for i in ids])
-            row["mean_cc"] = float(np.r_[cc_aggregate(task, xa[None, :, 0], xa[None, :, 1]),
-                                         cc_aggregate(task, ya[None, :, 0], ya[None, :, 1])].mean())
+            row["mean_cc"] = float(
+                np.r_[
+                    cc_aggregate(task, xa[None, :, 0], xa[None, :, 1]),
+                    cc_aggregate(task, ya[None, :, 0], ya[None, :, 1]),
+                ].mean()
+            )
             row["cc_paired"], row["false_alarm_cc"] = cc_power(task, xa, ya, n, args.reps, grid, rng)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -349,19 +373,29 @@ def main() -> None:
     def cell(v: float | None) -> str:
         return "> 0.30" if v is None else f"{v:.3f}"
 
-    print(f"\nscoring {t_score:.0f} s, total {total:.0f} s wall; {args.reps} simulations per setting, "
-          f"grid step {args.step}\n")
-    print("| checkpoints | task | N | acc: z-test | acc: paired | p_trust: z-test | p_trust: paired | "
-          "false alarms z / paired | chance_corrected (mean) | chance_corrected: paired bootstrap | its false alarms |")
+    print(
+        f"\nscoring {t_score:.0f} s, total {total:.0f} s wall; {args.reps} simulations per setting, "
+        f"grid step {args.step}\n"
+    )
+    print(
+        "| checkpoints | task | N | acc: z-test | acc: paired | p_trust: z-test | p_trust: paired | "
+        "false alarms z / paired | chance_corrected (mean) | chance_corrected: paired bootstrap | its false alarms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['checkpoints']} | {r['task']} | {r['n']} | {cell(r['score_z'])} | {cell(r['score_paired'])} | "
-              f"{cell(r['p_trust_z'])} | {cell(r['p_trust_paired'])} | "
-              f"{r['false_alarm_z']:.3f} / {r['false_alarm_paired']:.3f} | {r['mean_cc']:+.3f} | "
-              f"{cell(r['cc_paired'])} | {r['false_alarm_cc']:.3f} |")
+        print(
+            f"| {r['checkpoints']} | {r['task']} | {r['n']} | {cell(r['score_z'])} | {cell(r['score_paired'])} | "
+            f"{cell(r['p_trust_z'])} | {cell(r['p_trust_paired'])} | "
+            f"{r['false_alarm_z']:.3f} / {r['false_alarm_paired']:.3f} | {r['mean_cc']:+.3f} | "
+            f"{cell(r['cc_paired'])} | {r['false_alarm_cc']:.3f} |"
+        )
     if args.json_out:
-        args.json_out.write_text(json.dumps({"rows": rows, "reps": args.reps, "step": args.step,
-                                             "score_seconds": t_score, "total_seconds": total}, indent=2))
+        args.json_out.write_text(
+            json.dumps(
+                {"rows": rows, "reps": args.reps, "step": args.step, "score_seconds": t_score, "total_seconds": total},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

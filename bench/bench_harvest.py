@@ -97,9 +97,18 @@ def big_llama(tok, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=512, intermediate_size=1376, num_hidden_layers=8,
-                      num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=512,
-                      bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=512,
+        intermediate_size=1376,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=512,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -124,13 +133,17 @@ def main() -> None:
     mm_square = matmul_rate()
     mm_shape = matmul_rate(shape=(args.batch_size * 40, 512, 1376))
     load = os.getloadavg()[0]
-    print(f"threads {args.threads}; batch size {args.batch_size}; max batch tokens {args.max_batch_tokens}; load average (1 min) at start {load:.1f}; "
-          f"fp32 torch.mm wall/cpu-time: {mm_square[0] / 1e9:.1f}/{mm_square[1] / 1e9:.1f} GFLOP/s (2048^3), "
-          f"{mm_shape[0] / 1e9:.1f}/{mm_shape[1] / 1e9:.1f} GFLOP/s ({args.batch_size * 40}x512x1376)")
+    print(
+        f"threads {args.threads}; batch size {args.batch_size}; max batch tokens {args.max_batch_tokens}; load average (1 min) at start {load:.1f}; "
+        f"fp32 torch.mm wall/cpu-time: {mm_square[0] / 1e9:.1f}/{mm_square[1] / 1e9:.1f} GFLOP/s (2048^3), "
+        f"{mm_shape[0] / 1e9:.1f}/{mm_shape[1] / 1e9:.1f} GFLOP/s ({args.batch_size * 40}x512x1376)"
+    )
     print()
-    print("| model | statements | tokens | batch-1 loop s wall (cpu) | harvest s wall (cpu) | speed-up wall (cpu) "
-          "| harvest GFLOP/s wall (cpu) | % of mm 2048^3 wall (cpu) | % of mm workload shape wall (cpu) "
-          "| max abs diff |")
+    print(
+        "| model | statements | tokens | batch-1 loop s wall (cpu) | harvest s wall (cpu) | speed-up wall (cpu) "
+        "| harvest GFLOP/s wall (cpu) | % of mm 2048^3 wall (cpu) | % of mm workload shape wall (cpu) "
+        "| max abs diff |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         if name == "llama-512":
@@ -145,16 +158,23 @@ def main() -> None:
         for _ in range(args.repeat):
             ref, w, c = timed(lambda: reference_loop(model, mtok, statements))
             ref_w, ref_c = min(ref_w, w), min(ref_c, c)
-            ours, w, c = timed(lambda: harvest(model, mtok, statements, batch_size=args.batch_size,
-                                                max_batch_tokens=args.max_batch_tokens))
+            ours, w, c = timed(
+                lambda: harvest(
+                    model, mtok, statements, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens
+                )
+            )
             ours_w, ours_c = min(ours_w, w), min(ours_c, c)
         with torch.no_grad():
-            diff = max(float((ours[:-1] - ref[:-1]).abs().max()), float((final_norm(model)(ours[-1]) - ref[-1]).abs().max()))
+            diff = max(
+                float((ours[:-1] - ref[:-1]).abs().max()), float((final_norm(model)(ours[-1]) - ref[-1]).abs().max())
+            )
         rw, rc = flops / ours_w, flops / ours_c
-        print(f"| {name} | {len(statements)} | {n_tokens} | {ref_w:.2f} ({ref_c:.2f}) | {ours_w:.2f} ({ours_c:.2f}) | "
-              f"{ref_w / ours_w:.1f}x ({ref_c / ours_c:.1f}x) | {rw / 1e9:.1f} ({rc / 1e9:.1f}) | "
-              f"{100 * rw / mm_square[0]:.0f}% ({100 * rc / mm_square[1]:.0f}%) | "
-              f"{100 * rw / mm_shape[0]:.0f}% ({100 * rc / mm_shape[1]:.0f}%) | {diff:.1e} |")
+        print(
+            f"| {name} | {len(statements)} | {n_tokens} | {ref_w:.2f} ({ref_c:.2f}) | {ours_w:.2f} ({ours_c:.2f}) | "
+            f"{ref_w / ours_w:.1f}x ({ref_c / ours_c:.1f}x) | {rw / 1e9:.1f} ({rc / 1e9:.1f}) | "
+            f"{100 * rw / mm_square[0]:.0f}% ({100 * rc / mm_square[1]:.0f}%) | "
+            f"{100 * rw / mm_shape[0]:.0f}% ({100 * rc / mm_shape[1]:.0f}%) | {diff:.1e} |"
+        )
     print()
     print(f"load average (1 min) at end {os.getloadavg()[0]:.1f}")
 

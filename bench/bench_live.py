@@ -64,9 +64,19 @@ def main() -> None:
     n_stmt, m = (400, 256) if args.fast else (1000, 512)
 
     def settings(root: Path, cache: Path) -> TraceSettings:
-        return TraceSettings.from_options(dimensions="all", mi=True, cache_dir=cache, batch_size=64, device="cpu",
-                                          dtype="float32", seed=0, max_statements=n_stmt, mi_subsample=m,
-                                          threads=args.threads, series_name=str(root))
+        return TraceSettings.from_options(
+            dimensions="all",
+            mi=True,
+            cache_dir=cache,
+            batch_size=64,
+            device="cpu",
+            dtype="float32",
+            seed=0,
+            max_statements=n_stmt,
+            mi_subsample=m,
+            threads=args.threads,
+            series_name=str(root),
+        )
 
     # before: pretrain, then reload and trace each checkpoint
     before = args.out / "before"
@@ -100,14 +110,16 @@ def main() -> None:
     diff = max(_max_diff(merged["probes_csv"], res["probes_csv"]), _max_diff(merged["mi_csv"], res["mi_csv"]))
     n = len(ckpts)
     live_s = [c["seconds"] for c in live]
-    print(f"{'--fast' if args.fast else 'default'} run: {n} checkpoints, {config.steps} steps, "
-          f"{n_stmt} statements per dimension, MI on {m}, {args.threads} thread(s)")
+    print(
+        f"{'--fast' if args.fast else 'default'} run: {n} checkpoints, {config.steps} steps, "
+        f"{n_stmt} statements per dimension, MI on {m}, {args.threads} thread(s)"
+    )
     print("| wall s (CPU s) | pretrain | trace | pretrain + trace |")
     print("|---|---|---|---|")
-    for name, (tp, cp, tt, ct) in (("before: reload and trace", (t_pre_before, c_pre_before, t_trace_before,
-                                                                 c_trace_before)),
-                                   ("after: live, then merge", (t_pre_after, c_pre_after, t_trace_after,
-                                                                c_trace_after))):
+    for name, (tp, cp, tt, ct) in (
+        ("before: reload and trace", (t_pre_before, c_pre_before, t_trace_before, c_trace_before)),
+        ("after: live, then merge", (t_pre_after, c_pre_after, t_trace_after, c_trace_after)),
+    ):
         print(f"| {name} | {tp:.1f} ({cp:.1f}) | {tt:.1f} ({ct:.1f}) | {tp + tt:.1f} ({cp + ct:.1f}) |")
     print()
     print("| per checkpoint (s) | mean | min | max |")
@@ -156,7 +168,9 @@ def interleaved(ckpts: list, settings: TraceSettings, out: Path, repeats: int) -
     print(f"\ninterleaved, {n} checkpoint traces each way ({repeats} x {len(ckpts)}), wall s (CPU s) per checkpoint:")
     print("| per checkpoint | wall mean | CPU mean |")
     print("|---|---|---|")
-    print(f"| reload and trace (load + harvest + cache write + probes + MI) | {mean(reload_w):.2f} | {mean(reload_c):.2f} |")
+    print(
+        f"| reload and trace (load + harvest + cache write + probes + MI) | {mean(reload_w):.2f} | {mean(reload_c):.2f} |"
+    )
     print(f"| live (harvest + probes + MI + merge of the tables so far) | {mean(live_w):.2f} | {mean(live_c):.2f} |")
     print(f"| of which the merge | {mean(merge_w):.2f} | |")
 

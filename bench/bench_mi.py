@@ -123,10 +123,15 @@ def main() -> None:
     load = os.getloadavg()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"{args.layers} layers, m = {args.m}; torch {torch.__version__}; {cores} cores; "
-          f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n")
-    main_rows = ["| hidden | threads | literal float32 wall s (CPU s) | estimate_mi wall s (CPU s) | speed-up wall (CPU) | "
-                 "max rel. error literal (I(X;T) / I(Y;T)) | max rel. error estimate_mi |", "|---|---|---|---|---|---|---|"]
+    print(
+        f"{args.layers} layers, m = {args.m}; torch {torch.__version__}; {cores} cores; "
+        f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n"
+    )
+    main_rows = [
+        "| hidden | threads | literal float32 wall s (CPU s) | estimate_mi wall s (CPU s) | speed-up wall (CPU) | "
+        "max rel. error literal (I(X;T) / I(Y;T)) | max rel. error estimate_mi |",
+        "|---|---|---|---|---|---|---|",
+    ]
     stage_tables = []
     for hidden in [int(h) for h in args.hidden.split(",")]:
         acts, labels = synthetic_activations(args.layers, args.m, hidden, seed=1)
@@ -146,8 +151,11 @@ def main() -> None:
                 for _ in range(args.repeat):
                     tt = torch.from_numpy(acts)
                     x, yy = tt[0], torch.from_numpy(y).view(-1, 1)
-                    w, c, lit = _time(lambda: np.array(
-                        [[_nhsic_literal_f32(x, tt[i]), _nhsic_literal_f32(yy, tt[i])] for i in range(args.layers)]))
+                    w, c, lit = _time(
+                        lambda: np.array(
+                            [[_nhsic_literal_f32(x, tt[i]), _nhsic_literal_f32(yy, tt[i])] for i in range(args.layers)]
+                        )
+                    )
                     t_lit.append((w, c))
                     w, c, res = _time(lambda: estimate_mi(acts[0], labels, acts))
                     t_ours.append((w, c))
@@ -158,22 +166,32 @@ def main() -> None:
             wl, cl = min(t[0] for t in t_lit), min(t[1] for t in t_lit)
             wo, co = min(t[0] for t in t_ours), min(t[1] for t in t_ours)
             label = threads if threads else f"default ({_DEFAULT_TORCH})"
-            main_rows.append(f"| {hidden} | {label} | {wl:.2f} ({cl:.2f}) | {wo:.2f} ({co:.2f}) | {wl / wo:.1f}x ({cl / co:.1f}x) | "
-                             f"{e_lit[:, 0].max():.1e} / {e_lit[:, 1].max():.1e} | "
-                             f"{e_ours[:, 0].max():.1e} / {e_ours[:, 1].max():.1e} |")
+            main_rows.append(
+                f"| {hidden} | {label} | {wl:.2f} ({cl:.2f}) | {wo:.2f} ({co:.2f}) | {wl / wo:.1f}x ({cl / co:.1f}x) | "
+                f"{e_lit[:, 0].max():.1e} / {e_lit[:, 1].max():.1e} | "
+                f"{e_ours[:, 0].max():.1e} / {e_ours[:, 1].max():.1e} |"
+            )
             print(main_rows[-1], flush=True)
         stages, rate = _stages(acts, labels, args.m)
-        rows = [f"Stages at hidden {hidden} (one thread, CPU time; float64 m x m product: {rate / 1e9:.1f} GFLOP/s):", "",
-                "| stage | CPU s | GFLOP | GFLOP/s | x floor |", "|---|---|---|---|---|"]
+        rows = [
+            f"Stages at hidden {hidden} (one thread, CPU time; float64 m x m product: {rate / 1e9:.1f} GFLOP/s):",
+            "",
+            "| stage | CPU s | GFLOP | GFLOP/s | x floor |",
+            "|---|---|---|---|---|",
+        ]
         for name, c, flops in stages:
             rows.append(f"| {name} | {c:.3f} | {flops / 1e9:.2f} | {flops / c / 1e9:.1f} | {c / (flops / rate):.1f}x |")
         per_layer = sum(c for name, c, _ in stages if name.startswith("layer"))
         layer_flops = sum(f for name, _, f in stages if name.startswith("layer"))
         x_side = sum(c for name, c, _ in stages if name.startswith(("X: the whole", "Y:"))) + stages[0][1]
-        rows.append(f"| per layer, all stages | {per_layer:.3f} | {layer_flops / 1e9:.2f} | {layer_flops / per_layer / 1e9:.1f} | "
-                    f"{per_layer / (layer_flops / rate):.1f}x |")
-        rows.append(f"\nexpected estimate_mi at one thread: X side {x_side:.2f} s + {args.layers} x {per_layer:.3f} s = "
-                    f"{x_side + args.layers * per_layer:.2f} s")
+        rows.append(
+            f"| per layer, all stages | {per_layer:.3f} | {layer_flops / 1e9:.2f} | {layer_flops / per_layer / 1e9:.1f} | "
+            f"{per_layer / (layer_flops / rate):.1f}x |"
+        )
+        rows.append(
+            f"\nexpected estimate_mi at one thread: X side {x_side:.2f} s + {args.layers} x {per_layer:.3f} s = "
+            f"{x_side + args.layers * per_layer:.2f} s"
+        )
         stage_tables.append("\n".join(rows))
     print("\n" + "\n".join(main_rows))
     for table in stage_tables:

@@ -41,8 +41,10 @@ def main() -> None:
             a, prov = cached_activations(c, d, device="cpu", cache_dir=args.cache_dir, dtype="float32", batch_size=64)
             acts[(c.label, d.name)] = (a.numpy(), prov)
     m = min(args.mi_subsample, min(len(d.splits["probe_train"]) for d in datas))
-    print(f"{len(ckpts)} checkpoints x {len(datas)} dimensions, {args.max_statements} statements, MI on m = {m} "
-          f"(half-samples of {m // 2}), {args.threads} thread(s)")
+    print(
+        f"{len(ckpts)} checkpoints x {len(datas)} dimensions, {args.max_statements} statements, MI on m = {m} "
+        f"(half-samples of {m // 2}), {args.threads} thread(s)"
+    )
     for _ in range(args.repeat):
         for k in (0, args.mi_noise):
             s = TraceSettings(mi=True, mi_subsample=args.mi_subsample, mi_noise=k, max_statements=args.max_statements)
@@ -51,8 +53,10 @@ def main() -> None:
                 for d in datas:
                     a, prov = acts[(c.label, d.name)]
                     build_part(c, d, a, prov, s)
-            print(f"  mi_noise={k}: {time.perf_counter() - t0:6.1f} s wall, {time.process_time() - c0:6.1f} s CPU",
-                  flush=True)
+            print(
+                f"  mi_noise={k}: {time.perf_counter() - t0:6.1f} s wall, {time.process_time() - c0:6.1f} s CPU",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

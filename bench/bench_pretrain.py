@@ -35,8 +35,14 @@ def harvest(folder: Path, texts: list[str]) -> np.ndarray:
     with torch.no_grad():
         for i in range(0, len(texts), 64):
             idx = order[i : i + 64]
-            batch = tok([texts[j] for j in idx], return_tensors="pt", padding=True, truncation=True,
-                        max_length=128, add_special_tokens=False)
+            batch = tok(
+                [texts[j] for j in idx],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=128,
+                add_special_tokens=False,
+            )
             hs = model(**batch, output_hidden_states=True).hidden_states
             last = batch["attention_mask"].sum(1) - 1
             states = torch.stack([h[torch.arange(len(idx)), last] for h in hs], 1).numpy()
@@ -72,8 +78,16 @@ def main() -> None:
                 sc = StandardScaler().fit(xtr[:, layer])
                 clf = LogisticRegression(max_iter=2000).fit(sc.transform(xtr[:, layer]), ytr)
                 accs.append(round(float(clf.score(sc.transform(xte[:, layer]), yte)), 3))
-            print(name, step, "acc per layer (0=emb)", accs, "best block", max(accs[1:]),
-                  f"{time.time() - t:.0f}s", flush=True)
+            print(
+                name,
+                step,
+                "acc per layer (0=emb)",
+                accs,
+                "best block",
+                max(accs[1:]),
+                f"{time.time() - t:.0f}s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -141,11 +141,15 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()
     print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
-    print(f"{args.layers} layers x {args.n} statements, float32, {args.protocol} protocol; torch {torch.__version__}; "
-          f"{cores} cores; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n")
-    head = ("| hidden | threads | sklearn loop wall s (CPU s) | probe_layers wall s (CPU s) | speed-up wall (CPU) | "
-            "L-BFGS iters (sum) | GFLOP | floor @ mm s | x floor @ mm | floor @ mv s | x floor @ mv | "
-            "test acc sklearn / ours | max abs. test acc diff | max abs. AUROC diff |")
+    print(
+        f"{args.layers} layers x {args.n} statements, float32, {args.protocol} protocol; torch {torch.__version__}; "
+        f"{cores} cores; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n"
+    )
+    head = (
+        "| hidden | threads | sklearn loop wall s (CPU s) | probe_layers wall s (CPU s) | speed-up wall (CPU) | "
+        "L-BFGS iters (sum) | GFLOP | floor @ mm s | x floor @ mm | floor @ mv s | x floor @ mv | "
+        "test acc sklearn / ours | max abs. test acc diff | max abs. AUROC diff |"
+    )
     table = [head, "|" + "---|" * (head.count("|") - 1)]
     notes = []
     default_torch = torch.get_num_threads()
@@ -180,9 +184,11 @@ def main() -> None:
                 f"{co / floor_mv:.1f}x | {base[:, 2].mean():.4f} / {ours[:, 2].mean():.4f} | "
                 f"{100 * np.abs(base[:, 2] - ours[:, 2]).max():.2f} points | {np.abs(base[:, 3] - ours[:, 3]).max():.4f} |"
             )
-            notes.append(f"hidden {hidden}, threads {label}: wall s sklearn {[round(t[0], 2) for t in t_base]}, "
-                         f"ours {[round(t[0], 3) for t in t_ours]}; measured rates: mm {mm_rate:.1f}, mv {mv_rate:.1f} "
-                         f"GFLOP/s (one thread)")
+            notes.append(
+                f"hidden {hidden}, threads {label}: wall s sklearn {[round(t[0], 2) for t in t_base]}, "
+                f"ours {[round(t[0], 3) for t in t_ours]}; measured rates: mm {mm_rate:.1f}, mv {mv_rate:.1f} "
+                f"GFLOP/s (one thread)"
+            )
             print(table[-1], flush=True)
     print("\n" + "\n".join(table))
     load = os.getloadavg()

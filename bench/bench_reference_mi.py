@@ -83,7 +83,9 @@ def main() -> None:
     ixt64, iyt64 = estimate_mi(stack[0], y, stack)
     t64 = time.perf_counter() - t0
     print(f"source: {what}; m = {len(rows)} of the first {n_train}; float32 {t32:.1f} s, float64 {t64:.1f} s\n")
-    print("| block | I(X;T) float32 | I(X;T) float64 | rel. error | I(Y;T) float32 | I(Y;T) float64 | abs. error | rel. error |")
+    print(
+        "| block | I(X;T) float32 | I(X;T) float64 | rel. error | I(Y;T) float32 | I(Y;T) float64 | abs. error | rel. error |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     worst = [0.0, 0.0, 0.0]
     for k, ((x32, y32), x64, y64) in enumerate(zip(f32, ixt64, iyt64, strict=False)):

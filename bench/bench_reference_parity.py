@@ -41,8 +41,16 @@ def main() -> None:
     data = load_dimension(args.dimension, protocol="reference")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        res = trace(args.checkpoint, out=Path(tmp) / "out", dimensions=args.dimension, mi=True,
-                    protocol="reference", cache_dir=Path(tmp) / "cache", device="cpu", progress=False)
+        res = trace(
+            args.checkpoint,
+            out=Path(tmp) / "out",
+            dimensions=args.dimension,
+            mi=True,
+            protocol="reference",
+            cache_dir=Path(tmp) / "cache",
+            device="cpu",
+            progress=False,
+        )
         t_ours = time.perf_counter() - t0
         with open(res["probes_csv"], newline="") as f:
             probes = [r for r in csv.DictReader(f) if r["probe"] == "logistic"]
@@ -50,11 +58,12 @@ def main() -> None:
             mi = list(csv.DictReader(f))
         ref = json.loads(Path(res["trace_json"]).read_text())["reference_protocol"]
     t0 = time.perf_counter()
-    accs, ixt, iyt, unconverged = _released_train_probes(_released_acts(args.checkpoint, data.statements),
-                                                         data.labels)
+    accs, ixt, iyt, unconverged = _released_train_probes(_released_acts(args.checkpoint, data.statements), data.labels)
     t_theirs = time.perf_counter() - t0
-    print(f"{args.checkpoint}, {data.name} ({data.path.name}, {len(data.statements)} rows, "
-          f"m = {mi[0]['m']}); ours {t_ours:.0f} s, the released recipe {t_theirs:.0f} s\n")
+    print(
+        f"{args.checkpoint}, {data.name} ({data.path.name}, {len(data.statements)} rows, "
+        f"m = {mi[0]['m']}); ours {t_ours:.0f} s, the released recipe {t_theirs:.0f} s\n"
+    )
     print("| block | test acc ours | released | I(X;T) ours | released | I(Y;T) ours | released |")
     print("|---|---|---|---|---|---|---|")
     rel_x, rel_y = [], []
@@ -62,12 +71,18 @@ def main() -> None:
         ox, oy = float(m["i_xt"]), float(m["i_yt"])
         rel_x.append(abs(ox - ixt[k]) / abs(ixt[k]))
         rel_y.append(abs(oy - iyt[k]) / abs(iyt[k]))
-        print(f"| {k} | {float(p['test_acc']):.4f} | {accs[k]:.4f} | {ox:.6g} | {ixt[k]:.6g} | {oy:.6g} | {iyt[k]:.6g} |")
+        print(
+            f"| {k} | {float(p['test_acc']):.4f} | {accs[k]:.4f} | {ox:.6g} | {ixt[k]:.6g} | {oy:.6g} | {iyt[k]:.6g} |"
+        )
     same = [float(p["test_acc"]) for p in probes] == accs
-    print(f"\ntest accuracy identical on every block: {same}; nHSIC largest relative difference: "
-          f"I(X;T) {max(rel_x):.1e}, I(Y;T) {max(rel_y):.1e}")
-    print(f"unconverged LogisticRegression() fits: ours {ref['convergence_warnings']} of {ref['logistic_fits']}, "
-          f"the released recipe {unconverged} of {len(accs)}")
+    print(
+        f"\ntest accuracy identical on every block: {same}; nHSIC largest relative difference: "
+        f"I(X;T) {max(rel_x):.1e}, I(Y;T) {max(rel_y):.1e}"
+    )
+    print(
+        f"unconverged LogisticRegression() fits: ours {ref['convergence_warnings']} of {ref['logistic_fits']}, "
+        f"the released recipe {unconverged} of {len(accs)}"
+    )
     if not same:
         raise SystemExit(1)
 

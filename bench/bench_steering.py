@@ -34,8 +34,12 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; with 1, process CPU time is a stable measure on a loaded machine")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; with 1, process CPU time is a stable measure on a loaded machine",
+    )
     args = ap.parse_args()
 
     import torch
@@ -53,10 +57,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_steering_"))
     tok = train_tokenizer(tmp / "tok")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
-                      num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=8,
-                      max_position_embeddings=512, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 8 // 3,
+        num_hidden_layers=args.layers,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     model = AutoModelForCausalLM.from_config(cfg).eval().to(args.device)
     layer = args.layers // 2
     vec = SteeringVector(torch.randn(args.hidden) * 0.1, layer=layer, hookpoint=f"layers.{layer}", coefficient=2.0)
@@ -80,25 +92,32 @@ def main() -> None:
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
     for r in range(args.repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t0, c0 = time.perf_counter(), time.process_time()
             variants[name].loglikelihood(reqs, disable_tqdm=True)
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-        print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
-              file=sys.stderr, flush=True)
+        print(
+            f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+            file=sys.stderr,
+            flush=True,
+        )
     base = statistics.median(times["hf"])
     base_cpu = statistics.median(cpu["hf"])
     load = os.getloadavg()
-    print(f"task {args.task}: {len(reqs)} loglikelihood requests, batch size {args.batch_size}, Llama hidden "
-          f"{args.hidden} x {args.layers} blocks, device {args.device}, {args.threads} torch thread(s), {args.repeats} repeats, "
-          f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, {os.cpu_count()} cores")
+    print(
+        f"task {args.task}: {len(reqs)} loglikelihood requests, batch size {args.batch_size}, Llama hidden "
+        f"{args.hidden} x {args.layers} blocks, device {args.device}, {args.threads} torch thread(s), {args.repeats} repeats, "
+        f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, {os.cpu_count()} cores"
+    )
     for name in names:
         med, med_cpu = statistics.median(times[name]), statistics.median(cpu[name])
-        print(f"{name:<20} wall median {med:7.3f} s (min {min(times[name]):.3f}, max {max(times[name]):.3f}) "
-              f"overhead {100 * (med / base - 1):+5.1f}% | CPU median {med_cpu:7.3f} s "
-              f"overhead {100 * (med_cpu / base_cpu - 1):+5.1f}%")
+        print(
+            f"{name:<20} wall median {med:7.3f} s (min {min(times[name]):.3f}, max {max(times[name]):.3f}) "
+            f"overhead {100 * (med / base - 1):+5.1f}% | CPU median {med_cpu:7.3f} s "
+            f"overhead {100 * (med_cpu / base_cpu - 1):+5.1f}%"
+        )
 
 
 if __name__ == "__main__":

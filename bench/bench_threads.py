@@ -61,8 +61,10 @@ def main() -> None:
     from tracing_bench.probes.mi import estimate_mi
     from tracing_bench.threads import use_threads
 
-    print(f"command: {' '.join(sys.argv)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
-          f"load average {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}\n")
+    print(
+        f"command: {' '.join(sys.argv)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
+        f"load average {os.getloadavg()[0]:.2f}; cores {os.cpu_count()}\n"
+    )
     rng = np.random.default_rng(0)
     rows: list[tuple[str, float, float]] = []
     if args.trace_only:
@@ -70,7 +72,11 @@ def main() -> None:
     a = rng.standard_normal((200, 128))
     ta = torch.from_numpy(a)
     k = a @ a.T + 200 * np.eye(200)
-    for name, fn in () if args.trace_only else (("micro: torch Gram + scipy Cholesky, 200 x 128", lambda: (ta @ ta.T, sl.cholesky(k, lower=True))),):
+    for name, fn in (
+        ()
+        if args.trace_only
+        else (("micro: torch Gram + scipy Cholesky, 200 x 128", lambda: (ta @ ta.T, sl.cholesky(k, lower=True))),)
+    ):
         times = []
         for n in (1, 2):
             with use_threads(n):
@@ -90,8 +96,11 @@ def main() -> None:
         acts = rng.standard_normal((8, n_stat, d)).astype(np.float32)
         labels = rng.integers(0, 2, n_stat)
         cut = [int(n_stat * f) for f in (0.6, 0.75)]
-        splits = {"probe_train": np.arange(cut[0]), "probe_val": np.arange(cut[0], cut[1]),
-                  "test": np.arange(cut[1], n_stat)}
+        splits = {
+            "probe_train": np.arange(cut[0]),
+            "probe_val": np.arange(cut[0], cut[1]),
+            "test": np.arange(cut[1], n_stat),
+        }
         times = []
         for n in (1, 2):
             with use_threads(n):
@@ -111,11 +120,25 @@ def main() -> None:
             try:
                 start, cpu = time.perf_counter(), time.process_time()
                 # the demo's trace settings, so that its cached activations are found
-                trace(args.trace, None, out=out, dimensions="all", mi=True, cache_dir=args.cache_dir,
-                      batch_size=64, device="cpu", dtype="float32", max_statements=1000, mi_subsample=512,
-                      progress=False, threads=threads)
-                print(f"| --threads {threads or 'default'} | {time.perf_counter() - start:.1f} s | "
-                      f"{time.process_time() - cpu:.1f} s |")
+                trace(
+                    args.trace,
+                    None,
+                    out=out,
+                    dimensions="all",
+                    mi=True,
+                    cache_dir=args.cache_dir,
+                    batch_size=64,
+                    device="cpu",
+                    dtype="float32",
+                    max_statements=1000,
+                    mi_subsample=512,
+                    progress=False,
+                    threads=threads,
+                )
+                print(
+                    f"| --threads {threads or 'default'} | {time.perf_counter() - start:.1f} s | "
+                    f"{time.process_time() - cpu:.1f} s |"
+                )
             finally:
                 shutil.rmtree(out, ignore_errors=True)
 

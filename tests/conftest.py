@@ -103,8 +103,13 @@ def hf_cache_series(_hf_cache_series_home, monkeypatch) -> tuple[str, list[str],
 
     home = _hf_cache_series_home
     hub = str(home / "hub")
-    for key, value in {"HF_HOME": str(home), "HF_HUB_CACHE": hub, "HF_HUB_OFFLINE": "1",
-                       "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}.items():
+    for key, value in {
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": hub,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", hub)
@@ -129,8 +134,18 @@ def lm_eval_results(tiny_models, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lm_eval_results")
     torch.manual_seed(0)
     vec = root / "worse.pt"
-    torch.save({"layers.0": {"steering_vector": torch.randn(32), "steering_coefficient": 1.0, "action": "add",
-                             "bias": None, "head_index": None}}, vec)
+    torch.save(
+        {
+            "layers.0": {
+                "steering_vector": torch.randn(32),
+                "steering_coefficient": 1.0,
+                "action": "add",
+                "bias": None,
+                "head_index": None,
+            }
+        },
+        vec,
+    )
     llama = tiny_models["llama"]
     runs = {
         "base": ("hf", f"pretrained={llama},dtype=float32"),
@@ -138,8 +153,15 @@ def lm_eval_results(tiny_models, tmp_path_factory) -> dict[str, Path]:
     }
     out: dict[str, Path] = {}
     for name, (model, args) in runs.items():
-        run_eval(args, model=model, tasks="trust", limit=3, output_path=root / name, log_samples=True,
-                 extra_args=["--device", "cpu", "--batch_size", "8"])
+        run_eval(
+            args,
+            model=model,
+            tasks="trust",
+            limit=3,
+            output_path=root / name,
+            log_samples=True,
+            extra_args=["--device", "cpu", "--batch_size", "8"],
+        )
         out[name] = root / name
     return out
 
@@ -175,9 +197,29 @@ def extracted(tiny_models, small_csv, tmp_path_factory) -> tuple[Path, Path]:
 
     out = tmp_path_factory.mktemp("vec") / "fair_l1.pt"
     cache = tmp_path_factory.mktemp("cache")
-    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(tiny_models["llama"]), "--dimension", "fairness",
-                                    "--layer", "1", "--coefficient", "4", "--data", str(small_csv), "--device", "cpu",
-                                    "--cache-dir", str(cache), "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "extract",
+            "--model",
+            str(tiny_models["llama"]),
+            "--dimension",
+            "fairness",
+            "--layer",
+            "1",
+            "--coefficient",
+            "4",
+            "--data",
+            str(small_csv),
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(cache),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return out, cache
 
@@ -190,8 +232,10 @@ LOCAL_HUB_REVISIONS = ("step1000-tokens4B", "step2000-tokens8B", "step3000-token
 def _local_hub_folders(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
     """One tiny Llama per revision of ``local/olmo-tiny`` (seed = index), built once per session."""
     root = tmp_path_factory.mktemp("hub_repo")
-    return {rev: build_model("llama", tiny_tokenizer, root / rev, seed=i)
-            for i, rev in enumerate(LOCAL_HUB_REVISIONS, start=1)}
+    return {
+        rev: build_model("llama", tiny_tokenizer, root / rev, seed=i)
+        for i, rev in enumerate(LOCAL_HUB_REVISIONS, start=1)
+    }
 
 
 @pytest.fixture
@@ -212,8 +256,13 @@ def local_hub(_local_hub_folders, tmp_path, monkeypatch):
         hub.add_revision("local/olmo-tiny", rev, folder)
     hub.start()
     home = tmp_path / "hf"
-    for key, value in {"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
-                       "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}.items():
+    for key, value in {
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setattr(c, "ENDPOINT", hub.url)
     monkeypatch.setattr(c, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")

@@ -11,11 +11,19 @@ from typing import Any
 TRUST = ("trust_reliability", "trust_privacy", "trust_toxicity", "trust_fairness", "trust_robustness")
 
 
-def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: str = "EleutherAI/pythia-70m",
-                 revision: str | None = "step1000", date: float = 1.7e9, group: bool = True,
-                 versions: dict[str, Any] | None = None, steering: dict[str, Any] | None = None,
-                 model_args_as_string: bool = False, n: int = 100,
-                 p_trust: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+def results_json(
+    scores: dict[str, tuple[float, float | str | None]],
+    *,
+    model: str = "EleutherAI/pythia-70m",
+    revision: str | None = "step1000",
+    date: float = 1.7e9,
+    group: bool = True,
+    versions: dict[str, Any] | None = None,
+    steering: dict[str, Any] | None = None,
+    model_args_as_string: bool = False,
+    n: int = 100,
+    p_trust: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
     """A results dict: task -> (score, stderr); stderr None = key absent, "N/A" = lm-eval's N/A.
 
     ``p_trust``: task -> (p_trust, stderr) for the tasks that report it (the group then reports the
@@ -35,8 +43,13 @@ def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: 
     if group:
         vals = [v for v, _ in scores.values()]
         mean = sum(vals) / len(vals) if vals else math.nan
-        groups["trust"] = {"alias": "trust", "name": "trust", "sample_len": n * len(vals), "score,none": mean,
-                           "score_stderr,none": "N/A"}
+        groups["trust"] = {
+            "alias": "trust",
+            "name": "trust",
+            "sample_len": n * len(vals),
+            "score,none": mean,
+            "score_stderr,none": "N/A",
+        }
         if p_trust and set(p_trust) == set(scores):
             groups["trust"]["p_trust,none"] = sum(v for v, _ in p_trust.values()) / len(p_trust)
             groups["trust"]["p_trust_stderr,none"] = math.sqrt(sum(e**2 for _, e in p_trust.values())) / len(p_trust)
@@ -44,8 +57,13 @@ def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: 
     args: dict[str, Any] = {"pretrained": model}
     if revision is not None:
         args["revision"] = revision
-    config: dict[str, Any] = {"model": "hf", "model_args": args, "model_revision": revision or "main",
-                              "limit": None, "batch_size": 8}
+    config: dict[str, Any] = {
+        "model": "hf",
+        "model_args": args,
+        "model_revision": revision or "main",
+        "limit": None,
+        "batch_size": 8,
+    }
     if steering:
         config["model"] = "trust-steered"
         config["steering"] = steering
@@ -63,8 +81,8 @@ def results_json(scores: dict[str, tuple[float, float | str | None]], *, model: 
         "configs": {t: {"task": t, "metadata": {"version": ver[t]}} for t in scores},
         "versions": ver,
         "n-shot": {t: 0 for t in scores},
-        "higher_is_better": {t: {"acc": True, "score": True, "p_trust": True} for t in scores} | (
-            {"trust": {"acc": True, "score": True, "p_trust": True}} if group else {}),
+        "higher_is_better": {t: {"acc": True, "score": True, "p_trust": True} for t in scores}
+        | ({"trust": {"acc": True, "score": True, "p_trust": True}} if group else {}),
         "n-samples": {t: {"original": n, "effective": n} for t in scores},
         "config": config,
         "date": date,
@@ -81,8 +99,14 @@ def write_results(folder: Path, data: dict[str, Any], stamp: str = "2026-01-01T0
     return path
 
 
-def write_samples(folder: Path, task: str, values: list[float], stamp: str = "2026-01-01T00-00-00.000000",
-                  metric: str = "score", p_trust: list[float] | None = None) -> Path:
+def write_samples(
+    folder: Path,
+    task: str,
+    values: list[float],
+    stamp: str = "2026-01-01T00-00-00.000000",
+    metric: str = "score",
+    p_trust: list[float] | None = None,
+) -> Path:
     path = folder / f"samples_{task}_{stamp}.jsonl"
     with open(path, "w") as f:
         for i, v in enumerate(values):
@@ -94,9 +118,17 @@ def write_samples(folder: Path, task: str, values: list[float], stamp: str = "20
     return path
 
 
-def write_answer_samples(folder: Path, task: str, answers: list[list[str]], *, choices: tuple[str, ...] = (" 0", " 1"),
-                         sentences: bool = False, same_context: bool = False,
-                         stamp: str = "2026-01-01T00-00-00.000000", seed: int = 0) -> Path:
+def write_answer_samples(
+    folder: Path,
+    task: str,
+    answers: list[list[str]],
+    *,
+    choices: tuple[str, ...] = (" 0", " 1"),
+    sentences: bool = False,
+    same_context: bool = False,
+    stamp: str = "2026-01-01T00-00-00.000000",
+    seed: int = 0,
+) -> Path:
     """A multiple-choice sample log in lm-eval's layout in which document i's member j answers
     ``answers[i][j]``: one question (context) per member, one request per choice, the answer's
     log-likelihood the highest; ``sentences`` adds each member scored alone (empty context);
@@ -118,9 +150,15 @@ def write_answer_samples(folder: Path, task: str, answers: list[list[str]], *, c
                 for j in range(len(members)):
                     args.append({"arg_0": "", "arg_1": f"sentence {j}"})
                     resps.append([str(-rng.uniform(1.0, 50.0)), "False"])
-            row = {"doc_id": i, "arguments": {f"gen_args_{k}": a for k, a in enumerate(args)},
-                   "resps": [[r] for r in resps], "filtered_resps": resps, "filter": "none", "metrics": ["acc"],
-                   "acc": 1.0}
+            row = {
+                "doc_id": i,
+                "arguments": {f"gen_args_{k}": a for k, a in enumerate(args)},
+                "resps": [[r] for r in resps],
+                "filtered_resps": resps,
+                "filter": "none",
+                "metrics": ["acc"],
+                "acc": 1.0,
+            }
             f.write(json.dumps(row) + "\n")
     return path
 

@@ -128,8 +128,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -------------------------------------------------------------- replies
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.hub.log.append((self.command, self.path, status, self.headers.get("Range")))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -144,8 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(obj).encode())
 
     def _error(self, status: int, code: str, extra: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps({"error": code}).encode(),
-                   {"X-Error-Code": code, "X-Error-Message": code, **(extra or {})})
+        self._send(
+            status,
+            json.dumps({"error": code}).encode(),
+            {"X-Error-Code": code, "X-Error-Message": code, **(extra or {})},
+        )
 
     # -------------------------------------------------------------- routes
     def do_HEAD(self) -> None:
@@ -155,10 +163,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         hub = self.hub
         if path.startswith("/api/models/"):
-            rest = path[len("/api/models/"):]
+            rest = path[len("/api/models/") :]
             for repo in sorted(hub.repos, key=len, reverse=True):
                 if rest == repo or rest.startswith(repo + "/"):
-                    return self._api(repo, rest[len(repo):].lstrip("/"))
+                    return self._api(repo, rest[len(repo) :].lstrip("/"))
             return self._error(404, "RepoNotFound")
         if "/resolve/" in path:
             repo, _, tail = path.lstrip("/").partition("/resolve/")
@@ -170,8 +178,16 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         revs = hub.repos[repo]
         if rest == "refs":
-            return self._json({"branches": [{"name": r.name, "ref": f"refs/heads/{r.name}", "targetCommit": r.commit}
-                                            for r in revs.values()], "converts": [], "tags": [], "pullRequests": []})
+            return self._json(
+                {
+                    "branches": [
+                        {"name": r.name, "ref": f"refs/heads/{r.name}", "targetCommit": r.commit} for r in revs.values()
+                    ],
+                    "converts": [],
+                    "tags": [],
+                    "pullRequests": [],
+                }
+            )
         what, _, tail = rest.partition("/")
         if what in ("", "revision"):
             rev_name = tail or "main"
@@ -179,16 +195,17 @@ class _Handler(BaseHTTPRequestHandler):
             if rev is None:
                 return self._error(404, "RevisionNotFound")
             siblings = [{"rfilename": name, "size": p.stat().st_size} for name, p in rev.files.items()]
-            return self._json({"id": repo, "modelId": repo, "sha": rev.commit, "private": False,
-                               "siblings": siblings})
+            return self._json({"id": repo, "modelId": repo, "sha": rev.commit, "private": False, "siblings": siblings})
         if what == "tree":
             rev_name, _, sub = tail.partition("/")
             rev = hub.revision(repo, rev_name)
             if rev is None:
                 return self._error(404, "RevisionNotFound")
-            entries = [{"type": "file", "path": name, "size": p.stat().st_size,
-                        "oid": hashlib.sha1(name.encode()).hexdigest()}
-                       for name, p in rev.files.items() if not sub or name.startswith(sub.rstrip("/") + "/")]
+            entries = [
+                {"type": "file", "path": name, "size": p.stat().st_size, "oid": hashlib.sha1(name.encode()).hexdigest()}
+                for name, p in rev.files.items()
+                if not sub or name.startswith(sub.rstrip("/") + "/")
+            ]
             if sub and not entries:
                 return self._error(404, "EntryNotFound", {"X-Repo-Commit": rev.commit})
             return self._json(entries)
@@ -203,8 +220,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound")
         status = hub.fail.get(rev.name)
         if status:
-            return self._error(status, "EntryNotFound" if status == 404 else "ServerError",
-                               {"X-Repo-Commit": rev.commit})
+            return self._error(
+                status, "EntryNotFound" if status == 404 else "ServerError", {"X-Repo-Commit": rev.commit}
+            )
         path = rev.files.get(filename)
         if path is None:
             return self._error(404, "EntryNotFound", {"X-Repo-Commit": rev.commit})
@@ -213,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
         status = 200
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes="):
-            a, _, b = rng[len("bytes="):].partition("-")
+            a, _, b = rng[len("bytes=") :].partition("-")
             start, end, status = int(a or 0), int(b) if b else size - 1, 206
         headers = {"ETag": f'"{hub.etag(path)}"', "X-Repo-Commit": rev.commit, "Accept-Ranges": "bytes"}
         if status == 206:

@@ -13,9 +13,19 @@ from tracing_bench.loading import find_blocks, hookpoint, load_checkpoint, n_blo
 
 @pytest.mark.parametrize(
     "name, step",
-    [("ckpt_179", 179), ("ckpt_000", 0), ("step1000", 1000), ("step1000-tokens4B", 1000),
-     ("checkpoint-250", 250), ("iter_0005000", 5000), ("global_step42", 42), ("0005", 5),
-     ("main", None), ("pythia-70m", None), (None, None)],
+    [
+        ("ckpt_179", 179),
+        ("ckpt_000", 0),
+        ("step1000", 1000),
+        ("step1000-tokens4B", 1000),
+        ("checkpoint-250", 250),
+        ("iter_0005000", 5000),
+        ("global_step42", 42),
+        ("0005", 5),
+        ("main", None),
+        ("pythia-70m", None),
+        (None, None),
+    ],
 )
 def test_parse_step(name, step):
     assert parse_step(name) == step
@@ -36,8 +46,19 @@ def test_parse_revisions_ranges():
     assert parse_revisions("ckpt_000:ckpt_359:10")[-1] == "ckpt_350"
     assert len(parse_revisions("ckpt_000:ckpt_359:10")) == 36
     assert parse_revisions("pythia-log") == list(PYTHIA_LOG)
-    assert PYTHIA_LOG == ("step0", "step1", "step2", "step4", "step8", "step16", "step32", "step64",
-                          "step128", "step256", "step512")
+    assert PYTHIA_LOG == (
+        "step0",
+        "step1",
+        "step2",
+        "step4",
+        "step8",
+        "step16",
+        "step32",
+        "step64",
+        "step128",
+        "step256",
+        "step512",
+    )
     revs = parse_revisions("pythia-log,step1000:step143000:1000")
     assert revs[11] == "step1000" and revs[-1] == "step143000" and len(revs) == 11 + 143
     assert parse_revisions("step1,main,step1") == ["step1", "main"]  # duplicates removed, order kept
@@ -45,8 +66,14 @@ def test_parse_revisions_ranges():
 
 @pytest.mark.parametrize(
     "spec, fragment",
-    [("ckpt_000:step10", "mixes naming styles"), ("step5:step1", "runs backwards"),
-     ("step1:step5:0", "stride"), ("a:b", "not ckpt_N"), ("step1:step2:3:4", "malformed"), (" , ", "empty")],
+    [
+        ("ckpt_000:step10", "mixes naming styles"),
+        ("step5:step1", "runs backwards"),
+        ("step1:step5:0", "stride"),
+        ("a:b", "not ckpt_N"),
+        ("step1:step2:3:4", "malformed"),
+        (" , ", "empty"),
+    ],
 )
 def test_parse_revisions_errors(spec, fragment):
     with pytest.raises(TracingBenchError, match=fragment) as e:
@@ -63,7 +90,9 @@ def test_olmo_range_resolved_against_cache(hf_cache_series):
         for r in added:
             (refs / r).write_text(commit)
         assert parse_revisions("step1000-tokens4B:step3000-tokens13B:2000", model=model_id) == [
-            "step1000-tokens4B", "step3000-tokens13B"]
+            "step1000-tokens4B",
+            "step3000-tokens13B",
+        ]
         assert parse_revisions("step1000-tokens*:step2000-tokens*", model=model_id) == added[:2]
         with pytest.raises(TracingBenchError, match="matches none"):
             parse_revisions("step5000-tokens*:step9000-tokens*", model=model_id)
@@ -94,9 +123,14 @@ def test_missing_folder_one_line(tmp_path):
         load_checkpoint(Checkpoint(str(tmp_path / "nope")))
 
 
-@pytest.mark.parametrize("arch, path, hook", [("llama", "model.layers", "layers.2"),
-                                               ("gpt_neox", "gpt_neox.layers", "layers.2"),
-                                               ("gpt2", "transformer.h", "h.2")])
+@pytest.mark.parametrize(
+    "arch, path, hook",
+    [
+        ("llama", "model.layers", "layers.2"),
+        ("gpt_neox", "gpt_neox.layers", "layers.2"),
+        ("gpt2", "transformer.h", "h.2"),
+    ],
+)
 def test_blocks_and_hookpoint(tiny_models, arch, path, hook):
     model, tok = load_checkpoint(Checkpoint(str(tiny_models[arch])), dtype="float32", device="cpu")
     blocks, found = find_blocks(model)

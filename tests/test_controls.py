@@ -107,8 +107,15 @@ def planted_traces(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("planted")
     paths = [_write_csv(root / f"{name}.csv", name) for name in ("random", "shared", "per-topic")]
     out = root / "out"
-    res = trace(str(tiny_llama), out=out, dimensions=",".join(map(str, paths)), cache_dir=root / "cache",
-                batch_size=32, progress=False, mi=False)
+    res = trace(
+        str(tiny_llama),
+        out=out,
+        dimensions=",".join(map(str, paths)),
+        cache_dir=root / "cache",
+        batch_size=32,
+        progress=False,
+        mi=False,
+    )
     return out, res
 
 
@@ -159,8 +166,20 @@ def test_planted_per_topic_marker_does_not_transfer(planted_traces):
 def test_cli_baseline_none_and_bad_value(tiny_llama, tmp_path):
     path = _write_csv(tmp_path / "d.csv", "none", n=60)
     out = tmp_path / "out"
-    args = ["trace", "--model", str(tiny_llama), "--dimensions", str(path), "--cache-dir", str(tmp_path / "c"),
-            "--out", str(out), "--layers", "0", "--no-controls"]
+    args = [
+        "trace",
+        "--model",
+        str(tiny_llama),
+        "--dimensions",
+        str(path),
+        "--cache-dir",
+        str(tmp_path / "c"),
+        "--out",
+        str(out),
+        "--layers",
+        "0",
+        "--no-controls",
+    ]
     res = CliRunner().invoke(main, [*args, "--baseline", "none"])
     assert res.exit_code == 0, res.output
     e = json.loads((out / "findings.json").read_text())["controls"]["dimensions"]["d"]
@@ -180,8 +199,11 @@ def _part(correct, *, sha="s", control=None, transfer=None, labels=None, layer=0
     if transfer is not None:
         row["transfer_correct"] = pack_bits(transfer)
     labels = np.arange(n) % 2 == 0 if labels is None else labels
-    return {"probes": [row], "test_statements": {"n": n, "sha256": sha, "labels": pack_bits(labels)},
-            "controls": {"transfer": {"column": "topic"}} if transfer is not None else {}}
+    return {
+        "probes": [row],
+        "test_statements": {"n": n, "sha256": sha, "labels": pack_bits(labels)},
+        "controls": {"transfer": {"column": "topic"}} if transfer is not None else {},
+    }
 
 
 def _bits(rate, n=200, seed=0):
@@ -207,7 +229,8 @@ def test_claim_needs_every_control_and_names_the_failed_one():
     b, c = int((control & ~last).sum()), int((~control & last).sum())  # McNemar by hand, one test in the family
     assert e["selectivity"]["p_holm"] == pytest.approx(min(1.0, binomtest(min(b, c), b + c, 0.5).pvalue))
     assert e["transfer"]["p_value"] == pytest.approx(
-        binomtest(int(_bits(0.85, seed=4).sum()), 200, 0.5, alternative="greater").pvalue)
+        binomtest(int(_bits(0.85, seed=4).sum()), 200, 0.5, alternative="greater").pvalue
+    )
     assert good["summary"] == [f"d: controls: {e['claim']}"]
     assert any("learned" in line for line in control_lines(good))
     bad = run(_bits(0.5, seed=5))["controls"]["dimensions"]["d"]
@@ -218,11 +241,25 @@ def test_learned_verdict_is_withdrawn_when_a_control_fails():
     from tracing_bench.compare.claims import add_claims
 
     first, last = _bits(0.5, seed=1), _bits(0.95, seed=2)
-    findings = {"checkpoints": [{"step": 0}, {"step": 9}],
-                "learned": {"first": "step 0", "dimensions": {"d": {
-                    "layer": 0, "verdict": "learned", "claim": "learned (p=1e-20)", "first_acc": 0.5, "change": 0.45,
-                    "change_ci": [0.4, 0.5], "p_value": 1e-20, "p_holm": 1e-20}}},
-                "summary": ["d: learned (p=1e-20)"]}
+    findings = {
+        "checkpoints": [{"step": 0}, {"step": 9}],
+        "learned": {
+            "first": "step 0",
+            "dimensions": {
+                "d": {
+                    "layer": 0,
+                    "verdict": "learned",
+                    "claim": "learned (p=1e-20)",
+                    "first_acc": 0.5,
+                    "change": 0.45,
+                    "change_ci": [0.4, 0.5],
+                    "p_value": 1e-20,
+                    "p_holm": 1e-20,
+                }
+            },
+        },
+        "summary": ["d: learned (p=1e-20)"],
+    }
     parts = {"d": [_part(first), _part(last, control=_bits(0.93, seed=3))]}
     add_claims(findings, parts, None)
     e = findings["controls"]["dimensions"]["d"]
@@ -238,8 +275,7 @@ def test_series_with_step0_uses_first_checkpoint_and_report_shows_controls(serie
 
     out = tmp_path / "series"
     path = _write_csv(tmp_path / "shared.csv", "shared", n=80)
-    trace(str(series_folder), out=out, dimensions=str(path), cache_dir=tmp_path / "cache", layers="0",
-          progress=False)
+    trace(str(series_folder), out=out, dimensions=str(path), cache_dir=tmp_path / "cache", layers="0", progress=False)
     controls = json.loads((out / "findings.json").read_text())["controls"]
     assert controls["baseline"] == "first checkpoint (step 0)" and not (out / "baseline.csv").exists()
     page = build_report([planted_traces[0]], tmp_path / "r.html").read_text()
@@ -266,8 +302,9 @@ def test_merge_without_the_baseline_parts_says_so(tiny_llama, tmp_path):
     from tracing_bench.trace import load_datas, merge
 
     path = _write_csv(tmp_path / "d.csv", "none", n=60)
-    settings = TraceSettings.from_options(dimensions=str(path), layers="0", cache_dir=str(tmp_path / "c"),
-                                          series_name=str(tiny_llama))
+    settings = TraceSettings.from_options(
+        dimensions=str(path), layers="0", cache_dir=str(tmp_path / "c"), series_name=str(tiny_llama)
+    )
     out = tmp_path / "out"
     trace(str(tiny_llama), out=out, settings=settings, progress=False)
     for folder in (out / "parts").glob("*/random-init-*"):

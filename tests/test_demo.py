@@ -67,7 +67,7 @@ def test_demo_writes_every_artefact(demo_run):
 
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= len(figures)
-    assert "src=\"http" not in report
+    assert 'src="http' not in report
 
     summary = (out / "summary.txt").read_text()
     assert f"report: {out / 'report.html'}" in output
@@ -103,14 +103,26 @@ def test_robustness_is_learned_on_the_fast_series_given_enough_statements(demo_r
     out, _ = demo_run
     fast = json.loads((out / "trace" / "findings.json").read_text())["learned"]["dimensions"]["robustness"]
     assert fast["n_test"] == 200 and fast["change"] > 0
-    folders = sorted((p for p in (out / "checkpoints").iterdir() if (p / "config.json").exists()),
-                     key=lambda p: int(p.name.removeprefix("step")))
+    folders = sorted(
+        (p for p in (out / "checkpoints").iterdir() if (p / "config.json").exists()),
+        key=lambda p: int(p.name.removeprefix("step")),
+    )
     series = tmp_path / "series"
     series.mkdir()
     for p in (folders[0], folders[-1]):
         (series / p.name).symlink_to(p, target_is_directory=True)
-    res = trace(str(series), out=tmp_path / "t", dimensions="robustness", probes="logistic", max_statements=1000,
-                cache_dir=out / "cache", batch_size=64, device="cpu", dtype="float32", progress=False)
+    res = trace(
+        str(series),
+        out=tmp_path / "t",
+        dimensions="robustness",
+        probes="logistic",
+        max_statements=1000,
+        cache_dir=out / "cache",
+        batch_size=64,
+        device="cpu",
+        dtype="float32",
+        progress=False,
+    )
     claim = json.loads(res["findings_json"].read_text())["learned"]["dimensions"]["robustness"]
     assert claim["n_test"] == 500
     assert claim["verdict"] == "learned", claim["claim"]
@@ -145,22 +157,30 @@ def _findings():
 
     n = 200
     first = np.arange(n) < 120
-    last_rob = first | (np.arange(n) >= 160)   # +40 statements right, none lost
+    last_rob = first | (np.arange(n) >= 160)  # +40 statements right, none lost
     last_fair = first.copy()
     last_fair[:3], last_fair[150:154] = False, True
 
     def part(c):
-        return {"probes": [{"layer": 1, "probe": "logistic", "val_acc": 0.6, "test_correct": pack_bits(c)}],
-                "mi": [], "test_statements": {"n": n, "sha256": "s", "split": "test"}}
+        return {
+            "probes": [{"layer": 1, "probe": "logistic", "val_acc": 0.6, "test_correct": pack_bits(c)}],
+            "mi": [],
+            "test_statements": {"n": n, "sha256": "s", "split": "test"},
+        }
 
     class D:
         def __init__(self, name):
             self.name, self.md5 = name, "m"
 
-    ckpts = [{"model": "m", "revision": "step0", "step": 0, "label": "step0"},
-             {"model": "m", "revision": "step32", "step": 32, "label": "step32"}]
-    return build_findings(ckpts, [D("robustness"), D("fairness")],
-                          {"robustness": [part(first), part(last_rob)], "fairness": [part(first), part(last_fair)]})
+    ckpts = [
+        {"model": "m", "revision": "step0", "step": 0, "label": "step0"},
+        {"model": "m", "revision": "step32", "step": 32, "label": "step32"},
+    ]
+    return build_findings(
+        ckpts,
+        [D("robustness"), D("fairness")],
+        {"robustness": [part(first), part(last_rob)], "fairness": [part(first), part(last_fair)]},
+    )
 
 
 def _board(tmp_path, with_p_trust):
@@ -178,17 +198,62 @@ def _board(tmp_path, with_p_trust):
 
 
 def _sweep():
-    rows = [{"vector": "none", "alpha": "0.0", "layer": "", "task": "trust_fairness", "metric": "score",
-             "score": "0.5", "stderr": "0.1"},
-            {"vector": "none", "alpha": "0.0", "layer": "", "task": "trust_fairness", "metric": "p_trust",
-             "score": "0.50", "stderr": "0.005"}]
+    rows = [
+        {
+            "vector": "none",
+            "alpha": "0.0",
+            "layer": "",
+            "task": "trust_fairness",
+            "metric": "score",
+            "score": "0.5",
+            "stderr": "0.1",
+        },
+        {
+            "vector": "none",
+            "alpha": "0.0",
+            "layer": "",
+            "task": "trust_fairness",
+            "metric": "p_trust",
+            "score": "0.50",
+            "stderr": "0.005",
+        },
+    ]
     for alpha, score, p in ((1.0, "0.55", "0.53"), (4.0, "0.5", "0.60")):
-        rows += [{"vector": "v.pt", "alpha": str(alpha), "layer": "1", "task": "trust_fairness", "metric": "score",
-                  "score": score, "stderr": "0.1"},
-                 {"vector": "v.pt", "alpha": str(alpha), "layer": "1", "task": "trust_fairness", "metric": "p_trust",
-                  "score": p, "stderr": "0.005"}]
-    best = {"best": {"trust_fairness": {"metric": "score", "layer": 1, "alpha": 1.0, "vector": "v.pt", "score": 0.55,
-                                        "delta": 0.05, "stderr": 0.1, "ppl_increase": 0.01, "improves": True}}}
+        rows += [
+            {
+                "vector": "v.pt",
+                "alpha": str(alpha),
+                "layer": "1",
+                "task": "trust_fairness",
+                "metric": "score",
+                "score": score,
+                "stderr": "0.1",
+            },
+            {
+                "vector": "v.pt",
+                "alpha": str(alpha),
+                "layer": "1",
+                "task": "trust_fairness",
+                "metric": "p_trust",
+                "score": p,
+                "stderr": "0.005",
+            },
+        ]
+    best = {
+        "best": {
+            "trust_fairness": {
+                "metric": "score",
+                "layer": 1,
+                "alpha": 1.0,
+                "vector": "v.pt",
+                "score": 0.55,
+                "delta": 0.05,
+                "stderr": 0.1,
+                "ppl_increase": 0.01,
+                "improves": True,
+            }
+        }
+    }
     return rows, best
 
 
@@ -201,9 +266,18 @@ def test_summary_states_only_tested_claims(tmp_path, with_p_trust):
     rows, best = _sweep()
     if not with_p_trust:
         rows = [r for r in rows if r["metric"] != "p_trust"]
-    text = format_summary(findings, "fairness", 1, steering_changes(rows, best),
-                          checkpoint_changes(_board(tmp_path, with_p_trust)), tmp_path / "report.html",
-                          {"trace": 1.0}, DemoSettings(fast=True, limit=20), source="step4", target="step32")
+    text = format_summary(
+        findings,
+        "fairness",
+        1,
+        steering_changes(rows, best),
+        checkpoint_changes(_board(tmp_path, with_p_trust)),
+        tmp_path / "report.html",
+        {"trace": 1.0},
+        DemoSettings(fast=True, limit=20),
+        source="step4",
+        target="step32",
+    )
     lines = text.splitlines()
     rob = next(ln for ln in lines if ln.strip().startswith("robustness"))
     fair = next(ln for ln in lines if ln.strip().startswith("fairness"))
@@ -242,10 +316,20 @@ def test_summary_states_the_paired_per_document_change(tmp_path):
     rows, best = _sweep()
     base, steered = {0: 0.1, 1: -0.2, 2: 0.3, 3: 0.0}, {0: 0.2, 1: -0.3, 2: 0.3, 3: 0.1}
     change = paired_change(base, steered)
-    best["best"]["trust_fairness"]["logodds"] = {"change": change.as_dict(),
-                                                 "steerability": steerability({0.0: base, 1.0: steered}).as_dict()}
-    text = format_summary(_findings(), "fairness", 1, steering_changes(rows, best), None, tmp_path / "report.html",
-                          {"trace": 1.0}, DemoSettings(fast=True, limit=20))
+    best["best"]["trust_fairness"]["logodds"] = {
+        "change": change.as_dict(),
+        "steerability": steerability({0.0: base, 1.0: steered}).as_dict(),
+    }
+    text = format_summary(
+        _findings(),
+        "fairness",
+        1,
+        steering_changes(rows, best),
+        None,
+        tmp_path / "report.html",
+        {"trace": 1.0},
+        DemoSettings(fast=True, limit=20),
+    )
     line = next(ln for ln in text.splitlines() if "trustworthy log-odds" in ln)
     assert f"paired per document: {change.claim}; steerability +0.025 nats per alpha [" in line
     assert change.claim.startswith("+0.025 nats [") and "25% of 4 documents the wrong way, within noise" in line
@@ -264,8 +348,16 @@ def test_summary_says_when_a_checkpoint_gives_one_answer(tmp_path):
     changes = checkpoint_changes(board)
     tox = next(e for e in changes["tasks"] if e["task"] == "trust_toxicity")
     assert [a["share"] for a in tox["answers"]] == [1.0, 0.6]
-    text = format_summary(_findings(), "fairness", 1, [], changes, tmp_path / "report.html", {"trace": 1.0},
-                          DemoSettings(fast=True, limit=20))
+    text = format_summary(
+        _findings(),
+        "fairness",
+        1,
+        [],
+        changes,
+        tmp_path / "report.html",
+        {"trace": 1.0},
+        DemoSettings(fast=True, limit=20),
+    )
     lines = text.splitlines()
     at = {ln.split()[0]: i for i, ln in enumerate(lines) if ln.strip().startswith("trust_")}
     note = lines[at["trust_toxicity"] + 1]
@@ -280,8 +372,17 @@ def test_summary_says_when_a_checkpoint_gives_one_answer(tmp_path):
     for task in ("trust_reliability", "trust_privacy", "trust_toxicity", "trust_fairness", "trust_robustness"):
         write_answer_samples(tmp_path / "step0", task, [[" 0"]] * 20)
         write_answer_samples(tmp_path / "step32", task, [[" 0"]] * 10 + [[" 1"]] * 10)
-    lines = format_summary(_findings(), "fairness", 1, [], checkpoint_changes(build_leaderboard([tmp_path])),
-                           tmp_path / "report.html", {"trace": 1.0}, DemoSettings(fast=True, limit=20)).splitlines()
+    lines = format_summary(
+        _findings(),
+        "fairness",
+        1,
+        [],
+        checkpoint_changes(build_leaderboard([tmp_path])),
+        tmp_path / "report.html",
+        {"trace": 1.0},
+        DemoSettings(fast=True, limit=20),
+    ).splitlines()
     group = next(i for i, ln in enumerate(lines) if ln.strip().startswith("trust (group)"))
-    assert lines[group + 1].strip() == ("one answer on every task above at m@step0: the group score there comes "
-                                        "from those fixed answers")
+    assert lines[group + 1].strip() == (
+        "one answer on every task above at m@step0: the group score there comes from those fixed answers"
+    )

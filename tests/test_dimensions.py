@@ -134,8 +134,7 @@ def test_cleaning_removes_artefacts_and_spaces():
 def test_duplicates_and_conflicts_counted(tmp_path):
     f = tmp_path / "mine.csv"
     f.write_text(
-        "statement,label\n"
-        "a cat,1\n a cat ,1\nthe dog,0\nthe dog,1\nbirds fly,0\nfish swim,1\nants,0\nbees,1\n",
+        "statement,label\na cat,1\n a cat ,1\nthe dog,0\nthe dog,1\nbirds fly,0\nfish swim,1\nants,0\nbees,1\n",
         encoding="utf-8",
     )
     data = load_dimension(f)
@@ -257,8 +256,10 @@ def _stereoset_contexts_independently(rows: list[dict[str, str]]) -> list[str]:
         for j in loose:
             if j != i and rows[j]["label"] != rows[i]["label"]:
                 other = rows[j]["statement"].split()
-                n = next((k for k, (a, b) in enumerate(zip(words, other, strict=False)) if a != b),
-                         min(len(words), len(other)))
+                n = next(
+                    (k for k, (a, b) in enumerate(zip(words, other, strict=False)) if a != b),
+                    min(len(words), len(other)),
+                )
                 best = max(best, n)
         ctx[i] = " ".join(words[: best if best >= 3 else len(words)]).lower()
     return [c or "" for c in ctx]

@@ -24,11 +24,25 @@ def test_eval_two_revisions_write_two_folders(hf_cache_series, tmp_path):
     model_id, revisions, hf_home = hf_cache_series
     out = tmp_path / "out"
     for rev in revisions:  # sample logs by default; --no_log_samples for the second revision
-        result = CliRunner().invoke(main, [
-            "eval", "--model", "hf", "--model_args", f"pretrained={model_id},revision={rev},dtype=float32",
-            "--tasks", "trust_privacy", "--limit", "2", "--device", "cpu", "--output_path", str(out),
-            *(["--no_log_samples"] if rev == revisions[1] else []),
-        ])
+        result = CliRunner().invoke(
+            main,
+            [
+                "eval",
+                "--model",
+                "hf",
+                "--model_args",
+                f"pretrained={model_id},revision={rev},dtype=float32",
+                "--tasks",
+                "trust_privacy",
+                "--limit",
+                "2",
+                "--device",
+                "cpu",
+                "--output_path",
+                str(out),
+                *(["--no_log_samples"] if rev == revisions[1] else []),
+            ],
+        )
         assert result.exit_code == 0, result.output
     folders = sorted(p.name for p in out.iterdir())
     assert folders == [f"local__tiny@{rev}" for rev in revisions]
@@ -49,8 +63,14 @@ def test_eval_two_revisions_write_two_folders(hf_cache_series, tmp_path):
 
 
 def test_run_eval_library_call(tiny_models, tmp_path):
-    run = run_eval({"pretrained": str(tiny_models["gpt_neox"]), "dtype": "float32"}, tasks=["trust_fairness"],
-                   limit=2, output_path=tmp_path, log_samples=True, extra_args=["--device", "cpu"])
+    run = run_eval(
+        {"pretrained": str(tiny_models["gpt_neox"]), "dtype": "float32"},
+        tasks=["trust_fairness"],
+        limit=2,
+        output_path=tmp_path,
+        log_samples=True,
+        extra_args=["--device", "cpu"],
+    )
     assert isinstance(run, EvalRun)
     assert run.folder == run_folder(tmp_path, str(tiny_models["gpt_neox"]), None)
     assert run.folder.name.endswith("@main") and run.revision == "main"
@@ -59,14 +79,19 @@ def test_run_eval_library_call(tiny_models, tmp_path):
     assert list(run.folder.glob("samples_trust_fairness_*.jsonl"))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bogus_option", "1"], "unrecognized arguments: --bogus_option"),
-    (["--model", "hf"], "no model given"),
-    (["--model_args", "pretrained=/nonexistent/model", "--tasks", "trust_privacy"], "no such folder"),
-    (["--model_args", "pretrained=local/tiny,revision=step9", "--tasks", "trust_privacy"],
-     "not in the local Hugging Face cache"),
-    (["--model_args", "pretrained=local/tiny,revision=step1", "--output_path", "r.json"], "give a folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus_option", "1"], "unrecognized arguments: --bogus_option"),
+        (["--model", "hf"], "no model given"),
+        (["--model_args", "pretrained=/nonexistent/model", "--tasks", "trust_privacy"], "no such folder"),
+        (
+            ["--model_args", "pretrained=local/tiny,revision=step9", "--tasks", "trust_privacy"],
+            "not in the local Hugging Face cache",
+        ),
+        (["--model_args", "pretrained=local/tiny,revision=step1", "--output_path", "r.json"], "give a folder"),
+    ],
+)
 def test_eval_errors_are_one_line_and_exit_2(args, message, hf_cache_series, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["eval", *args])
@@ -77,11 +102,24 @@ def test_eval_errors_are_one_line_and_exit_2(args, message, hf_cache_series, mon
 
 
 def test_missing_judge_through_the_cli(tiny_models, tmp_path):
-    result = CliRunner().invoke(main, [
-        "eval", "--model_args", f"pretrained={tiny_models['gpt2']}", "--tasks", "trustgen_reliability",
-        "--limit", "1", "--device", "cpu", "--output_path", str(tmp_path),
-        "--metadata", json.dumps({"truth_judge": str(tmp_path / "no-judge")}),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model_args",
+            f"pretrained={tiny_models['gpt2']}",
+            "--tasks",
+            "trustgen_reliability",
+            "--limit",
+            "1",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(tmp_path),
+            "--metadata",
+            json.dumps({"truth_judge": str(tmp_path / "no-judge")}),
+        ],
+    )
     assert result.exit_code == 2
     assert "truth judge" in result.output and "TRACING_BENCH_TRUTH_JUDGE" in result.output
 

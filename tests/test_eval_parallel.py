@@ -25,8 +25,15 @@ def _score(run) -> float:
 def single(tiny_models, tmp_path_factory):
     """The reference: one process, trust-hf, --limit 8 (8 pair documents x 6 = 48 requests)."""
     out = tmp_path_factory.mktemp("single")
-    return run_eval(f"pretrained={tiny_models['llama']},dtype=float32", model="trust-hf", tasks="trust_fairness",
-                    output_path=out, limit=LIMIT, log_samples=True, extra_args=["--device", "cpu"])
+    return run_eval(
+        f"pretrained={tiny_models['llama']},dtype=float32",
+        model="trust-hf",
+        tasks="trust_fairness",
+        output_path=out,
+        limit=LIMIT,
+        log_samples=True,
+        extra_args=["--device", "cpu"],
+    )
 
 
 @pytest.mark.slow
@@ -34,11 +41,36 @@ def single(tiny_models, tmp_path_factory):
 def test_accelerate_launch_two_cpu_processes_split_the_requests(tiny_models, single, tmp_path):
     # `accelerate launch --cpu --num_processes 2` starts ONE process unless an MPI hostfile is given;
     # two CPU processes come from the torchrun-based launcher with ACCELERATE_USE_CPU=1 (gloo).
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           "-m", "tracing_bench", "eval", "--model", "trust-hf",
-           "--model_args", f"pretrained={tiny_models['llama']},dtype=float32", "--tasks", "trust_fairness",
-           "--limit", str(LIMIT), "--log_samples", "--output_path", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        "-m",
+        "tracing_bench",
+        "eval",
+        "--model",
+        "trust-hf",
+        "--model_args",
+        f"pretrained={tiny_models['llama']},dtype=float32",
+        "--tasks",
+        "trust_fairness",
+        "--limit",
+        str(LIMIT),
+        "--log_samples",
+        "--output_path",
+        str(tmp_path),
+    ]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=280)
     if proc.returncode != 0 and "data parallel: process" not in proc.stderr:
@@ -62,8 +94,14 @@ def test_accelerate_launch_two_cpu_processes_split_the_requests(tiny_models, sin
 
 def test_parallelize_true_on_cpu_matches(tiny_models, single, tmp_path):
     """parallelize=True (device_map=auto; only the CPU here) gives the same scores as one device."""
-    run = run_eval(f"pretrained={tiny_models['llama']},dtype=float32,parallelize=True", model="trust-hf",
-                   tasks="trust_fairness", output_path=tmp_path, limit=LIMIT, extra_args=["--device", "cpu"])
+    run = run_eval(
+        f"pretrained={tiny_models['llama']},dtype=float32,parallelize=True",
+        model="trust-hf",
+        tasks="trust_fairness",
+        output_path=tmp_path,
+        limit=LIMIT,
+        extra_args=["--device", "cpu"],
+    )
     assert _score(run) == _score(single)
 
 
@@ -82,8 +120,18 @@ def test_trust_steered_parallelize_true_on_cpu(tiny_models, tmp_path):
 
     torch.manual_seed(0)
     path = tmp_path / "v.pt"
-    torch.save({"layers.1": {"steering_vector": torch.randn(32) * 40, "steering_coefficient": 1.0, "action": "add",
-                             "bias": None, "head_index": None}}, path)
+    torch.save(
+        {
+            "layers.1": {
+                "steering_vector": torch.randn(32) * 40,
+                "steering_coefficient": 1.0,
+                "action": "add",
+                "bias": None,
+                "head_index": None,
+            }
+        },
+        path,
+    )
     common = f"pretrained={tiny_models['llama']},dtype=float32,steer_path={path}"
     kw = dict(model="trust-steered", tasks="trust_fairness", limit=4, log_samples=True, extra_args=["--device", "cpu"])
     plain = run_eval(common, output_path=tmp_path / "a", **kw)

@@ -44,8 +44,16 @@ def dims(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def local_tables(series_folder, dims, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
-    return trace(str(series_folder), out=out, dimensions=dims, layers="0,2", mi=True, batch_size=16,
-                 cache_dir=out / "cache", progress=False)
+    return trace(
+        str(series_folder),
+        out=out,
+        dimensions=dims,
+        layers="0,2",
+        mi=True,
+        batch_size=16,
+        cache_dir=out / "cache",
+        progress=False,
+    )
 
 
 KW = dict(layers="0,2", mi=True, batch_size=16, progress=False)
@@ -94,13 +102,34 @@ def test_ray_trace_equals_local(ray_cluster, series_folder, dims, local_tables, 
 
 @needs_ray
 @pytest.mark.slow
-def test_killed_task_is_redone_on_resume(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path,
-                                         monkeypatch):
+def test_killed_task_is_redone_on_resume(
+    ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path, monkeypatch
+):
     out, cache = tmp_path / "ray", ray_cache
     monkeypatch.setattr(trace_mod, "trace_checkpoint", _crash_once(str(tmp_path / "crashed"), "step10"))
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--layers", "0,2",
-                                    "--mi", "--batch-size", "16", "--cache-dir", str(cache), "--out", str(out),
-                                    "--executor", "ray", "--max-retries", "0"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(series_folder),
+            "--dimensions",
+            dims,
+            "--layers",
+            "0,2",
+            "--mi",
+            "--batch-size",
+            "16",
+            "--cache-dir",
+            str(cache),
+            "--out",
+            str(out),
+            "--executor",
+            "ray",
+            "--max-retries",
+            "0",
+        ],
+    )
     assert res.exit_code == 2, res.output
     line = next(ln for ln in res.output.splitlines() if ln.startswith("error:"))  # Ray logs to stderr too
     assert line.startswith("error: 1 of 3 Ray tasks failed: checkpoint step10:"), line
@@ -121,31 +150,57 @@ def test_killed_task_is_redone_on_resume(ray_cluster, series_folder, dims, local
 @pytest.mark.slow
 def test_dead_worker_is_retried(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path, monkeypatch):
     monkeypatch.setattr(trace_mod, "trace_checkpoint", _crash_once(str(tmp_path / "crashed"), "step0"))
-    got = trace(str(series_folder), out=tmp_path / "ray", dimensions=dims, cache_dir=ray_cache,
-                executor="ray", max_retries=1, **KW)
+    got = trace(
+        str(series_folder),
+        out=tmp_path / "ray",
+        dimensions=dims,
+        cache_dir=ray_cache,
+        executor="ray",
+        max_retries=1,
+        **KW,
+    )
     assert (tmp_path / "crashed").exists()  # it did die once
     assert got["probes_csv"].read_bytes() == local_tables["probes_csv"].read_bytes()
 
 
 def test_ray_missing_is_one_line(series_folder, dims, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
-                                    "--out", str(tmp_path), "--executor", "ray"])
+    res = CliRunner().invoke(
+        main,
+        ["trace", "--model", str(series_folder), "--dimensions", dims, "--out", str(tmp_path), "--executor", "ray"],
+    )
     assert res.exit_code == 2
-    assert res.output.strip() == ("error: --executor ray needs Ray, which is not installed: "
-                                  "pip install 'tracing-bench[ray]'")
+    assert res.output.strip() == (
+        "error: --executor ray needs Ray, which is not installed: pip install 'tracing-bench[ray]'"
+    )
 
 
 def test_ray_options_need_ray_executor(series_folder, dims, tmp_path):
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
-                                    "--out", str(tmp_path), "--gpus-per-task", "1"])
+    res = CliRunner().invoke(
+        main,
+        ["trace", "--model", str(series_folder), "--dimensions", dims, "--out", str(tmp_path), "--gpus-per-task", "1"],
+    )
     assert res.exit_code == 2 and "only apply to --executor ray" in res.output
 
 
 # ------------------------------------------------------------------ evaluation over several revisions
 def _eval_series_args(series_folder, out, *extra):
-    return ["eval-series", "--model", "trust-hf", "--model_args", f"pretrained={series_folder},dtype=float32",
-            "--tasks", "trust_fairness", "--limit", "4", "--device", "cpu", "--output_path", str(out), *extra]
+    return [
+        "eval-series",
+        "--model",
+        "trust-hf",
+        "--model_args",
+        f"pretrained={series_folder},dtype=float32",
+        "--tasks",
+        "trust_fairness",
+        "--limit",
+        "4",
+        "--device",
+        "cpu",
+        "--output_path",
+        str(out),
+        *extra,
+    ]
 
 
 def _scores(out):
@@ -180,6 +235,7 @@ def test_with_checkpoint_rewrites_model_args():
 
 
 def test_eval_series_needs_revisions(tiny_models):
-    res = CliRunner().invoke(main, ["eval-series", "--model", "hf", "--model_args",
-                                    f"pretrained={tiny_models['llama']}"])
+    res = CliRunner().invoke(
+        main, ["eval-series", "--model", "hf", "--model_args", f"pretrained={tiny_models['llama']}"]
+    )
     assert res.exit_code == 2 and "needs several revisions" in res.output

@@ -43,11 +43,17 @@ class _OpenOnUnpickle:
         return (open, (self.path, "w"))
 
 
-def _vector_file(path: Path, hidden: int = 32, hookpoint: str = "layers.0", *, payload: Path | None = None,
-                 seed: int = 0) -> Path:
+def _vector_file(
+    path: Path, hidden: int = 32, hookpoint: str = "layers.0", *, payload: Path | None = None, seed: int = 0
+) -> Path:
     torch.manual_seed(seed)
-    entry: dict = {"steering_vector": torch.randn(hidden), "steering_coefficient": 4.0, "action": "add",
-                   "bias": None, "head_index": None}
+    entry: dict = {
+        "steering_vector": torch.randn(hidden),
+        "steering_coefficient": 4.0,
+        "action": "add",
+        "bias": None,
+        "head_index": None,
+    }
     if payload is not None:
         entry["note"] = _OpenOnUnpickle(payload)
     torch.save({hookpoint: entry}, path)
@@ -56,8 +62,11 @@ def _vector_file(path: Path, hidden: int = 32, hookpoint: str = "layers.0", *, p
 
 def tree(root: Path) -> dict[str, str]:
     """sha256 of every file below ``root`` (relative path -> digest)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def invoke(args: list) -> object:
@@ -93,8 +102,13 @@ def read_only_dir(tmp_path):
         ro.chmod(0o755)
         return
     mount = shutil.which("mount")
-    done = mount and subprocess.run([mount, "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
-                                    capture_output=True, check=False).returncode == 0
+    done = (
+        mount
+        and subprocess.run(
+            [mount, "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if not done:
         pytest.skip("running as root (permissions are ignored) and cannot mount a read-only tmpfs here")
     try:
@@ -156,16 +170,53 @@ def test_pickled_payload_never_runs(command, tiny_llama, series_folder, tmp_path
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)
     before = tree(tmp_path)
     args = {
-        "eval-steered": ["eval", "--model", "steered", "--model_args", f"pretrained={tiny_llama},steer_path={evil}",
-                         "--tasks", "trust_privacy", "--output_path", tmp_path / "out"],
-        "eval-trust-steered": ["eval", "--model", "trust-steered", "--model_args",
-                               f"pretrained={tiny_llama},steer_path={evil}", "--tasks", "trust_privacy",
-                               "--output_path", tmp_path / "out"],
-        "eval-series-steered": ["eval-series", "--model", "steered", "--model_args",
-                                f"pretrained={series_folder},steer_path={evil}", "--tasks", "trust_privacy",
-                                "--output_path", tmp_path / "out"],
-        "steer-sweep": ["steer", "sweep", "--model", tiny_llama, "--vector", evil, "--alphas", "1",
-                        "--tasks", "trust_privacy", "--out", tmp_path / "out"],
+        "eval-steered": [
+            "eval",
+            "--model",
+            "steered",
+            "--model_args",
+            f"pretrained={tiny_llama},steer_path={evil}",
+            "--tasks",
+            "trust_privacy",
+            "--output_path",
+            tmp_path / "out",
+        ],
+        "eval-trust-steered": [
+            "eval",
+            "--model",
+            "trust-steered",
+            "--model_args",
+            f"pretrained={tiny_llama},steer_path={evil}",
+            "--tasks",
+            "trust_privacy",
+            "--output_path",
+            tmp_path / "out",
+        ],
+        "eval-series-steered": [
+            "eval-series",
+            "--model",
+            "steered",
+            "--model_args",
+            f"pretrained={series_folder},steer_path={evil}",
+            "--tasks",
+            "trust_privacy",
+            "--output_path",
+            tmp_path / "out",
+        ],
+        "steer-sweep": [
+            "steer",
+            "sweep",
+            "--model",
+            tiny_llama,
+            "--vector",
+            evil,
+            "--alphas",
+            "1",
+            "--tasks",
+            "trust_privacy",
+            "--out",
+            tmp_path / "out",
+        ],
     }[command]
     one_line_error(invoke(args), "weights_only=True", "refuses to run")
     assert not marker.exists()
@@ -182,8 +233,12 @@ def test_pickled_payload_never_runs_through_the_python_api(tiny_llama, tmp_path)
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)
     with pytest.raises(TracingBenchError, match="weights_only=True"):
-        lm_eval.simple_evaluate(model="trust-steered", model_args=f"pretrained={tiny_llama},steer_path={evil}",
-                                tasks=["trust_privacy"], limit=1)
+        lm_eval.simple_evaluate(
+            model="trust-steered",
+            model_args=f"pretrained={tiny_llama},steer_path={evil}",
+            tasks=["trust_privacy"],
+            limit=1,
+        )
     assert not marker.exists()
 
 
@@ -211,15 +266,34 @@ def test_stock_steered_through_tracing_bench_scores_as_lm_eval_does(tiny_llama, 
     from tracing_bench.tasks import TASKS_DIR
 
     vec = _vector_file(tmp_path / "v.pt", seed=3)
-    res = invoke(["eval", "--model", "steered", "--model_args",
-                  f"pretrained={tiny_llama},steer_path={vec},dtype=float32", "--tasks", "trust_privacy",
-                  "--limit", "3", "--device", "cpu", "--log_samples", "--output_path", tmp_path / "ours"])
+    res = invoke(
+        [
+            "eval",
+            "--model",
+            "steered",
+            "--model_args",
+            f"pretrained={tiny_llama},steer_path={vec},dtype=float32",
+            "--tasks",
+            "trust_privacy",
+            "--limit",
+            "3",
+            "--device",
+            "cpu",
+            "--log_samples",
+            "--output_path",
+            tmp_path / "ours",
+        ]
+    )
     assert res.exit_code == 0, res.output
     (samples,) = (tmp_path / "ours").rglob("samples_trust_privacy_*.jsonl")
     ours = [json.loads(line)["resps"] for line in samples.read_text().splitlines()]
     stock = lm_eval.simple_evaluate(
-        model="steered", model_args=f"pretrained={tiny_llama},steer_path={vec},dtype=float32", tasks=["trust_privacy"],
-        limit=3, device="cpu", log_samples=True,
+        model="steered",
+        model_args=f"pretrained={tiny_llama},steer_path={vec},dtype=float32",
+        tasks=["trust_privacy"],
+        limit=3,
+        device="cpu",
+        log_samples=True,
         task_manager=lm_eval.tasks.TaskManager(include_path=str(TASKS_DIR), include_defaults=False),
     )
     theirs = [s["resps"] for s in stock["samples"]["trust_privacy"]]
@@ -227,51 +301,145 @@ def test_stock_steered_through_tracing_bench_scores_as_lm_eval_does(tiny_llama, 
 
 
 @pytest.mark.parametrize("model", ["steered", "trust-steered"])
-@pytest.mark.parametrize("fault, needle", [("hidden", "has 16 dimensions but the model's hidden size is 32"),
-                                            ("hookpoint", "hookpoint 'layers.9' is not a module")])
-def test_vector_that_does_not_fit_is_one_line_before_loading(model, fault, needle, tiny_llama, tmp_path,
-                                                               no_model_load):
-    vec = (_vector_file(tmp_path / "v.pt", hidden=16) if fault == "hidden"
-           else _vector_file(tmp_path / "v.pt", hookpoint="layers.9"))
-    one_line_error(invoke(["eval", "--model", model, "--model_args", f"pretrained={tiny_llama},steer_path={vec}",
-                           "--tasks", "trust_privacy", "--output_path", tmp_path / "out"]), needle)
+@pytest.mark.parametrize(
+    "fault, needle",
+    [
+        ("hidden", "has 16 dimensions but the model's hidden size is 32"),
+        ("hookpoint", "hookpoint 'layers.9' is not a module"),
+    ],
+)
+def test_vector_that_does_not_fit_is_one_line_before_loading(model, fault, needle, tiny_llama, tmp_path, no_model_load):
+    vec = (
+        _vector_file(tmp_path / "v.pt", hidden=16)
+        if fault == "hidden"
+        else _vector_file(tmp_path / "v.pt", hookpoint="layers.9")
+    )
+    one_line_error(
+        invoke(
+            [
+                "eval",
+                "--model",
+                model,
+                "--model_args",
+                f"pretrained={tiny_llama},steer_path={vec}",
+                "--tasks",
+                "trust_privacy",
+                "--output_path",
+                tmp_path / "out",
+            ]
+        ),
+        needle,
+    )
     assert no_model_load == []
 
 
 # ---------------------------------------------------------------- 2. outputs that cannot be written
-def _writers(tiny_llama: Path, series: Path, dim_csv: str, results_dir: Path, vec: Path, bad: Path,
-             cache: Path) -> dict[str, list]:
+def _writers(
+    tiny_llama: Path, series: Path, dim_csv: str, results_dir: Path, vec: Path, bad: Path, cache: Path
+) -> dict[str, list]:
     """Every command that writes, with ``bad`` as the output (folder) or its parent (file)."""
     limit = ["--tasks", "trust_privacy", "--limit", "1"]
     return {
         "trace": ["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--cache-dir", cache, "--out", bad],
-        "trace --cache-dir": ["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--cache-dir", bad,
-                              "--out", cache.parent / "trace_out"],
+        "trace --cache-dir": [
+            "trace",
+            "--model",
+            tiny_llama,
+            "--dimensions",
+            dim_csv,
+            "--cache-dir",
+            bad,
+            "--out",
+            cache.parent / "trace_out",
+        ],
         "leaderboard": ["leaderboard", results_dir, "--out", bad / "board.md"],
         "report": ["report", results_dir, "--out", bad / "report.html"],
-        "steer extract": ["steer", "extract", "--model", tiny_llama, "--dimension", "fairness", "--data", dim_csv,
-                          "--layer", "0", "--cache-dir", cache, "--out", bad / "v.pt"],
-        "steer sweep": ["steer", "sweep", "--model", tiny_llama, "--vector", vec, "--alphas", "1", *limit,
-                        "--out", bad],
-        "steer correlate": ["steer", "correlate", "--model", series, "--target", tiny_llama, "--dimension", "fairness",
-                            "--data", dim_csv, "--layer", "0", *limit, "--cache-dir", cache, "--out", bad],
+        "steer extract": [
+            "steer",
+            "extract",
+            "--model",
+            tiny_llama,
+            "--dimension",
+            "fairness",
+            "--data",
+            dim_csv,
+            "--layer",
+            "0",
+            "--cache-dir",
+            cache,
+            "--out",
+            bad / "v.pt",
+        ],
+        "steer sweep": [
+            "steer",
+            "sweep",
+            "--model",
+            tiny_llama,
+            "--vector",
+            vec,
+            "--alphas",
+            "1",
+            *limit,
+            "--out",
+            bad,
+        ],
+        "steer correlate": [
+            "steer",
+            "correlate",
+            "--model",
+            series,
+            "--target",
+            tiny_llama,
+            "--dimension",
+            "fairness",
+            "--data",
+            dim_csv,
+            "--layer",
+            "0",
+            *limit,
+            "--cache-dir",
+            cache,
+            "--out",
+            bad,
+        ],
         "eval": ["eval", "--model", "hf", "--model_args", f"pretrained={tiny_llama}", *limit, "--output_path", bad],
-        "eval-series": ["eval-series", "--model", "hf", "--model_args", f"pretrained={series}", *limit,
-                        "--output_path", bad],
+        "eval-series": [
+            "eval-series",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={series}",
+            *limit,
+            "--output_path",
+            bad,
+        ],
         "gate --json-out": ["gate", "--baseline", results_dir, "--current", results_dir, "--json-out", bad / "g.json"],
         "pretrain": ["pretrain", "--fast", "--out", bad],
         "demo": ["demo", "--fast", "--out", bad],
     }
 
 
-WRITERS = ["trace", "trace --cache-dir", "leaderboard", "report", "steer extract", "steer sweep", "steer correlate",
-           "eval", "eval-series", "gate --json-out", "pretrain", "demo"]
+WRITERS = [
+    "trace",
+    "trace --cache-dir",
+    "leaderboard",
+    "report",
+    "steer extract",
+    "steer sweep",
+    "steer correlate",
+    "eval",
+    "eval-series",
+    "gate --json-out",
+    "pretrain",
+    "demo",
+]
 
 
 @pytest.mark.parametrize("how", ["under_a_file", "read_only_folder"])
 @pytest.mark.parametrize("command", WRITERS)
-def test_unwritable_output_is_one_line_before_any_model_loads(command, how, tiny_llama, series_folder, dim_csv,
-                                                             results_dir, tmp_path, request, no_model_load):
+def test_unwritable_output_is_one_line_before_any_model_loads(
+    command, how, tiny_llama, series_folder, dim_csv, results_dir, tmp_path, request, no_model_load
+):
     if how == "under_a_file":
         blocker = tmp_path / "blocker"
         blocker.write_text("a file, not a folder\n")
@@ -294,8 +462,19 @@ def test_late_write_failure_names_the_path_and_keeps_finished_parts(tiny_llama, 
 
     import tracing_bench.trace as trace_mod
 
-    args = ["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--layers", "0,2",
-            "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+    args = [
+        "trace",
+        "--model",
+        tiny_llama,
+        "--dimensions",
+        dim_csv,
+        "--layers",
+        "0,2",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+    ]
     original = trace_mod.atomic_write_csv
 
     def disk_full(path, *a, **k):
@@ -348,9 +527,25 @@ def test_same_named_csvs_and_a_bundled_name_give_four_dimensions(tiny_llama, tmp
     shutil.copy(src / "privacy_small.csv", tmp_path / "e2" / "data.csv")
     shutil.copy(src / "privacy_small.csv", tmp_path / "e3" / "privacy.csv")
     dims = f"{tmp_path / 'e1' / 'data.csv'},{tmp_path / 'e2' / 'data.csv'},{tmp_path / 'e3' / 'privacy.csv'},privacy"
-    args = ["trace", "--model", tiny_llama, "--dimensions", dims, "--layers", "0", "--probes", "mass_mean",
-            "--max-statements", "40", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out",
-            "--baseline", "none"]  # one part per dimension (no random-init baseline parts)
+    args = [
+        "trace",
+        "--model",
+        tiny_llama,
+        "--dimensions",
+        dims,
+        "--layers",
+        "0",
+        "--probes",
+        "mass_mean",
+        "--max-statements",
+        "40",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "out",
+        "--baseline",
+        "none",
+    ]  # one part per dimension (no random-init baseline parts)
     res = invoke(args)
     assert res.exit_code == 0, res.output
     with open(tmp_path / "out" / "probes.csv", newline="") as f:
@@ -371,15 +566,20 @@ def test_same_named_csvs_and_a_bundled_name_give_four_dimensions(tiny_llama, tmp
 
 
 def test_the_same_csv_twice_is_refused(dim_csv, tmp_path, no_model_load):
-    one_line_error(invoke(["trace", "--model", tmp_path, "--dimensions", f"{dim_csv},{dim_csv}",
-                           "--out", tmp_path / "out"]), "names", "twice")
+    one_line_error(
+        invoke(["trace", "--model", tmp_path, "--dimensions", f"{dim_csv},{dim_csv}", "--out", tmp_path / "out"]),
+        "names",
+        "twice",
+    )
     assert not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------- 4. model faults
-MODEL_FAULTS = [("truncated", "model.safetensors is incomplete or corrupt"),
-                ("no_tokenizer", "has no tokenizer files"),
-                ("unknown_arch", "model_type 'nosucharch'")]
+MODEL_FAULTS = [
+    ("truncated", "model.safetensors is incomplete or corrupt"),
+    ("no_tokenizer", "has no tokenizer files"),
+    ("unknown_arch", "model_type 'nosucharch'"),
+]
 
 
 @pytest.mark.parametrize("command", ["trace", "eval"])
@@ -387,11 +587,21 @@ MODEL_FAULTS = [("truncated", "model.safetensors is incomplete or corrupt"),
 def test_broken_model_folder_is_one_line_naming_the_file(command, fault, needle, broken_models, dim_csv, tmp_path):
     folder = broken_models[fault]
     before = tree(folder)
-    args = (["trace", "--model", folder, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c",
-             "--out", tmp_path / "o"]
-            if command == "trace" else
-            ["eval", "--model", "hf", "--model_args", f"pretrained={folder}", "--tasks", "trust_privacy",
-             "--output_path", tmp_path / "o"])
+    args = (
+        ["trace", "--model", folder, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"]
+        if command == "trace"
+        else [
+            "eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={folder}",
+            "--tasks",
+            "trust_privacy",
+            "--output_path",
+            tmp_path / "o",
+        ]
+    )
     line = one_line_error(invoke(args), needle)
     assert str(folder) in line
     assert tree(folder) == before
@@ -406,19 +616,57 @@ def test_out_of_memory_while_loading_is_one_line(command, tiny_llama, dim_csv, t
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 13.50 GiB")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", oom)
-    args = (["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--cache-dir", tmp_path / "c",
-             "--out", tmp_path / "o"] if command == "trace" else
-            ["eval", "--model", "hf", "--model_args", f"pretrained={tiny_llama}", "--tasks", "trust_privacy",
-             "--output_path", tmp_path / "o"])
+    args = (
+        [
+            "trace",
+            "--model",
+            tiny_llama,
+            "--dimensions",
+            dim_csv,
+            "--cache-dir",
+            tmp_path / "c",
+            "--out",
+            tmp_path / "o",
+        ]
+        if command == "trace"
+        else [
+            "eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_llama}",
+            "--tasks",
+            "trust_privacy",
+            "--output_path",
+            tmp_path / "o",
+        ]
+    )
     one_line_error(invoke(args), "not enough memory to load", str(tiny_llama), "--dtype bfloat16")
 
 
 # -------------------------------------------------------------- 5. no silent wrong answer
 @pytest.mark.parametrize("tasks", ["trustgen_privacy", "trustgen"])
 def test_num_fewshot_is_refused_where_lm_eval_would_ignore_it(tasks, tiny_llama, tmp_path, no_model_load):
-    one_line_error(invoke(["eval", "--model", "hf", "--model_args", f"pretrained={tiny_llama}", "--tasks", tasks,
-                           "--num_fewshot", "3", "--output_path", tmp_path / "o"]),
-                   "--num_fewshot 3", "trustgen_privacy", "0-shot")
+    one_line_error(
+        invoke(
+            [
+                "eval",
+                "--model",
+                "hf",
+                "--model_args",
+                f"pretrained={tiny_llama}",
+                "--tasks",
+                tasks,
+                "--num_fewshot",
+                "3",
+                "--output_path",
+                tmp_path / "o",
+            ]
+        ),
+        "--num_fewshot 3",
+        "trustgen_privacy",
+        "0-shot",
+    )
     assert no_model_load == []
 
 
@@ -430,14 +678,32 @@ def _trust_tasks_fixed_at_zero_shots() -> bool:
 
 # Expected behaviour once the trust tasks take few-shot examples from the development split; while
 # their YAML still fixes `num_fewshot: 0`, `tracing-bench eval` refuses the option and this fails.
-@pytest.mark.xfail(_trust_tasks_fixed_at_zero_shots(), strict=True,
-                   reason="needs dev-split few-shot from the tasks branch")
+@pytest.mark.xfail(
+    _trust_tasks_fixed_at_zero_shots(), strict=True, reason="needs dev-split few-shot from the tasks branch"
+)
 def test_num_fewshot_for_trust_tasks_uses_development_examples(tiny_llama, tmp_path):
     from tracing_bench.dimensions import load_dimension
 
-    res = invoke(["eval", "--model", "hf", "--model_args", f"pretrained={tiny_llama},dtype=float32",
-                  "--tasks", "trust_privacy", "--num_fewshot", "2", "--limit", "2", "--device", "cpu",
-                  "--log_samples", "--output_path", tmp_path / "o"])
+    res = invoke(
+        [
+            "eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_llama},dtype=float32",
+            "--tasks",
+            "trust_privacy",
+            "--num_fewshot",
+            "2",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+            "--log_samples",
+            "--output_path",
+            tmp_path / "o",
+        ]
+    )
     assert res.exit_code == 0, res.output
     (results,) = (tmp_path / "o").rglob("results_*.json")
     assert json.loads(results.read_text())["n-shot"]["trust_privacy"] == 2
@@ -464,8 +730,10 @@ def test_nan_is_shown_and_flagged_in_leaderboard_report_and_gate(tmp_path):
     assert res.stderr.count("warning: NaN score in trust_privacy") == 1
     csv_text = invoke(["leaderboard", tmp_path / "r", "--format", "csv"]).stdout
     assert ",NaN," in csv_text
-    board = json.loads(invoke(["leaderboard", tmp_path / "r", "--format", "json"]).stdout,
-                       parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    board = json.loads(
+        invoke(["leaderboard", tmp_path / "r", "--format", "json"]).stdout,
+        parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"),
+    )
     row = next(r for r in board["rows"] if r["revision"] == "step1")
     # the group mean is NaN too
     assert row["trust_privacy"] is None and row["nan"] == ["trust_privacy", "trust"] and board["flags"]
@@ -475,16 +743,21 @@ def test_nan_is_shown_and_flagged_in_leaderboard_report_and_gate(tmp_path):
     # the radar keeps an axis whose only score is NaN (three axes, one all-NaN: drawn, not dropped)
     rows = [{"label": "m", "trust_a": 0.5, "trust_b": 0.6, "trust_c": float("nan")}]
     assert radar_chart(rows, tmp_path / "radar.png", columns={"a": "trust_a", "b": "trust_b", "c": "trust_c"})
-    one_line_error(invoke(["gate", "--baseline", tmp_path / "r" / "b", "--current", tmp_path / "r" / "a"]),
-                   "task trust_privacy is NaN in current")
+    one_line_error(
+        invoke(["gate", "--baseline", tmp_path / "r" / "b", "--current", tmp_path / "r" / "a"]),
+        "task trust_privacy is NaN in current",
+    )
 
 
 def test_gate_refuses_different_documents_unless_told(tmp_path):
     base, cur, same_n = tmp_path / "b10", tmp_path / "c20", tmp_path / "c10"
     write_results(base, results_json({"trust_fairness": (0.6, 0.0)}, group=False, n=10))
     write_results(cur, results_json({"trust_fairness": (0.5, 0.0)}, group=False, n=20))
-    line = one_line_error(invoke(["gate", "--baseline", base, "--current", cur]),
-                          "scored 10 documents in the baseline but 20", "--allow-mismatch")
+    line = one_line_error(
+        invoke(["gate", "--baseline", base, "--current", cur]),
+        "scored 10 documents in the baseline but 20",
+        "--allow-mismatch",
+    )
     assert "-inf" not in line and "PASS" not in line
     res = invoke(["gate", "--baseline", base, "--current", cur, "--allow-mismatch", "--json-out", tmp_path / "g.json"])
     assert res.exit_code == 1 and "--allow-mismatch: task trust_fairness scored 10" in res.stdout
@@ -496,18 +769,49 @@ def test_gate_refuses_different_documents_unless_told(tmp_path):
         path = write_samples(folder, "trust_fairness", [1.0] * 10)
         rows = [json.loads(x) | {"doc_hash": f"h{i + offset}"} for i, x in enumerate(path.read_text().splitlines())]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    one_line_error(invoke(["gate", "--baseline", base, "--current", same_n]),
-                   "scored different documents (5 only in the baseline, 5 only in the current run")
+    one_line_error(
+        invoke(["gate", "--baseline", base, "--current", same_n]),
+        "scored different documents (5 only in the baseline, 5 only in the current run",
+    )
 
 
 def test_correlate_json_is_valid_and_says_why_r_is_undefined(series_folder, tiny_llama, dim_csv, tmp_path):
-    res = invoke(["steer", "correlate", "--model", series_folder, "--target", tiny_llama, "--dimension", "fairness",
-                  "--data", dim_csv, "--layer", "0", "--alpha", "0", "--tasks", "trust_fairness", "--limit", "1",
-                  "--batch-size", "4", "--n-boot", "10", "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"])
+    res = invoke(
+        [
+            "steer",
+            "correlate",
+            "--model",
+            series_folder,
+            "--target",
+            tiny_llama,
+            "--dimension",
+            "fairness",
+            "--data",
+            dim_csv,
+            "--layer",
+            "0",
+            "--alpha",
+            "0",
+            "--tasks",
+            "trust_fairness",
+            "--limit",
+            "1",
+            "--batch-size",
+            "4",
+            "--n-boot",
+            "10",
+            "--cache-dir",
+            tmp_path / "c",
+            "--out",
+            tmp_path / "o",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert "Pearson r is undefined over 3 checkpoints: the steering benefit is 0 at every checkpoint" in res.stdout
-    summary = json.loads((tmp_path / "o" / "correlate.json").read_text(),
-                         parse_constant=lambda c: pytest.fail(f"bare {c} in correlate.json"))
+    summary = json.loads(
+        (tmp_path / "o" / "correlate.json").read_text(),
+        parse_constant=lambda c: pytest.fail(f"bare {c} in correlate.json"),
+    )
     assert summary["pearson_r"] is None and summary["ci95"] == [None, None]
     assert summary["r_undefined_reason"].startswith("the steering benefit is 0")
 
@@ -517,10 +821,33 @@ def test_empty_revisions_is_an_error(command, hf_cache_series, tiny_llama, tmp_p
     model_id = hf_cache_series[0]
     args = {
         "trace": ["trace", "--model", model_id, "--revisions", "", "--out", tmp_path / "o"],
-        "eval-series": ["eval-series", "--model", "hf", "--model_args", f"pretrained={model_id}", "--revisions", "",
-                        "--output_path", tmp_path / "o"],
-        "steer correlate": ["steer", "correlate", "--model", model_id, "--revisions", " , ", "--target", tiny_llama,
-                            "--dimension", "fairness", "--layer", "0", "--out", tmp_path / "o"],
+        "eval-series": [
+            "eval-series",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model_id}",
+            "--revisions",
+            "",
+            "--output_path",
+            tmp_path / "o",
+        ],
+        "steer correlate": [
+            "steer",
+            "correlate",
+            "--model",
+            model_id,
+            "--revisions",
+            " , ",
+            "--target",
+            tiny_llama,
+            "--dimension",
+            "fairness",
+            "--layer",
+            "0",
+            "--out",
+            tmp_path / "o",
+        ],
     }[command]
     one_line_error(invoke(args), "--revisions", "names no revision")
     assert no_model_load == []
@@ -542,8 +869,21 @@ def test_quiet_by_default_verbose_shows_library_messages(tiny_llama, tmp_path, m
     task_logger = logging.getLogger("lm_eval.api.task")  # where lm-eval's "Custom kwargs" hint comes from
     task_logger.addHandler(keep)
     monkeypatch.chdir(tmp_path)  # not a git checkout: lm-eval's git probe fails here
-    args = ["eval", "--model", "hf", "--model_args", f"pretrained={tiny_llama},dtype=float32", "--tasks",
-            "trust_privacy", "--limit", "1", "--device", "cpu", "--output_path", tmp_path / "o"]
+    args = [
+        "eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={tiny_llama},dtype=float32",
+        "--tasks",
+        "trust_privacy",
+        "--limit",
+        "1",
+        "--device",
+        "cpu",
+        "--output_path",
+        tmp_path / "o",
+    ]
     try:
         res = invoke(args)
         err = res.stderr + capfd.readouterr().err
@@ -561,8 +901,21 @@ def test_quiet_by_default_verbose_shows_library_messages(tiny_llama, tmp_path, m
 
 
 def test_corrupt_cache_entry_warns_once_and_recomputes_the_same_tables(tiny_llama, dim_csv, tmp_path):
-    args = ["trace", "--model", tiny_llama, "--dimensions", dim_csv, "--layers", "0", "--probes", "mass_mean",
-            "--cache-dir", tmp_path / "cache", "--baseline", "none"]  # one cache entry (no random-init one)
+    args = [
+        "trace",
+        "--model",
+        tiny_llama,
+        "--dimensions",
+        dim_csv,
+        "--layers",
+        "0",
+        "--probes",
+        "mass_mean",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--baseline",
+        "none",
+    ]  # one cache entry (no random-init one)
     res = invoke([*args, "--out", tmp_path / "clean"])
     assert res.exit_code == 0, res.output
     (entry,) = (tmp_path / "cache" / "activations").glob("*.safetensors")
@@ -602,23 +955,53 @@ def test_report_provenance_shows_dataset_md5_without_sample_logs(lm_eval_results
 # ------------------------------------------------------- cases that already passed, locked in
 def test_nan_alpha_is_one_line(tiny_llama, tmp_path, no_model_load):
     vec = _vector_file(tmp_path / "v.pt")
-    one_line_error(invoke(["steer", "sweep", "--model", tiny_llama, "--vector", vec, "--alphas", "1,nan",
-                           "--out", tmp_path / "o"]), "--alphas holds nan")
+    one_line_error(
+        invoke(
+            ["steer", "sweep", "--model", tiny_llama, "--vector", vec, "--alphas", "1,nan", "--out", tmp_path / "o"]
+        ),
+        "--alphas holds nan",
+    )
     assert no_model_load == []
 
 
 def test_nan_alpha_in_trust_steered_is_one_line(tiny_llama, tmp_path):
     vec = _vector_file(tmp_path / "v.pt")
-    one_line_error(invoke(["eval", "--model", "trust-steered", "--model_args",
-                           f"pretrained={tiny_llama},steer_path={vec},alpha=nan", "--tasks", "trust_privacy",
-                           "--output_path", tmp_path / "o"]), "alpha=nan is not finite")
+    one_line_error(
+        invoke(
+            [
+                "eval",
+                "--model",
+                "trust-steered",
+                "--model_args",
+                f"pretrained={tiny_llama},steer_path={vec},alpha=nan",
+                "--tasks",
+                "trust_privacy",
+                "--output_path",
+                tmp_path / "o",
+            ]
+        ),
+        "alpha=nan is not finite",
+    )
 
 
-@pytest.mark.parametrize("revisions, needle", [("step999", "revision 'step999' of local/tiny could not be loaded"),
-                                               ("step9:step1", "runs backwards")])
+@pytest.mark.parametrize(
+    "revisions, needle",
+    [("step999", "revision 'step999' of local/tiny could not be loaded"), ("step9:step1", "runs backwards")],
+)
 def test_bad_revisions_are_one_line(revisions, needle, hf_cache_series, dim_csv, tmp_path):
-    args = ["trace", "--model", hf_cache_series[0], "--revisions", revisions, "--dimensions", dim_csv,
-            "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"]
+    args = [
+        "trace",
+        "--model",
+        hf_cache_series[0],
+        "--revisions",
+        revisions,
+        "--dimensions",
+        dim_csv,
+        "--cache-dir",
+        tmp_path / "c",
+        "--out",
+        tmp_path / "o",
+    ]
     line = one_line_error(invoke(args), needle)
     if revisions == "step999":
         assert "step1, step2" in line  # the revisions that are there
@@ -631,19 +1014,39 @@ def test_malformed_results_files_are_one_line(command, content, results_dir, tmp
     bad.mkdir()
     if content is not None:
         (bad / "results_2026-01-01T00-00-00.json").write_text(content)
-    needle = {"{oops": "not valid JSON", '{"results": 3}': "no 'results' mapping",
-              None: "nothing to report" if command == "report" else "no results_*.json below this folder"}[content]
+    needle = {
+        "{oops": "not valid JSON",
+        '{"results": 3}': "no 'results' mapping",
+        None: "nothing to report" if command == "report" else "no results_*.json below this folder",
+    }[content]
     before = tree(tmp_path)
-    args = {"leaderboard": ["leaderboard", bad], "gate": ["gate", "--baseline", results_dir, "--current", bad],
-            "report": ["report", bad, "--out", tmp_path / "r.html"]}[command]
+    args = {
+        "leaderboard": ["leaderboard", bad],
+        "gate": ["gate", "--baseline", results_dir, "--current", bad],
+        "report": ["report", bad, "--out", tmp_path / "r.html"],
+    }[command]
     one_line_error(invoke(args), needle)
     assert tree(tmp_path) == before
 
 
 # ------------------------------------------------------- the real console script, in subprocesses
 def _trace_cmd(series: Path, dims: str, out: Path, cache: Path) -> list[str]:
-    return [*console(), "trace", "--model", str(series), "--dimensions", dims, "--layers", "0,2", "--probes",
-            "mass_mean", "--cache-dir", str(cache), "--out", str(out)]
+    return [
+        *console(),
+        "trace",
+        "--model",
+        str(series),
+        "--dimensions",
+        dims,
+        "--layers",
+        "0,2",
+        "--probes",
+        "mass_mean",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -653,8 +1056,15 @@ def reference_tables(series_folder, tmp_path_factory) -> tuple[str, Path, Path]:
 
     root = tmp_path_factory.mktemp("reference")
     dims = write_small_dims(root / "dims", 40)
-    trace(str(series_folder), out=root / "out", dimensions=dims, layers="0,2", probes="mass_mean",
-          cache_dir=root / "cache", progress=False)
+    trace(
+        str(series_folder),
+        out=root / "out",
+        dimensions=dims,
+        layers="0,2",
+        probes="mass_mean",
+        cache_dir=root / "cache",
+        progress=False,
+    )
     return dims, root / "out", root / "cache"
 
 
@@ -687,9 +1097,10 @@ def test_kill_9_then_the_same_command_resumes_to_identical_tables(series_folder,
     dims, ref, ref_cache = reference_tables
     out, cache, ready = tmp_path / "out", tmp_path / "cache", tmp_path / "ready"
     shutil.copytree(ref_cache, cache)
-    args = _trace_cmd(series_folder, dims, out, cache)[len(console()):]
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(ready), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = _trace_cmd(series_folder, dims, out, cache)[len(console()) :]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_CHILD, str(ready), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 240
         while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -702,8 +1113,9 @@ def test_kill_9_then_the_same_command_resumes_to_identical_tables(series_folder,
     assert not (out / "probes.csv").exists()
     finished = tree(out / "parts")
     assert len(finished) == 2  # the first checkpoint's two dimensions
-    trace(str(series_folder), out=out, dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=cache,
-          progress=False)
+    trace(
+        str(series_folder), out=out, dimensions=dims, layers="0,2", probes="mass_mean", cache_dir=cache, progress=False
+    )
     after = tree(out / "parts")
     assert len(after) == 6 and {k: after[k] for k in finished} == finished  # finished parts kept as they were
     for name in ("probes.csv", "mi.csv"):
@@ -717,11 +1129,20 @@ def test_two_traces_writing_one_folder_at_once(series_folder, reference_tables, 
     cache = tmp_path / "cache"
     shutil.copytree(ref_cache, cache)  # both harvest nothing: they race on parts and tables
     out = tmp_path / "out"
-    code = ("import sys; from tracing_bench.trace import trace; "
-            "trace(sys.argv[1], out=sys.argv[2], dimensions=sys.argv[3], layers='0,2', probes='mass_mean', "
-            "cache_dir=sys.argv[4], progress=False)")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(series_folder), str(out), dims, str(cache)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    code = (
+        "import sys; from tracing_bench.trace import trace; "
+        "trace(sys.argv[1], out=sys.argv[2], dimensions=sys.argv[3], layers='0,2', probes='mass_mean', "
+        "cache_dir=sys.argv[4], progress=False)"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(series_folder), str(out), dims, str(cache)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         results = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -740,9 +1161,22 @@ def test_two_traces_writing_one_folder_at_once(series_folder, reference_tables, 
 def test_console_script_error_is_one_stderr_line(tiny_llama, tmp_path):
     marker = tmp_path / "PAYLOAD_RAN"
     evil = _vector_file(tmp_path / "evil.pt", payload=marker)
-    run = subprocess.run(check=False, args=[*console(), "eval", "--model", "steered", "--model_args",
-                          f"pretrained={tiny_llama},steer_path={evil}", "--output_path", str(tmp_path / "o")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        check=False,
+        args=[
+            *console(),
+            "eval",
+            "--model",
+            "steered",
+            "--model_args",
+            f"pretrained={tiny_llama},steer_path={evil}",
+            "--output_path",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and run.stdout == ""
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "weights_only=True" in lines[0], run.stderr

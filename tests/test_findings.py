@@ -29,11 +29,23 @@ class _Data:
 
 
 def _part(correct_by_layer, val_by_layer, *, n, mi=None, noise=None, sha="s" * 64):
-    rows = [{"layer": lay, "probe": "logistic", "val_acc": val_by_layer[lay], "test_correct": pack_bits(c),
-             "test_acc": float(np.mean(c))} for lay, c in correct_by_layer.items()]
+    rows = [
+        {
+            "layer": lay,
+            "probe": "logistic",
+            "val_acc": val_by_layer[lay],
+            "test_correct": pack_bits(c),
+            "test_acc": float(np.mean(c)),
+        }
+        for lay, c in correct_by_layer.items()
+    ]
     mi_rows = [{"layer": lay, "i_xt": v, "step": None, "revision": "", "model": ""} for lay, v in (mi or {}).items()]
-    return {"probes": rows, "mi": mi_rows, "mi_noise": noise,
-            "test_statements": {"n": n, "sha256": sha, "split": "test"}}
+    return {
+        "probes": rows,
+        "mi": mi_rows,
+        "mi_noise": noise,
+        "test_statements": {"n": n, "sha256": sha, "split": "test"},
+    }
 
 
 CKPTS = [{"model": "m", "revision": f"step{s}", "step": s, "label": f"step{s}"} for s in (0, 10, 100)]
@@ -43,17 +55,19 @@ def test_learned_verdicts_match_scipy_and_holm():
     rng = np.random.default_rng(0)
     n = 200
     base = rng.random(n) < 0.6
-    better = base | (rng.random(n) < 0.5)          # many more right: learned
+    better = base | (rng.random(n) < 0.5)  # many more right: learned
     same = base.copy()  # six flips each way: within noise
     same[np.flatnonzero(base)[:6]] = False
     same[np.flatnonzero(~base)[:6]] = True
-    worse = base & (rng.random(n) < 0.6)          # many fewer right: declined
+    worse = base & (rng.random(n) < 0.6)  # many fewer right: declined
     parts = {
-        "robustness": [_part({0: base, 1: base}, {0: 0.5, 1: 0.5}, n=n),
-                       _part({0: base, 1: base}, {0: 0.5, 1: 0.5}, n=n),
-                       _part({0: same, 1: better}, {0: 0.6, 1: 0.9}, n=n)],
+        "robustness": [
+            _part({0: base, 1: base}, {0: 0.5, 1: 0.5}, n=n),
+            _part({0: base, 1: base}, {0: 0.5, 1: 0.5}, n=n),
+            _part({0: same, 1: better}, {0: 0.6, 1: 0.9}, n=n),
+        ],
         "toxicity": [_part({0: base, 1: base}, {0: 0.5, 1: 0.5}, n=n)] * 2
-                    + [_part({0: worse, 1: same}, {0: 0.7, 1: 0.7}, n=n)],  # val tie: the lower layer
+        + [_part({0: worse, 1: same}, {0: 0.7, 1: 0.7}, n=n)],  # val tie: the lower layer
     }
     f = build_findings(CKPTS, [_Data("robustness"), _Data("toxicity")], parts)
     learned = f["learned"]
@@ -89,8 +103,13 @@ def test_learned_refuses_different_test_statements():
 
 
 def _noise(values_by_layer):
-    return {"k": 4, "m": 50, "seeds": [1, 2, 3, 4], "method": "test",
-            "i_xt": {str(k): v for k, v in values_by_layer.items()}}
+    return {
+        "k": 4,
+        "m": 50,
+        "seeds": [1, 2, 3, 4],
+        "method": "test",
+        "i_xt": {str(k): v for k, v in values_by_layer.items()},
+    }
 
 
 def test_turns_only_beyond_the_half_sample_noise():
@@ -102,8 +121,18 @@ def test_turns_only_beyond_the_half_sample_noise():
         1: ([4.0, 4.8, 3.2, 4.0], [4.2, 3.6, 5.0, 4.1], [4.0, 4.5, 3.5, 4.2]),
     }
     vals = {0: (4.0, 5.05, 4.05), 1: (4.0, 4.2, 4.0)}
-    parts = {"privacy": [_part({0: c}, {0: 0.5}, n=10, mi={lay: vals[lay][i] for lay in (0, 1)},
-                               noise=_noise({lay: reps[lay][i] for lay in (0, 1)})) for i in range(3)]}
+    parts = {
+        "privacy": [
+            _part(
+                {0: c},
+                {0: 0.5},
+                n=10,
+                mi={lay: vals[lay][i] for lay in (0, 1)},
+                noise=_noise({lay: reps[lay][i] for lay in (0, 1)}),
+            )
+            for i in range(3)
+        ]
+    }
     f = build_findings(CKPTS, [_Data("privacy")], parts)
     series = {e["layer"]: e for e in f["mi_turns"]["series"]}
     d = np.array(reps[0][1]) - np.array(reps[0][0])
@@ -144,8 +173,18 @@ def random_series_trace(tmp_path_factory, tiny_tokenizer):
     root = tmp_path_factory.mktemp("random")
     series = build_series(root / "series", tiny_tokenizer)  # step0, step10, step100: seeds 1, 2, 0; no training
     out = root / "out"
-    res = trace(str(series), out=out, dimensions="all", mi=True, max_statements=200, batch_size=64,
-                cache_dir=root / "cache", progress=False, device="cpu", dtype="float32")
+    res = trace(
+        str(series),
+        out=out,
+        dimensions="all",
+        mi=True,
+        max_statements=200,
+        batch_size=64,
+        cache_dir=root / "cache",
+        progress=False,
+        device="cpu",
+        dtype="float32",
+    )
     return res, out
 
 
@@ -218,11 +257,19 @@ def test_half_sample_estimate_is_reproducible_from_the_cache(random_series_trace
     part_path = sorted((out / "parts").rglob("privacy.json"))[0]
     part = json.loads(part_path.read_text())
     data = load_dimension("privacy").subsample(200, seed=0)
-    hit = lookup_activations(Checkpoint(part["checkpoint"]["model"]), data, pooling="last", dtype="float32",
-                             cache_dir=out.parent / "cache", max_length=None, blocks_attr=None)
+    hit = lookup_activations(
+        Checkpoint(part["checkpoint"]["model"]),
+        data,
+        pooling="last",
+        dtype="float32",
+        cache_dir=out.parent / "cache",
+        max_length=None,
+        blocks_attr=None,
+    )
     assert hit is not None
     acts = hit[0].numpy()
     seed = part["mi_noise"]["seeds"][3]
     rows = mi_layers(acts, data.labels, data.splits, subsample=part["mi_noise"]["m"], seed=seed)
-    assert [r["i_xt"] for r in rows] == pytest.approx([part["mi_noise"]["i_xt"][str(r["layer"])][3] for r in rows],
-                                                      rel=1e-9)
+    assert [r["i_xt"] for r in rows] == pytest.approx(
+        [part["mi_noise"]["i_xt"][str(r["layer"])][3] for r in rows], rel=1e-9
+    )

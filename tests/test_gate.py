@@ -39,8 +39,9 @@ def test_equal_scores_pass_with_exit_0(lm_eval_results, tmp_path):
     assert "PASS" in res.output
     verdict = json.loads((tmp_path / "v.json").read_text())
     assert verdict["verdict"] == "pass" and verdict["regressions"] == [] and verdict["fired"] == []
-    assert {(t["task"], t["metric"]) for t in verdict["tasks"]} == {(t, m) for t in (*TRUST, "trust")
-                                                                    for m in ("chance_corrected", "p_trust")}
+    assert {(t["task"], t["metric"]) for t in verdict["tasks"]} == {
+        (t, m) for t in (*TRUST, "trust") for m in ("chance_corrected", "p_trust")
+    }
     assert all(t["drop"] == 0 for t in verdict["tasks"])
     res = _gate("--baseline", str(base), "--current", str(copy), "--paired")  # identical runs: quiet
     assert res.exit_code == 0 and "PASS" in res.output, res.output
@@ -50,12 +51,27 @@ def test_steered_tiny_model_verdict_matches_an_independent_computation(lm_eval_r
     """The alpha=40 steered model against the plain one; with --max-drop 0 --z 0 every worse task regresses."""
     base = json.loads(_results(lm_eval_results["base"]).read_text())
     cur = json.loads(_results(lm_eval_results["steered"]).read_text())
-    worse = sorted(t for t in [*TRUST, "trust"] if any(
-        cur["results"][t][f"{m},none"] < base["results"][t][f"{m},none"] for m in ("chance_corrected", "p_trust")))
+    worse = sorted(
+        t
+        for t in [*TRUST, "trust"]
+        if any(
+            cur["results"][t][f"{m},none"] < base["results"][t][f"{m},none"] for m in ("chance_corrected", "p_trust")
+        )
+    )
     assert worse, "the steered tiny model should be worse on at least one task"
     out = tmp_path / "v.json"
-    res = _gate("--baseline", str(lm_eval_results["base"]), "--current", str(lm_eval_results["steered"]),
-                "--max-drop", "0", "--z", "0", "--json-out", str(out))
+    res = _gate(
+        "--baseline",
+        str(lm_eval_results["base"]),
+        "--current",
+        str(lm_eval_results["steered"]),
+        "--max-drop",
+        "0",
+        "--z",
+        "0",
+        "--json-out",
+        str(out),
+    )
     assert res.exit_code == 1, res.output
     verdict = json.loads(out.read_text())
     assert sorted(verdict["regressions"]) == worse
@@ -84,8 +100,14 @@ def test_deliberately_worse_task_exits_1_and_is_named(tmp_path):
     worse["trust_privacy"] = (0.69, 0.01)  # within --max-drop
     worse["trust_reliability"] = (0.75, 0.01)  # better
     write_results(tmp_path / "cur", results_json(worse))
-    res = _gate("--baseline", str(tmp_path / "base"), "--current", str(tmp_path / "cur"), "--tasks",
-                "trust_fairness,trust_privacy,trust_reliability")
+    res = _gate(
+        "--baseline",
+        str(tmp_path / "base"),
+        "--current",
+        str(tmp_path / "cur"),
+        "--tasks",
+        "trust_fairness,trust_privacy,trust_reliability",
+    )
     assert res.exit_code == 1, res.output
     assert "FAIL: regression in trust_fairness " in res.output
     line = {ln.split()[0]: ln for ln in res.output.splitlines() if ln.startswith("trust_")}
@@ -184,8 +206,9 @@ def test_paired_gate_fires_on_a_small_p_trust_drop_that_leaves_acc_unchanged(lm_
     assert verdict["fired"] == [f"{t} p_trust (paired)" for t in verdict["regressions"]]
     assert len(verdict["regressions"]) >= 3, verdict["fired"]
     for task in verdict["regressions"]:
-        assert any(line.startswith(task) and " p_trust " in line and "REGRESSION" in line
-                   for line in res.output.splitlines())
+        assert any(
+            line.startswith(task) and " p_trust " in line and "REGRESSION" in line for line in res.output.splitlines()
+        )
     assert "fired: " in res.output
 
 
@@ -215,16 +238,19 @@ def test_sample_logs_read_with_jsonlines(tmp_path):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing_task", "task trust_fairness missing from current"),
-    ("version", "task trust_privacy version differs: baseline 1.0, current 2.0"),
-    ("nan", "task trust_fairness is NaN in current"),
-    ("unreadable", "not valid JSON"),
-    ("two_files", "holds 2 results files"),
-    ("no_path", "does not exist"),
-    ("unknown_task", "task trust_nope missing from baseline"),
-    ("paired_no_samples", "no samples_trust_fairness_*.jsonl"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing_task", "task trust_fairness missing from current"),
+        ("version", "task trust_privacy version differs: baseline 1.0, current 2.0"),
+        ("nan", "task trust_fairness is NaN in current"),
+        ("unreadable", "not valid JSON"),
+        ("two_files", "holds 2 results files"),
+        ("no_path", "does not exist"),
+        ("unknown_task", "task trust_nope missing from baseline"),
+        ("paired_no_samples", "no samples_trust_fairness_*.jsonl"),
+    ],
+)
 def test_bad_input_exits_2_naming_the_problem(tmp_path, case, message):
     base, cur = tmp_path / "base", tmp_path / "cur"
     write_results(base, results_json(five(0.6)))

@@ -16,13 +16,24 @@ from tracing_bench.compare.paired import paired_bootstrap
 
 def _write(folder: Path, task: str, metric: str, value: float, se: float, items: list) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    cell = {"alias": task, f"{metric},none": value, f"{metric}_stderr,none": se, "acc,none": 0.5,
-            "acc_stderr,none": 0.05}
-    data = {"results": {task: cell}, "groups": {}, "group_subtasks": {}, "configs": {task: {}},
-            "versions": {task: 3.0}, "n-samples": {task: {"original": len(items), "effective": len(items)}},
-            "higher_is_better": {task: {metric: True, "acc": True}},
-            "config": {"model": "hf", "model_args": {"pretrained": "m", "revision": "main"}},
-            "date": 1.7e9}
+    cell = {
+        "alias": task,
+        f"{metric},none": value,
+        f"{metric}_stderr,none": se,
+        "acc,none": 0.5,
+        "acc_stderr,none": 0.05,
+    }
+    data = {
+        "results": {task: cell},
+        "groups": {},
+        "group_subtasks": {},
+        "configs": {task: {}},
+        "versions": {task: 3.0},
+        "n-samples": {task: {"original": len(items), "effective": len(items)}},
+        "higher_is_better": {task: {metric: True, "acc": True}},
+        "config": {"model": "hf", "model_args": {"pretrained": "m", "revision": "main"}},
+        "date": 1.7e9,
+    }
     (folder / "results_2026-01-01T00-00-00.json").write_text(json.dumps(data))
     with open(folder / f"samples_{task}_2026-01-01T00-00-00.jsonl", "w") as f:
         for i, it in enumerate(items):

@@ -143,8 +143,21 @@ def test_cache_hit_and_corruption(tiny_models, small_dim, tmp_path):
     cache = tmp_path / "cache"
     acts, prov = cached_activations(ckpt, small_dim, cache_dir=cache, dtype="float32", device="cpu", batch_size=7)
     assert acts.shape == (3, 40, 32)
-    for k in ("model", "revision", "resolved_commit", "dataset_md5", "protocol", "pooling", "dtype", "max_length",
-              "package_version", "n_statements", "n_layers", "hidden", "key"):
+    for k in (
+        "model",
+        "revision",
+        "resolved_commit",
+        "dataset_md5",
+        "protocol",
+        "pooling",
+        "dtype",
+        "max_length",
+        "package_version",
+        "n_statements",
+        "n_layers",
+        "hidden",
+        "key",
+    ):
         assert k in prov
     tensor_file = cache / "activations" / f"{prov['key']}.safetensors"
     sidecar = tensor_file.with_suffix(".json")

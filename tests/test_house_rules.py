@@ -64,16 +64,21 @@ def json_writes(package: Path) -> list[str]:
     for path, tree in _sources(package).values():
         if path == package / HOME:
             continue
-        aliases = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import)
-                   for a in n.names if a.name == "json"}
+        aliases = {
+            a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name == "json"
+        }
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module == "json":
                 for a in node.names:
                     if a.name in ("dump", "dumps"):
                         out.append(f"{_where(package, path, node)}: from json import {a.name}")
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                  and node.func.attr in ("dump", "dumps") and isinstance(node.func.value, ast.Name)
-                  and node.func.value.id in aliases):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("dump", "dumps")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in aliases
+            ):
                 out.append(f"{_where(package, path, node)}: {ast.unparse(node.func)}(...)")
     return _in_file_order(out)
 
@@ -91,14 +96,24 @@ def name_cleaners(package: Path) -> list[str]:
         if path == package / HOME:
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr in ("sub", "subn", "compile") and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id == "re" and node.args and isinstance(node.args[0], ast.Constant)
-                    and isinstance(node.args[0].value, str) and _WHITELIST.fullmatch(node.args[0].value)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("sub", "subn", "compile")
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "re"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+                and _WHITELIST.fullmatch(node.args[0].value)
+            ):
                 out.append(f"{_where(package, path, node)}: re.{node.func.attr}({node.args[0].value!r}, ...)")
             elif isinstance(node, (ast.GeneratorExp, ast.ListComp)) and isinstance(node.elt, ast.IfExp):
-                tests = {c.func.attr for c in ast.walk(node.elt.test)
-                         if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)}
+                tests = {
+                    c.func.attr
+                    for c in ast.walk(node.elt.test)
+                    if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                }
                 if tests & _CHAR_TESTS:
                     out.append(f"{_where(package, path, node)}: per-character cleaner ({', '.join(sorted(tests))})")
     return _in_file_order(out)
@@ -136,8 +151,11 @@ def _package_names(tree: ast.Module, pkg_name: str) -> tuple[set[str], set[str]]
     modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            modules |= {a.asname or a.name.split(".")[0] for a in node.names
-                        if a.name == pkg_name or a.name.startswith(pkg_name + ".")}
+            modules |= {
+                a.asname or a.name.split(".")[0]
+                for a in node.names
+                if a.name == pkg_name or a.name.startswith(pkg_name + ".")
+            }
         elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == pkg_name):
             functions |= {a.asname or a.name for a in node.names}  # a function, or a module of the package
             modules |= {a.asname or a.name for a in node.names}
@@ -174,8 +192,11 @@ def forwarders(package: Path, kept: dict[str, str] | None = None) -> list[str]:
             if not isinstance(call, ast.Call) or not _callee_in_package(call.func, functions, modules):
                 continue
             args = [*call.args, *(k.value for k in call.keywords)]
-            passed = {(a.value if isinstance(a, ast.Starred) else a).id for a in args
-                      if isinstance(a.value if isinstance(a, ast.Starred) else a, ast.Name)}
+            passed = {
+                (a.value if isinstance(a, ast.Starred) else a).id
+                for a in args
+                if isinstance(a.value if isinstance(a, ast.Starred) else a, ast.Name)
+            }
             if all(map(_plain, args)) and set(params) <= passed:
                 out.append(f"{_where(package, path, fn)}: {fn.name} only forwards to {ast.unparse(call.func)}")
     return out
@@ -219,52 +240,66 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_json_rule_finds_each_writer(tmp_path):
-    pkg = _plant(tmp_path, {
-        "files.py": "import json\n\ndef dumps_json(o):\n    return json.dumps(o)\n",
-        "a.py": "import json\nimport json as j\n\nx = json.dumps({})\ny = j.dump({}, open('f', 'w'))\n"
-                "z = json.loads('{}')\n",
-        "sub/b.py": "from json import dumps, loads\n",
-    })
-    assert json_writes(pkg) == ["tracing_bench/a.py:4: json.dumps(...)", "tracing_bench/a.py:5: j.dump(...)",
-                                "tracing_bench/sub/b.py:1: from json import dumps"]
+    pkg = _plant(
+        tmp_path,
+        {
+            "files.py": "import json\n\ndef dumps_json(o):\n    return json.dumps(o)\n",
+            "a.py": "import json\nimport json as j\n\nx = json.dumps({})\ny = j.dump({}, open('f', 'w'))\n"
+            "z = json.loads('{}')\n",
+            "sub/b.py": "from json import dumps, loads\n",
+        },
+    )
+    assert json_writes(pkg) == [
+        "tracing_bench/a.py:4: json.dumps(...)",
+        "tracing_bench/a.py:5: j.dump(...)",
+        "tracing_bench/sub/b.py:1: from json import dumps",
+    ]
 
 
 def test_the_name_rule_finds_each_cleaner(tmp_path):
-    pkg = _plant(tmp_path, {
-        "files.py": "import re\n\ndef safe_name(t):\n    return re.sub(r'[^A-Za-z0-9._-]+', '_', t)\n",
-        "a.py": "import re\n\ndef slug(t):\n    return re.sub(r'[^A-Za-z0-9]+', '__', t)\n"
-                "P = re.compile('[^a-z]')\n"
-                "def keep(t):\n    return re.sub(r'\\s+', ' ', t), re.sub('[^,]+;', '', t)\n",
-        "b.py": "def safe(t):\n    return ''.join(c if c.isalnum() or c in '._' else '_' for c in t)\n"
-                "def upper(t):\n    return [c.upper() if c.islower() else c for c in t]\n",
-    })
-    assert name_cleaners(pkg) == ["tracing_bench/a.py:4: re.sub('[^A-Za-z0-9]+', ...)",
-                                  "tracing_bench/a.py:5: re.compile('[^a-z]', ...)",
-                                  "tracing_bench/b.py:2: per-character cleaner (isalnum)"]
+    pkg = _plant(
+        tmp_path,
+        {
+            "files.py": "import re\n\ndef safe_name(t):\n    return re.sub(r'[^A-Za-z0-9._-]+', '_', t)\n",
+            "a.py": "import re\n\ndef slug(t):\n    return re.sub(r'[^A-Za-z0-9]+', '__', t)\n"
+            "P = re.compile('[^a-z]')\n"
+            "def keep(t):\n    return re.sub(r'\\s+', ' ', t), re.sub('[^,]+;', '', t)\n",
+            "b.py": "def safe(t):\n    return ''.join(c if c.isalnum() or c in '._' else '_' for c in t)\n"
+            "def upper(t):\n    return [c.upper() if c.islower() else c for c in t]\n",
+        },
+    )
+    assert name_cleaners(pkg) == [
+        "tracing_bench/a.py:4: re.sub('[^A-Za-z0-9]+', ...)",
+        "tracing_bench/a.py:5: re.compile('[^a-z]', ...)",
+        "tracing_bench/b.py:2: per-character cleaner (isalnum)",
+    ]
 
 
 def test_the_forwarder_rule_finds_each_forwarder(tmp_path):
-    pkg = _plant(tmp_path, {
-        "a.py": (
-            "import re\nfrom tracing_bench.x import write\nfrom . import files as f\n"
-            "def write_json(obj, path):\n    '''doc'''\n    return write(path, obj, default=str)\n"  # forwarder
-            "def log(*args, **kw):\n    f.log(*args, **kw)\n"  # forwarder
-            "def clean(t):\n    return re.sub('x', 'y', t)\n"  # wraps a library function
-            "def local(t):\n    return clean(t)\n"  # forwarder to a function of the same module
-            "def partial(path):\n    return write(path, indent=1)\n"  # forwarder (constant added)
-            "def kept(path):\n    return write(path, 'md5')\n"  # listed as kept
-            "def computes(path):\n    return write(str(path))\n"  # computes an argument
-            "def drops(path, extra):\n    return write(path)\n"  # not every parameter passed
-            "def two(path):\n    x = 1\n    return write(path, x)\n"  # two statements
-            "def none():\n    return write()\n"  # no parameter
-            "def method(path):\n    return path.open()\n"  # calls a method of its parameter
-            "class C:\n    def m(self, a):\n        return write(a)\n"  # not module level
-        ),
-        "tasks/t/utils.py": "from tracing_bench.common import load_split\n"
-                            "def load(metadata):\n    return load_split('t', metadata)\n"
-                            "def other(metadata):\n    return load_split('t', metadata)\n",
-        "tasks/t/t.yaml": "custom_dataset: !function utils.load\n",
-    })
+    pkg = _plant(
+        tmp_path,
+        {
+            "a.py": (
+                "import re\nfrom tracing_bench.x import write\nfrom . import files as f\n"
+                "def write_json(obj, path):\n    '''doc'''\n    return write(path, obj, default=str)\n"  # forwarder
+                "def log(*args, **kw):\n    f.log(*args, **kw)\n"  # forwarder
+                "def clean(t):\n    return re.sub('x', 'y', t)\n"  # wraps a library function
+                "def local(t):\n    return clean(t)\n"  # forwarder to a function of the same module
+                "def partial(path):\n    return write(path, indent=1)\n"  # forwarder (constant added)
+                "def kept(path):\n    return write(path, 'md5')\n"  # listed as kept
+                "def computes(path):\n    return write(str(path))\n"  # computes an argument
+                "def drops(path, extra):\n    return write(path)\n"  # not every parameter passed
+                "def two(path):\n    x = 1\n    return write(path, x)\n"  # two statements
+                "def none():\n    return write()\n"  # no parameter
+                "def method(path):\n    return path.open()\n"  # calls a method of its parameter
+                "class C:\n    def m(self, a):\n        return write(a)\n"  # not module level
+            ),
+            "tasks/t/utils.py": "from tracing_bench.common import load_split\n"
+            "def load(metadata):\n    return load_split('t', metadata)\n"
+            "def other(metadata):\n    return load_split('t', metadata)\n",
+            "tasks/t/t.yaml": "custom_dataset: !function utils.load\n",
+        },
+    )
     assert yaml_functions(pkg) == {(pkg / "tasks/t/utils.py", "load")}
     assert forwarders(pkg, {"a:kept": "a reason"}) == [
         "tracing_bench/a.py:4: write_json only forwards to write",

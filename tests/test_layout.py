@@ -3,7 +3,7 @@
 * Layers: docs/CONVENTIONS.md holds a ``| layer | modules |`` table; a module may import from its
   own layer or lower ones only, and no modules import each other in a loop. Every import counts,
   also one inside a function or under ``TYPE_CHECKING``.
-* No module over 460 lines.
+* No module over 600 lines (as `ruff format` lays it out).
 * Atomic renames (``os.replace``) happen in tracing_bench/files.py only.
 * No test installs system packages (the Makefile's ``browser`` step does).
 * No private name (``_x``, or a module ``_x``) is imported from another module, nor read as an
@@ -28,7 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tracing_bench"
 CONVENTIONS = ROOT / "docs" / "CONVENTIONS.md"
-MAX_LINES = 460
+MAX_LINES = 600
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -43,7 +43,7 @@ def layer_table(text: str) -> dict[str, tuple[int, str]]:
     if len(header) != 1:
         raise AssertionError(f"{CONVENTIONS} must hold exactly one '| layer | modules |' table, found {len(header)}")
     table: dict[str, tuple[int, str]] = {}
-    for line in lines[header[0] + 2:]:
+    for line in lines[header[0] + 2 :]:
         if not line.startswith("|"):
             break
         layer, modules = (cell.strip() for cell in line.strip("|").split("|"))
@@ -103,7 +103,7 @@ def imports(package: Path, pkg_name: str = "tracing_bench") -> Iterator[Import]:
     def resolve(dotted: str) -> str | None:
         if dotted != pkg_name and not dotted.startswith(pkg_name + "."):
             return None
-        rel = dotted[len(pkg_name) + 1:]
+        rel = dotted[len(pkg_name) + 1 :]
         while rel not in known and rel:
             rel = rel.rpartition(".")[0]
         return rel
@@ -127,7 +127,7 @@ def imports(package: Path, pkg_name: str = "tracing_bench") -> Iterator[Import]:
                 if resolve(base) is None:
                     continue
                 for alias in node.names:
-                    submodule = f"{base}.{alias.name}"[len(pkg_name) + 1:]
+                    submodule = f"{base}.{alias.name}"[len(pkg_name) + 1 :]
                     if submodule in known:  # `from package import module`
                         yield Import(name, submodule, node.lineno, ())
                     else:
@@ -143,8 +143,10 @@ def layer_violations(package: Path, table: dict[str, tuple[int, str]]) -> list[s
     for imp in imports(package):
         src, dst = layer_of(imp.source, table), layer_of(imp.target, table)
         if src is not None and dst is not None and dst[0] > src[0]:
-            out.append(f"{imp.source or '__init__'} (layer {src[0]} {src[1]}) imports {imp.target} (layer {dst[0]} "
-                       f"{dst[1]}) at line {imp.line}")
+            out.append(
+                f"{imp.source or '__init__'} (layer {src[0]} {src[1]}) imports {imp.target} (layer {dst[0]} "
+                f"{dst[1]}) at line {imp.line}"
+            )
     return out
 
 
@@ -202,24 +204,35 @@ def private_violations(package: Path) -> list[str]:
         if any(_private(p) for p in imp.target.split(".")):
             out.append(f"{imp.source} imports the private module {imp.target} (line {imp.line})")
         elif any(_private(n) for n in imp.names):
-            out.append(f"{imp.source} imports private {', '.join(filter(_private, imp.names))} from {imp.target} "
-                       f"(line {imp.line})")
+            out.append(
+                f"{imp.source} imports private {', '.join(filter(_private, imp.names))} from {imp.target} "
+                f"(line {imp.line})"
+            )
     known = modules(package)
     for name, path in known.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         aliases = {}
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                aliases.update({a.asname: a.name[len(package.name) + 1:] for a in node.names
-                                if a.asname and a.name.startswith(package.name + ".")})
+                aliases.update(
+                    {
+                        a.asname: a.name[len(package.name) + 1 :]
+                        for a in node.names
+                        if a.asname and a.name.startswith(package.name + ".")
+                    }
+                )
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package.name):
                 for a in node.names:
-                    full = f"{node.module}.{a.name}"[len(package.name) + 1:]
+                    full = f"{node.module}.{a.name}"[len(package.name) + 1 :]
                     if full in known:
                         aliases[a.asname or a.name] = full
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and _private(node.attr)):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and _private(node.attr)
+            ):
                 out.append(f"{name} reads private {aliases[node.value.id]}.{node.attr} (line {node.lineno})")
     return out
 
@@ -249,7 +262,7 @@ def test_no_import_cycle():
     assert not violations, "\n" + "\n".join(violations)
 
 
-def test_no_module_over_460_lines():
+def test_no_module_over_600_lines():
     sizes = {p: len(p.read_text(encoding="utf-8").splitlines()) for p in sorted(PACKAGE.rglob("*.py"))}
     over = [f"{p.relative_to(ROOT)}: {n} lines" for p, n in sizes.items() if n > MAX_LINES]
     assert not over, f"\nsplit by concept (at most {MAX_LINES} lines):\n" + "\n".join(over)
@@ -270,8 +283,11 @@ def test_atomic_renames_only_in_files_py():
 
 def test_no_test_installs_system_packages():
     needle = "apt" + "-get"  # spelled in two parts so this file does not match itself
-    found = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").rglob("*"))
-             if p.is_file() and p.suffix in (".py", ".txt", ".cfg", ".ini", ".toml") and needle in p.read_text("utf-8")]
+    found = [
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "tests").rglob("*"))
+        if p.is_file() and p.suffix in (".py", ".txt", ".cfg", ".ini", ".toml") and needle in p.read_text("utf-8")
+    ]
     assert not found, f"{needle} belongs in the Makefile's set-up, not in tests: {', '.join(found)}"
 
 
@@ -307,9 +323,16 @@ def test_the_checker_finds_each_fault(toy):
     assert table == {"low": (0, "base"), "sub.leaf": (0, "base"), "high": (1, "top"), "sub.mid": (1, "top")}
     assert layer_of("sub", table) == (1, "top") and layer_of("", table) == (0, "package root")
     assert {(i.source, i.target, i.names) for i in imports(toy)} == {
-        ("low", "", ("__version__",)), ("low", "high", ()), ("high", "low", ()), ("stray", "sub.mid", ("_helper",)),
-        ("sub.mid", "sub.leaf", ()), ("sub.mid", "low", ("f",)), ("sub.leaf", "sub.mid", ()),
-        ("stray", "sub._hidden", ()), ("sub._hidden", "sub.leaf", ())}
+        ("low", "", ("__version__",)),
+        ("low", "high", ()),
+        ("high", "low", ()),
+        ("stray", "sub.mid", ("_helper",)),
+        ("sub.mid", "sub.leaf", ()),
+        ("sub.mid", "low", ("f",)),
+        ("sub.leaf", "sub.mid", ()),
+        ("stray", "sub._hidden", ()),
+        ("sub._hidden", "sub.leaf", ()),
+    }
     assert layer_violations(toy, table) == [
         "tracing_bench/stray.py is in no layer of the table; add it to docs/CONVENTIONS.md",
         "tracing_bench/sub/_hidden.py is in no layer of the table; add it to docs/CONVENTIONS.md",
@@ -318,6 +341,8 @@ def test_the_checker_finds_each_fault(toy):
     ]
     assert cycles(toy) == [["high", "low"], ["sub.leaf", "sub.mid"]]
     assert cycle_violations(toy)[0] == "import cycle high <-> low: high -> low (line 1); low -> high (line 4)"
-    assert private_violations(toy) == ["stray imports private _helper from sub.mid (line 1)",
-                                       "stray imports the private module sub._hidden (line 2)",
-                                       "high reads private low._secret (line 2)"]
+    assert private_violations(toy) == [
+        "stray imports private _helper from sub.mid (line 1)",
+        "stray imports the private module sub._hidden (line 2)",
+        "high reads private low._secret (line 2)",
+    ]

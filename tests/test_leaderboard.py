@@ -23,8 +23,9 @@ def _json(res) -> dict:
 
 
 def test_real_lm_eval_results_one_row_per_model_and_steering(lm_eval_results, tiny_models):
-    res = CliRunner().invoke(main, ["leaderboard", str(lm_eval_results["base"]), str(lm_eval_results["steered"]),
-                                    "--format", "json"])
+    res = CliRunner().invoke(
+        main, ["leaderboard", str(lm_eval_results["base"]), str(lm_eval_results["steered"]), "--format", "json"]
+    )
     board = _json(res)
     rows = {r["steering"]: r for r in board["rows"]}
     assert len(board["rows"]) == 2
@@ -56,19 +57,31 @@ def test_markdown_csv_html_formats(lm_eval_results, tmp_path):
     res = CliRunner().invoke(main, ["leaderboard", base, "--format", "csv", "--out", str(out)])
     assert res.exit_code == 0, res.output
     (row,) = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert {"model", "revision", "step", "steering", "trust", "trust_stderr", "trust_fairness_stderr",
-            "trust_fairness_p_trust", "trust_fairness_p_trust_stderr", "trust_p_trust",
-            "trust_p_trust_stderr"} <= set(row)
+    assert {
+        "model",
+        "revision",
+        "step",
+        "steering",
+        "trust",
+        "trust_stderr",
+        "trust_fairness_stderr",
+        "trust_fairness_p_trust",
+        "trust_fairness_p_trust_stderr",
+        "trust_p_trust",
+        "trust_p_trust_stderr",
+    } <= set(row)
     assert row["revision"] == "main" and row["step"] == ""
     html = CliRunner().invoke(main, ["leaderboard", base, "--format", "html"]).output
     assert html.startswith('<table class="leaderboard">') and "<th>trust ↑</th>" in html
 
 
 def test_step_revision_and_sort_respect_direction(tmp_path):
-    files = [results_json(five(val), revision=rev)
-             for rev, val in [("step1000", 0.5), ("step2000", 0.7), ("step3000", 0.6)]]
-    files.append(results_json({"trust_toxicity": (0.1, 0.01), "trust_fairness": (0.5, 0.01)}, revision="step9",
-                              group=False))
+    files = [
+        results_json(five(val), revision=rev) for rev, val in [("step1000", 0.5), ("step2000", 0.7), ("step3000", 0.6)]
+    ]
+    files.append(
+        results_json({"trust_toxicity": (0.1, 0.01), "trust_fairness": (0.5, 0.01)}, revision="step9", group=False)
+    )
     for data in files:  # toxicity scored as a rate of toxic output: lower is better
         data["higher_is_better"]["trust_toxicity"] = {"acc": False, "score": False}
         write_results(tmp_path / data["config"]["model_args"]["revision"], data)
@@ -88,8 +101,9 @@ def test_step_revision_and_sort_respect_direction(tmp_path):
 def test_p_trust_shows_movement_that_acc_hides_and_sorts(tmp_path):
     """Two checkpoints with equal acc: the p_trust columns tell them apart, and --sort reads them."""
     for rev, p in (("step1", 0.52), ("step2", 0.61)):
-        write_results(tmp_path / rev, results_json(five(0.5, 0.05), revision=rev,
-                                                   p_trust={t: (p, 0.004) for t in TRUST}))
+        write_results(
+            tmp_path / rev, results_json(five(0.5, 0.05), revision=rev, p_trust={t: (p, 0.004) for t in TRUST})
+        )
     write_results(tmp_path / "old", results_json({"trust_fairness": (0.5, 0.05)}, revision="step0", group=False))
     board = build_leaderboard([tmp_path])
     assert set(board.p_trust) == {*TRUST, "trust"}
@@ -148,18 +162,34 @@ def test_latest_falls_back_to_the_file_name_timestamp(tmp_path):
 def test_steering_settings_make_separate_rows_and_string_model_args(tmp_path):
     write_results(tmp_path / "u", results_json(five(0.5), model_args_as_string=True))
     for alpha in (-2.0, 2.0):
-        write_results(tmp_path / f"s{alpha}", results_json(five(0.5), steering={
-            "steer_path": "/v/fairness_l4.pt", "file_sha256": "ab" * 32, "alpha": alpha, "positions": "last"}))
+        write_results(
+            tmp_path / f"s{alpha}",
+            results_json(
+                five(0.5),
+                steering={
+                    "steer_path": "/v/fairness_l4.pt",
+                    "file_sha256": "ab" * 32,
+                    "alpha": alpha,
+                    "positions": "last",
+                },
+            ),
+        )
     board = build_leaderboard([tmp_path])
     assert sorted(f.steering for f in board.rows) == [
-        "fairness_l4.pt#abababab alpha=-2.0 positions=last", "fairness_l4.pt#abababab alpha=2.0 positions=last", "none"]
+        "fairness_l4.pt#abababab alpha=-2.0 positions=last",
+        "fairness_l4.pt#abababab alpha=2.0 positions=last",
+        "none",
+    ]
     assert {f.revision for f in board.rows} == {"step1000"} and {f.step for f in board.rows} == {1000}
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not valid JSON"),
-    ('{"foo": 1}', "no 'results' mapping"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"foo": 1}', "no 'results' mapping"),
+    ],
+)
 def test_bad_files_exit_2_one_line(tmp_path, content, message):
     bad = tmp_path / "results_2026-01-01T00-00-00.json"
     bad.write_text(content)

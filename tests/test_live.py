@@ -19,8 +19,9 @@ from tracing_bench.errors import TracingBenchError
 from tracing_bench.live import LiveTracer
 from tracing_bench.trace import MI_COLUMNS, PROBE_COLUMNS, trace
 
-SETTINGS = dict(layers="all", mi=True, mi_subsample=30, mi_noise=2, batch_size=16, device="cpu", dtype="float32",
-                threads=1)
+SETTINGS = dict(
+    layers="all", mi=True, mi_subsample=30, mi_noise=2, batch_size=16, device="cpu", dtype="float32", threads=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +54,23 @@ def _batches(tokenizer, steps: int, size: int = 4) -> list[dict[str, torch.Tenso
     texts = load_dimension("privacy").statements[: steps * size]
     out = []
     for i in range(steps):
-        enc = tokenizer(texts[i * size:(i + 1) * size], return_tensors="pt", padding=True, truncation=True,
-                        max_length=32)
+        enc = tokenizer(
+            texts[i * size : (i + 1) * size], return_tensors="pt", padding=True, truncation=True, max_length=32
+        )
         enc["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         out.append(dict(enc))
     return out
 
 
-def train_loop(folder: Path, tokenizer, steps: int, *, tracer: LiveTracer | None = None, save_root: Path | None = None,
-               mid_step: int | None = None) -> tuple[list[float], dict[str, torch.Tensor], list[float]]:
+def train_loop(
+    folder: Path,
+    tokenizer,
+    steps: int,
+    *,
+    tracer: LiveTracer | None = None,
+    save_root: Path | None = None,
+    mid_step: int | None = None,
+) -> tuple[list[float], dict[str, torch.Tensor], list[float]]:
     """A plain PyTorch loop (AdamW, dropout on) that draws from every RNG; traced at every step when given a tracer.
 
     Returns the losses, the final weights and the draws of Python's and NumPy's RNGs.
@@ -120,8 +129,9 @@ def test_live_tables_equal_trace_of_the_saved_checkpoints(tiny_models, tiny_toke
     tracer = LiveTracer(tmp_path / "live", dimensions=dims, name=str(root), cache_dir=str(tmp_path / "c1"), **SETTINGS)
     train_loop(tiny_models["llama"], tiny_tokenizer, 2, tracer=tracer, save_root=root)
     live = tmp_path / "live"
-    after = trace(str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False,
-                  **SETTINGS)  # reloads every checkpoint from disk
+    after = trace(
+        str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False, **SETTINGS
+    )  # reloads every checkpoint from disk
     assert_tables_close(live / "probes.csv", after["probes_csv"], PROBE_COLUMNS)
     assert_tables_close(live / "mi.csv", after["mi_csv"], MI_COLUMNS)
     assert [r["revision"] for r in _rows(live / "probes.csv")][::12] == ["step0", "step1", "step2"]
@@ -144,8 +154,17 @@ def test_early_warning_on_a_planted_drop(tiny_models, tiny_tokenizer, tmp_path, 
     from tracing_bench.files import unpack_bits
 
     csv_path = write_planted_dimension(tmp_path / "planted.csv")
-    tracer = LiveTracer(tmp_path / "live", dimensions=str(csv_path), layers="0,2", probes="logistic", stop_on_drop=True,
-                        device="cpu", dtype="float32", threads=1, cache_dir=str(tmp_path / "c"))
+    tracer = LiveTracer(
+        tmp_path / "live",
+        dimensions=str(csv_path),
+        layers="0,2",
+        probes="logistic",
+        stop_on_drop=True,
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        cache_dir=str(tmp_path / "c"),
+    )
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     first = tracer.on_checkpoint(model, tiny_tokenizer, 0)
     assert not first.warnings and not first.should_stop and first.figures["trace/drops"] == 0
@@ -160,8 +179,10 @@ def test_early_warning_on_a_planted_drop(tiny_models, tiny_tokenizer, tmp_path, 
     parts = tracer.parts[tracer.datas[0].name]
     for t in drops["tests"]:
         n = t["n_test"]
-        bits = [unpack_bits(next(r for r in parts[c]["probes"] if r["layer"] == t["layer"])["test_correct"], n)
-                for c in ("step0", "step1")]
+        bits = [
+            unpack_bits(next(r for r in parts[c]["probes"] if r["layer"] == t["layer"])["test_correct"], n)
+            for c in ("step0", "step1")
+        ]
         b, c = int((bits[0] & ~bits[1]).sum()), int((~bits[0] & bits[1]).sum())
         p = binomtest(min(b, c), b + c, 0.5).pvalue
         assert t["p_value"] == pytest.approx(min(1.0, p), rel=1e-9)
@@ -171,9 +192,11 @@ def test_early_warning_on_a_planted_drop(tiny_models, tiny_tokenizer, tmp_path, 
 def test_bad_input_is_one_line(tiny_models, tiny_tokenizer, dims, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     tracer = LiveTracer(tmp_path / "live", dimensions=dims, layers="0,7", device="cpu", threads=1)
-    for call, says in ((lambda: tracer.on_checkpoint(model, tiny_tokenizer, -1), "step -1"),
-                       (lambda: tracer.on_checkpoint(model, tiny_tokenizer, 3), "--layers 7"),
-                       (lambda: tracer.on_checkpoint(model, tiny_tokenizer, 3, folder=tmp_path / "step4"), "step 4")):
+    for call, says in (
+        (lambda: tracer.on_checkpoint(model, tiny_tokenizer, -1), "step -1"),
+        (lambda: tracer.on_checkpoint(model, tiny_tokenizer, 3), "--layers 7"),
+        (lambda: tracer.on_checkpoint(model, tiny_tokenizer, 3, folder=tmp_path / "step4"), "step 4"),
+    ):
         with pytest.raises(TracingBenchError, match=says) as e:
             call()
         assert "\n" not in str(e.value)
@@ -193,8 +216,19 @@ def test_pretrain_traces_live_with_identical_weights_and_the_tables_of_trace(dim
     from tracing_bench import pretrain as pt
     from tracing_bench.cli import main
 
-    tiny = dict(steps=4, hidden_size=32, layers=2, heads=2, intermediate_size=64, vocab_size=400, seq_len=32,
-                batch_size=8, lr=1e-2, warmup=0, threads=1)
+    tiny = dict(
+        steps=4,
+        hidden_size=32,
+        layers=2,
+        heads=2,
+        intermediate_size=64,
+        vocab_size=400,
+        seq_len=32,
+        batch_size=8,
+        lr=1e-2,
+        warmup=0,
+        threads=1,
+    )
     plain = pt.pretrain(pt.PretrainConfig(**tiny), tmp_path / "plain", progress=False)
     root = tmp_path / "run"
     tracer = LiveTracer(tmp_path / "live", dimensions=dims, name=str(root), cache_dir=str(tmp_path / "c1"), **SETTINGS)
@@ -206,14 +240,29 @@ def test_pretrain_traces_live_with_identical_weights_and_the_tables_of_trace(dim
     losses = [json.loads((f.parent / pt.META_FILE).read_text())["losses"] for f in (plain[0], live[0])]
     assert losses[0] == losses[1]
     assert [c.label for c in tracer.checkpoints] == ["step0", "step1", "step2", "step4"]
-    after = trace(str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False,
-                  **SETTINGS)
+    after = trace(
+        str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False, **SETTINGS
+    )
     assert_tables_close(tmp_path / "live" / "probes.csv", after["probes_csv"], PROBE_COLUMNS)
     assert_tables_close(tmp_path / "live" / "mi.csv", after["mi_csv"], MI_COLUMNS)
     # the command line: `tracing-bench pretrain --trace-out` (--fast with the tiny sizes), the same tables again
     monkeypatch.setattr(pt.PretrainConfig, "fast", classmethod(lambda cls, **kw: cls(**{**tiny, **kw})))
-    args = ["pretrain", "--out", str(tmp_path / "cli"), "--fast", "--steps", "4", "--quiet", "--threads", "1",
-            "--trace-out", str(tmp_path / "cli_trace"), "--dimensions", dims, "--mi"]
+    args = [
+        "pretrain",
+        "--out",
+        str(tmp_path / "cli"),
+        "--fast",
+        "--steps",
+        "4",
+        "--quiet",
+        "--threads",
+        "1",
+        "--trace-out",
+        str(tmp_path / "cli_trace"),
+        "--dimensions",
+        dims,
+        "--mi",
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     assert "traced 4 checkpoints while training" in first.output
@@ -234,8 +283,17 @@ def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, 
         model = AutoModelForCausalLM.from_pretrained(model_dir)
         tok = AutoTokenizer.from_pretrained(model_dir)
         ddp = torch.nn.parallel.DistributedDataParallel(model)
-        tracer = LiveTracer(out, dimensions=dim_csv, layers="0", probes="logistic", stop_on_drop=True, device="cpu",
-                            dtype="float32", threads=1, cache_dir=str(Path(out) / "cache"))
+        tracer = LiveTracer(
+            out,
+            dimensions=dim_csv,
+            layers="0",
+            probes="logistic",
+            stop_on_drop=True,
+            device="cpu",
+            dtype="float32",
+            threads=1,
+            cache_dir=str(Path(out) / "cache"),
+        )
         first = tracer.on_checkpoint(ddp.module, tok, 0)
         with torch.no_grad():
             model.get_input_embeddings().weight.zero_()
@@ -247,9 +305,16 @@ def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, 
             failure = ""
         except TracingBenchError as e:
             failure = str(e)
-        Path(report.format(rank)).write_text(json.dumps({"traced": [first.traced, second.traced],
-                                            "stop": [first.should_stop, second.should_stop],
-                                            "n_warnings": len(second.warnings), "failure": failure}))
+        Path(report.format(rank)).write_text(
+            json.dumps(
+                {
+                    "traced": [first.traced, second.traced],
+                    "stop": [first.should_stop, second.should_stop],
+                    "n_warnings": len(second.warnings),
+                    "failure": failure,
+                }
+            )
+        )
     finally:
         dist.destroy_process_group()
 
@@ -262,9 +327,19 @@ def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, nprocs=2, join=True,
-             args=(2, f"tcp://127.0.0.1:{port}", str(tiny_models["llama"]), str(csv_path),
-                   str(tmp_path / "live"), str(tmp_path / "rank{}.json")))
+    mp.spawn(
+        _ddp_worker,
+        nprocs=2,
+        join=True,
+        args=(
+            2,
+            f"tcp://127.0.0.1:{port}",
+            str(tiny_models["llama"]),
+            str(csv_path),
+            str(tmp_path / "live"),
+            str(tmp_path / "rank{}.json"),
+        ),
+    )
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert got[0]["traced"] == [True, True] and got[1]["traced"] == [False, False]
     assert got[0]["stop"] == got[1]["stop"] == [False, True]  # rank 0's decision reached rank 1
@@ -274,8 +349,9 @@ def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
     assert [c["step"] for c in live["checkpoints"]] == [0, 1]  # written once, by rank 0
 
 
-def test_live_scoring_equals_lm_eval_on_the_saved_checkpoint_and_leaves_training_unchanged(tiny_models, tiny_tokenizer,
-                                                                                           dims, tmp_path):
+def test_live_scoring_equals_lm_eval_on_the_saved_checkpoint_and_leaves_training_unchanged(
+    tiny_models, tiny_tokenizer, dims, tmp_path
+):
     from tracing_bench.evaluate import run_eval
     from tracing_bench.live_scoring import LiveScorer
     from tracing_bench.results import task_scores
@@ -283,14 +359,31 @@ def test_live_scoring_equals_lm_eval_on_the_saved_checkpoint_and_leaves_training
     folder = tiny_models["gpt2"]
     plain = train_loop(folder, tiny_tokenizer, 2)
     scorer = LiveScorer("trust_privacy", limit=4, batch_size=4)
-    tracer = LiveTracer(tmp_path / "live", dimensions=dims.split(",")[0], layers="0", probes="logistic",
-                        cache_dir=str(tmp_path / "c"), device="cpu", dtype="float32", threads=1, scorer=scorer)
+    tracer = LiveTracer(
+        tmp_path / "live",
+        dimensions=dims.split(",")[0],
+        layers="0",
+        probes="logistic",
+        cache_dir=str(tmp_path / "c"),
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        scorer=scorer,
+    )
     traced = train_loop(folder, tiny_tokenizer, 2, tracer=tracer, save_root=tmp_path / "ckpts")
-    assert traced[0] == plain[0] and traced[2] == plain[2] and all(torch.equal(plain[1][k], traced[1][k])
-                                                                   for k in plain[1])
+    assert (
+        traced[0] == plain[0]
+        and traced[2] == plain[2]
+        and all(torch.equal(plain[1][k], traced[1][k]) for k in plain[1])
+    )
     last = json.loads((tmp_path / "live" / "live.json").read_text())["checkpoints"][-1]
-    run = run_eval({"pretrained": str(tmp_path / "ckpts" / "step2"), "dtype": "float32"}, tasks="trust_privacy",
-                   output_path=tmp_path / "results", limit=4, extra_args=["--batch_size", "4", "--device", "cpu"])
+    run = run_eval(
+        {"pretrained": str(tmp_path / "ckpts" / "step2"), "dtype": "float32"},
+        tasks="trust_privacy",
+        output_path=tmp_path / "results",
+        limit=4,
+        extra_args=["--batch_size", "4", "--device", "cpu"],
+    )
     assert run is not None
     want = {(s.task, s.metric): s.value for s in task_scores(run.results)}
     got = {(s["task"], s["metric"]): s["value"] for s in last["scores"]}

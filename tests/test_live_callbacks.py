@@ -22,8 +22,17 @@ from tracing_bench.live import LiveTracer
 from tracing_bench.live_trainer import TraceCallback
 from tracing_bench.trace import trace
 
-SETTINGS = dict(layers="all", probes="logistic", mi=True, mi_subsample=30, mi_noise=2, batch_size=16, device="cpu",
-                dtype="float32", threads=1)
+SETTINGS = dict(
+    layers="all",
+    probes="logistic",
+    mi=True,
+    mi_subsample=30,
+    mi_noise=2,
+    batch_size=16,
+    device="cpu",
+    dtype="float32",
+    threads=1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,21 +50,39 @@ class Recorder(TrainerCallback):
         self.logs.append({**(logs or {}), "_step": state.global_step})
 
 
-def run_trainer(folder: Path, tokenizer, out: Path, *, tracer: LiveTracer | None = None, attach: bool = True,
-                **options) -> tuple[Trainer, Recorder, dict[str, torch.Tensor]]:
+def run_trainer(
+    folder: Path, tokenizer, out: Path, *, tracer: LiveTracer | None = None, attach: bool = True, **options
+) -> tuple[Trainer, Recorder, dict[str, torch.Tensor]]:
     texts = load_dimension("privacy").statements[:16]
     data = [{"input_ids": ids} for ids in tokenizer(texts, truncation=True, max_length=32)["input_ids"]]
-    args = TrainingArguments(output_dir=str(out), max_steps=4, per_device_train_batch_size=4, learning_rate=1e-2,
-                             logging_steps=1, save_strategy="steps", save_steps=2, save_only_model=True,
-                             report_to="none", use_cpu=True, seed=0, data_seed=0, dataloader_num_workers=0,
-                             disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=2,
+        save_only_model=True,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        data_seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
     recorder = Recorder()
     callbacks: list = [recorder]
     if tracer is not None and not attach:
         callbacks.append(TraceCallback(tracer, **options))
-    trainer = Trainer(model=AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), args=args,
-                      train_dataset=data, processing_class=tokenizer, callbacks=callbacks,
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer = Trainer(
+        model=AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     if tracer is not None and attach:
         TraceCallback.attach(trainer, tracer, **options)
     trainer.train()
@@ -84,16 +111,18 @@ def test_trainer_callback_bit_identical_logged_and_equal_to_trace(tiny_models, t
     best.sort(key=lambda r: (-r["val_acc"], r["layer"]))
     assert logged[-1][key] == best[0]["test_acc"] and len(probes) == 1 + 2 * 3
     assert any(key in e for e in traced.state.log_history)
-    after = trace(str(out), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False,
-                  **SETTINGS)
+    after = trace(
+        str(out), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False, **SETTINGS
+    )
     assert after["probes_csv"].read_text() == (tmp_path / "live" / "probes.csv").read_text()
     assert after["mi_csv"].read_text() == (tmp_path / "live" / "mi.csv").read_text()
 
 
 def test_trainer_callback_on_a_schedule_without_attach(tiny_models, tiny_tokenizer, dims, tmp_path):
     tracer = LiveTracer(tmp_path / "live", dimensions=dims, cache_dir=str(tmp_path / "c"), **SETTINGS)
-    trainer, recorder, _ = run_trainer(tiny_models["llama"], tiny_tokenizer, tmp_path / "run", tracer=tracer,
-                                       attach=False, steps=[0, 3])
+    trainer, recorder, _ = run_trainer(
+        tiny_models["llama"], tiny_tokenizer, tmp_path / "run", tracer=tracer, attach=False, steps=[0, 3]
+    )
     assert [c.label for c in tracer.checkpoints] == ["step0", "step3"]
     key = "trace/fairness_small/probe_acc"
     entries = [e for e in trainer.state.log_history if key in e]
@@ -107,8 +136,17 @@ def test_trainer_callback_stops_training_on_an_early_warning(tiny_models, tiny_t
     from transformers import TrainerControl, TrainerState
 
     path = write_planted_dimension(tmp_path / "planted.csv")
-    tracer = LiveTracer(tmp_path / "live", dimensions=str(path), layers="0", probes="logistic", stop_on_drop=True,
-                        device="cpu", dtype="float32", threads=1, cache_dir=str(tmp_path / "c"))
+    tracer = LiveTracer(
+        tmp_path / "live",
+        dimensions=str(path),
+        layers="0",
+        probes="logistic",
+        stop_on_drop=True,
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        cache_dir=str(tmp_path / "c"),
+    )
     callback = TraceCallback(tracer, every=1)
     model = AutoModelForCausalLM.from_pretrained(tiny_models["llama"])
     state, control = TrainerState(), TrainerControl()
@@ -133,8 +171,9 @@ def test_lightning_callback(tiny_models, tiny_tokenizer, dims, tmp_path):
     texts = load_dimension("privacy").statements[:8]
     enc = tiny_tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=32)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(enc["input_ids"], enc["attention_mask"],
-                                                                         labels), batch_size=4)
+    batches = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(enc["input_ids"], enc["attention_mask"], labels), batch_size=4
+    )
 
     class Module(pl.LightningModule):
         def __init__(self) -> None:
@@ -165,8 +204,15 @@ def test_lightning_callback(tiny_models, tiny_tokenizer, dims, tmp_path):
     tracer = LiveTracer(tmp_path / "live", dimensions=dims, cache_dir=str(tmp_path / "c"), **SETTINGS)
     callback = trace_callback(tracer, tiny_tokenizer, steps=[0, 2])
     logger = Logger()
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=logger, callbacks=[callback], enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[callback],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Module(), train_dataloaders=batches)
     assert [r.step for r in callback.results] == [0, 2]
     assert [c.label for c in tracer.checkpoints] == ["step0", "step2"]

@@ -57,9 +57,26 @@ def test_a_checkpoint_that_cannot_fit_is_one_line_before_any_download(local_hub,
     assert downloads.check_free_space(Checkpoint("local/olmo-tiny", rev.name)) == size  # nothing cached yet
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(downloads.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - size // 2, size // 2))
-    res = CliRunner().invoke(main, ["trace", "--model", "local/olmo-tiny", "--revisions", rev.name,
-                                    "--dimensions", "fairness", "--max-statements", "60", "--device", "cpu",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            "local/olmo-tiny",
+            "--revisions",
+            rev.name,
+            "--dimensions",
+            "fairness",
+            "--max-statements",
+            "60",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 2, res.output
     line = res.output.strip().splitlines()[-1]
     assert "--delete-checkpoints" in line and rev.name in line and str(tmp_path / "hf" / "hub") in line, line
@@ -111,8 +128,9 @@ def test_enospc_while_writing_a_part_or_a_cache_entry_leaves_no_half_file(tmp_pa
     assert part.read_text() == '{\n "dataset_md5": "old"\n}'  # the old part, whole
     assert sorted(p.name for p in part.parent.iterdir()) == ["fairness.json"]  # no temporary left
 
-    monkeypatch.setattr(safetensors.torch, "save_file",
-                        lambda tensors, path, metadata=None: _half_then_enospc(path, b"\0" * 4096))
+    monkeypatch.setattr(
+        safetensors.torch, "save_file", lambda tensors, path, metadata=None: _half_then_enospc(path, b"\0" * 4096)
+    )
     cache = ActivationCache(tmp_path / "cache")
     with pytest.raises(OSError, match="No space"):
         cache.save({"model": "m"}, torch.zeros(2, 3, 4), {})
@@ -127,8 +145,17 @@ def test_trace_json_stage_seconds_add_up_to_the_wall_time(series_folder, tmp_pat
     from tracing_bench.trace import trace
 
     began = time.perf_counter()
-    res = trace(str(series_folder), out=tmp_path / "out", cache_dir=tmp_path / "cache", dimensions="fairness",
-                layers="0,2", mi=True, max_statements=80, mi_noise=0, progress=False)
+    res = trace(
+        str(series_folder),
+        out=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        dimensions="fairness",
+        layers="0,2",
+        mi=True,
+        max_statements=80,
+        mi_noise=0,
+        progress=False,
+    )
     wall = time.perf_counter() - began
     timings = json.loads(res["trace_json"].read_text())["timings"]
     stages = timings["stages"]
@@ -147,11 +174,33 @@ def test_console_script_traces_a_hub_series_and_deletes_each_checkpoint(local_hu
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     script = Path(sys.executable).with_name("tracing-bench")
     out = tmp_path / "out"
-    res = subprocess.run([str(script), "trace", "--model", "local/olmo-tiny", "--revisions",
-                          "step1000-tokens*:step3000-tokens*:1000", "--dimensions", "fairness", "--layers", "0",
-                          "--max-statements", "60", "--device", "cpu", "--delete-checkpoints",
-                          "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            str(script),
+            "trace",
+            "--model",
+            "local/olmo-tiny",
+            "--revisions",
+            "step1000-tokens*:step3000-tokens*:1000",
+            "--dimensions",
+            "fairness",
+            "--layers",
+            "0",
+            "--max-statements",
+            "60",
+            "--device",
+            "cpu",
+            "--delete-checkpoints",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     with open(out / "probes.csv", newline="") as f:
         assert sorted({r["revision"] for r in csv.DictReader(f)}) == list(LOCAL_HUB_REVS)

@@ -39,8 +39,15 @@ def one_answer_results(tiny_tokenizer, tmp_path_factory) -> dict:
         for t in boost:
             model.lm_head.weight[t, k] = 50.0
     model.save_pretrained(folder)
-    run_eval(f"pretrained={folder},dtype=float32", model="hf", tasks="trust", limit=LIMIT, output_path=root / "out",
-             log_samples=True, extra_args=["--device", "cpu", "--batch_size", "16"])
+    run_eval(
+        f"pretrained={folder},dtype=float32",
+        model="hf",
+        tasks="trust",
+        limit=LIMIT,
+        output_path=root / "out",
+        log_samples=True,
+        extra_args=["--device", "cpu", "--batch_size", "16"],
+    )
     (path,) = (root / "out").glob("*/results_*.json")
     samples = {}
     for task in TRUST_TASKS:
@@ -75,9 +82,14 @@ def test_one_answer_model_reads_chance_on_every_headline(one_answer_results):
     assert _cell(res, "trust_robustness", "consistency")[0] == 1.0  # where consistency reads perfect
     pair, pair_se = _cell(res, "trust_fairness", "pair_discrimination")
     assert abs(pair - 0.5) <= 1.96 * pair_se
-    group, group_se = _cell(res, "trust", "chance_corrected") if "trust" in res["results"]["results"] else (
-        float(res["results"]["groups"]["trust"]["chance_corrected,none"]),
-        float(res["results"]["groups"]["trust"]["chance_corrected_stderr,none"]))
+    group, group_se = (
+        _cell(res, "trust", "chance_corrected")
+        if "trust" in res["results"]["results"]
+        else (
+            float(res["results"]["groups"]["trust"]["chance_corrected,none"]),
+            float(res["results"]["groups"]["trust"]["chance_corrected_stderr,none"]),
+        )
+    )
     assert abs(group) <= 1.96 * group_se + 1e-12
 
 

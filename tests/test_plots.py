@@ -22,8 +22,14 @@ def test_trace_figures_all_kinds_with_log_steps(tmp_path):
     probes, mis = write_trace_tables(tmp_path / "t", PYTHIA)
     paths = trace_figures(probes, mis, tmp_path / "fig")
     names = [p.name for p in paths]
-    assert names == ["probes_reliability.png", "probes_reliability_heatmap.png", "probes_fairness.png",
-                     "probes_fairness_heatmap.png", "mi_reliability.png", "mi_fairness.png"]
+    assert names == [
+        "probes_reliability.png",
+        "probes_reliability_heatmap.png",
+        "probes_fairness.png",
+        "probes_fairness_heatmap.png",
+        "mi_reliability.png",
+        "mi_fairness.png",
+    ]
     for p in paths:
         w, h = _png_size(p)
         assert w > 200 and h > 150
@@ -39,8 +45,9 @@ def test_missing_mi_gives_probe_figures_only(tmp_path, mi):
 
 
 def test_checkpoints_without_steps_and_a_single_checkpoint(tmp_path):
-    probes, mis = write_trace_tables(tmp_path / "a", [("final", None), ("sft", None), ("chat", None)],
-                                     dims=("privacy",))
+    probes, mis = write_trace_tables(
+        tmp_path / "a", [("final", None), ("sft", None), ("chat", None)], dims=("privacy",)
+    )
     paths = trace_figures(probes, mis, tmp_path / "fa")
     assert [p.name for p in paths] == ["probes_privacy.png", "probes_privacy_heatmap.png", "mi_privacy.png"]
     probes, mis = write_trace_tables(tmp_path / "b", [("step5", 5)], dims=("privacy",))
@@ -53,20 +60,30 @@ def test_no_rows_no_figures(tmp_path):
 
 # -------------------------------------------------------------------------------- MI turns
 def _rows(series: dict[tuple[str, int], list[tuple[int | None, float]]]):
-    return [{"dimension": d, "layer": str(lay), "step": "" if s is None else str(s), "revision": f"r{i}",
-             "i_xt": str(v)} for (d, lay), pts in series.items() for i, (s, v) in enumerate(pts)]
+    return [
+        {"dimension": d, "layer": str(lay), "step": "" if s is None else str(s), "revision": f"r{i}", "i_xt": str(v)}
+        for (d, lay), pts in series.items()
+        for i, (s, v) in enumerate(pts)
+    ]
 
 
 def test_mi_turns_first_peak_per_dimension_and_layer():
-    rows = _rows({
-        ("fairness", 0): [(0, 1.0), (100, 2.0), (200, 3.0), (400, 2.0), (800, 1.0)],   # turn at 200
-        ("fairness", 1): [(0, 3.0), (100, 2.0), (200, 1.0)],                           # only falls
-        ("fairness", 2): [(0, 1.0), (100, 2.0), (200, 3.0)],                           # only rises
-        ("privacy", 0): [(0, 1.0), (100, 2.0), (200, 2.0), (400, 1.0)],                # plateau: first of it
-        ("privacy", 1): [(0, 1.0), (50, 2.0), (100, 1.5), (200, 5.0), (400, 1.0)],     # first peak, not max
-    })
-    assert mi_turns(rows) == {("fairness", 0): 200, ("fairness", 1): None, ("fairness", 2): None,
-                              ("privacy", 0): 100, ("privacy", 1): 50}
+    rows = _rows(
+        {
+            ("fairness", 0): [(0, 1.0), (100, 2.0), (200, 3.0), (400, 2.0), (800, 1.0)],  # turn at 200
+            ("fairness", 1): [(0, 3.0), (100, 2.0), (200, 1.0)],  # only falls
+            ("fairness", 2): [(0, 1.0), (100, 2.0), (200, 3.0)],  # only rises
+            ("privacy", 0): [(0, 1.0), (100, 2.0), (200, 2.0), (400, 1.0)],  # plateau: first of it
+            ("privacy", 1): [(0, 1.0), (50, 2.0), (100, 1.5), (200, 5.0), (400, 1.0)],  # first peak, not max
+        }
+    )
+    assert mi_turns(rows) == {
+        ("fairness", 0): 200,
+        ("fairness", 1): None,
+        ("fairness", 2): None,
+        ("privacy", 0): 100,
+        ("privacy", 1): 50,
+    }
 
 
 def test_mi_turns_sorts_by_step_and_uses_revision_without_step():
@@ -85,10 +102,24 @@ def test_mi_turns_tolerance_and_nan():
 
 
 def test_radar_chart(tmp_path):
-    rows = [{"label": "a@step1", "trust_reliability": 0.5, "trust_privacy": 0.6, "trust_toxicity": 0.4,
-             "trust_fairness": 0.7, "trust_robustness": None},
-            {"label": "b@step2", "trust_reliability": 0.6, "trust_privacy": 0.5, "trust_toxicity": 0.5,
-             "trust_fairness": 0.6, "trust_robustness": 0.9}]
+    rows = [
+        {
+            "label": "a@step1",
+            "trust_reliability": 0.5,
+            "trust_privacy": 0.6,
+            "trust_toxicity": 0.4,
+            "trust_fairness": 0.7,
+            "trust_robustness": None,
+        },
+        {
+            "label": "b@step2",
+            "trust_reliability": 0.6,
+            "trust_privacy": 0.5,
+            "trust_toxicity": 0.5,
+            "trust_fairness": 0.6,
+            "trust_robustness": 0.9,
+        },
+    ]
     path = radar_chart(rows, tmp_path / "radar.png")
     assert path is not None and _png_size(path)[0] > 200
     assert radar_chart([{"label": "x", "trust_fairness": 0.5}], tmp_path / "none.png") is None

@@ -20,8 +20,18 @@ from tracing_bench.cli import main
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import current_umask
 
-TINY = dict(hidden_size=32, layers=2, heads=2, intermediate_size=64, vocab_size=400,
-            seq_len=32, batch_size=8, lr=1e-2, warmup=0, threads=1)
+TINY = dict(
+    hidden_size=32,
+    layers=2,
+    heads=2,
+    intermediate_size=64,
+    vocab_size=400,
+    seq_len=32,
+    batch_size=8,
+    lr=1e-2,
+    warmup=0,
+    threads=1,
+)
 
 
 def _tiny(**overrides) -> pt.PretrainConfig:
@@ -100,17 +110,16 @@ def test_same_seed_same_weights_other_seed_differs(run, tmp_path):
     cfg, _, folders = run
     again = pt.pretrain(cfg, tmp_path / "again", progress=False)
     assert all(_same(a, b) for a, b in zip(folders, again, strict=False))
-    other = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 2, "seed": 1}), tmp_path / "other",
-                        progress=False)
+    other = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 2, "seed": 1}), tmp_path / "other", progress=False)
     assert not _same(folders[0], other[0])
 
 
 def test_thread_count_does_not_change_the_weights(run, tmp_path):
     cfg, _, folders = run
-    two = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 4, "save_at": (4,), "threads": 2}),
-                      tmp_path / "two", progress=False)
-    one = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 4, "save_at": (4,)}), tmp_path / "one",
-                      progress=False)
+    two = pt.pretrain(
+        pt.PretrainConfig(**{**TINY, "steps": 4, "save_at": (4,), "threads": 2}), tmp_path / "two", progress=False
+    )
+    one = pt.pretrain(pt.PretrainConfig(**{**TINY, "steps": 4, "save_at": (4,)}), tmp_path / "one", progress=False)
     assert _same(one[-1], two[-1])
 
 
@@ -150,9 +159,15 @@ def test_interrupted_run_resumes_to_identical_weights(run, tmp_path, monkeypatch
 
 @pytest.mark.parametrize(
     "kwargs, flag",
-    [({"steps": -1}, "--steps"), ({"seed": -2}, "--seed"), ({"steps": 4, "save_at": (5,)}, "--save-at"),
-     ({"hidden_size": 30, "heads": 4}, "hidden_size"), ({"corpus": "test"}, "corpus"),
-     ({"lr": 0.0}, "lr"), ({"threads": 0}, "--threads")],
+    [
+        ({"steps": -1}, "--steps"),
+        ({"seed": -2}, "--seed"),
+        ({"steps": 4, "save_at": (5,)}, "--save-at"),
+        ({"hidden_size": 30, "heads": 4}, "hidden_size"),
+        ({"corpus": "test"}, "corpus"),
+        ({"lr": 0.0}, "lr"),
+        ({"threads": 0}, "--threads"),
+    ],
 )
 def test_config_rejects_bad_values(kwargs, flag):
     with pytest.raises(TracingBenchError, match=flag) as e:
@@ -166,9 +181,13 @@ def test_save_at_always_includes_first_and_last():
 
 @pytest.mark.parametrize(
     "args, says",
-    [(["--steps", "-5"], "--steps -5"), (["--steps", "4", "--save-at", "9"], "--save-at 9"),
-     (["--save-at", "1,x"], "--save-at 'x'"), (["--seed", "-1"], "--seed -1"),
-     (["--threads", "0"], "--threads 0")],
+    [
+        (["--steps", "-5"], "--steps -5"),
+        (["--steps", "4", "--save-at", "9"], "--save-at 9"),
+        (["--save-at", "1,x"], "--save-at 'x'"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--threads", "0"], "--threads 0"),
+    ],
 )
 def test_cli_bad_flags_one_line_exit_2(tmp_path, args, says):
     res = CliRunner().invoke(main, ["pretrain", "--out", str(tmp_path / "o"), *args])
@@ -234,8 +253,11 @@ def test_every_trust_answer_choice_is_one_token(run):
     for path in TASKS_DIR.glob("*/trust_*.yaml"):
         text = path.read_text()
         spec = yaml.safe_load("\n".join(line for line in text.splitlines() if "!function" not in line))
-        template = yaml.safe_load("\n".join(line for line in (TASKS_DIR / "_template_yaml").read_text().splitlines()
-                                            if "!function" not in line))
+        template = yaml.safe_load(
+            "\n".join(
+                line for line in (TASKS_DIR / "_template_yaml").read_text().splitlines() if "!function" not in line
+            )
+        )
         delimiter = spec.get("target_delimiter", template.get("target_delimiter", " "))
         choices |= {delimiter + c for c in spec.get("doc_to_choice", template["doc_to_choice"])}
     assert {" 0", " 1", " negative", " positive"} <= choices

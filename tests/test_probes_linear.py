@@ -32,8 +32,12 @@ def _layers(n_layers=4, n=300, d=20, seed=0, signal=0.8):
     y = rng.permutation(np.arange(n) % 2)
     base = rng.standard_normal((n, 5)) @ rng.standard_normal((5, d)) + rng.standard_normal((n, d))
     acts = np.stack(
-        [base * (1 + 0.3 * k) + signal * (k + 1) / n_layers * np.outer(2 * y - 1, rng.standard_normal(d))
-         + 3.0 * rng.standard_normal(d) for k in range(n_layers)]
+        [
+            base * (1 + 0.3 * k)
+            + signal * (k + 1) / n_layers * np.outer(2 * y - 1, rng.standard_normal(d))
+            + 3.0 * rng.standard_normal(d)
+            for k in range(n_layers)
+        ]
     )
     return acts, y
 
@@ -42,8 +46,13 @@ def _paper_splits(n, seed=0):
     perm = np.random.default_rng(seed).permutation(n)
     test, dev = perm[: n // 2], perm[n // 2 :]
     k = len(dev) // 5
-    return {"test": np.sort(test), "probe_val": np.sort(dev[:k]), "probe_train": np.sort(dev[k:]),
-            "dev": np.sort(dev), "all": np.arange(n)}
+    return {
+        "test": np.sort(test),
+        "probe_val": np.sort(dev[:k]),
+        "probe_train": np.sort(dev[k:]),
+        "dev": np.sort(dev),
+        "all": np.arange(n),
+    }
 
 
 def _ref_splits(n):
@@ -139,13 +148,19 @@ def test_warm_start():
     torch.testing.assert_close(warm.coef, cold.coef, rtol=1e-5, atol=1e-7)
     from tracing_bench.probes.solver import LogisticFit
 
-    one = LogisticFit(coef=-5 * cold.coef[:1], intercept=cold.intercept[:1], n_iter=cold.n_iter,
-                      converged=cold.converged)
+    one = LogisticFit(
+        coef=-5 * cold.coef[:1], intercept=cold.intercept[:1], n_iter=cold.n_iter, converged=cold.converged
+    )
     bad_start = fit_logistic(x, yy, tol=1e-8, init=one)  # a poor start is scaled away (a >= 0)
     torch.testing.assert_close(bad_start.coef, cold.coef, rtol=1e-4, atol=1e-6)
     with pytest.raises(TracingBenchError, match="init"):
-        fit_logistic(x, yy, init=LogisticFit(coef=cold.coef[:, :3], intercept=cold.intercept, n_iter=cold.n_iter,
-                                             converged=cold.converged))
+        fit_logistic(
+            x,
+            yy,
+            init=LogisticFit(
+                coef=cold.coef[:, :3], intercept=cold.intercept, n_iter=cold.n_iter, converged=cold.converged
+            ),
+        )
 
 
 def test_short_memory_wraps_the_ring_to_the_same_optimum():
@@ -194,14 +209,13 @@ def test_probe_layers_matches_per_layer_sklearn(protocol):
     acts, y = _layers(n_layers=5, n=400, d=30, seed=3)
     splits = _paper_splits(400) if protocol == "paper" else _ref_splits(400)
     rows = probe_layers(acts.astype(np.float32), y, splits, protocol=protocol, tol=1e-7)
-    assert [(r["layer"], r["probe"]) for r in rows] == [
-        (k, p) for k in range(5) for p in ("logistic", "mass_mean")
-    ]
+    assert [(r["layer"], r["probe"]) for r in rows] == [(k, p) for k in range(5) for p in ("logistic", "mass_mean")]
     common = {"layer", "probe", "n_train", "val_acc", "val_auroc", "test_acc", "test_auroc"}
     assert set(rows[0]) == common | ({"n_iter", "converged", "constant_features"} if protocol == "reference" else set())
     assert all(r["n_train"] == len(splits["probe_train"]) for r in rows)
-    ours = np.array([[r["val_acc"], r["val_auroc"], r["test_acc"], r["test_auroc"]]
-                     for r in rows if r["probe"] == "logistic"])
+    ours = np.array(
+        [[r["val_acc"], r["val_auroc"], r["test_acc"], r["test_auroc"]] for r in rows if r["probe"] == "logistic"]
+    )
     ref = _sklearn_rows(acts, y, splits, protocol)
     n_eval = len(splits["test" if protocol == "paper" else "probe_val"])
     assert np.abs(ours[:, [0, 2]] - ref[:, [0, 2]]).max() <= 1.0 / n_eval + 1e-12  # at most 1 statement

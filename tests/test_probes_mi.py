@@ -29,8 +29,12 @@ def _data(m=120, d=12, layers=3, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, m)
     x = rng.standard_normal((m, d))
-    t = np.stack([x @ rng.standard_normal((d, d)) * (k + 1) + (2 * y - 1)[:, None] * k
-                  + rng.standard_normal((m, d)) for k in range(layers)])
+    t = np.stack(
+        [
+            x @ rng.standard_normal((d, d)) * (k + 1) + (2 * y - 1)[:, None] * k + rng.standard_normal((m, d))
+            for k in range(layers)
+        ]
+    )
     return x, y, t
 
 

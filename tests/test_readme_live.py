@@ -19,8 +19,10 @@ def example(heading: str) -> str:
     return block.group(1)
 
 
-@pytest.mark.parametrize("heading, out", [("With a plain PyTorch (or Accelerate) loop", "runs/live"),
-                                          ("With transformers' Trainer", "runs/trainer-trace")])
+@pytest.mark.parametrize(
+    "heading, out",
+    [("With a plain PyTorch (or Accelerate) loop", "runs/live"), ("With transformers' Trainer", "runs/trainer-trace")],
+)
 def test_readme_example_runs(heading, out, tmp_path, monkeypatch, capsys):
     import torch
 

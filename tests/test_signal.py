@@ -16,8 +16,12 @@ from tracing_bench.compare.signal import metric_signal, snr_table
 
 def _series(tmp_path, values, se, p_trust):
     for step, (v, p) in enumerate(zip(values, p_trust, strict=True)):
-        data = results_json({"trust_toxicity": (v, se)}, revision=f"step{step * 100}", group=False,
-                            p_trust={"trust_toxicity": (p, 0.001)})
+        data = results_json(
+            {"trust_toxicity": (v, se)},
+            revision=f"step{step * 100}",
+            group=False,
+            p_trust={"trust_toxicity": (p, 0.001)},
+        )
         write_results(tmp_path / f"step{step}", data, stamp=f"2026-01-0{step + 1}T00-00-00.000000")
 
 

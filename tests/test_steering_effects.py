@@ -78,7 +78,7 @@ def test_logodds_from_sample_logs_match_numpy_and_the_tasks_p_trust(lm_eval_resu
     logs = sorted(Path(lm_eval_results["base"]).rglob("samples_trust_*.jsonl"))
     seen = set()
     for path in logs:
-        task = path.name[len("samples_"):].rsplit("_", 1)[0]
+        task = path.name[len("samples_") :].rsplit("_", 1)[0]
         values = read_logodds(path, task)
         samples = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         assert sorted(values) == sorted(int(s["doc_id"]) for s in samples)
@@ -106,10 +106,32 @@ def _answer_direction(model_dir: Path) -> torch.Tensor:
 
 
 def _sweep(model_dir, vector, out, tasks, alphas, limit):
-    res = CliRunner().invoke(main, ["steer", "sweep", "--model", str(model_dir), "--vector", str(vector),
-                                    f"--alphas={alphas}", "--tasks", tasks, "--limit", str(limit), "--batch-size", "8",
-                                    "--max-ppl-increase", "1000", "--lambada", "off", "--device", "cpu",
-                                    "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "sweep",
+            "--model",
+            str(model_dir),
+            "--vector",
+            str(vector),
+            f"--alphas={alphas}",
+            "--tasks",
+            tasks,
+            "--limit",
+            str(limit),
+            "--batch-size",
+            "8",
+            "--max-ppl-increase",
+            "1000",
+            "--lambada",
+            "off",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     with open(out / "sweep.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["metric"] == "logodds"]
@@ -124,8 +146,9 @@ def test_sweep_detects_a_known_steering_effect_per_document(tiny_models, tmp_pat
     llama = tiny_models["llama"]
     last = 2  # tests/tiny.py: 3 blocks
     vec = SteeringVector(_answer_direction(llama), layer=last, hookpoint=f"layers.{last}").save(tmp_path / "v.pt")
-    output, rows, docs, best = _sweep(llama, vec, tmp_path / "sweep", "trust_reliability,trust_robustness",
-                                      "-100,100", 8)
+    output, rows, docs, best = _sweep(
+        llama, vec, tmp_path / "sweep", "trust_reliability,trust_robustness", "-100,100", 8
+    )
     data = load_dimension("reliability")
     labels = data.labels[data.indices("test")][:8]
     base = docs[("trust_reliability", "", "0.0")]
@@ -141,8 +164,12 @@ def test_sweep_detects_a_known_steering_effect_per_document(tiny_models, tmp_pat
         assert float(row["wrong_way"]) == pytest.approx(np.mean(labels != (1 if sign > 0 else 0)))
         assert int(row["n_docs"]) == 8
     # steerability: each document's slope over -100, 0, 100 has the sign of its correct answer
-    grid = np.array([[docs[("trust_reliability", lay, a)][d] for lay, a in (("2", "-100.0"), ("", "0.0"),
-                                                                             ("2", "100.0"))] for d in range(8)])
+    grid = np.array(
+        [
+            [docs[("trust_reliability", lay, a)][d] for lay, a in (("2", "-100.0"), ("", "0.0"), ("2", "100.0"))]
+            for d in range(8)
+        ]
+    )
     slopes = np.array([np.polyfit([-100, 0, 100], grid[d], 1)[0] for d in range(8)])
     assert np.all(np.sign(slopes) == 2 * labels - 1)
     row = next(r for r in rows if r["task"] == "trust_reliability" and r["alpha"] == "100.0")

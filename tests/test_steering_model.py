@@ -27,8 +27,16 @@ def _evaluate(model: str, model_args: str, tasks=TASKS, limit=LIMIT):
     if not _TM:  # indexing the include path takes seconds; once per session
         _TM.append(TaskManager(include_path=str(TASKS_DIR), include_defaults=False))
     tm = _TM[0]
-    return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=tasks, limit=limit, task_manager=tm,
-                                   batch_size=4, device="cpu", log_samples=True)
+    return lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=tasks,
+        limit=limit,
+        task_manager=tm,
+        batch_size=4,
+        device="cpu",
+        log_samples=True,
+    )
 
 
 def _task_values(results):
@@ -85,10 +93,15 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
     vec = torch.randn(32, generator=torch.Generator().manual_seed(1))
     alpha = 3.0
     SteeringVector(vec, layer=1, hookpoint=hp, coefficient=alpha).save(tmp_path / "v.pt")
-    lm = TrustSteeredModel(pretrained=folder, steer_path=str(tmp_path / "v.pt"), positions="last", batch_size=3,
-                           device="cpu")
-    pairs = [("The cat sat", " on the mat today"), ("A", " b"), ("Some longer context here, with words", " yes"),
-             ("Q: is it true?", " no it is not")]
+    lm = TrustSteeredModel(
+        pretrained=folder, steer_path=str(tmp_path / "v.pt"), positions="last", batch_size=3, device="cpu"
+    )
+    pairs = [
+        ("The cat sat", " on the mat today"),
+        ("A", " b"),
+        ("Some longer context here, with words", " yes"),
+        ("Q: is it true?", " no it is not"),
+    ]
     got = lm.loglikelihood([Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)], disable_tqdm=True)
 
     model = AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -101,7 +114,8 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
         inp = torch.tensor([c + t[:-1]])
         start = len(c) - 1
         hook = block.register_forward_hook(
-            lambda m, i, o, start=start: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= start))
+            lambda m, i, o, start=start: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= start)
+        )
         try:
             with torch.no_grad():
                 logp = model(inp).logits.log_softmax(-1)[0]
@@ -110,7 +124,8 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
         teacher = sum(logp[start + k, t[k]].item() for k in range(len(t)))
         # (b) the released code: KV cache, steer the last position of every forward pass
         hook = block.register_forward_hook(
-            lambda m, i, o: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) == h.shape[1] - 1))
+            lambda m, i, o: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) == h.shape[1] - 1)
+        )
         try:
             with torch.no_grad():
                 out = model(torch.tensor([c]), use_cache=True)
@@ -127,7 +142,7 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
 
     # identical logits on one padded batch: trust-steered's _model_call vs the hand hook
     reqs = [((a, b), tok(a)["input_ids"], tok(b)["input_ids"]) for a, b in pairs]
-    (starts, members), = lm._unambiguous_groups(reqs)
+    ((starts, members),) = lm._unambiguous_groups(reqs)
     rows = [r[1] + r[2][:-1] for r in reqs]
     width = max(map(len, rows))
     batch = torch.tensor([r + [0] * (width - len(r)) for r in rows])
@@ -138,7 +153,8 @@ def test_positions_last_loglikelihood_matches_hand_hook(tiny_models, tmp_path, a
         lm._ll_starts = None
     first = torch.tensor([len(r[1]) - 1 for r in reqs])
     hook = block.register_forward_hook(
-        lambda m, i, o: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= first.unsqueeze(1)))
+        lambda m, i, o: _hand_hook(o, v, lambda h: torch.arange(h.shape[1]).unsqueeze(0) >= first.unsqueeze(1))
+    )
     try:
         with torch.no_grad():
             hand = model(batch).logits
@@ -153,8 +169,9 @@ def test_positions_last_generation_matches_hand_hook(tiny_models, tmp_path):
     folder = str(tiny_models["llama"])
     vec = torch.randn(32, generator=torch.Generator().manual_seed(2))
     SteeringVector(vec, layer=1, hookpoint="layers.1", coefficient=5.0).save(tmp_path / "v.pt")
-    lm = TrustSteeredModel(pretrained=folder, steer_path=str(tmp_path / "v.pt"), positions="last", batch_size=2,
-                           device="cpu")
+    lm = TrustSteeredModel(
+        pretrained=folder, steer_path=str(tmp_path / "v.pt"), positions="last", batch_size=2, device="cpu"
+    )
     prompts = ["The cat sat on", "Is this statement true? Answer"]
     ids, mask = lm.tok_batch_encode(prompts)  # left-padded, as generate_until does
     kw = {"attention_mask": mask, "do_sample": False, "output_scores": True, "return_dict_in_generate": True}
@@ -172,8 +189,9 @@ def test_positions_last_generation_matches_hand_hook(tiny_models, tmp_path):
     hook = block.register_forward_hook(last_only)
     try:
         with torch.no_grad():
-            hand = model.generate(input_ids=ids, max_length=ids.shape[1] + 6, pad_token_id=lm.tokenizer.pad_token_id,
-                                  use_cache=True, **kw)
+            hand = model.generate(
+                input_ids=ids, max_length=ids.shape[1] + 6, pad_token_id=lm.tokenizer.pad_token_id, use_cache=True, **kw
+            )
     finally:
         hook.remove()
     assert seen[0] == ids.shape[1] and set(seen[1:]) == {1}  # prompt pass, then one token per pass
@@ -181,8 +199,9 @@ def test_positions_last_generation_matches_hand_hook(tiny_models, tmp_path):
     for a, b in zip(ours.scores, hand.scores, strict=True):
         assert torch.equal(a, b)
     # and positions=last is not positions=all
-    lm_all = TrustSteeredModel(pretrained=model, tokenizer=lm.tokenizer, steer_path=str(tmp_path / "v.pt"),
-                               positions="all", batch_size=2)
+    lm_all = TrustSteeredModel(
+        pretrained=model, tokenizer=lm.tokenizer, steer_path=str(tmp_path / "v.pt"), positions="all", batch_size=2
+    )
     every = lm_all._model_generate(ids, max_length=ids.shape[1] + 6, stop=[], **kw)
     assert not torch.equal(every.scores[0], ours.scores[0])
 
@@ -210,9 +229,27 @@ class _Opaque:
 def test_bad_vectors_one_line_exit_2(tiny_models, tmp_path):
     runner = CliRunner()
     for name, (path, word) in _bad_files(tmp_path).items():
-        res = runner.invoke(main, ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(path),
-                                   "--alphas", "1", "--tasks", "trust_fairness", "--limit", "2", "--device", "cpu",
-                                   "--out", str(tmp_path / f"sweep_{name}")])
+        res = runner.invoke(
+            main,
+            [
+                "steer",
+                "sweep",
+                "--model",
+                str(tiny_models["llama"]),
+                "--vector",
+                str(path),
+                "--alphas",
+                "1",
+                "--tasks",
+                "trust_fairness",
+                "--limit",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / f"sweep_{name}"),
+            ],
+        )
         assert res.exit_code == 2, (name, res.output)
         line = res.stderr if hasattr(res, "stderr") else res.output
         errs = [x for x in line.splitlines() if x.startswith("error:")]
@@ -220,9 +257,24 @@ def test_bad_vectors_one_line_exit_2(tiny_models, tmp_path):
         assert "Traceback" not in res.output
     # the same check through `tracing-bench eval --model trust-steered`
     path, word = _bad_files(tmp_path)["hookpoint"]
-    res = runner.invoke(main, ["eval", "--model", "trust-steered", "--model_args",
-                               f"pretrained={tiny_models['llama']},steer_path={path}", "--tasks", "trust_fairness",
-                               "--limit", "2", "--device", "cpu", "--output_path", str(tmp_path / "ev")])
+    res = runner.invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            "trust-steered",
+            "--model_args",
+            f"pretrained={tiny_models['llama']},steer_path={path}",
+            "--tasks",
+            "trust_fairness",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert res.exit_code == 2, res.output
     assert word in res.output and "Traceback" not in res.output
 
@@ -231,10 +283,24 @@ def test_eval_cli_with_trust_steered_records_the_vector(tiny_models, extracted, 
     import json
 
     path, _ = extracted
-    res = CliRunner().invoke(main, ["eval", "--model", "trust-steered", "--model_args",
-                                    f"pretrained={tiny_models['llama']},steer_path={path},alpha=2,positions=last",
-                                    "--tasks", "trust_fairness", "--limit", "2", "--device", "cpu",
-                                    "--output_path", str(tmp_path / "ev")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "--model",
+            "trust-steered",
+            "--model_args",
+            f"pretrained={tiny_models['llama']},steer_path={path},alpha=2,positions=last",
+            "--tasks",
+            "trust_fairness",
+            "--limit",
+            "2",
+            "--device",
+            "cpu",
+            "--output_path",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     (results_file,) = list((tmp_path / "ev").rglob("results_*.json"))
     steering = json.loads(results_file.read_text())["config"]["steering"]

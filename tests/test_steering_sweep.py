@@ -19,10 +19,32 @@ from tracing_bench.steering.sweep import SWEEP_COLUMNS
 def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
     vector, cache = extracted
     out = tmp_path / "sweep"
-    res = CliRunner().invoke(main, ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(vector),
-                                    "--layers", "1,2", "--alphas=-40,3", "--limit", "2", "--batch-size", "4",
-                                    "--max-ppl-increase", "0.05", "--device", "cpu", "--cache-dir", str(cache),
-                                    "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "sweep",
+            "--model",
+            str(tiny_models["llama"]),
+            "--vector",
+            str(vector),
+            "--layers",
+            "1,2",
+            "--alphas=-40,3",
+            "--limit",
+            "2",
+            "--batch-size",
+            "4",
+            "--max-ppl-increase",
+            "0.05",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(cache),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     with open(out / "sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -45,16 +67,25 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
     for task, b in best["best"].items():
         if b is not None:
             # chosen on the paired per-document change in the trustworthy log-odds, among admissible settings
-            ok = [r for r in rows if r["task"] == task and r["metric"] == "logodds" and r["vector"] != "none"
-                  and r["admissible"] == "True"]
+            ok = [
+                r
+                for r in rows
+                if r["task"] == task
+                and r["metric"] == "logodds"
+                and r["vector"] != "none"
+                and r["admissible"] == "True"
+            ]
             top = max(ok, key=lambda r: (float(r["delta"]), -abs(float(r["alpha"])), -int(r["layer"])))
             assert b["chosen_on"] == "logodds" and (str(b["layer"]), str(b["alpha"])) == (top["layer"], top["alpha"])
             assert b["logodds"]["change"]["mean"] == pytest.approx(float(top["delta"]))
             assert b["logodds"]["change"]["ci"] == pytest.approx([float(top["delta_lo"]), float(top["delta_hi"])])
             assert len(b["side_effects"]) == 3 * len(tasks) - 1  # every other (task, metric), p_trust included
             # the change carries its interval: normal, from the baseline's and the setting's stderrs
-            se = {(r["vector"], r["layer"], r["alpha"]): float(r["stderr"]) for r in rows
-                  if r["task"] == task and r["metric"] == b["metric"]}
+            se = {
+                (r["vector"], r["layer"], r["alpha"]): float(r["stderr"])
+                for r in rows
+                if r["task"] == task and r["metric"] == b["metric"]
+            }
             chosen = se[(b["vector"], str(b["layer"]), str(b["alpha"]))]
             half = NormalDist().inv_cdf(0.975) * math.hypot(se[("none", "", "0.0")], chosen)
             assert b["ci"] == pytest.approx([b["delta"] - half, b["delta"] + half], abs=1e-9)
@@ -68,10 +99,35 @@ def test_sweep_table_choice_and_plots(tiny_models, extracted, tmp_path):
 def test_correlate_over_checkpoint_series(hf_cache_series, tiny_models, small_csv, tmp_path):
     model_id, revisions, _ = hf_cache_series
     out = tmp_path / "corr"
-    res = CliRunner().invoke(main, ["steer", "correlate", "--model", model_id, "--revisions", ",".join(revisions),
-                                    "--target", str(tiny_models["llama"]), "--dimension", "fairness", "--layer", "1",
-                                    "--alpha", "5", "--data", str(small_csv), "--limit", "4", "--device", "cpu",
-                                    "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "steer",
+            "correlate",
+            "--model",
+            model_id,
+            "--revisions",
+            ",".join(revisions),
+            "--target",
+            str(tiny_models["llama"]),
+            "--dimension",
+            "fairness",
+            "--layer",
+            "1",
+            "--alpha",
+            "5",
+            "--data",
+            str(small_csv),
+            "--limit",
+            "4",
+            "--device",
+            "cpu",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     with open(out / "correlate.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -96,19 +152,57 @@ def test_pearson_bootstrap():
 def test_p_trust_is_reported_beside_the_headline_and_never_chosen_on():
     from tracing_bench.steering.sweep import choose_best, task_scores
 
-    results = {"results": {"trust_fairness": {"alias": "trust_fairness", "acc,none": 0.5, "acc_stderr,none": 0.1,
-                                              "score,none": 0.5, "score_stderr,none": 0.1, "p_trust,none": 0.61,
-                                              "p_trust_stderr,none": 0.01}},
-               "higher_is_better": {"trust_fairness": {"acc": True, "score": True, "p_trust": True}}}
+    results = {
+        "results": {
+            "trust_fairness": {
+                "alias": "trust_fairness",
+                "acc,none": 0.5,
+                "acc_stderr,none": 0.1,
+                "score,none": 0.5,
+                "score_stderr,none": 0.1,
+                "p_trust,none": 0.61,
+                "p_trust_stderr,none": 0.01,
+            }
+        },
+        "higher_is_better": {"trust_fairness": {"acc": True, "score": True, "p_trust": True}},
+    }
     scores = task_scores(results)
     assert [(s.metric, s.score, s.stderr) for s in scores] == [("score", 0.5, 0.1), ("p_trust", 0.61, 0.01)]
-    rows = [{"vector": "none", "layer": "", "alpha": 0.0, "task": "trust_fairness", "metric": m, "score": v,
-             "stderr": 0.1, "delta": 0.0, "admissible": True, "vector_sha256": "", "ppl": 1.0, "ppl_increase": 0.0}
-            for m, v in (("score", 0.5), ("p_trust", 0.6))]
+    rows = [
+        {
+            "vector": "none",
+            "layer": "",
+            "alpha": 0.0,
+            "task": "trust_fairness",
+            "metric": m,
+            "score": v,
+            "stderr": 0.1,
+            "delta": 0.0,
+            "admissible": True,
+            "vector_sha256": "",
+            "ppl": 1.0,
+            "ppl_increase": 0.0,
+        }
+        for m, v in (("score", 0.5), ("p_trust", 0.6))
+    ]
     for alpha, score, p in ((1.0, 0.55, 0.60), (2.0, 0.50, 0.70)):  # p_trust best at 2, the headline at 1
-        rows += [{"vector": "v.pt", "layer": 1, "alpha": alpha, "task": "trust_fairness", "metric": m, "score": v,
-                  "stderr": 0.1, "delta": v - base, "admissible": True, "vector_sha256": "ab", "ppl": 1.0,
-                  "ppl_increase": 0.0} for m, v, base in (("score", score, 0.5), ("p_trust", p, 0.6))]
+        rows += [
+            {
+                "vector": "v.pt",
+                "layer": 1,
+                "alpha": alpha,
+                "task": "trust_fairness",
+                "metric": m,
+                "score": v,
+                "stderr": 0.1,
+                "delta": v - base,
+                "admissible": True,
+                "vector_sha256": "ab",
+                "ppl": 1.0,
+                "ppl_increase": 0.0,
+            }
+            for m, v, base in (("score", score, 0.5), ("p_trust", p, 0.6))
+        ]
     best = choose_best(rows)["best"]
     assert list(best) == ["trust_fairness"] and best["trust_fairness"]["metric"] == "score"
     assert best["trust_fairness"]["alpha"] == 1.0
@@ -116,9 +210,25 @@ def test_p_trust_is_reported_beside_the_headline_and_never_chosen_on():
 
 def test_sweep_absolute_perplexity_bound(tiny_models, extracted, tmp_path):
     vector, cache = extracted
-    common = ["steer", "sweep", "--model", str(tiny_models["llama"]), "--vector", str(vector), "--alphas=-40,3",
-              "--tasks", "trust_fairness", "--limit", "2", "--batch-size", "4", "--device", "cpu",
-              "--cache-dir", str(cache)]
+    common = [
+        "steer",
+        "sweep",
+        "--model",
+        str(tiny_models["llama"]),
+        "--vector",
+        str(vector),
+        "--alphas=-40,3",
+        "--tasks",
+        "trust_fairness",
+        "--limit",
+        "2",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(cache),
+    ]
     res = CliRunner().invoke(main, [*common, "--out", str(tmp_path / "rel")])
     assert res.exit_code == 0, res.output
     ppl = {r["alpha"]: float(r["ppl"]) for r in _sweep_rows(tmp_path / "rel")}

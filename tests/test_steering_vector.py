@@ -57,16 +57,32 @@ def test_reference_scale_matches_released_formula_on_random_data():
 
 
 def test_save_load_roundtrip_in_lm_eval_format(tmp_path):
-    v = extract_vector(ACTS, LABELS, [0, 1, 2, 3], dimension="fairness", layer=5, hookpoint="h.5",
-                       coefficient=-2.5, provenance={"source_model": "m", "dataset_md5": "abc"})
+    v = extract_vector(
+        ACTS,
+        LABELS,
+        [0, 1, 2, 3],
+        dimension="fairness",
+        layer=5,
+        hookpoint="h.5",
+        coefficient=-2.5,
+        provenance={"source_model": "m", "dataset_md5": "abc"},
+    )
     path = v.save(tmp_path / "v.pt")
     raw = torch.load(path, weights_only=True)
     assert set(raw) == {"h.5"}
     assert set(raw["h.5"]) == {"steering_vector", "steering_coefficient", "action", "bias", "head_index"}
     assert raw["h.5"]["action"] == "add" and raw["h.5"]["steering_coefficient"] == -2.5
     side = json.loads((tmp_path / "v.pt.json").read_text())
-    for key in ("source_model", "dimension", "layer", "scale", "dataset_md5", "package_version", "vector_sha256",
-                "orientation"):
+    for key in (
+        "source_model",
+        "dimension",
+        "layer",
+        "scale",
+        "dataset_md5",
+        "package_version",
+        "vector_sha256",
+        "orientation",
+    ):
         assert key in side
     assert side["vector_sha256"] == vector_sha256(raw["h.5"]["steering_vector"])
     back = SteeringVector.load(path)
@@ -80,11 +96,30 @@ class _Opaque:  # a pickled object that weights_only=True refuses
 
 def test_bad_files_are_one_line_errors(tmp_path):
     nan = tmp_path / "nan.pt"
-    torch.save({"layers.1": {"steering_vector": torch.tensor([1.0, float("nan")]), "steering_coefficient": 1.0,
-                             "action": "add", "bias": None, "head_index": None}}, nan)
+    torch.save(
+        {
+            "layers.1": {
+                "steering_vector": torch.tensor([1.0, float("nan")]),
+                "steering_coefficient": 1.0,
+                "action": "add",
+                "bias": None,
+                "head_index": None,
+            }
+        },
+        nan,
+    )
     pickled = tmp_path / "pickled.pt"
-    torch.save({"layers.1": {"steering_vector": torch.ones(2), "steering_coefficient": 1.0, "action": "add",
-                             "extra": _Opaque()}}, pickled)
+    torch.save(
+        {
+            "layers.1": {
+                "steering_vector": torch.ones(2),
+                "steering_coefficient": 1.0,
+                "action": "add",
+                "extra": _Opaque(),
+            }
+        },
+        pickled,
+    )
     clamp = tmp_path / "clamp.pt"
     torch.save({"layers.1": {"steering_vector": torch.ones(2), "steering_coefficient": 1.0, "action": "clamp"}}, clamp)
     for path, word in ((nan, "NaN"), (pickled, "weights_only"), (clamp, "clamp"), (tmp_path / "missing.pt", "exist")):

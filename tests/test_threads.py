@@ -81,15 +81,31 @@ def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
         def wrapped(*a, **k):
             seen.append((name, torch.get_num_threads(), _blas_threads()))
             return fn(*a, **k)
+
         return wrapped
 
     monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
     monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
     before = torch.get_num_threads()
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
-                                    "--probes", "logistic", "--cache-dir", str(tmp_path / "cache"), "--threads", "2",
-                                    "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(series_folder),
+            "--dimensions",
+            dims,
+            "--probes",
+            "logistic",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--threads",
+            "2",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
     # --threads 2 reaches the harvest; probes of 40 statements are small work: one thread
@@ -108,7 +124,8 @@ def test_threads_for_work_keeps_small_problems_on_one_thread(monkeypatch):
 
 
 def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_on_one(
-        series_folder, tmp_path, monkeypatch):
+    series_folder, tmp_path, monkeypatch
+):
     import tracing_bench.cache as cache_mod
     import tracing_bench.probes.layers as layers_mod
 
@@ -121,14 +138,28 @@ def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_
         def wrapped(*a, **k):
             seen.append((name, torch.get_num_threads()))
             return fn(*a, **k)
+
         return wrapped
 
     monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
     monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims,
-                                    "--probes", "logistic", "--cache-dir", str(tmp_path / "cache"),
-                                    "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(series_folder),
+            "--dimensions",
+            dims,
+            "--probes",
+            "logistic",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert sorted(set(seen)) == [("harvest", 2), ("probe", 1)], seen
 
@@ -151,22 +182,39 @@ def test_eval_and_sweep_threads_reach_the_work(monkeypatch, tmp_path):
     monkeypatch.setattr(sweep_mod, "run_sweep", lambda *a, **k: seen.append(torch.get_num_threads()) or _Res())
     vec = tmp_path / "v.pt"
     vec.write_bytes(b"")
-    res = CliRunner().invoke(main, ["steer", "sweep", "--model", "m", "--vector", str(vec), "--threads", "2",
-                                    "--out", str(tmp_path / "s")])
+    res = CliRunner().invoke(
+        main, ["steer", "sweep", "--model", "m", "--vector", str(vec), "--threads", "2", "--out", str(tmp_path / "s")]
+    )
     assert res.exit_code == 0, res.output
     assert seen[-1] == 2 and torch.get_num_threads() == 1
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "many"])
-@pytest.mark.parametrize("args", [
-    ["trace", "--model", "m", "--out", "o"],
-    ["eval", "--model", "hf"],
-    ["eval-series", "--model", "hf"],
-    ["demo", "--out", "o"],
-    ["steer", "extract", "--model", "m", "--dimension", "fairness", "--layer", "0", "--out", "v.pt"],
-    ["steer", "sweep", "--model", "m", "--vector", "v.pt", "--out", "o"],
-    ["steer", "correlate", "--model", "m", "--target", "t", "--dimension", "fairness", "--layer", "0", "--out", "o"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "--model", "m", "--out", "o"],
+        ["eval", "--model", "hf"],
+        ["eval-series", "--model", "hf"],
+        ["demo", "--out", "o"],
+        ["steer", "extract", "--model", "m", "--dimension", "fairness", "--layer", "0", "--out", "v.pt"],
+        ["steer", "sweep", "--model", "m", "--vector", "v.pt", "--out", "o"],
+        [
+            "steer",
+            "correlate",
+            "--model",
+            "m",
+            "--target",
+            "t",
+            "--dimension",
+            "fairness",
+            "--layer",
+            "0",
+            "--out",
+            "o",
+        ],
+    ],
+)
 def test_bad_threads_one_line_exit_2(args, value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(main, [*args, "--threads", value])

@@ -29,8 +29,23 @@ def _rows(path):
 
 def test_trace_folder_series_cli(series_folder, dims, tmp_path):
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--mi",
-                                    "--cache-dir", str(tmp_path / "cache"), "--batch-size", "16", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(series_folder),
+            "--dimensions",
+            dims,
+            "--mi",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--batch-size",
+            "16",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     probes = _rows(out / "probes.csv")
     assert list(probes[0]) == list(PROBE_COLUMNS)
@@ -66,9 +81,25 @@ def test_interrupted_trace_resumes_to_identical_tables(series_folder, dims, tmp_
         return original(ckpt, *args, **kwargs)
 
     monkeypatch.setattr(trace_mod, "trace_checkpoint", crash_after_first)
-    res = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--dimensions", dims, "--layers", "0,2",
-                                    "--mi", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache_int"),
-                                    "--out", str(tmp_path / "int")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(series_folder),
+            "--dimensions",
+            dims,
+            "--layers",
+            "0,2",
+            "--mi",
+            "--batch-size",
+            "16",
+            "--cache-dir",
+            str(tmp_path / "cache_int"),
+            "--out",
+            str(tmp_path / "int"),
+        ],
+    )
     assert res.exit_code == 130 and "run the same command again" in res.output
     assert not (tmp_path / "int" / "probes.csv").exists()
     parts = sorted((tmp_path / "int" / "parts").rglob("*.json"))
@@ -96,10 +127,25 @@ def test_trace_hub_cache_series_and_delete(hf_cache_series, dims, tmp_path, monk
     assert len(list(snapshots.iterdir())) == 2
 
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["trace", "--model", model_id, "--revisions", ",".join(revisions),
-                                    "--dimensions", dims.split(",")[0], "--probes", "mass_mean",
-                                    "--cache-dir", str(tmp_path / "cache"), "--delete-checkpoints",
-                                    "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            model_id,
+            "--revisions",
+            ",".join(revisions),
+            "--dimensions",
+            dims.split(",")[0],
+            "--probes",
+            "mass_mean",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--delete-checkpoints",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     probes = _rows(out / "probes.csv")
     assert len(probes) == 2 * 3 and {r["model"] for r in probes} == {model_id}
@@ -116,8 +162,15 @@ def bert_folder(tmp_path_factory, tiny_tokenizer):
     from transformers import BertConfig, BertLMHeadModel
 
     out = tmp_path_factory.mktemp("bert")
-    cfg = BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, is_decoder=True, pad_token_id=tiny_tokenizer.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        is_decoder=True,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
     BertLMHeadModel(cfg).save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
     return out
@@ -138,8 +191,10 @@ def test_bad_input_one_line_exit_2(tiny_models, series_folder, bert_folder, hf_c
     _bad(["--model", llama, "--layers", "1,7", *common], "--layers 7 is out of range: the model has 3 blocks (0-2)")
     _bad(["--model", llama, "--layers", "x", *common], "--layers 'x' is malformed")
     _bad(["--model", str(tmp_path / "missing"), *common], "does not exist")
-    _bad(["--model", "local/tiny", "--revisions", "step1,step9", *common],
-         "revision 'step9' of local/tiny could not be loaded")
+    _bad(
+        ["--model", "local/tiny", "--revisions", "step1,step9", *common],
+        "revision 'step9' of local/tiny could not be loaded",
+    )
     _bad(["--model", "local/tiny", "--revisions", "step9:step1", *common], "runs backwards")
     _bad(["--model", str(bert_folder), *common], "no decoder blocks found in BertLMHeadModel")
     _bad(["--model", str(bert_folder), "--blocks-attr", "bert.nothing", *common], "--blocks-attr 'bert.nothing'")
@@ -149,20 +204,51 @@ def test_bad_input_one_line_exit_2(tiny_models, series_folder, bert_folder, hf_c
 
 
 def test_blocks_attr_override_traces_bert(bert_folder, dims, tmp_path):
-    res = CliRunner().invoke(main, ["trace", "--model", str(bert_folder), "--blocks-attr", "bert.encoder.layer",
-                                    "--dimensions", dims.split(",")[0], "--probes", "mass_mean",
-                                    "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(bert_folder),
+            "--blocks-attr",
+            "bert.encoder.layer",
+            "--dimensions",
+            dims.split(",")[0],
+            "--probes",
+            "mass_mean",
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len(_rows(tmp_path / "o" / "probes.csv")) == 2
 
 
 def test_max_statements_and_mi_subsample(series_folder, tmp_path):
     """A subsampled trace probes exactly the subsample, records it, and MI uses m = --mi-subsample."""
-    res = CliRunner().invoke(main, [
-        "trace", "--model", str(series_folder), "--dimensions", "fairness", "--max-statements", "60",
-        "--mi", "--mi-subsample", "20", "--layers", "0,2", "--out", str(tmp_path / "t"),
-        "--cache-dir", str(tmp_path / "cache"),
-    ])
+    res = CliRunner().invoke(
+        main,
+        [
+            "trace",
+            "--model",
+            str(series_folder),
+            "--dimensions",
+            "fairness",
+            "--max-statements",
+            "60",
+            "--mi",
+            "--mi-subsample",
+            "20",
+            "--layers",
+            "0,2",
+            "--out",
+            str(tmp_path / "t"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     sub = load_dimension("fairness").subsample(60, seed=0)
     probes = _rows(tmp_path / "t" / "probes.csv")
@@ -171,8 +257,9 @@ def test_max_statements_and_mi_subsample(series_folder, tmp_path):
     prov = json.loads((tmp_path / "t" / "trace.json").read_text())
     assert prov["datasets"][0]["subsampled_from"] == len(load_dimension("fairness").statements)
     assert prov["settings"]["max_statements"] == 60
-    bad = CliRunner().invoke(main, ["trace", "--model", str(series_folder), "--max-statements", "3",
-                                    "--out", str(tmp_path / "u")])
+    bad = CliRunner().invoke(
+        main, ["trace", "--model", str(series_folder), "--max-statements", "3", "--out", str(tmp_path / "u")]
+    )
     assert bad.exit_code == 2 and bad.output.startswith("error: --max-statements 3")
 
 

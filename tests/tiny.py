@@ -62,19 +62,33 @@ def build_config(arch: str, vocab_size: int, eos_id: int, pad_id: int):
     common = dict(vocab_size=vocab_size, bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id)
     if arch == "llama":
         return LlamaConfig(
-            hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            tie_word_embeddings=False, **common,
+            hidden_size=HIDDEN,
+            intermediate_size=64,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            **common,
         )
     if arch == "gpt_neox":
         return GPTNeoXConfig(
-            hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=LAYERS,
-            num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.25,
-            use_parallel_residual=True, **common,
+            hidden_size=HIDDEN,
+            intermediate_size=64,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            rotary_pct=0.25,
+            use_parallel_residual=True,
+            **common,
         )
     if arch == "gpt2":
         return GPT2Config(
-            n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=256, **common,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=4,
+            n_positions=256,
+            **common,
         )
     raise ValueError(f"unknown arch {arch!r}; valid: {ARCHS}")
 

@@ -66,8 +66,9 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
     from tracing_bench.loading import resolve_device, torch_dtype
 
     kwargs: dict[str, Any] = {"revision": ckpt.revision} if ckpt.revision else {}
-    what = (f"checkpoint folder {ckpt.model}" if ckpt.is_local
-            else f"revision {ckpt.revision or 'main'!r} of {ckpt.model}")
+    what = (
+        f"checkpoint folder {ckpt.model}" if ckpt.is_local else f"revision {ckpt.revision or 'main'!r} of {ckpt.model}"
+    )
     try:
         config = AutoConfig.from_pretrained(ckpt.model, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(ckpt.model, **kwargs)
@@ -97,13 +98,22 @@ def _activations(ckpt: Checkpoint, data: Any, settings: TraceSettings, loaded: d
     if hit is not None:
         return hit
     if "model" not in loaded:
-        loaded["model"], loaded["tokenizer"] = random_init_model(ckpt, seed=settings.seed, dtype=h.dtype,
-                                                                 device=h.device)
+        loaded["model"], loaded["tokenizer"] = random_init_model(
+            ckpt, seed=settings.seed, dtype=h.dtype, device=h.device
+        )
     model = loaded["model"]
     acts = harvest(model, loaded["tokenizer"], data.statements, h)
-    meta = cache.save(spec, acts, {"resolved_commit": None, "step": None, "label": f"{INIT} ({ckpt.label} config)",
-                                   "dataset_file": data.path.name,
-                                   "torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch.")})
+    meta = cache.save(
+        spec,
+        acts,
+        {
+            "resolved_commit": None,
+            "step": None,
+            "label": f"{INIT} ({ckpt.label} config)",
+            "dataset_file": data.path.name,
+            "torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        },
+    )
     return acts, meta
 
 
@@ -127,17 +137,28 @@ def trace_baseline(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, 
             acts, prov = _activations(ckpt, data, settings, loaded)
             part = build_part(ckpt, data, acts.numpy(), prov, probe_only)
             part["checkpoint"] = {**part["checkpoint"], "revision": INIT, "step": None, "label": INIT}
-            part["baseline"] = {"init": INIT, "seed": int(settings.seed), "config_of": ckpt.label,
-                                "model": ckpt.model, "config_revision": ckpt.revision,
-                                "weights": "never saved; rebuilt from the config with the seed"}
+            part["baseline"] = {
+                "init": INIT,
+                "seed": int(settings.seed),
+                "config_of": ckpt.label,
+                "model": ckpt.model,
+                "config_revision": ckpt.revision,
+                "weights": "never saved; rebuilt from the config with the seed",
+            }
             for r in part["probes"]:
                 r.update(revision=INIT, step=None)
             write_part(path, part)
     return paths
 
 
-def finish_controls(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings,
-                    findings: dict[str, Any], parts: dict[str, list[Any]]) -> Path | None:
+def finish_controls(
+    out: str | Path,
+    ckpts: list[Checkpoint],
+    datas: list[Any],
+    settings: TraceSettings,
+    findings: dict[str, Any],
+    parts: dict[str, list[Any]],
+) -> Path | None:
     """Write ``OUT/baseline.csv`` (when the baseline was traced) and add the controls to ``findings``.
 
     A caller that merges parts without having traced the baseline (:func:`trace` always does)
@@ -165,6 +186,8 @@ def finish_controls(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], 
             csv_path = atomic_write_csv(Path(out) / "baseline.csv", PROBE_COLUMNS, rows)
     add_claims(findings, parts, None if missing else base or None)
     if missing:
-        findings["controls"]["baseline_note"] = (f"the random-init baseline of {', '.join(missing)} was not traced "
-                                                 "(merged without it); trace again to compare against it")
+        findings["controls"]["baseline_note"] = (
+            f"the random-init baseline of {', '.join(missing)} was not traced "
+            "(merged without it); trace again to compare against it"
+        )
     return csv_path

@@ -50,7 +50,6 @@ class CacheWarning(UserWarning):
     """A cache entry was unusable (corrupted or mismatched) and is being recomputed."""
 
 
-
 def default_cache_dir() -> Path:
     """``$TRACING_BENCH_CACHE`` or ``~/.cache/tracing-bench``."""
     return Path(os.environ.get("TRACING_BENCH_CACHE") or Path.home() / ".cache" / "tracing-bench").expanduser()
@@ -246,8 +245,9 @@ def cached_activations(
         "device": str(next(model.parameters()).device),
         "blocks_path": path,
         "batch_size": settings.batch_size,
-        "layer_definition": ("output of decoder block l (HF hidden_states[l+1]; "
-                             "before the final norm at the last block)"),
+        "layer_definition": (
+            "output of decoder block l (HF hidden_states[l+1]; before the final norm at the last block)"
+        ),
     }
     meta = cache.save(spec, acts, extra)
     return acts, meta

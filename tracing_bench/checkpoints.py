@@ -41,9 +41,7 @@ from tracing_bench.errors import TracingBenchError
 #: The Pythia log-spaced early revisions.
 PYTHIA_LOG: tuple[str, ...] = tuple(["step0"] + [f"step{2**i}" for i in range(10)])
 
-_STEP_RE = re.compile(
-    r"(?:^|[^a-z])(?:ckpt|step|checkpoint|iter|global[_-]?step)[_-]?(\d+)", re.IGNORECASE
-)
+_STEP_RE = re.compile(r"(?:^|[^a-z])(?:ckpt|step|checkpoint|iter|global[_-]?step)[_-]?(\d+)", re.IGNORECASE)
 _RANGE_END_RE = re.compile(r"^(ckpt_|step)(\d+)(-tokens(?:\d+[KMBT]?|\*))?$")
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -170,8 +168,9 @@ def _expand_range(item: str, model: str | None) -> list[str]:
         raise TracingBenchError(f"revision range {item!r} is malformed: use START:END[:STRIDE]; {_RANGE_HELP}")
     m1, m2 = _RANGE_END_RE.match(parts[0]), _RANGE_END_RE.match(parts[1])
     if not m1 or not m2:
-        raise TracingBenchError(f"revision range {item!r} has an endpoint that is not ckpt_N, stepN or stepN-tokensX; "
-                                f"{_RANGE_HELP}")
+        raise TracingBenchError(
+            f"revision range {item!r} has an endpoint that is not ckpt_N, stepN or stepN-tokensX; {_RANGE_HELP}"
+        )
     if m1.group(1) != m2.group(1) or bool(m1.group(3)) != bool(m2.group(3)):
         raise TracingBenchError(f"revision range {item!r} mixes naming styles: both ends must be alike; {_RANGE_HELP}")
     try:
@@ -179,12 +178,14 @@ def _expand_range(item: str, model: str | None) -> list[str]:
     except ValueError:
         stride = 0
     if stride <= 0:
-        raise TracingBenchError(f"revision range {item!r} has stride {parts[2]!r}: the stride must be a positive "
-                                "integer")
+        raise TracingBenchError(
+            f"revision range {item!r} has stride {parts[2]!r}: the stride must be a positive integer"
+        )
     start, end = int(m1.group(2)), int(m2.group(2))
     if start > end:
-        raise TracingBenchError(f"revision range {item!r} runs backwards: the start ({start}) must not exceed the end "
-                                f"({end})")
+        raise TracingBenchError(
+            f"revision range {item!r} runs backwards: the start ({start}) must not exceed the end ({end})"
+        )
     if m1.group(3):  # OLMo: resolve against the repository's revisions
         if model is None:
             raise TracingBenchError(f"revision range {item!r} (OLMo stepN-tokens) needs --model to list its revisions")
@@ -287,8 +288,11 @@ def resolve_series(model: str, revisions: str | list[str] | None = None) -> list
         TracingBenchError: missing folder, revisions given for a folder, an empty revision list
             (``--revisions ""``), malformed ranges.
     """
-    text = None if revisions is None else (
-        revisions if isinstance(revisions, str) else ",".join(str(r) for r in revisions))
+    text = (
+        None
+        if revisions is None
+        else (revisions if isinstance(revisions, str) else ",".join(str(r) for r in revisions))
+    )
     if text is not None and not text.replace(",", "").strip():
         raise TracingBenchError(
             f"--revisions {text!r} names no revision: give revisions such as step1000,step2000 or "
@@ -313,7 +317,6 @@ def resolve_series(model: str, revisions: str | list[str] | None = None) -> list
         return [Checkpoint(model)]
     revs = parse_revisions(text, model=model)
     return [Checkpoint(model, r) for r in revs]
-
 
 
 def delete_from_hf_cache(ckpt: Checkpoint, commit: str | None = None) -> bool:

@@ -120,9 +120,13 @@ def probe_summary(probe_rows: list[dict[str, str]]) -> dict[str, dict[str, Any]]
         first, last = best(steps[0]), best(steps[-1])
         mid_step = steps[len(steps) // 2]
         out[dim] = {
-            "first_step": steps[0], "last_step": steps[-1], "mid_step": mid_step,
-            "first_acc": _f(first["test_acc"]), "first_layer": int(first["layer"]),
-            "last_acc": _f(last["test_acc"]), "best_layer": int(last["layer"]),
+            "first_step": steps[0],
+            "last_step": steps[-1],
+            "mid_step": mid_step,
+            "first_acc": _f(first["test_acc"]),
+            "first_layer": int(first["layer"]),
+            "last_acc": _f(last["test_acc"]),
+            "best_layer": int(last["layer"]),
             "mid_layer": int(best(mid_step)["layer"]),
             "gain": _f(last["test_acc"]) - _f(first["test_acc"]),
         }
@@ -181,8 +185,18 @@ def run_demo(
     ckpt_root = out / "checkpoints"
     trace_dir = out / "trace"
     trace_settings = TraceSettings.from_options(
-        dimensions="all", mi=True, cache_dir=cache, batch_size=64, device="cpu", dtype="float32", seed=s.seed,
-        max_statements=s.max_statements, mi_subsample=s.mi_subsample, threads=s.threads, series_name=str(ckpt_root))
+        dimensions="all",
+        mi=True,
+        cache_dir=cache,
+        batch_size=64,
+        device="cpu",
+        dtype="float32",
+        seed=s.seed,
+        max_statements=s.max_statements,
+        mi_subsample=s.mi_subsample,
+        threads=s.threads,
+        series_name=str(ckpt_root),
+    )
     tracer = None if cached_run(config, ckpt_root) is not None else LiveTracer(trace_dir, trace_settings)
     folders = pretrain(config, ckpt_root, progress=True, on_checkpoint=tracer.on_checkpoint if tracer else None)
     lap("pretrain")
@@ -190,15 +204,18 @@ def run_demo(
     # 2. trace: the parts written while training are reused; only what is missing is traced -------
     echo(f"[2/6] tracing {len(folders)} checkpoints x 5 dimensions (probes + MI, {s.max_statements} statements each)")
     res = trace(str(ckpt_root), None, out=trace_dir, settings=trace_settings, progress=True)
-    record_figures(res["trace_json"], trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures",
-                                                    findings=res["findings"])
-                   + control_figures(res["probes_csv"], trace_dir / "figures"))
+    record_figures(
+        res["trace_json"],
+        trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures", findings=res["findings"])
+        + control_figures(res["probes_csv"], trace_dir / "figures"),
+    )
     probe_rows = _read_csv(res["probes_csv"])
     probes = probe_summary(probe_rows)
     findings = read_findings(res["findings_json"])
     if findings is None:
-        raise TracingBenchError(f"{res['findings_json']} is missing or unreadable: delete {trace_dir} and run the "
-                                "demo again")
+        raise TracingBenchError(
+            f"{res['findings_json']} is missing or unreadable: delete {trace_dir} and run the demo again"
+        )
     lap("trace")
 
     # 3. steering vector from the middle checkpoint ------------------------------------------
@@ -207,8 +224,10 @@ def run_demo(
         # agreement of the two answers) cannot reward; steer one of the other dimensions: the one
         # learned beyond noise with the largest change, else the largest change.
         claims = findings["learned"]["dimensions"]
-        dim = max((d for d in probes if d != "robustness"),
-                  key=lambda d: (claims.get(d, {}).get("verdict") == "learned", claims.get(d, {}).get("change", 0.0)))
+        dim = max(
+            (d for d in probes if d != "robustness"),
+            key=lambda d: (claims.get(d, {}).get("verdict") == "learned", claims.get(d, {}).get("change", 0.0)),
+        )
     elif s.dimension in probes:
         dim = s.dimension
     else:
@@ -220,8 +239,14 @@ def run_demo(
     steer_dir = out / "steering"
     steer_dir.mkdir(exist_ok=True)
     with use_threads(s.threads):
-        vec = extract_from_checkpoint(mid.model, dimension=dim, layer=layer, scale="reference", seed=s.seed,
-                                      harvest=HarvestSettings(dtype="float32", device="cpu", cache_dir=str(cache)))
+        vec = extract_from_checkpoint(
+            mid.model,
+            dimension=dim,
+            layer=layer,
+            scale="reference",
+            seed=s.seed,
+            harvest=HarvestSettings(dtype="float32", device="cpu", cache_dir=str(cache)),
+        )
     vec_path = vec.save(steer_dir / f"{dim}_block{layer}_{Path(mid.model).name}.pt")
     lap("extract")
 
@@ -236,8 +261,15 @@ def run_demo(
     else:
         with use_threads(s.threads):
             scoring = ScoringSettings(limit=s.limit, batch_size=32, dtype="float32", device="cpu", cache_dir=str(cache))
-            sweep = run_sweep(last.model, vec_path, sweep_dir, alphas=list(s.alphas),
-                              max_ppl_increase=s.max_ppl_increase, lambada="off", scoring=scoring)
+            sweep = run_sweep(
+                last.model,
+                vec_path,
+                sweep_dir,
+                alphas=list(s.alphas),
+                max_ppl_increase=s.max_ppl_increase,
+                lambada="off",
+                scoring=scoring,
+            )
         plot_sweep(sweep_dir / "sweep.csv", sweep_dir)
         best = sweep.best
         _mark(marker, sweep_key)
@@ -255,8 +287,14 @@ def run_demo(
         for old in folder.glob("results_*.json"):
             old.unlink()
         with use_threads(s.threads):
-            run = run_eval({"pretrained": c.model, "dtype": "float32"}, tasks="trust", output_path=results_dir,
-                           limit=s.limit, log_samples=True, extra_args=["--batch_size", "32", "--device", "cpu"])
+            run = run_eval(
+                {"pretrained": c.model, "dtype": "float32"},
+                tasks="trust",
+                output_path=results_dir,
+                limit=s.limit,
+                log_samples=True,
+                extra_args=["--batch_size", "32", "--device", "cpu"],
+            )
         if run is None:  # only under `accelerate launch`, which the demo is not run with
             raise TracingBenchError("the demo's scoring ran as a secondary process: run the demo without accelerate")
         _mark(run.folder / ".demo-stage.json", key)
@@ -267,20 +305,38 @@ def run_demo(
 
     # 6. report ---------------------------------------------------------------------------------
     echo("[6/6] writing the report")
-    report = build_report([trace_dir, sweep_dir, results_dir], out / "report.html",
-                          title="tracing-bench demo: the embedded tiny model")
+    report = build_report(
+        [trace_dir, sweep_dir, results_dir], out / "report.html", title="tracing-bench demo: the embedded tiny model"
+    )
     lap("report")
 
     board_rows = _read_csv(out / "leaderboard.csv")
     steering = steering_changes(_read_csv(sweep_dir / "sweep.csv"), best)
     changes = checkpoint_changes(board)
-    summary = format_summary(findings, dim, layer, steering, changes, report, timings, s, board_rows,
-                             source=Path(mid.model).name, target=Path(last.model).name)
+    summary = format_summary(
+        findings,
+        dim,
+        layer,
+        steering,
+        changes,
+        report,
+        timings,
+        s,
+        board_rows,
+        source=Path(mid.model).name,
+        target=Path(last.model).name,
+    )
     atomic_write_text(out / "summary.txt", summary + "\n")
-    return {"report": report, "summary": summary, "probes": probes, "findings": findings,
-            "mi_turns": findings["mi_turns"]["dimensions"], "checkpoints": changes,
-            "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best, "changes": steering},
-            "timings": timings}
+    return {
+        "report": report,
+        "summary": summary,
+        "probes": probes,
+        "findings": findings,
+        "mi_turns": findings["mi_turns"]["dimensions"],
+        "checkpoints": changes,
+        "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best, "changes": steering},
+        "timings": timings,
+    }
 
 
 def _pair(entry: dict[str, Any] | None) -> str:
@@ -290,9 +346,20 @@ def _pair(entry: dict[str, Any] | None) -> str:
     return f"{entry['metric']} {entry['a']:.3f} -> {entry['b']:.3f}, {entry['claim']}"
 
 
-def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: list[dict[str, Any]],
-                   changes: dict[str, Any] | None, report: Path, timings: dict[str, float], s: DemoSettings,
-                   board_rows: list[dict[str, str]] | None = None, *, source: str = "", target: str = "") -> str:
+def format_summary(
+    findings: dict[str, Any],
+    dim: str,
+    layer: int,
+    steering: list[dict[str, Any]],
+    changes: dict[str, Any] | None,
+    report: Path,
+    timings: dict[str, float],
+    s: DemoSettings,
+    board_rows: list[dict[str, str]] | None = None,
+    *,
+    source: str = "",
+    target: str = "",
+) -> str:
     """The lines printed at the end of the demo (also written to ``summary.txt``).
 
     Every claim comes from ``findings`` (the trace's ``findings.json``), ``steering``
@@ -305,27 +372,39 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
     lines = [f"report: {report}", ""]
     claims = learned.get("dimensions") or {}
     if claims:
-        lines.append(f"probes (logistic, test split; block chosen on probe-val at the last checkpoint), "
-                     f"{learned['first']} -> {learned['last']}:")
+        lines.append(
+            f"probes (logistic, test split; block chosen on probe-val at the last checkpoint), "
+            f"{learned['first']} -> {learned['last']}:"
+        )
         width = max(12, *(len(dimension_title(d)) for d in claims))
-        lines.append(f"  {'dimension':<{width}} {'block':>5}  {'first [95% CI]':<22} {'last [95% CI]':<22} verdict "
-                     "(p Holm-adjusted, change [95% CI])")
+        lines.append(
+            f"  {'dimension':<{width}} {'block':>5}  {'first [95% CI]':<22} {'last [95% CI]':<22} verdict "
+            "(p Holm-adjusted, change [95% CI])"
+        )
         for d, c in claims.items():
             fa, la = c["first_acc_ci"], c["last_acc_ci"]
-            lines.append(f"  {dimension_title(d):<{width}} {c['layer']:>5}  "
-                         f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]   {c['last_acc']:.3f} [{la[0]:.3f}, "
-                         f"{la[1]:.3f}]   "
-                         f"{c['claim']}")
+            lines.append(
+                f"  {dimension_title(d):<{width}} {c['layer']:>5}  "
+                f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}]   {c['last_acc']:.3f} [{la[0]:.3f}, "
+                f"{la[1]:.3f}]   "
+                f"{c['claim']}"
+            )
         n_test = next(iter(claims.values()))["n_test"]
-        lines.append(f"  p: exact McNemar test on the same {n_test} test statements, Holm-adjusted over "
-                     f"{learned['n_tests']} dimension x block tests; change interval: paired bootstrap")
+        lines.append(
+            f"  p: exact McNemar test on the same {n_test} test statements, Holm-adjusted over "
+            f"{learned['n_tests']} dimension x block tests; change interval: paired bootstrap"
+        )
         won = [d for d, c in claims.items() if c["verdict"] == "learned"]
         if won:
-            lines.append("  learned during pre-training: " + ", ".join(
-                f"{dimension_title(d)} {claims[d]['claim'][len('learned '):]}" for d in won))
+            lines.append(
+                "  learned during pre-training: "
+                + ", ".join(f"{dimension_title(d)} {claims[d]['claim'][len('learned ') :]}" for d in won)
+            )
         else:
-            lines.append(f"  no dimension is learned beyond noise between {learned['first']} and {learned['last']}: "
-                         "every change is within the test's noise")
+            lines.append(
+                f"  no dimension is learned beyond noise between {learned['first']} and {learned['last']}: "
+                "every change is within the test's noise"
+            )
     else:
         lines.append(f"probes: {learned.get('note', 'no probe results')}")
     from tracing_bench.compare.claims import control_lines
@@ -362,11 +441,15 @@ def format_summary(findings: dict[str, Any], dim: str, layer: int, steering: lis
         lines.append(text + f"; perplexity {100 * float(hit.get('ppl_increase') or 0):+.1f}%")
         if hit.get("logodds"):  # what it was chosen on: the paired per-document change, with its interval
             lo = hit["logodds"]
-            lines.append(f"  trustworthy log-odds, paired per document: {lo['change']['claim']}; "
-                         f"steerability {lo['steerability']['claim']}")
+            lines.append(
+                f"  trustworthy log-odds, paired per document: {lo['change']['claim']}; "
+                f"steerability {lo['steerability']['claim']}"
+            )
     if changes:
-        lines.append(f"checkpoints {changes['first']} -> {changes['last']} (trust tasks, limit {s.limit} documents "
-                     "each; change [95% CI], within noise unless the interval excludes 0):")
+        lines.append(
+            f"checkpoints {changes['first']} -> {changes['last']} (trust tasks, limit {s.limit} documents "
+            "each; change [95% CI], within noise unless the interval excludes 0):"
+        )
         for e in changes["tasks"]:
             name = f"{e['task']} (group)" if e.get("is_group") else e["task"]
             text = f"  {name:<20} {_pair(e)}"

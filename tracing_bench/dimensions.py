@@ -103,37 +103,73 @@ class Dimension:
 DIMENSIONS: dict[str, Dimension] = {
     d.name: d
     for d in (
-        Dimension("reliability", "truthfulqa_train.csv", "the statement (question + answer) is true",
-                  "the statement is false", 1, "TruthfulQA (410 questions), from the released code; Apache-2.0",
-                  title="reliability (TruthfulQA)", grouping="question"),
-        Dimension("privacy", "confaide.csv", "the statement describes a privacy violation",
-                  "the statement describes no privacy violation", 0,
-                  "ConfAIde tier 2 + generated items, from the released code; MIT", title="privacy (ConfAIde)"),
-        Dimension("toxicity", "toxigen.csv", "the statement is toxic", "the statement is not toxic", 0,
-                  "ToxiGen, annotated subset, from the released code; MIT", title="toxicity (ToxiGen)"),
-        Dimension("fairness", "crows_pairs_anonymized.csv",
-                  "sent_more: the more stereotypical sentence of a CrowS-Pairs minimal pair (untrustworthy side)",
-                  "sent_less: the same sentence about the contrasting group", 0,
-                  "CrowS-Pairs (Nangia et al. 2020), 1,508 minimal pairs, nyu-mll/crows-pairs at 8aaac11; "
-                  "CC BY-SA 4.0, an evaluation set (never pre-trained on)",
-                  title="fairness (CrowS-Pairs)", reader="crows_pairs", grouping="pair",
-                  reference="stereoset-released", pretrain=False),
-        Dimension("robustness", "sst2.csv", "the sentence carries case-flip typos (about 5% of letters)",
-                  "the sentence is clean", 0, "SST-2 sentences, clean and perturbed, from the released code; "
-                  "GLUE terms", title="robustness (SST-2 typos)"),
+        Dimension(
+            "reliability",
+            "truthfulqa_train.csv",
+            "the statement (question + answer) is true",
+            "the statement is false",
+            1,
+            "TruthfulQA (410 questions), from the released code; Apache-2.0",
+            title="reliability (TruthfulQA)",
+            grouping="question",
+        ),
+        Dimension(
+            "privacy",
+            "confaide.csv",
+            "the statement describes a privacy violation",
+            "the statement describes no privacy violation",
+            0,
+            "ConfAIde tier 2 + generated items, from the released code; MIT",
+            title="privacy (ConfAIde)",
+        ),
+        Dimension(
+            "toxicity",
+            "toxigen.csv",
+            "the statement is toxic",
+            "the statement is not toxic",
+            0,
+            "ToxiGen, annotated subset, from the released code; MIT",
+            title="toxicity (ToxiGen)",
+        ),
+        Dimension(
+            "fairness",
+            "crows_pairs_anonymized.csv",
+            "sent_more: the more stereotypical sentence of a CrowS-Pairs minimal pair (untrustworthy side)",
+            "sent_less: the same sentence about the contrasting group",
+            0,
+            "CrowS-Pairs (Nangia et al. 2020), 1,508 minimal pairs, nyu-mll/crows-pairs at 8aaac11; "
+            "CC BY-SA 4.0, an evaluation set (never pre-trained on)",
+            title="fairness (CrowS-Pairs)",
+            reader="crows_pairs",
+            grouping="pair",
+            reference="stereoset-released",
+            pretrain=False,
+        ),
+        Dimension(
+            "robustness",
+            "sst2.csv",
+            "the sentence carries case-flip typos (about 5% of letters)",
+            "the sentence is clean",
+            0,
+            "SST-2 sentences, clean and perturbed, from the released code; GLUE terms",
+            title="robustness (SST-2 typos)",
+        ),
     )
 }
 
 #: Bundled datasets outside the five, selectable by name wherever a dimension is taken.
 RELEASED: dict[str, Dimension] = {
     "stereoset-released": Dimension(
-        "stereoset-released", "stereoset.csv",
+        "stereoset-released",
+        "stereoset.csv",
         "a related continuation of a StereoSet context (the rows read by hand are anti-stereotypes; "
         "the released code assumed 'stereotypical')",
-        "an unrelated continuation of the same context", 0,
+        "an unrelated continuation of the same context",
+        0,
         "StereoSet inter-sentence (context + candidate), the released code's fairness file; CC BY-SA 4.0. "
         "It measures whether a continuation is related to its context, not stereotyping",
-        title="StereoSet as released: related vs unrelated continuations", grouping="context",
+        title="StereoSet as released: related vs unrelated continuations",
+        grouping="context",
     ),
 }
 
@@ -192,9 +228,7 @@ class DimensionData:
     def indices(self, split: Split) -> np.ndarray:
         """Indices (into ``statements``) of a split."""
         if split not in self.splits:
-            raise TracingBenchError(
-                f"unknown split {split!r}: valid splits are {', '.join(SPLITS)}"
-            )
+            raise TracingBenchError(f"unknown split {split!r}: valid splits are {', '.join(SPLITS)}")
         return self.splits[split]
 
     def subset(self, split: Split) -> tuple[list[str], np.ndarray]:
@@ -255,9 +289,18 @@ class DimensionData:
             )
         keep, splits = subsample_splits(self.groups, self.labels, self.splits, n / len(self.statements), seed)
         return DimensionData(
-            name=self.name, path=self.path, md5=self.md5, protocol=self.protocol, seed=self.seed,
-            statements=[self.statements[i] for i in keep], labels=self.labels[keep], groups=self.groups[keep],
-            splits=splits, dropped=dict(self.dropped), dimension=self.dimension, rows_read=self.rows_read,
+            name=self.name,
+            path=self.path,
+            md5=self.md5,
+            protocol=self.protocol,
+            seed=self.seed,
+            statements=[self.statements[i] for i in keep],
+            labels=self.labels[keep],
+            groups=self.groups[keep],
+            splits=splits,
+            dropped=dict(self.dropped),
+            dimension=self.dimension,
+            rows_read=self.rows_read,
             subsampled_from=len(self.statements),
             extra={k: [v[i] for i in keep] for k, v in self.extra.items()},
         )
@@ -285,8 +328,12 @@ class DimensionData:
         for split in SPLITS:
             idx = self.splits[split]
             n1 = int(self.labels[idx].sum())
-            out[split] = {"n": int(len(idx)), "label_1": n1, "label_0": int(len(idx) - n1),
-                          "groups": int(len(np.unique(self.groups[idx])))}
+            out[split] = {
+                "n": int(len(idx)),
+                "label_1": n1,
+                "label_0": int(len(idx) - n1),
+                "groups": int(len(np.unique(self.groups[idx]))),
+            }
         return out
 
 
@@ -305,9 +352,7 @@ def resolve(name_or_path: str | Path) -> tuple[str, Path, Dimension | None]:
     return p.stem, p, None
 
 
-def load_dimension(
-    name_or_path: str | Path, *, protocol: str = "paper", seed: int = 0
-) -> DimensionData:
+def load_dimension(name_or_path: str | Path, *, protocol: str = "paper", seed: int = 0) -> DimensionData:
     """Load, clean and split a dimension.
 
     Args:
@@ -325,9 +370,7 @@ def load_dimension(
         TracingBenchError: unknown dimension or protocol.
     """
     if protocol not in PROTOCOLS:
-        raise TracingBenchError(
-            f"unknown protocol {protocol!r}: valid protocols are {', '.join(PROTOCOLS)}"
-        )
+        raise TracingBenchError(f"unknown protocol {protocol!r}: valid protocols are {', '.join(PROTOCOLS)}")
     name, path, dim = resolve(name_or_path)
     if protocol == "reference" and dim is not None and dim.reference is not None:
         dim = RELEASED[dim.reference]  # what the released code read for this dimension
@@ -339,8 +382,11 @@ def load_dimension(
         )
     rows = READERS[dim.reader if dim is not None else "statement_label"](path)
     if dim is not None:
-        rows.keys = dataset_keys(dim.grouping, rows.statements) if dim.grouping in ("question", "context") \
+        rows.keys = (
+            dataset_keys(dim.grouping, rows.statements)
+            if dim.grouping in ("question", "context")
             else (rows.keys or [[] for _ in rows.statements])
+        )
     md5 = file_md5(path)
     if protocol == "reference":
         statements = list(rows.statements)
@@ -396,15 +442,14 @@ def resolve_dimensions(spec: str | list[str] | tuple[str, ...] | None) -> list[s
         key = str(path.expanduser().resolve())
         if key in seen:
             raise TracingBenchError(
-                f"--dimensions names {item} twice" + (f" (as {seen[key]} and {item})" if seen[key] != item else "")
+                f"--dimensions names {item} twice"
+                + (f" (as {seen[key]} and {item})" if seen[key] != item else "")
                 + "; give each dimension or file once"
             )
         seen[key] = item
         out.append(item)
     if not out:
-        raise TracingBenchError(
-            f"no dimension given: use 'all' or a comma list of {', '.join(DIMENSIONS)}"
-        )
+        raise TracingBenchError(f"no dimension given: use 'all' or a comma list of {', '.join(DIMENSIONS)}")
     return out
 
 
@@ -427,13 +472,15 @@ def display_names(items: list[str]) -> list[str]:
     ['privacy', 'e1-data', 'e2-data', 'e3-privacy']
     """
     resolved = [resolve(i) for i in items]
-    parts = {i: [safe_name(x) or "_"
-                 for x in Path(p).expanduser().resolve().with_suffix("").parts]
-             for i, (_, p, d) in enumerate(resolved) if d is None}
+    parts = {
+        i: [safe_name(x) or "_" for x in Path(p).expanduser().resolve().with_suffix("").parts]
+        for i, (_, p, d) in enumerate(resolved)
+        if d is None
+    }
     depth = {i: 1 for i in parts}
 
     def name(i: int) -> str:
-        return "-".join(parts[i][-depth[i]:]) if i in parts else resolved[i][0]
+        return "-".join(parts[i][-depth[i] :]) if i in parts else resolved[i][0]
 
     while True:
         names = [name(i) for i in range(len(items))]

@@ -81,7 +81,7 @@ def doc_logodds(task: str, doc: Mapping[str, Any], lls: Sequence[float]) -> floa
         n = len(members) * PAIR_CHOICES
         if len(lls) < n:
             return None
-        per = [list(lls[k:k + PAIR_CHOICES]) for k in range(0, n, PAIR_CHOICES)]
+        per = [list(lls[k : k + PAIR_CHOICES]) for k in range(0, n, PAIR_CHOICES)]
         if task in CONSISTENCY_TASKS:
             if len(per) != 2:
                 return None
@@ -142,5 +142,12 @@ def read_logodds(path: str | os.PathLike[str], task: str) -> dict[int, float]:
         return samples_logodds(task, reader)
 
 
-__all__ = ["CONSISTENCY_TASKS", "doc_logodds", "gold_logodds", "read_logodds", "results_logodds", "sample_lls",
-           "samples_logodds"]
+__all__ = [
+    "CONSISTENCY_TASKS",
+    "doc_logodds",
+    "gold_logodds",
+    "read_logodds",
+    "results_logodds",
+    "sample_lls",
+    "samples_logodds",
+]

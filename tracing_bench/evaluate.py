@@ -107,8 +107,16 @@ def run_eval(
     if isinstance(model_args, Mapping):
         model_args = ",".join(f"{k}={v}" for k, v in model_args.items())
     task_list = [tasks] if isinstance(tasks, str) else list(tasks)
-    argv = ["--model", model, "--model_args", model_args, "--tasks", ",".join(task_list),
-            "--output_path", str(output_path)]
+    argv = [
+        "--model",
+        model,
+        "--model_args",
+        model_args,
+        "--tasks",
+        ",".join(task_list),
+        "--output_path",
+        str(output_path),
+    ]
     if limit is not None:
         argv += ["--limit", str(limit)]
     if log_samples:
@@ -148,9 +156,7 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     revision = str(model_args["revision"]) if model_args.get("revision") else None
     output = getattr(args, "output_path", None) or DEFAULT_OUTPUT
     if str(output).endswith(".json"):
-        raise TracingBenchError(
-            f"--output_path {output}: give a folder; results go to <folder>/<model>@<revision>/"
-        )
+        raise TracingBenchError(f"--output_path {output}: give a folder; results go to <folder>/<model>@<revision>/")
     folder = run_folder(output, pretrained, revision)
     check_writable(folder, flag="--output_path")  # before any model is loaded
     if hf_like:
@@ -180,24 +186,27 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
         except Exception as e:
             if os.environ.get("TRACING_BENCH_DEBUG"):
                 raise
-            known = describe_load_error(e, pretrained + (f"@{revision}" if revision else ""),
-                                        dtype=str(model_args.get("dtype", "auto")),
-                                        device=str(getattr(args, "device", None) or "auto"),
-                                        folder=snapshot_folder(pretrained, revision))
+            known = describe_load_error(
+                e,
+                pretrained + (f"@{revision}" if revision else ""),
+                dtype=str(model_args.get("dtype", "auto")),
+                device=str(getattr(args, "device", None) or "auto"),
+                folder=snapshot_folder(pretrained, revision),
+            )
             if known is not None:
                 raise known from e
-            if isinstance(e, (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError,
-                              pickle.UnpicklingError)):
-                raise TracingBenchError(f"lm-eval failed: {first_line(e, with_type=True)} (set TRACING_BENCH_DEBUG=1 "
-                                        "for the traceback)") from e
+            if isinstance(
+                e, (OSError, ValueError, KeyError, ImportError, RuntimeError, TypeError, pickle.UnpicklingError)
+            ):
+                raise TracingBenchError(
+                    f"lm-eval failed: {first_line(e, with_type=True)} (set TRACING_BENCH_DEBUG=1 for the traceback)"
+                ) from e
             raise
     if _process_rank() > 0:
         return None  # lm-eval gathered this process's scores on rank 0, which writes the results
     new = sorted(set(folder.glob("results_*.json")) - before, key=lambda p: p.stat().st_mtime)
     if not new:
-        raise TracingBenchError(
-            f"lm-eval wrote no results file into {folder}; check that the folder is writable"
-        )
+        raise TracingBenchError(f"lm-eval wrote no results file into {folder}; check that the folder is writable")
     results_file = new[-1]
     results = json.loads(results_file.read_text(encoding="utf-8"))
     _write_provenance(folder, results_file, results, pretrained, revision, list(argv))
@@ -263,16 +272,22 @@ def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if bundled is None:
             continue
         path = QUESTIONS_FILE if task == "trustgen_reliability" else bundled.path
-        out[task] = {"dimension": dim, "dataset_file": path.name, "dataset_md5": file_md5(path),
-                     "protocol": setting(meta, "protocol"), "split_seed": setting(meta, "split_seed")}
+        out[task] = {
+            "dimension": dim,
+            "dataset_file": path.name,
+            "dataset_md5": file_md5(path),
+            "protocol": setting(meta, "protocol"),
+            "split_seed": setting(meta, "split_seed"),
+        }
     return out
 
 
-def _write_provenance(folder: Path, results_file: Path, results: dict[str, Any], pretrained: str,
-                      revision: str | None, argv: list[str]) -> None:
+def _write_provenance(
+    folder: Path, results_file: Path, results: dict[str, Any], pretrained: str, revision: str | None, argv: list[str]
+) -> None:
     from tracing_bench import __version__
 
-    date = results_file.stem[len("results_"):]
+    date = results_file.stem[len("results_") :]
     record = {
         "model": pretrained,
         "revision": revision or "main",

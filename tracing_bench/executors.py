@@ -138,8 +138,11 @@ def run_tasks(
     started = _init_ray(ray, settings.ray_address)
     try:
         remote = ray.remote(fn).options(
-            num_cpus=settings.cpus_per_task, num_gpus=settings.gpus_per_task, max_retries=settings.max_retries,
-            retry_exceptions=False, name=f"tracing-bench:{what}",
+            num_cpus=settings.cpus_per_task,
+            num_gpus=settings.gpus_per_task,
+            max_retries=settings.max_retries,
+            retry_exceptions=False,
+            name=f"tracing-bench:{what}",
         )
         shared = [ray.put(a) for a in args]
         refs = [remote.remote(item, *shared) for item in items]

@@ -236,9 +236,7 @@ def check_writable(path: str | os.PathLike, *, flag: str, kind: str = "folder") 
         raise TracingBenchError(f"{flag} {path} {where}, not a folder; choose another path or move that file")
     why = _probe_folder(existing)
     if why is not None:
-        raise TracingBenchError(
-            f"{flag} {path}: cannot write in {existing} ({why}); choose a writable location"
-        )
+        raise TracingBenchError(f"{flag} {path}: cannot write in {existing} ({why}); choose a writable location")
     return path
 
 

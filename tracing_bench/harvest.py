@@ -175,8 +175,10 @@ def harvest(
     batches: list[list[int]] = []
     for i in order:  # longest first: the first statement of a batch sets its width
         b = batches[-1] if batches else None
-        if b is None or len(b) >= batch_size or (
-            max_batch_tokens is not None and (len(b) + 1) * len(ids[b[0]]) > max_batch_tokens
+        if (
+            b is None
+            or len(b) >= batch_size
+            or (max_batch_tokens is not None and (len(b) + 1) * len(ids[b[0]]) > max_batch_tokens)
         ):
             batches.append([i])
         else:
@@ -227,4 +229,3 @@ def harvest(
             bar.close()
     assert out is not None  # the hooks ran (internal invariant, not user input)
     return out
-

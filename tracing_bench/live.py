@@ -134,9 +134,14 @@ def _rank() -> int | None:
 def _check_not_sharded(model: Any) -> None:
     """Refuse sharded parameters (FSDP, FSDP2's DTensor, DeepSpeed ZeRO-3): a shard is not the model."""
     kinds = {type(m).__name__ for m in model.modules()}
-    sharded = "FullyShardedDataParallel" in kinds or "FSDPModule" in kinds or any(
-        hasattr(p, "ds_id") or type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor"
-        for p in model.parameters())
+    sharded = (
+        "FullyShardedDataParallel" in kinds
+        or "FSDPModule" in kinds
+        or any(
+            hasattr(p, "ds_id") or type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor"
+            for p in model.parameters()
+        )
+    )
     if sharded:
         raise TracingBenchError(
             "the model's parameters are sharded (FSDP or DeepSpeed ZeRO-3), which live tracing does not support yet: "
@@ -166,8 +171,17 @@ class LiveTracer:
         TracingBenchError: bad settings or an unwritable ``out`` (before training starts).
     """
 
-    def __init__(self, out: str | Path, settings: TraceSettings | None = None, *, name: str | None = None,
-                 stop_on_drop: bool = False, alpha: float = 0.05, scorer: Any = None, **options: Any) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        settings: TraceSettings | None = None,
+        *,
+        name: str | None = None,
+        stop_on_drop: bool = False,
+        alpha: float = 0.05,
+        scorer: Any = None,
+        **options: Any,
+    ) -> None:
         from tracing_bench.trace import load_datas
 
         if settings is None or options:
@@ -263,8 +277,12 @@ class LiveTracer:
         ckpt = self.checkpoint(step, folder)
         parse_layers(self.settings.layers, len(find_blocks(model, self.settings.blocks_attr)[0]))
         harvest_s = 0.0
-        with preserved_training_state(model), use_threads(self.settings.threads), no_autocast(model), \
-                self._model_in_dtype(model) as m:
+        with (
+            preserved_training_state(model),
+            use_threads(self.settings.threads),
+            no_autocast(model),
+            self._model_in_dtype(model) as m,
+        ):
             for data in self.datas:
                 t1 = time.perf_counter()
                 acts, prov = self._activations(m, tokenizer, ckpt, data)
@@ -274,23 +292,36 @@ class LiveTracer:
             t1 = time.perf_counter()
             scores = self.scorer.score(model, tokenizer) if self.scorer is not None else []
             score_s = time.perf_counter() - t1
-        self.checkpoints = sorted([c for c in self.checkpoints if c.label != ckpt.label] + [ckpt],
-                                  key=lambda c: (c.step if c.step is not None else -1, c.label))
+        self.checkpoints = sorted(
+            [c for c in self.checkpoints if c.label != ckpt.label] + [ckpt],
+            key=lambda c: (c.step if c.step is not None else -1, c.label),
+        )
         t2 = time.perf_counter()
         merged = merge(self.out, self.checkpoints, self.datas, self.settings)
         merge_s = time.perf_counter() - t2
         warnings_found, drops = self._early_warning()
         figures = self._figures(ckpt, drops) | (self.scorer.figures(scores) if self.scorer is not None else {})
-        result = LiveResult(step=step, checkpoint=ckpt.label, figures=figures,
-                            warnings=[d["claim"] for d in drops["drops"]],
-                            should_stop=self.stop_on_drop and bool(drops["drops"]))
+        result = LiveResult(
+            step=step,
+            checkpoint=ckpt.label,
+            figures=figures,
+            warnings=[d["claim"] for d in drops["drops"]],
+            should_stop=self.stop_on_drop and bool(drops["drops"]),
+        )
         for claim in result.warnings:
             log.warning("early warning at step %d: %s", step, claim)
         result.seconds = round(time.perf_counter() - t0, 3)
         timings = {"harvest_s": round(harvest_s, 3), "merge_s": round(merge_s, 3), "score_s": round(score_s, 3)}
-        self._record(result, ckpt, folder, timings, drops, merged, warnings_found,
-                     [{"task": x.task, "metric": x.metric, "value": x.value, "stderr": x.stderr, "n": x.n}
-                      for x in scores])
+        self._record(
+            result,
+            ckpt,
+            folder,
+            timings,
+            drops,
+            merged,
+            warnings_found,
+            [{"task": x.task, "metric": x.metric, "value": x.value, "stderr": x.stderr, "n": x.n} for x in scores],
+        )
         return result
 
     @contextlib.contextmanager
@@ -317,9 +348,13 @@ class LiveTracer:
 
         acts = harvest(model, tokenizer, data.statements, self.settings.harvest)
         prov = {
-            "key": None, "resolved_commit": None, "n_layers": int(acts.shape[0]), "hidden": int(acts.shape[2]),
+            "key": None,
+            "resolved_commit": None,
+            "n_layers": int(acts.shape[0]),
+            "hidden": int(acts.shape[2]),
             "torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "pooling": self.settings.harvest.pooling, "dtype": self.settings.harvest.dtype,
+            "pooling": self.settings.harvest.pooling,
+            "dtype": self.settings.harvest.dtype,
             "n_statements": len(data.statements),
         }
         return acts.numpy(), prov
@@ -348,31 +383,65 @@ class LiveTracer:
             if rows:
                 best = max(rows, key=lambda r: (r["val_acc"] if r["val_acc"] is not None else -1.0, -r["layer"]))
                 key = f"trace/{data.name}"
-                out |= {f"{key}/probe_acc": best["test_acc"], f"{key}/probe_acc_lo": best["test_acc_lo"],
-                        f"{key}/probe_acc_hi": best["test_acc_hi"], f"{key}/probe_block": float(best["layer"])}
+                out |= {
+                    f"{key}/probe_acc": best["test_acc"],
+                    f"{key}/probe_acc_lo": best["test_acc_lo"],
+                    f"{key}/probe_acc_hi": best["test_acc_hi"],
+                    f"{key}/probe_block": float(best["layer"]),
+                }
                 mi = next((r for r in part["mi"] if r["layer"] == best["layer"]), None)
                 if mi is not None:
                     out |= {f"{key}/i_xt": mi["i_xt"], f"{key}/i_yt": mi["i_yt"]}
         out["trace/drops"] = float(len(drops["drops"]))
         return {k: float(v) for k, v in out.items() if v is not None}
 
-    def _record(self, result: LiveResult, ckpt: Checkpoint, folder: str | Path | None, timings: dict[str, float],
-                drops: dict[str, Any], merged: dict[str, Any], warned: bool, scores: list[dict[str, Any]]) -> None:
+    def _record(
+        self,
+        result: LiveResult,
+        ckpt: Checkpoint,
+        folder: str | Path | None,
+        timings: dict[str, float],
+        drops: dict[str, Any],
+        merged: dict[str, Any],
+        warned: bool,
+        scores: list[dict[str, Any]],
+    ) -> None:
         """Append this call to ``live.json`` (provenance, timings, figures and the early-warning tests)."""
-        self.history = [h for h in self.history if h["checkpoint"] != ckpt.label] + [{
-            "step": result.step, "checkpoint": ckpt.label, "folder": str(folder) if folder is not None else None,
-            "seconds": result.seconds, **timings, "figures": result.figures, "scores": scores,
-            "early_warning": drops, "warned": warned, "should_stop": result.should_stop,
-        }]
-        atomic_write_json(self.out / LIVE_FILE, {
-            "tool": "tracing-bench live", "package_version": __version__,
-            "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "name": self.name, "settings": self.settings.public(), "settings_key": self.settings.key(),
-            "stop_on_drop": self.stop_on_drop, "alpha": self.alpha,
-            "scoring": self.scorer.describe() if self.scorer is not None else None,
-            "harvest": "the live model in the training process: eval mode, inference mode, the settings' dtype "
-                       "(a cast copy when training runs in another); train flags and RNG states restored after",
-            "tables": {"probes": merged["probes_csv"].name, "mi": merged["mi_csv"].name,
-                       "findings": merged["findings_json"].name, "trace": merged["trace_json"].name},
-            "checkpoints": self.history,
-        }, indent=1)
+        self.history = [h for h in self.history if h["checkpoint"] != ckpt.label] + [
+            {
+                "step": result.step,
+                "checkpoint": ckpt.label,
+                "folder": str(folder) if folder is not None else None,
+                "seconds": result.seconds,
+                **timings,
+                "figures": result.figures,
+                "scores": scores,
+                "early_warning": drops,
+                "warned": warned,
+                "should_stop": result.should_stop,
+            }
+        ]
+        atomic_write_json(
+            self.out / LIVE_FILE,
+            {
+                "tool": "tracing-bench live",
+                "package_version": __version__,
+                "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "name": self.name,
+                "settings": self.settings.public(),
+                "settings_key": self.settings.key(),
+                "stop_on_drop": self.stop_on_drop,
+                "alpha": self.alpha,
+                "scoring": self.scorer.describe() if self.scorer is not None else None,
+                "harvest": "the live model in the training process: eval mode, inference mode, the settings' dtype "
+                "(a cast copy when training runs in another); train flags and RNG states restored after",
+                "tables": {
+                    "probes": merged["probes_csv"].name,
+                    "mi": merged["mi_csv"].name,
+                    "findings": merged["findings_json"].name,
+                    "trace": merged["trace_json"].name,
+                },
+                "checkpoints": self.history,
+            },
+            indent=1,
+        )

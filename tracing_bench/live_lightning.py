@@ -38,8 +38,14 @@ def _lightning() -> Any:
     )
 
 
-def trace_callback(tracer: LiveTracer, tokenizer: Any, *, every: int | None = None, steps: Iterable[int] | None = None,
-                   model_attr: str = "model") -> Any:
+def trace_callback(
+    tracer: LiveTracer,
+    tokenizer: Any,
+    *,
+    every: int | None = None,
+    steps: Iterable[int] | None = None,
+    model_attr: str = "model",
+) -> Any:
     """A Lightning ``Callback`` that traces the live model (see the module docstring).
 
     Args:
@@ -76,8 +82,10 @@ def trace_callback(tracer: LiveTracer, tokenizer: Any, *, every: int | None = No
             self._done.add(step)
             model = getattr(pl_module, model_attr, None)
             if model is None:
-                raise TracingBenchError(f"the LightningModule has no attribute {model_attr!r}: give model_attr= the "
-                                        "attribute that holds the Hugging Face model")
+                raise TracingBenchError(
+                    f"the LightningModule has no attribute {model_attr!r}: give model_attr= the "
+                    "attribute that holds the Hugging Face model"
+                )
             result = tracer.on_checkpoint(model, tokenizer, step)
             self.results.append(result)
             if result.traced:

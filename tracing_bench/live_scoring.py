@@ -36,8 +36,14 @@ class LiveScorer:
         TracingBenchError: a task that is not a trust task, a limit below 1.
     """
 
-    def __init__(self, tasks: str | list[str] | tuple[str, ...] = "trust", *, limit: int = 20, batch_size: int = 8,
-                 seed: int = 1234) -> None:
+    def __init__(
+        self,
+        tasks: str | list[str] | tuple[str, ...] = "trust",
+        *,
+        limit: int = 20,
+        batch_size: int = 8,
+        seed: int = 1234,
+    ) -> None:
         from lm_eval.tasks import TaskManager
 
         from tracing_bench.logs import quiet_lm_eval
@@ -89,5 +95,10 @@ class LiveScorer:
 
     def describe(self) -> dict[str, Any]:
         """What was scored, for live.json."""
-        return {"tasks": self.tasks, "limit": self.limit, "batch_size": self.batch_size, "seed": self.seed,
-                "how": "lm-eval HFLM(pretrained=<live model>), zero-shot, evaluate() seeded; limit documents per task"}
+        return {
+            "tasks": self.tasks,
+            "limit": self.limit,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "how": "lm-eval HFLM(pretrained=<live model>), zero-shot, evaluate() seeded; limit documents per task",
+        }

@@ -52,8 +52,16 @@ class TraceCallback(TrainerCallback):
         trainer: the Trainer, to log through it (set by :meth:`attach`).
     """
 
-    def __init__(self, tracer: LiveTracer, *, at_save: bool | None = None, every: int | None = None,
-                 steps: Iterable[int] | None = None, tokenizer: Any = None, trainer: Any = None) -> None:
+    def __init__(
+        self,
+        tracer: LiveTracer,
+        *,
+        at_save: bool | None = None,
+        every: int | None = None,
+        steps: Iterable[int] | None = None,
+        tokenizer: Any = None,
+        trainer: Any = None,
+    ) -> None:
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise TracingBenchError(f"every={every!r} is not valid: give a number of steps >= 1")
         self.tracer = tracer

@@ -77,7 +77,8 @@ def _revision_error(ckpt: Checkpoint, err: Exception) -> TracingBenchError:
     found = cached_revisions(ckpt.model)
     where = "offline (HF_HUB_OFFLINE=1)" if c.HF_HUB_OFFLINE else "on the hub or in the local cache"
     listing = (
-        f"revisions in the local cache: {', '.join(found)}" if found
+        f"revisions in the local cache: {', '.join(found)}"
+        if found
         else f"no revision of {ckpt.model} is in the local cache"
     )
     cause = first_line(err, limit=160)
@@ -89,11 +90,19 @@ def _revision_error(ckpt: Checkpoint, err: Exception) -> TracingBenchError:
 
 #: Files any one of which lets ``AutoTokenizer`` build a tokenizer from a folder.
 TOKENIZER_FILES: tuple[str, ...] = (
-    "tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "sentencepiece.bpe.model",
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "spiece.model",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
 )
 #: Weight files ``from_pretrained`` reads (single file or sharded index).
 WEIGHT_FILES: tuple[str, ...] = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 
 
@@ -170,16 +179,20 @@ def check_model_folder(folder: str | os.PathLike, *, tokenizer: bool = True, fla
             raise TracingBenchError(
                 f"{shard} is incomplete or corrupt ({why}); download or copy it again (or save the model again)"
             )
-    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES) \
-            and not list(folder.glob("*.tiktoken")):
+    if (
+        tokenizer
+        and not any((folder / name).is_file() for name in TOKENIZER_FILES)
+        and not list(folder.glob("*.tiktoken"))
+    ):
         raise TracingBenchError(
             f"{named} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy them from the "
             f"model it was trained from, or save them with tokenizer.save_pretrained('{folder}')"
         )
 
 
-def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", device: str = "auto",
-                        folder: str | os.PathLike | None = None) -> TracingBenchError | None:
+def describe_load_error(
+    e: BaseException, what: str, *, dtype: str = "auto", device: str = "auto", folder: str | os.PathLike | None = None
+) -> TracingBenchError | None:
     """A one-line error for a model that failed to load, or ``None`` when the cause is not recognised.
 
     Recognised: out of memory, truncated or corrupt weight files, weights that do not match
@@ -196,8 +209,8 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
     text = str(e)
     name = type(e).__name__
     if isinstance(e, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(e, RuntimeError) and ("out of memory" in text.lower() or "can't allocate memory" in text
-                                         or "DefaultCPUAllocator" in text)
+        isinstance(e, RuntimeError)
+        and ("out of memory" in text.lower() or "can't allocate memory" in text or "DefaultCPUAllocator" in text)
     ):
         return TracingBenchError(
             f"not enough memory to load or run {what} (dtype {dtype}, device {device}): {first_line(e, limit=160)}; "
@@ -221,8 +234,9 @@ def describe_load_error(e: BaseException, what: str, *, dtype: str = "auto", dev
             f"the weights of {what} do not match its config.json (a tensor has another shape); "
             "use the config.json saved with these weights"
         )
-    if isinstance(e, (ValueError, KeyError)) and ("does not recognize this architecture" in text
-                                                  or "Unrecognized model" in text):
+    if isinstance(e, (ValueError, KeyError)) and (
+        "does not recognize this architecture" in text or "Unrecognized model" in text
+    ):
         return TracingBenchError(
             f"{what}: transformers does not know its architecture ({first_line(e, limit=160)[:120]}); upgrade "
             "transformers "
@@ -251,9 +265,7 @@ def snapshot_folder(model: str, revision: str | None = None) -> Path | None:
     return Path(cached).parent if isinstance(cached, str) else None
 
 
-def load_checkpoint(
-    ckpt: Checkpoint, *, dtype: str = "auto", device: str = "auto"
-) -> tuple[Any, Any]:
+def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "auto", device: str = "auto") -> tuple[Any, Any]:
     """Load model and tokenizer through ``from_pretrained(model, revision=...)``.
 
     Args:

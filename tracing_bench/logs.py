@@ -41,9 +41,15 @@ NOISE: tuple[tuple[str, str], ...] = (
 )
 #: Loggers whose messages are shown once each unless verbose.
 ONCE_LOGGERS: tuple[str, ...] = (
-    "lm_eval.evaluator", "lm_eval.api.task", "lm_eval.models.huggingface", "lm_eval.api.model",
-    "lm_eval.evaluator_utils", "lm_eval.tasks", "lm_eval.loggers.evaluation_tracker",
-    "transformers.tokenization_utils_base", "transformers.modeling_utils",
+    "lm_eval.evaluator",
+    "lm_eval.api.task",
+    "lm_eval.models.huggingface",
+    "lm_eval.api.model",
+    "lm_eval.evaluator_utils",
+    "lm_eval.tasks",
+    "lm_eval.loggers.evaluation_tracker",
+    "transformers.tokenization_utils_base",
+    "transformers.modeling_utils",
 )
 
 
@@ -86,8 +92,14 @@ _FILTER = _QuietFilter()
 _shown_warnings: set[str] = set()
 
 
-def _show_warning_once(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                       file: Any = None, line: str | None = None) -> None:
+def _show_warning_once(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     text = str(message).strip()
     if text in _shown_warnings:
         return

@@ -33,15 +33,50 @@ from tracing_bench.settings import PROBES, TraceSettings, parse_layers
 from tracing_bench.timings import stage
 
 PROBE_COLUMNS: tuple[str, ...] = (
-    "model", "revision", "step", "dimension", "layer", "protocol", "pooling", "probe", "n_train",
-    "val_acc", "val_auroc", "test_acc", "test_auroc", "dataset_md5", "package_version",
-    "n_test", "test_acc_lo", "test_acc_hi", "test_auroc_lo", "test_auroc_hi",
-    "control_acc", "selectivity", "selectivity_lo", "selectivity_hi", "transfer_acc", "transfer_acc_lo",
+    "model",
+    "revision",
+    "step",
+    "dimension",
+    "layer",
+    "protocol",
+    "pooling",
+    "probe",
+    "n_train",
+    "val_acc",
+    "val_auroc",
+    "test_acc",
+    "test_auroc",
+    "dataset_md5",
+    "package_version",
+    "n_test",
+    "test_acc_lo",
+    "test_acc_hi",
+    "test_auroc_lo",
+    "test_auroc_hi",
+    "control_acc",
+    "selectivity",
+    "selectivity_lo",
+    "selectivity_hi",
+    "transfer_acc",
+    "transfer_acc_lo",
     "transfer_acc_hi",  # the controls (tracing_bench.probes.controls.CONTROL_COLUMNS)
 )
 MI_COLUMNS: tuple[str, ...] = (
-    "model", "revision", "step", "dimension", "layer", "sigma", "m", "i_xt", "i_yt", "dataset_md5",
-    "package_version", "noise_k", "noise_m", "i_xt_sd", "i_yt_sd",
+    "model",
+    "revision",
+    "step",
+    "dimension",
+    "layer",
+    "sigma",
+    "m",
+    "i_xt",
+    "i_yt",
+    "dataset_md5",
+    "package_version",
+    "noise_k",
+    "noise_m",
+    "i_xt_sd",
+    "i_yt_sd",
 )
 
 
@@ -90,8 +125,9 @@ def noise_seeds(seed: int, k: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ what a part holds
-def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, Any],
-               settings: TraceSettings) -> dict[str, Any]:
+def build_part(
+    ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, Any], settings: TraceSettings
+) -> dict[str, Any]:
     """Probe (and with ``settings.mi`` MI-probe) one dimension's activations of one checkpoint.
 
     Args:
@@ -106,8 +142,12 @@ def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, An
         half-samples, and under ``reference`` the released probe's convergence counts.
     """
     layers = parse_layers(settings.layers, acts.shape[0])
-    common = {"model": settings.series_name or ckpt.model, "revision": _revision_column(ckpt, settings),
-              "step": ckpt.step, "dimension": data.name}
+    common = {
+        "model": settings.series_name or ckpt.model,
+        "revision": _revision_column(ckpt, settings),
+        "step": ckpt.step,
+        "dimension": data.name,
+    }
     test_split = "test" if settings.protocol == "paper" else "probe_val"
     with stage("probe"):
         probe_rows, reference = _probe_rows(acts, data, settings, layers, common) if settings.probes else ([], {})
@@ -115,8 +155,9 @@ def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, An
         if settings.controls and settings.protocol == "paper" and probe_rows:
             from tracing_bench.probes.controls import add_controls
 
-            controls = add_controls(probe_rows, acts[layers], data, probes=tuple(settings.probes), layers=layers,
-                                    seed=settings.seed)
+            controls = add_controls(
+                probe_rows, acts[layers], data, probes=tuple(settings.probes), layers=layers, seed=settings.seed
+            )
     mi_rows: list[dict[str, Any]] = []
     mi_noise: dict[str, Any] | None = None
     if settings.mi:
@@ -129,13 +170,17 @@ def build_part(ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, An
         "dataset_md5": data.md5,
         "package_version": __version__,
         "settings_key": settings.key(),
-        "activations": {k: prov.get(k) for k in ("key", "resolved_commit", "n_layers", "hidden", "torch_dtype",
-                                                   "pooling", "dtype", "n_statements")},
+        "activations": {
+            k: prov.get(k)
+            for k in ("key", "resolved_commit", "n_layers", "hidden", "torch_dtype", "pooling", "dtype", "n_statements")
+        },
         "probes": probe_rows,
         "mi": mi_rows,
         "mi_noise": mi_noise,
         "test_statements": {
-            "split": test_split, "n": int(test_idx.size), "sha256": statements_sha256(data, test_idx),
+            "split": test_split,
+            "n": int(test_idx.size),
+            "sha256": statements_sha256(data, test_idx),
             "labels": pack_bits(np.asarray(data.labels)[test_idx] == 1),
         },
         **({"reference": reference} if reference else {}),
@@ -161,21 +206,37 @@ def _num(v: Any) -> Any:
     return v
 
 
-def _probe_rows(acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[int],
-                common: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _probe_rows(
+    acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[int], common: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The probes.csv rows (with ``test_correct`` bits) and, under ``reference``, the fits' counts."""
     from tracing_bench.probes.layers import probe_layers  # looked up per call (tests wrap it)
 
-    results = probe_layers(acts[layers], data.labels, data.splits, protocol=settings.protocol,
-                           probes=tuple(settings.probes), layers=layers, details=True)
-    rows = [{
-        **common, "layer": int(r["layer"]), "protocol": settings.protocol, "pooling": settings.pooling,
-        "probe": r["probe"], "n_train": _num(r.get("n_train")),
-        **{k: _num(r.get(k)) for k in ("val_acc", "val_auroc", "test_acc", "test_auroc")},
-        "dataset_md5": data.md5, "package_version": __version__,
-        **{k: _num(r.get(k)) for k in ("n_test", "test_acc_lo", "test_acc_hi", "test_auroc_lo", "test_auroc_hi")},
-        "test_correct": pack_bits(r["test_correct"]),
-    } for r in results]
+    results = probe_layers(
+        acts[layers],
+        data.labels,
+        data.splits,
+        protocol=settings.protocol,
+        probes=tuple(settings.probes),
+        layers=layers,
+        details=True,
+    )
+    rows = [
+        {
+            **common,
+            "layer": int(r["layer"]),
+            "protocol": settings.protocol,
+            "pooling": settings.pooling,
+            "probe": r["probe"],
+            "n_train": _num(r.get("n_train")),
+            **{k: _num(r.get(k)) for k in ("val_acc", "val_auroc", "test_acc", "test_auroc")},
+            "dataset_md5": data.md5,
+            "package_version": __version__,
+            **{k: _num(r.get(k)) for k in ("n_test", "test_acc_lo", "test_acc_hi", "test_auroc_lo", "test_auroc_hi")},
+            "test_correct": pack_bits(r["test_correct"]),
+        }
+        for r in results
+    ]
     if settings.protocol != "reference":
         return rows, {}
     fits = [r for r in results if r.get("probe") == "logistic" and "converged" in r]
@@ -184,31 +245,52 @@ def _probe_rows(acts: np.ndarray, data: Any, settings: TraceSettings, layers: li
         "convergence_warnings": sum(1 for r in fits if not r["converged"]),
         "not_converged_layers": [int(r["layer"]) for r in fits if not r["converged"]],
         "n_iter": {str(int(r["layer"])): int(r["n_iter"]) for r in fits},
-        "constant_features": {str(int(r["layer"])): int(r["constant_features"]) for r in fits
-                              if r.get("constant_features")},
+        "constant_features": {
+            str(int(r["layer"])): int(r["constant_features"]) for r in fits if r.get("constant_features")
+        },
     }
 
 
-def _mi_rows(acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[int],
-             common: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _mi_rows(
+    acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[int], common: dict[str, Any]
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The mi.csv rows (X = block 0, T = each traced layer, on probe_train) and the noise half-samples."""
     from tracing_bench.probes.mi import mi_layers
 
     sel = [0] + [layer for layer in layers if layer != 0]  # X = block 0 always comes first
     picked = acts[sel]  # a copy (fancy indexing): made once for the estimate and its noise
-    rows = mi_layers(picked, data.labels, data.splits, protocol=settings.protocol, split="probe_train",
-                     x_layer=0, layers=sel, sigma=settings.sigma, subsample=settings.mi_subsample, seed=settings.seed)
+    rows = mi_layers(
+        picked,
+        data.labels,
+        data.splits,
+        protocol=settings.protocol,
+        split="probe_train",
+        x_layer=0,
+        layers=sel,
+        sigma=settings.sigma,
+        subsample=settings.mi_subsample,
+        seed=settings.seed,
+    )
     noise = _mi_noise(picked, data, settings, sel, int(rows[0]["m"])) if rows else None
-    out = [{
-        **common, "layer": int(r["layer"]), "sigma": float(r["sigma"]), "m": int(r["m"]),
-        "i_xt": float(r["i_xt"]), "i_yt": float(r["i_yt"]), "dataset_md5": data.md5,
-        "package_version": __version__, **_noise_columns(noise, int(r["layer"])),
-    } for r in rows if int(r["layer"]) in layers]
+    out = [
+        {
+            **common,
+            "layer": int(r["layer"]),
+            "sigma": float(r["sigma"]),
+            "m": int(r["m"]),
+            "i_xt": float(r["i_xt"]),
+            "i_yt": float(r["i_yt"]),
+            "dataset_md5": data.md5,
+            "package_version": __version__,
+            **_noise_columns(noise, int(r["layer"])),
+        }
+        for r in rows
+        if int(r["layer"]) in layers
+    ]
     return sorted(out, key=lambda r: r["layer"]), noise
 
 
-def _mi_noise(acts: np.ndarray, data: Any, settings: TraceSettings, names: list[int],
-              m: int) -> dict[str, Any] | None:
+def _mi_noise(acts: np.ndarray, data: Any, settings: TraceSettings, names: list[int], m: int) -> dict[str, Any] | None:
     """nHSIC on ``settings.mi_noise`` seeded half-samples (m // 2 probe-train statements each).
 
     The half-samples are drawn from the probe-train split with fixed seeds, so they are the same
@@ -227,21 +309,41 @@ def _mi_noise(acts: np.ndarray, data: Any, settings: TraceSettings, names: list[
     i_xt: dict[str, list[float]] = {str(n): [] for n in names}
     i_yt: dict[str, list[float]] = {str(n): [] for n in names}
     for sd in seeds:
-        rows = mi_layers(acts, data.labels, data.splits, protocol=settings.protocol, split="probe_train",
-                         x_layer=0, layers=names, sigma=settings.sigma, subsample=half, seed=sd)
+        rows = mi_layers(
+            acts,
+            data.labels,
+            data.splits,
+            protocol=settings.protocol,
+            split="probe_train",
+            x_layer=0,
+            layers=names,
+            sigma=settings.sigma,
+            subsample=half,
+            seed=sd,
+        )
         for r in rows:
             i_xt[str(int(r["layer"]))].append(float(r["i_xt"]))
             i_yt[str(int(r["layer"]))].append(float(r["i_yt"]))
-    return {"k": k, "m": half, "seeds": seeds, "i_xt": i_xt, "i_yt": i_yt,
-            "method": "nHSIC on k seeded half-samples of the probe-train statements (the same at every checkpoint)"}
+    return {
+        "k": k,
+        "m": half,
+        "seeds": seeds,
+        "i_xt": i_xt,
+        "i_yt": i_yt,
+        "method": "nHSIC on k seeded half-samples of the probe-train statements (the same at every checkpoint)",
+    }
 
 
 def _noise_columns(noise: dict[str, Any] | None, layer: int) -> dict[str, Any]:
     if not noise:
         return {"noise_k": None, "noise_m": None, "i_xt_sd": None, "i_yt_sd": None}
     xs, ys = noise["i_xt"][str(layer)], noise["i_yt"][str(layer)]
-    return {"noise_k": noise["k"], "noise_m": noise["m"], "i_xt_sd": float(np.std(xs, ddof=1)),
-            "i_yt_sd": float(np.std(ys, ddof=1))}
+    return {
+        "noise_k": noise["k"],
+        "noise_m": noise["m"],
+        "i_xt_sd": float(np.std(xs, ddof=1)),
+        "i_yt_sd": float(np.std(ys, ddof=1)),
+    }
 
 
 # ------------------------------------------------------------------------------ a finished series
@@ -287,10 +389,15 @@ def collect_parts(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], se
             if "reference" in part:
                 got.reference_fits.append({"checkpoint": ckpt.label, "dimension": data.name, **part["reference"]})
             got.mi_rows += [{**r, "dimension": data.name, "_order": (ci, di)} for r in part["mi"]]
-        got.checkpoints.append({
-            "model": ckpt.model, "revision": ckpt.revision, "step": ckpt.step, "label": ckpt.label,
-            "resolved_commit": next((c for c in sorted(commits, key=str) if c), None),
-        })
+        got.checkpoints.append(
+            {
+                "model": ckpt.model,
+                "revision": ckpt.revision,
+                "step": ckpt.step,
+                "label": ckpt.label,
+                "resolved_commit": next((c for c in sorted(commits, key=str) if c), None),
+            }
+        )
     probe_order = {p: i for i, p in enumerate(PROBES)}
     got.probe_rows.sort(key=lambda r: (r["_order"], r["layer"], probe_order.get(r["probe"], 99), r["probe"]))
     got.mi_rows.sort(key=lambda r: (r["_order"], r["layer"]))

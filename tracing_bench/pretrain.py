@@ -145,24 +145,19 @@ class PretrainConfig:
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise TracingBenchError(
-                    f"{flag} {value!r} is invalid: it must be a whole number >= {low}"
-                )
+                raise TracingBenchError(f"{flag} {value!r} is invalid: it must be a whole number >= {low}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise TracingBenchError(f"--seed {self.seed!r} is invalid: give a whole number >= 0")
         if self.hidden_size % self.heads:
             raise TracingBenchError(
-                f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}; "
-                "pick sizes that divide"
+                f"hidden_size {self.hidden_size} is not a multiple of heads {self.heads}; pick sizes that divide"
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise TracingBenchError(f"lr {self.lr!r} is invalid: give a positive learning rate")
         if not (self.weight_decay >= 0):
             raise TracingBenchError(f"weight_decay {self.weight_decay!r} is invalid: give a value >= 0")
         if self.corpus not in CORPORA:
-            raise TracingBenchError(
-                f"corpus {self.corpus!r} is unknown: valid corpora are {', '.join(CORPORA)}"
-            )
+            raise TracingBenchError(f"corpus {self.corpus!r} is unknown: valid corpora are {', '.join(CORPORA)}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise TracingBenchError(f"--threads {self.threads!r} is invalid: give a number >= 1")
         if self.save_at is not None:
@@ -194,6 +189,7 @@ class PretrainConfig:
         spec["save_at"] = self.save_steps
         spec.update(corpus_md5=corpus_md5, package_version=__version__, model_layout=MODEL_LAYOUT)
         return spec_hash(spec)
+
 
 def _lr_at(cfg: PretrainConfig, step: int) -> float:
     """Learning rate of update ``step`` (1-based): linear warm-up, cosine decay to lr/10."""
@@ -266,8 +262,13 @@ def cached_run(config: PretrainConfig, out_dir: str | Path) -> list[Path] | None
     return folders
 
 
-def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = True,
-             on_checkpoint: Callable[..., Any] | None = None) -> list[Path]:
+def pretrain(
+    config: PretrainConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    on_checkpoint: Callable[..., Any] | None = None,
+) -> list[Path]:
     """Pre-train the tiny model and save its checkpoints (or reuse a complete cached run).
 
     Args:
@@ -337,9 +338,10 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         optim = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr, betas=(0.9, 0.95), eps=1e-8,
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+            betas=(0.9, 0.95),
+            eps=1e-8,
         )
         start, losses = 0, []
         resume_path = out_dir / RESUME_FILE
@@ -350,8 +352,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                 optim.load_state_dict(state["optim"])
                 start, losses = int(state["step"]), list(state["losses"])
                 if progress:
-                    print(f"resuming the interrupted pre-training run in {out_dir} at step {start}",
-                          file=sys.stderr)
+                    print(f"resuming the interrupted pre-training run in {out_dir} at step {start}", file=sys.stderr)
         if start == 0:
             (out_dir / META_FILE).unlink(missing_ok=True)
             saved = _save_checkpoint(model, tokenizer, out_dir, 0)
@@ -360,8 +361,15 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
 
         model.train()
         pad = tokenizer.pad_token_id
-        bar = tqdm(total=config.steps, initial=start, desc="pretrain", unit="step",
-                   disable=None if progress else True, file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.steps,
+            initial=start,
+            desc="pretrain",
+            unit="step",
+            disable=None if progress else True,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         try:
             for step in range(start + 1, config.steps + 1):
                 rows = [encoded[i] for i in batch_indices(step, config.batch_size, len(encoded), config.seed)]
@@ -389,8 +397,13 @@ def pretrain(config: PretrainConfig, out_dir: str | Path, *, progress: bool = Tr
                     if on_checkpoint is not None:
                         on_checkpoint(model, tokenizer, step, folder=saved)
                     if step < config.steps:
-                        state = {"key": key, "step": step, "model": model.state_dict(),
-                                 "optim": optim.state_dict(), "losses": losses}
+                        state = {
+                            "key": key,
+                            "step": step,
+                            "model": model.state_dict(),
+                            "optim": optim.state_dict(),
+                            "losses": losses,
+                        }
                         atomic_write(resume_path, functools.partial(_save_state, state))
         finally:
             bar.close()

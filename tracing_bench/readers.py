@@ -38,7 +38,6 @@ def clean_statement(text: str) -> str:
     return _CR_ARTEFACT.sub(" ", text).strip()
 
 
-
 def read_text(path: Path) -> str:
     """The text of a CSV file, or a one-line DataError (missing, a folder, unreadable, binary, not UTF-8, empty)."""
     if not path.exists():
@@ -51,20 +50,16 @@ def read_text(path: Path) -> str:
         raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
     if b"\x00" in raw[:65536]:
         raise DataError(
-            f"{path}: looks binary (NUL bytes), not a CSV; save it as UTF-8 text with a "
-            "header line 'statement,label'"
+            f"{path}: looks binary (NUL bytes), not a CSV; save it as UTF-8 text with a header line 'statement,label'"
         )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8; re-save the file as UTF-8 text"
-        ) from None
+        raise DataError(f"{path}: line {line} is not valid UTF-8; re-save the file as UTF-8 text") from None
     if not text.strip():
         raise DataError(
-            f"{path}: the file is empty; it needs a header line 'statement,label' and one row per "
-            "labelled statement"
+            f"{path}: the file is empty; it needs a header line 'statement,label' and one row per labelled statement"
         )
     return text
 
@@ -117,21 +112,15 @@ def read_statement_label(path: Path) -> Rows:
             if len(row) != len(header):
                 raise DataError(
                     f"{path}: line {line} has {len(row)} fields but the header has {len(header)}; "
-                    "quote statements that contain commas (\"...\")"
+                    'quote statements that contain commas ("...")'
                 )
             label = row[i_l].strip()
             if label == "":
-                raise DataError(
-                    f"{path}: line {line} has no label; every row needs label 0 or 1"
-                )
+                raise DataError(f"{path}: line {line} has no label; every row needs label 0 or 1")
             if label not in ("0", "1"):
-                raise DataError(
-                    f"{path}: line {line} has label {label!r}; labels must be 0 or 1 (binary)"
-                )
+                raise DataError(f"{path}: line {line} has label {label!r}; labels must be 0 or 1 (binary)")
             if not clean_statement(row[i_s]):
-                raise DataError(
-                    f"{path}: line {line} has an empty statement; remove the row or fill it in"
-                )
+                raise DataError(f"{path}: line {line} has an empty statement; remove the row or fill it in")
             out.statements.append(row[i_s])
             out.labels.append(int(label))
             out.lines.append(line)
@@ -140,13 +129,9 @@ def read_statement_label(path: Path) -> Rows:
             if i_t is not None:
                 topics.append(row[i_t].strip())
     except csv.Error as e:
-        raise DataError(
-            f"{path}: line {reader.line_num} is not valid CSV ({e}); fix the quoting"
-        ) from None
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({e}); fix the quoting") from None
     if not out.statements:
-        raise DataError(
-            f"{path}: has a header but no data rows; add one 'statement,label' row per statement"
-        )
+        raise DataError(f"{path}: has a header but no data rows; add one 'statement,label' row per statement")
     out.rows_read = len(out.statements)
     if i_t is not None:
         out.extra["topic"] = topics
@@ -193,7 +178,6 @@ def read_crows_pairs(path: Path) -> Rows:
     out.extra = extra
     out.rows_read = n
     return out
-
 
 
 def read_questions(path: Path) -> list[str]:

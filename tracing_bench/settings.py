@@ -42,8 +42,13 @@ BASELINES: tuple[str, ...] = ("auto", "random-init", "none")
 #: Settings a preset fixes: extraction (``scale``, ``protocol``, ``dtype``, ``batch_size``) and
 #: application (``positions``, ``dtype`` of the steered model).
 PRESETS: dict[str, dict[str, Any]] = {
-    "reference": {"scale": "reference", "protocol": "reference", "dtype": "float32", "batch_size": 1,
-                  "positions": "last"},
+    "reference": {
+        "scale": "reference",
+        "protocol": "reference",
+        "dtype": "float32",
+        "batch_size": 1,
+        "positions": "last",
+    },
 }
 #: half-samples of the MI noise estimate by default (each costs about 1/8 of the full estimate)
 MI_NOISE_DEFAULT = 8
@@ -166,8 +171,9 @@ class HarvestSettings:
         """
         unknown = sorted(set(options) - {f.name for f in fields(cls)})
         if unknown:
-            raise TypeError(f"unexpected harvest option(s) {', '.join(unknown)}; valid: "
-                            f"{', '.join(f.name for f in fields(cls))}")
+            raise TypeError(
+                f"unexpected harvest option(s) {', '.join(unknown)}; valid: {', '.join(f.name for f in fields(cls))}"
+            )
         given = {k: v for k, v in options.items() if v is not None}
         return replace(settings or cls(), **given)  # __post_init__ turns a path into a string
 
@@ -180,8 +186,22 @@ class HarvestSettings:
 
 
 # the settings of a trace that change its numbers (hashed into its key)
-_NUMBER_FIELDS = ("layers", "pooling", "mi", "protocol", "probes", "sigma", "dtype", "blocks_attr", "max_length",
-                  "seed", "max_statements", "mi_subsample", "mi_noise", "controls")
+_NUMBER_FIELDS = (
+    "layers",
+    "pooling",
+    "mi",
+    "protocol",
+    "probes",
+    "sigma",
+    "dtype",
+    "blocks_attr",
+    "max_length",
+    "seed",
+    "max_statements",
+    "mi_subsample",
+    "mi_noise",
+    "controls",
+)
 
 
 @dataclass(frozen=True)
@@ -263,9 +283,15 @@ class TraceSettings:
             raise TracingBenchError(
                 f"--mi-noise {noise} is not valid: give 0 (no noise estimate, no turn test) or at least 2 half-samples"
             )
-        harvest = HarvestSettings(pooling=self.pooling, dtype=self.dtype, device=self.device,
-                                  batch_size=self.batch_size, max_length=self.max_length,
-                                  blocks_attr=self.blocks_attr, cache_dir=self.cache_dir).for_protocol(self.protocol)
+        harvest = HarvestSettings(
+            pooling=self.pooling,
+            dtype=self.dtype,
+            device=self.device,
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            blocks_attr=self.blocks_attr,
+            cache_dir=self.cache_dir,
+        ).for_protocol(self.protocol)
         set_(self, "dtype", harvest.dtype)
         set_(self, "batch_size", harvest.batch_size)
         set_(self, "cache_dir", harvest.cache_dir)

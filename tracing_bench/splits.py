@@ -34,7 +34,6 @@ def group_key(text: str) -> str:
     return _WS.sub(" ", text.lower()).strip()
 
 
-
 def question_key(statement: str) -> str:
     """TruthfulQA: the question, ``Q: ...`` before the tab (the whole statement if there is none)."""
     return group_key(statement.split("\t", 1)[0])
@@ -208,7 +207,6 @@ def reference_splits(n: int, whole_dev: bool) -> dict[str, np.ndarray]:
         "probe_val": idx[cut80:],
         "all": idx,
     }
-
 
 
 def subsample_splits(

@@ -187,8 +187,9 @@ class PairedDiff:
     confidence: float
 
 
-def paired_bootstrap_diff(correct_a: Any, correct_b: Any, *, n_boot: int = 10000, seed: int = 0,
-                          confidence: float = 0.95) -> PairedDiff:
+def paired_bootstrap_diff(
+    correct_a: Any, correct_b: Any, *, n_boot: int = 10000, seed: int = 0, confidence: float = 0.95
+) -> PairedDiff:
     """Accuracy change B - A on the same statements: paired bootstrap interval and McNemar test.
 
     Resampling n statements with replacement (each statement keeps its pair of outcomes) is
@@ -227,8 +228,17 @@ def paired_bootstrap_diff(correct_a: Any, correct_b: Any, *, n_boot: int = 10000
     tail = (1.0 - confidence) / 2
     lo, hi = np.quantile(diffs, [tail, 1.0 - tail])
     return PairedDiff(
-        acc_a=float(a.mean()), acc_b=float(b_.mean()), diff=float(b_.mean() - a.mean()), lo=float(lo), hi=float(hi),
-        b=a_only, c=b_only, p_value=mcnemar_exact(a_only, b_only), n=n, n_boot=int(n_boot), seed=int(seed),
+        acc_a=float(a.mean()),
+        acc_b=float(b_.mean()),
+        diff=float(b_.mean() - a.mean()),
+        lo=float(lo),
+        hi=float(hi),
+        b=a_only,
+        c=b_only,
+        p_value=mcnemar_exact(a_only, b_only),
+        n=n,
+        n_boot=int(n_boot),
+        seed=int(seed),
         confidence=float(confidence),
     )
 
@@ -273,8 +283,7 @@ class Diff:
     within_noise: bool
 
 
-def diff_interval(a: float, se_a: float | None, b: float, se_b: float | None, *,
-                  confidence: float = 0.95) -> Diff:
+def diff_interval(a: float, se_a: float | None, b: float, se_b: float | None, *, confidence: float = 0.95) -> Diff:
     """``b - a`` with the normal interval from the two standard errors (independent samples).
 
     For two scores of the same documents (a steering setting against the unsteered model) the

@@ -27,8 +27,15 @@ from typing import Any
 
 from tracing_bench.errors import TracingBenchError
 
-__all__ = ["SMALL_WORK", "available_cores", "busy_cores", "check_threads", "default_threads", "threads_for_work",
-           "use_threads"]
+__all__ = [
+    "SMALL_WORK",
+    "available_cores",
+    "busy_cores",
+    "check_threads",
+    "default_threads",
+    "threads_for_work",
+    "use_threads",
+]
 
 # a core counts as idle when less than this share of it is busy
 _IDLE_SLACK = 0.2

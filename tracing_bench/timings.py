@@ -78,8 +78,7 @@ class Timings:
         for c in self.checkpoints:
             for k, v in c["seconds"].items():
                 totals[k] = totals.get(k, 0.0) + v
-        return {"wall_seconds": now - self.start, "stages": totals, "series": series,
-                "checkpoints": self.checkpoints}
+        return {"wall_seconds": now - self.start, "stages": totals, "series": series, "checkpoints": self.checkpoints}
 
 
 @contextmanager

@@ -58,8 +58,17 @@ from tracing_bench.threads import threads_for_work, use_threads
 from tracing_bench.timings import Timings, stage
 from tracing_bench.timings import checkpoint as timed_checkpoint
 
-__all__ = ["MI_COLUMNS", "PROBE_COLUMNS", "TraceSettings", "merge", "record_figures", "run_checkpoints", "trace",
-           "trace_activations", "trace_checkpoint"]
+__all__ = [
+    "MI_COLUMNS",
+    "PROBE_COLUMNS",
+    "TraceSettings",
+    "merge",
+    "record_figures",
+    "run_checkpoints",
+    "trace",
+    "trace_activations",
+    "trace_checkpoint",
+]
 
 
 # --------------------------------------------------------------------------------- one checkpoint
@@ -129,8 +138,9 @@ def trace_checkpoint(
     return paths
 
 
-def trace_activations(checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[str, Any], settings: TraceSettings,
-                      path: Path) -> dict[str, Any]:
+def trace_activations(
+    checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[str, Any], settings: TraceSettings, path: Path
+) -> dict[str, Any]:
     """Probe (and MI-probe) one dimension's activations of one checkpoint and write its part file.
 
     What :func:`trace_checkpoint` does with each activation tensor, and what
@@ -148,8 +158,11 @@ def trace_activations(checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[s
         The part written.
     """
     # probes and nHSIC are many small products: one thread unless the Gram matrix is large
-    m = len(data.splits["probe_train"]) if settings.mi_subsample is None else min(
-        settings.mi_subsample, len(data.splits["probe_train"]))
+    m = (
+        len(data.splits["probe_train"])
+        if settings.mi_subsample is None
+        else min(settings.mi_subsample, len(data.splits["probe_train"]))
+    )
     with use_threads(threads_for_work(settings.threads, float(m) * m * acts.shape[-1])):
         part = build_part(checkpoint, data, acts, prov, settings)
     with stage("write"):
@@ -157,8 +170,9 @@ def trace_activations(checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[s
     return part
 
 
-def _checkpoint_task(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str,
-                     work: Callable[..., list[Path]]) -> list[str]:
+def _checkpoint_task(
+    ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str, work: Callable[..., list[Path]]
+) -> list[str]:
     """One Ray task: ``work`` (:func:`trace_checkpoint` or what replaces it) on one checkpoint."""
     return [str(p) for p in work(ckpt, datas, settings, out)]
 
@@ -187,8 +201,16 @@ def run_checkpoints(
         return
     n = len(datas)
     run_tasks(
-        _checkpoint_task, list(ckpts), [c.label for c in ckpts], datas, settings, str(out), work, settings=run_on,
-        what="checkpoint", on_done=(lambda i, r: bar.update(n)) if bar is not None else None,
+        _checkpoint_task,
+        list(ckpts),
+        [c.label for c in ckpts],
+        datas,
+        settings,
+        str(out),
+        work,
+        settings=run_on,
+        what="checkpoint",
+        on_done=(lambda i, r: bar.update(n)) if bar is not None else None,
     )
 
 
@@ -269,8 +291,10 @@ def load_datas(settings: TraceSettings) -> list[Any]:
     from tracing_bench.dimensions import display_names, load_dimension
 
     dims = list(settings.dimensions)
-    datas = [replace(load_dimension(d, protocol=settings.protocol, seed=settings.seed), name=n)
-             for d, n in zip(dims, display_names(dims), strict=True)]
+    datas = [
+        replace(load_dimension(d, protocol=settings.protocol, seed=settings.seed), name=n)
+        for d, n in zip(dims, display_names(dims), strict=True)
+    ]
     if settings.max_statements is not None:
         datas = [d.subsample(settings.max_statements, seed=settings.seed) for d in datas]
     return datas
@@ -293,8 +317,9 @@ _MI_DESCRIPTION = {
 }
 
 
-def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings,
-          timings: Timings | None = None) -> dict[str, Any]:
+def merge(
+    out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, timings: Timings | None = None
+) -> dict[str, Any]:
     """Merge the part files of a finished series into probes.csv, mi.csv, findings.json and trace.json.
 
     Returns:
@@ -308,8 +333,9 @@ def merge(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: 
         return _merge(out, ckpts, datas, settings, timings)
 
 
-def _merge(out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings,
-           timings: Timings | None) -> dict[str, Any]:
+def _merge(
+    out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, timings: Timings | None
+) -> dict[str, Any]:
     from tracing_bench.compare.findings import build_findings, write_findings
 
     series = collect_parts(out, ckpts, datas, settings)
@@ -333,8 +359,11 @@ def _merge(out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: Trace
         "mi_description": _MI_DESCRIPTION[settings.protocol],
         "checkpoints": series.checkpoints,
         "datasets": [d.provenance() for d in datas],
-        "tables": {"probes": probes_csv.name, "mi": mi_csv.name,
-                   **({"baseline": baseline_csv.name} if baseline_csv else {})},
+        "tables": {
+            "probes": probes_csv.name,
+            "mi": mi_csv.name,
+            **({"baseline": baseline_csv.name} if baseline_csv else {}),
+        },
         "findings": {"file": findings_json.name, **findings["settings"]},
         "figures": [],
     }
@@ -352,8 +381,14 @@ def _merge(out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: Trace
     if timings is not None:
         provenance["timings"] = timings.summary()
     trace_json = atomic_write_json(out / "trace.json", provenance, default=str)
-    return {"probes_csv": probes_csv, "mi_csv": mi_csv, "trace_json": trace_json, "findings_json": findings_json,
-            "findings": findings, "checkpoints": len(ckpts)}
+    return {
+        "probes_csv": probes_csv,
+        "mi_csv": mi_csv,
+        "trace_json": trace_json,
+        "findings_json": findings_json,
+        "findings": findings,
+        "checkpoints": len(ckpts),
+    }
 
 
 def record_figures(trace_json: str | Path, figures: Sequence[str | Path]) -> Path:

@@ -18,9 +18,13 @@ def data() -> None:
 
 @data.command("show")
 @click.argument("dimension", required=False)
-@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
-              help="Which splits to show: the paper's seeded 1:1 / 4:1 splits or the released code's "
-                   "file-order splits.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["paper", "reference"]),
+    default="paper",
+    show_default=True,
+    help="Which splits to show: the paper's seeded 1:1 / 4:1 splits or the released code's file-order splits.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def data_show(dimension: str | None, protocol: str, seed: int, as_json: bool) -> None:
@@ -50,24 +54,32 @@ def _format_summaries(summaries: list[dict[str, Any]]) -> str:
             f"{s['dropped'].get('duplicates', 0):>5} {s['dropped'].get('conflicting', 0):>5} {s['groups']:>6}  {cells}"
         )
     lines.append("")
-    lines.append("rows: data rows of the file (CrowS-Pairs: pairs, two statements each); dup: repeated statements "
-                 "removed (kept once); confl: rows dropped because one statement carries both labels; groups: "
-                 "statements that must share a split (near-duplicates, SST-2 twins, a TruthfulQA question, a "
-                 "StereoSet context, a CrowS-Pairs pair), never in two splits.")
+    lines.append(
+        "rows: data rows of the file (CrowS-Pairs: pairs, two statements each); dup: repeated statements "
+        "removed (kept once); confl: rows dropped because one statement carries both labels; groups: "
+        "statements that must share a split (near-duplicates, SST-2 twins, a TruthfulQA question, a "
+        "StereoSet context, a CrowS-Pairs pair), never in two splits."
+    )
     for s in summaries:
         if "label 1" in s:
-            lines.append(f"{s['title']}: label 1 = {s['label 1']}; label 0 = {s['label 0']}; trustworthy label = "
-                         f"{s['trustworthy label']}; data: {s['source']}; file {Path(s['file']).name}, md5 {s['md5']}")
+            lines.append(
+                f"{s['title']}: label 1 = {s['label 1']}; label 0 = {s['label 0']}; trustworthy label = "
+                f"{s['trustworthy label']}; data: {s['source']}; file {Path(s['file']).name}, md5 {s['md5']}"
+            )
         if s["name"] == "fairness" and Path(s["file"]).name == "crows_pairs_anonymized.csv":
-            lines.append("  limit (Blodgett et al. 2021): the sentences of a pair differ only in the group words, and "
-                         "in "
-                         "1,290 of 1,508 pairs sent_more names the disadvantaged group (stereo; 218 antistereo), so a "
-                         "probe can partly learn which group is named; compare the stereo and antistereo subsets "
-                         "(DimensionData.extra['stereo_antistereo']).")
+            lines.append(
+                "  limit (Blodgett et al. 2021): the sentences of a pair differ only in the group words, and "
+                "in "
+                "1,290 of 1,508 pairs sent_more names the disadvantaged group (stereo; 218 antistereo), so a "
+                "probe can partly learn which group is named; compare the stereo and antistereo subsets "
+                "(DimensionData.extra['stereo_antistereo'])."
+            )
     if {s["name"] for s in summaries} >= {"fairness"} and len(summaries) > 1:
-        lines.append("also bundled: stereoset-released (stereoset.csv, the released code's fairness file and the "
-                     "fairness data of --protocol reference): related (label 1) vs unrelated (label 0) continuations "
-                     "of StereoSet contexts, i.e. relatedness, not stereotyping; `data show stereoset-released`.")
+        lines.append(
+            "also bundled: stereoset-released (stereoset.csv, the released code's fairness file and the "
+            "fairness data of --protocol reference): related (label 1) vs unrelated (label 0) continuations "
+            "of StereoSet contexts, i.e. relatedness, not stereotyping; `data show stereoset-released`."
+        )
     return "\n".join(lines)
 
 
@@ -84,4 +96,3 @@ def data_check(file: Path) -> None:
         f"rows dropped); test {summary['test']['n']}, probe_train {summary['probe_train']['n']}, "
         f"probe_val {summary['probe_val']['n']}"
     )
-

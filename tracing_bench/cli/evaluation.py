@@ -52,13 +52,23 @@ def eval_cmd(ctx: click.Context) -> None:
     "eval-series",
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": ["-h", "--help"]},
 )
-@click.option("--revisions", default=None,
-              help="Hub revisions with ranges (as trace); omit when pretrained= is a folder of checkpoint sub-folders.")
+@click.option(
+    "--revisions",
+    default=None,
+    help="Hub revisions with ranges (as trace); omit when pretrained= is a folder of checkpoint sub-folders.",
+)
 @executor_options
 @click.pass_context
 @threads_option()
-def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ray_address: str | None,
-                    gpus_per_task: float, cpus_per_task: float, max_retries: int) -> None:
+def eval_series_cmd(
+    ctx: click.Context,
+    revisions: str | None,
+    executor: str,
+    ray_address: str | None,
+    gpus_per_task: float,
+    cpus_per_task: float,
+    max_retries: int,
+) -> None:
     """`tracing-bench eval` at every revision: one run (a Ray task with --executor ray) per revision.
 
     The other options are those of `lm_eval run`, as for `tracing-bench eval` (per-document logs
@@ -76,4 +86,3 @@ def eval_series_cmd(ctx: click.Context, revisions: str | None, executor: str, ra
     runs = eval_series(log_samples_by_default(ctx.args), revisions, run_on=run_on)
     for run in runs:
         click.echo(f"{run.revision if run.revision != 'main' else run.model}: {run.results_file}")
-

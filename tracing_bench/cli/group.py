@@ -27,8 +27,10 @@ def _os_error(e: OSError) -> str:
     path = e.filename if e.filename is not None else None
     reason = e.strerror or one_line(str(e)) or type(e).__name__
     where = f"{path}: " if path is not None else ""
-    return (f"{where}{reason} ({type(e).__name__}); check that the path exists and can be written "
-            "(free space, permissions), then run the same command again: finished work is kept")
+    return (
+        f"{where}{reason} ({type(e).__name__}); check that the path exists and can be written "
+        "(free space, permissions), then run the same command again: finished work is kept"
+    )
 
 
 class Group(click.Group):
@@ -72,9 +74,13 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tracing-bench")
-@click.option("-v", "--verbose", is_flag=True,
-              help="Show every library message (lm-eval's git probe, tokenizer warnings, repeats); "
-                   "by default known noise is silenced and each warning is shown once.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show every library message (lm-eval's git probe, tokenizer warnings, repeats); "
+    "by default known noise is silenced and each warning is shown once.",
+)
 def main(verbose: bool) -> None:
     """Trace how a language model's trustworthiness forms during pre-training.
 
@@ -94,9 +100,11 @@ def threads_option(wrap: bool = True) -> Callable[[Any], Any]:
     without, the command receives ``threads`` (validated) and passes it on.
     """
     option = click.option(
-        "--threads", default=None, metavar="N",
+        "--threads",
+        default=None,
+        metavar="N",
         help="CPU threads for torch and BLAS [default: the cores idle now, measured; a core that another "
-             "job keeps busy is left to it].",
+        "job keeps busy is left to it].",
     )
 
     def deco(f: Any) -> Any:
@@ -118,19 +126,35 @@ def threads_option(wrap: bool = True) -> Callable[[Any], Any]:
 def executor_options(f: Any) -> Any:
     """--executor, --ray-address, --gpus-per-task, --cpus-per-task, --max-retries (see tracing_bench.executors)."""
     options = [
-        click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                     help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
-                          "(pip install 'tracing-bench[ray]').",),
-        click.option("--ray-address", default=None,
-                     help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local "
-                          "one]."),
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
+            "(pip install 'tracing-bench[ray]').",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one].",
+        ),
         click.option("--gpus-per-task", type=float, default=0, show_default=True, help="GPUs Ray reserves per task."),
-        click.option("--cpus-per-task", type=float, default=1, show_default=True,
-                     help="CPUs Ray reserves per task (its torch threads)."),
-        click.option("--max-retries", type=int, default=3, show_default=True,
-                     help="Ray re-runs a task this many times when its worker dies."),
+        click.option(
+            "--cpus-per-task",
+            type=float,
+            default=1,
+            show_default=True,
+            help="CPUs Ray reserves per task (its torch threads).",
+        ),
+        click.option(
+            "--max-retries",
+            type=int,
+            default=3,
+            show_default=True,
+            help="Ray re-runs a task this many times when its worker dies.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
     return f
-

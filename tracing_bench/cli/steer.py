@@ -45,30 +45,66 @@ def steer() -> None:
 @click.option("--revision", default=None, help="Hub revision of the checkpoint (e.g. ckpt_179, step1000).")
 @click.option("--dimension", required=True, help="reliability, privacy, toxicity, fairness or robustness.")
 @click.option("--layer", required=True, type=int, help="Decoder block whose output the vector is added to.")
-@click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True,
-              help="paper: raw class-mean difference; reference: unit x std of projections (released code); unit.")
-@click.option("--coefficient", type=float, default=1.0, show_default=True,
-              help="Default steering coefficient stored in the file.")
-@click.option("--protocol", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
-              help="Which development split: the paper's seeded half or the released code's first 50%.")
+@click.option(
+    "--scale",
+    type=click.Choice(["paper", "reference", "unit"]),
+    default="paper",
+    show_default=True,
+    help="paper: raw class-mean difference; reference: unit x std of projections (released code); unit.",
+)
+@click.option(
+    "--coefficient", type=float, default=1.0, show_default=True, help="Default steering coefficient stored in the file."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["paper", "reference"]),
+    default="paper",
+    show_default=True,
+    help="Which development split: the paper's seeded half or the released code's first 50%.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-              show_default=True)
+@click.option(
+    "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache.")
-@click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's "
-                   "mean).")
-@click.option("--preset", type=click.Choice(["reference"]), default=None,
-              help="reference: the released code's vector (--scale reference --protocol reference, float32 model, "
-                   "one statement per forward); apply it with --preset reference / preset=reference.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output .pt (sidecar: OUT.json).")
+@click.option(
+    "--data",
+    "data_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Your own statement,label CSV instead of the bundled file (labels must mean what --dimension's mean).",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["reference"]),
+    default=None,
+    help="reference: the released code's vector (--scale reference --protocol reference, float32 model, "
+    "one statement per forward); apply it with --preset reference / preset=reference.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .pt (sidecar: OUT.json)."
+)
 @click.pass_context
-def steer_extract(ctx: click.Context, model: str, revision: str | None, dimension: str, layer: int, scale: str,
-                  coefficient: float, protocol: str, seed: int, batch_size: int, dtype: str, device: str,
-                  cache_dir: Path | None, data_csv: Path | None, preset: str | None, out: Path) -> None:
+def steer_extract(
+    ctx: click.Context,
+    model: str,
+    revision: str | None,
+    dimension: str,
+    layer: int,
+    scale: str,
+    coefficient: float,
+    protocol: str,
+    seed: int,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    cache_dir: Path | None,
+    data_csv: Path | None,
+    preset: str | None,
+    out: Path,
+) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
     from tracing_bench.cache import default_cache_dir
     from tracing_bench.files import check_outputs
@@ -80,19 +116,33 @@ def steer_extract(ctx: click.Context, model: str, revision: str | None, dimensio
     if out.suffix not in (".pt", ".pth"):
         raise TracingBenchError(f"--out {out} must end in .pt or .pth (lm-eval's steered model reads only those)")
     check_outputs([(out, "--out", "file"), (harvest.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
-    vec = extract_from_checkpoint(model, revision=revision, dimension=dimension, layer=layer, scale=scale,  # type: ignore[arg-type]
-                                  coefficient=coefficient, protocol=protocol, seed=seed, harvest=harvest,
-                                  data=data_csv, preset=preset)  # type: ignore[arg-type]
+    vec = extract_from_checkpoint(
+        model,
+        revision=revision,
+        dimension=dimension,
+        layer=layer,
+        scale=scale,  # type: ignore[arg-type]
+        coefficient=coefficient,
+        protocol=protocol,
+        seed=seed,
+        harvest=harvest,
+        data=data_csv,
+        preset=preset,  # type: ignore[arg-type]
+    )
     path = vec.save(out)
-    click.echo(f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance "
-               f"{path}.json")
+    click.echo(
+        f"{path}: {vec.hookpoint}, norm {vec.vector.norm():.4g}, sha256 {vec.sha256[:16]}…; provenance {path}.json"
+    )
 
 
 def _check_preset(ctx: click.Context, fixed: dict, preset: str | None, **given: str) -> None:
     """A flag given explicitly on the command line that contradicts --preset is an error (one line)."""
     for name, value in given.items():
-        if name in fixed and value != fixed[name] and \
-                ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+        if (
+            name in fixed
+            and value != fixed[name]
+            and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ):
             raise TracingBenchError(
                 f"--{name} {value} contradicts --preset {preset} (which sets --{name} {fixed[name]}); drop one of them"
             )
@@ -104,16 +154,25 @@ _SCORING_OPTIONS = [
     click.option("--limit", type=float, default=None, help="lm-eval --limit (documents per task)."),
     click.option("--batch-size", type=int, default=8, show_default=True, help="Same for every setting."),
     click.option("--seed", type=int, default=1234, show_default=True, help="Every lm-eval seed."),
-    click.option("--positions", type=click.Choice(["all", "last"]), default=None,
-                 help="all: every position (lm-eval steered; the default); last: the released code (last context "
-                      "token onward)."),
-    click.option("--preset", type=click.Choice(["reference"]), default=None,
-                 help="reference: apply as the released code: --positions last and a float32 target (unless --dtype)."),
-    click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
-                 show_default=True),
+    click.option(
+        "--positions",
+        type=click.Choice(["all", "last"]),
+        default=None,
+        help="all: every position (lm-eval steered; the default); last: the released code (last context token onward).",
+    ),
+    click.option(
+        "--preset",
+        type=click.Choice(["reference"]),
+        default=None,
+        help="reference: apply as the released code: --positions last and a float32 target (unless --dtype).",
+    ),
+    click.option(
+        "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
+    ),
     click.option("--device", default="auto", show_default=True),
-    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                 help="Activation cache."),
+    click.option(
+        "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache."
+    ),
 ]
 
 
@@ -123,48 +182,109 @@ def _scoring_options(f):
     return f
 
 
-def _scoring(tasks: list[str], limit: float | None, batch_size: int, seed: int, positions: str | None,
-             preset: str | None, dtype: str, device: str, cache_dir: Path | None) -> ScoringSettings:
+def _scoring(
+    tasks: list[str],
+    limit: float | None,
+    batch_size: int,
+    seed: int,
+    positions: str | None,
+    preset: str | None,
+    dtype: str,
+    device: str,
+    cache_dir: Path | None,
+) -> ScoringSettings:
     """The scoring settings of the ``_SCORING_OPTIONS`` (validated once, one line when wrong)."""
     from tracing_bench.settings import ScoringSettings
 
-    return ScoringSettings.given(tasks=tasks, limit=limit, batch_size=batch_size, seed=seed, positions=positions,
-                                 preset=preset, dtype=dtype, device=device, cache_dir=cache_dir)
+    return ScoringSettings.given(
+        tasks=tasks,
+        limit=limit,
+        batch_size=batch_size,
+        seed=seed,
+        positions=positions,
+        preset=preset,
+        dtype=dtype,
+        device=device,
+        cache_dir=cache_dir,
+    )
 
 
 @steer.command("sweep")
 @threads_option()
 @click.option("--model", required=True, help="Target model to steer (e.g. the chat/SFT model).")
 @click.option("--revision", default=None, help="Target revision.")
-@click.option("--vector", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Vector from steer extract.")
-@click.option("--layers", default=None,
-              help="Layers to sweep (default: the vector's). Other layers are re-extracted from the source in the "
-                   "vector's sidecar.")
+@click.option(
+    "--vector", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Vector from steer extract."
+)
+@click.option(
+    "--layers",
+    default=None,
+    help="Layers to sweep (default: the vector's). Other layers are re-extracted from the source in the "
+    "vector's sidecar.",
+)
 @click.option("--alphas", default="-4,-1,1,4", show_default=True, help="Coefficients (positive = toward trustworthy).")
-@click.option("--max-ppl-increase", type=float, default=None,
-              help="Relative fluency bound: perplexity may rise at most this fraction over the unsteered model "
-                   "(0.1 = +10%) [default: 0.1 unless --max-ppl is given].")
-@click.option("--max-ppl", type=float, default=None,
-              help="Absolute fluency bound, the paper's selection: LAMBADA perplexity must stay below it (the paper: 6 "
-                   "for AmberChat, whose own is 4.5); without cached LAMBADA it bounds the bundled text's perplexity.")
-@click.option("--lambada", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="auto: also guard with lm-eval lambada_openai when its data are cached locally.")
+@click.option(
+    "--max-ppl-increase",
+    type=float,
+    default=None,
+    help="Relative fluency bound: perplexity may rise at most this fraction over the unsteered model "
+    "(0.1 = +10%) [default: 0.1 unless --max-ppl is given].",
+)
+@click.option(
+    "--max-ppl",
+    type=float,
+    default=None,
+    help="Absolute fluency bound, the paper's selection: LAMBADA perplexity must stay below it (the paper: 6 "
+    "for AmberChat, whose own is 4.5); without cached LAMBADA it bounds the bundled text's perplexity.",
+)
+@click.option(
+    "--lambada",
+    type=click.Choice(["auto", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: also guard with lm-eval lambada_openai when its data are cached locally.",
+)
 @_scoring_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | None, alphas: str,
-                max_ppl_increase: float | None, max_ppl: float | None, lambada: str, tasks: str, limit: float | None,
-                batch_size: int, seed: int, positions: str | None, preset: str | None, dtype: str, device: str,
-                cache_dir: Path | None, out: Path) -> None:
+def steer_sweep(
+    model: str,
+    revision: str | None,
+    vector: Path,
+    layers: str | None,
+    alphas: str,
+    max_ppl_increase: float | None,
+    max_ppl: float | None,
+    lambada: str,
+    tasks: str,
+    limit: float | None,
+    batch_size: int,
+    seed: int,
+    positions: str | None,
+    preset: str | None,
+    dtype: str,
+    device: str,
+    cache_dir: Path | None,
+    out: Path,
+) -> None:
     """Unsteered baseline and every (layer, alpha): sweep.csv, best.json, plots of score and perplexity vs alpha."""
     from tracing_bench.report.steer_plots import plot_sweep
     from tracing_bench.steering.sweep import run_sweep
 
-    scoring = _scoring([t for t in tasks.split(",") if t], limit, batch_size, seed, positions, preset, dtype, device,
-                       cache_dir)
-    res = run_sweep(model, vector, out, revision=revision, layers=_int_list("--layers", layers),
-                    alphas=_float_list("--alphas", alphas), max_ppl_increase=max_ppl_increase, max_ppl=max_ppl,
-                    lambada=lambada, scoring=scoring)
+    scoring = _scoring(
+        [t for t in tasks.split(",") if t], limit, batch_size, seed, positions, preset, dtype, device, cache_dir
+    )
+    res = run_sweep(
+        model,
+        vector,
+        out,
+        revision=revision,
+        layers=_int_list("--layers", layers),
+        alphas=_float_list("--alphas", alphas),
+        max_ppl_increase=max_ppl_increase,
+        max_ppl=max_ppl,
+        lambada=lambada,
+        scoring=scoring,
+    )
     files = list(res.files)
     for table in res.files:
         if Path(table).name == "sweep.csv":
@@ -175,12 +295,16 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
         if b is None:
             click.echo(f"{task}: no admissible setting")
         else:  # the change against the unsteered model with its 95% interval ("within noise" when it holds 0)
-            click.echo(f"{task}: layer {b['layer']} alpha {b['alpha']:g}: {b['metric']} {b['score']:.4f}, "
-                       f"change {b.get('claim', 'not tested')}")
+            click.echo(
+                f"{task}: layer {b['layer']} alpha {b['alpha']:g}: {b['metric']} {b['score']:.4f}, "
+                f"change {b.get('claim', 'not tested')}"
+            )
             if b.get("logodds"):  # what it was chosen on: the paired per-document change, with its interval
                 lo = b["logodds"]
-                click.echo(f"  trustworthy log-odds, paired per document: {lo['change']['claim']}; "
-                           f"steerability {lo['steerability']['claim']}")
+                click.echo(
+                    f"  trustworthy log-odds, paired per document: {lo['change']['claim']}; "
+                    f"steerability {lo['steerability']['claim']}"
+                )
     click.echo("\n".join(str(p) for p in files))
 
 
@@ -192,40 +316,91 @@ def steer_sweep(model: str, revision: str | None, vector: Path, layers: str | No
 @click.option("--target-revision", default=None)
 @click.option("--dimension", required=True)
 @click.option("--layer", required=True, type=int)
-@click.option("--alpha", type=float, default=1.0, show_default=True,
-              help="Coefficient (positive = toward trustworthy).")
+@click.option(
+    "--alpha", type=float, default=1.0, show_default=True, help="Coefficient (positive = toward trustworthy)."
+)
 @click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True)
-@click.option("--probes", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A trace's probes.csv to read probe accuracy from (else computed).")
+@click.option(
+    "--probes",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A trace's probes.csv to read probe accuracy from (else computed).",
+)
 @click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples for the interval of r.")
-@click.option("--data", "data_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).")
+@click.option(
+    "--data",
+    "data_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).",
+)
 @_scoring_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.pass_context
-def steer_correlate(ctx: click.Context, model: str, revisions: str | None, target: str, target_revision: str | None,
-                    dimension: str, layer: int, alpha: float, scale: str, probes: Path | None, n_boot: int,
-                    data_csv: Path | None, tasks: str, limit: float | None, batch_size: int, seed: int,
-                    positions: str | None, preset: str | None, dtype: str, device: str, cache_dir: Path | None,
-                    out: Path) -> None:
+def steer_correlate(
+    ctx: click.Context,
+    model: str,
+    revisions: str | None,
+    target: str,
+    target_revision: str | None,
+    dimension: str,
+    layer: int,
+    alpha: float,
+    scale: str,
+    probes: Path | None,
+    n_boot: int,
+    data_csv: Path | None,
+    tasks: str,
+    limit: float | None,
+    batch_size: int,
+    seed: int,
+    positions: str | None,
+    preset: str | None,
+    dtype: str,
+    device: str,
+    cache_dir: Path | None,
+    out: Path,
+) -> None:
     """Per checkpoint: probe accuracy and steering benefit on the target; Pearson r with a bootstrap interval."""
     from tracing_bench.report.steer_plots import plot_correlate
     from tracing_bench.settings import preset_settings
     from tracing_bench.steering.correlate import run_correlate
 
     _check_preset(ctx, preset_settings(preset), preset, scale=scale)
-    scoring = _scoring([t for t in tasks.split(",") if t and t != "trust"], limit, batch_size, seed, positions, preset,
-                       dtype, device, cache_dir)
-    res = run_correlate(model, revisions, target, dimension, layer, out, target_revision=target_revision, alpha=alpha,
-                        scale=scale, probes=probes, n_boot=n_boot, data=data_csv,  # type: ignore[arg-type]
-                        scoring=scoring)
+    scoring = _scoring(
+        [t for t in tasks.split(",") if t and t != "trust"],
+        limit,
+        batch_size,
+        seed,
+        positions,
+        preset,
+        dtype,
+        device,
+        cache_dir,
+    )
+    res = run_correlate(
+        model,
+        revisions,
+        target,
+        dimension,
+        layer,
+        out,
+        target_revision=target_revision,
+        alpha=alpha,
+        scale=scale,  # type: ignore[arg-type]
+        probes=probes,
+        n_boot=n_boot,
+        data=data_csv,
+        scoring=scoring,
+    )
     figure = plot_correlate(out / "correlate.csv", out / "correlate.png", r=res.r, ci=res.ci)
     if res.undefined:
         click.echo(f"Pearson r is undefined over {len(res.rows)} checkpoints: {res.undefined}")
     elif res.ci_note:
         click.echo(f"Pearson r = {res.r:.3f} over {len(res.rows)} checkpoints; no bootstrap interval: {res.ci_note}")
     else:
-        click.echo(f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] "
-                   f"over {len(res.rows)} checkpoints")
+        click.echo(
+            f"Pearson r = {res.r:.3f}, 95% bootstrap interval [{res.ci[0]:.3f}, {res.ci[1]:.3f}] "
+            f"over {len(res.rows)} checkpoints"
+        )
     click.echo("\n".join(str(p) for p in [*res.files, figure]))
-

@@ -34,8 +34,10 @@ from tracing_bench.compare.findings import FindingsSettings, dimension_title, fo
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import unpack_bits
 
-RULES = ("learned = beats the random-feature baseline (or the first checkpoint) AND selectivity above noise AND "
-         "transfer above chance where the data have meaningful groups; otherwise the first control failed")
+RULES = (
+    "learned = beats the random-feature baseline (or the first checkpoint) AND selectivity above noise AND "
+    "transfer above chance where the data have meaningful groups; otherwise the first control failed"
+)
 
 
 def _probe(part: Mapping[str, Any]) -> str | None:
@@ -78,8 +80,9 @@ def _holm_into(entries: list[dict[str, Any]], alpha: float) -> None:
         e["passed"] = bool(float(p) < alpha and e["change"] > 0)
 
 
-def _baseline_tests(parts: Mapping[str, list[Mapping[str, Any]]], base: Mapping[str, Mapping[str, Any]],
-                    opts: FindingsSettings) -> list[dict[str, Any]]:
+def _baseline_tests(
+    parts: Mapping[str, list[Mapping[str, Any]]], base: Mapping[str, Mapping[str, Any]], opts: FindingsSettings
+) -> list[dict[str, Any]]:
     """Random-init against the last checkpoint, per (dimension, layer), Holm over all of them."""
     tests = []
     for dim, dparts in parts.items():
@@ -90,8 +93,10 @@ def _baseline_tests(parts: Mapping[str, list[Mapping[str, Any]]], base: Mapping[
         if probe is None:
             continue
         if (b.get("test_statements") or {}).get("sha256") != last["test_statements"]["sha256"]:
-            raise TracingBenchError(f"{dim}: the random-init baseline was scored on other test statements than the "
-                                    "last checkpoint; trace again into a new --out")
+            raise TracingBenchError(
+                f"{dim}: the random-init baseline was scored on other test statements than the "
+                "last checkpoint; trace again into a new --out"
+            )
         n = int(last["test_statements"]["n"])
         rb, rl = _by_layer(b, probe), _by_layer(last, probe)
         for lay in sorted(set(rb) & set(rl)):
@@ -114,8 +119,14 @@ def _claim_layer(findings: Mapping[str, Any], dim: str, last: Mapping[str, Any],
     return max(rows, key=lambda lay: (val(lay), -lay)) if rows else None
 
 
-def _entry(findings: Mapping[str, Any], dim: str, dparts: list[Mapping[str, Any]],
-           base_tests: list[dict[str, Any]], base_kind: str | None, opts: FindingsSettings) -> dict[str, Any] | None:
+def _entry(
+    findings: Mapping[str, Any],
+    dim: str,
+    dparts: list[Mapping[str, Any]],
+    base_tests: list[dict[str, Any]],
+    base_kind: str | None,
+    opts: FindingsSettings,
+) -> dict[str, Any] | None:
     from tracing_bench.stats import wilson_interval
 
     last = dparts[-1]
@@ -127,21 +138,45 @@ def _entry(findings: Mapping[str, Any], dim: str, dparts: list[Mapping[str, Any]
     n = int(last["test_statements"]["n"])
     correct = unpack_bits(row["test_correct"], n).astype(bool)
     k = int(correct.sum())
-    e: dict[str, Any] = {"title": dimension_title(dim), "layer": lay, "probe": probe, "n_test": n,
-                         "acc": k / n, "acc_ci": list(wilson_interval(k, n, confidence=opts.confidence)),
-                         "chance": _chance(last)}
+    e: dict[str, Any] = {
+        "title": dimension_title(dim),
+        "layer": lay,
+        "probe": probe,
+        "n_test": n,
+        "acc": k / n,
+        "acc_ci": list(wilson_interval(k, n, confidence=opts.confidence)),
+        "chance": _chance(last),
+    }
     control = _bits(row, "control_correct", n)
-    e["selectivity"] = None if control is None else {"control_acc": float(control.mean()),
-                                                     **_paired(control, correct, opts)}
+    e["selectivity"] = (
+        None if control is None else {"control_acc": float(control.mean()), **_paired(control, correct, opts)}
+    )
     if base_kind == "random-init":
         t = next((x for x in base_tests if x["dimension"] == dim and x["layer"] == lay), None)
-        e["baseline"] = None if t is None else {"kind": base_kind, "acc": t["a"], **{
-            k_: t[k_] for k_ in ("change", "change_ci", "p_value", "p_holm", "passed")}}
+        e["baseline"] = (
+            None
+            if t is None
+            else {
+                "kind": base_kind,
+                "acc": t["a"],
+                **{k_: t[k_] for k_ in ("change", "change_ci", "p_value", "p_holm", "passed")},
+            }
+        )
     elif base_kind is not None:
         ld = ((findings.get("learned") or {}).get("dimensions") or {}).get(dim)
-        e["baseline"] = None if ld is None else {
-            "kind": base_kind, "acc": ld["first_acc"], "change": ld["change"], "change_ci": ld["change_ci"],
-            "p_value": ld["p_value"], "p_holm": ld["p_holm"], "passed": ld["verdict"] == "learned"}
+        e["baseline"] = (
+            None
+            if ld is None
+            else {
+                "kind": base_kind,
+                "acc": ld["first_acc"],
+                "change": ld["change"],
+                "change_ci": ld["change_ci"],
+                "p_value": ld["p_value"],
+                "p_holm": ld["p_holm"],
+                "passed": ld["verdict"] == "learned",
+            }
+        )
     else:
         e["baseline"] = None
     transfer = _bits(row, "transfer_correct", n)
@@ -151,17 +186,21 @@ def _entry(findings: Mapping[str, Any], dim: str, dparts: list[Mapping[str, Any]
         from scipy.stats import binomtest
 
         kt = int(transfer.sum())
-        e["transfer"] = {"column": ((last.get("controls") or {}).get("transfer") or {}).get("column"),
-                         "acc": kt / n, "acc_ci": list(wilson_interval(kt, n, confidence=opts.confidence)),
-                         "change": kt / n - e["chance"],
-                         "p_value": float(binomtest(kt, n, e["chance"], alternative="greater").pvalue),
-                         "drop": _paired(correct, transfer, opts)}
+        e["transfer"] = {
+            "column": ((last.get("controls") or {}).get("transfer") or {}).get("column"),
+            "acc": kt / n,
+            "acc_ci": list(wilson_interval(kt, n, confidence=opts.confidence)),
+            "change": kt / n - e["chance"],
+            "p_value": float(binomtest(kt, n, e["chance"], alternative="greater").pvalue),
+            "drop": _paired(correct, transfer, opts),
+        }
     return e
 
 
 def _verdict(e: dict[str, Any]) -> tuple[str, list[str]]:
-    failed = [name for name in ("baseline", "selectivity", "transfer")
-              if e.get(name) is not None and not e[name]["passed"]]
+    failed = [
+        name for name in ("baseline", "selectivity", "transfer") if e.get(name) is not None and not e[name]["passed"]
+    ]
     if not failed and e.get("baseline") is None:
         return "not tested", failed
     if not failed:
@@ -177,23 +216,32 @@ def _claim(e: dict[str, Any]) -> str:
     bits = [f"test accuracy {e['acc']:.3f} [{e['acc_ci'][0]:.3f}, {e['acc_ci'][1]:.3f}]"]
     b = e.get("baseline")
     if b is not None:
-        bits.append(f"vs {b['kind']} {b['acc']:.3f}: {b['change']:+.3f} {_ci(b['change_ci'])} "
-                    f"({format_p(b['p_holm'])})")
+        bits.append(
+            f"vs {b['kind']} {b['acc']:.3f}: {b['change']:+.3f} {_ci(b['change_ci'])} ({format_p(b['p_holm'])})"
+        )
     else:
         bits.append("no baseline (trace a step-0 checkpoint or --baseline random-init)")
     s = e.get("selectivity")
     if s is not None:
-        bits.append(f"selectivity {s['change']:+.3f} {_ci(s['change_ci'])} (control {s['control_acc']:.3f}, "
-                    f"{format_p(s['p_holm'])})")
+        bits.append(
+            f"selectivity {s['change']:+.3f} {_ci(s['change_ci'])} (control {s['control_acc']:.3f}, "
+            f"{format_p(s['p_holm'])})"
+        )
     t = e.get("transfer")
     if t is not None:
-        bits.append(f"transfer across {t['column']} {t['acc']:.3f} [{t['acc_ci'][0]:.3f}, {t['acc_ci'][1]:.3f}] "
-                    f"vs chance {e['chance']:.3f} ({format_p(t['p_holm'])})")
+        bits.append(
+            f"transfer across {t['column']} {t['acc']:.3f} [{t['acc_ci'][0]:.3f}, {t['acc_ci'][1]:.3f}] "
+            f"vs chance {e['chance']:.3f} ({format_p(t['p_holm'])})"
+        )
     return f"{e['verdict']} (block {e['layer']}: " + "; ".join(bits) + ")"
 
 
-def add_claims(findings: dict[str, Any], parts: Mapping[str, list[Mapping[str, Any]]],
-               baseline: Mapping[str, Mapping[str, Any]] | None, options: FindingsSettings | None = None) -> None:
+def add_claims(
+    findings: dict[str, Any],
+    parts: Mapping[str, list[Mapping[str, Any]]],
+    baseline: Mapping[str, Mapping[str, Any]] | None,
+    options: FindingsSettings | None = None,
+) -> None:
     """Add the ``controls`` section to ``findings`` (in place) and apply its verdicts.
 
     Args:
@@ -219,8 +267,11 @@ def add_claims(findings: dict[str, Any], parts: Mapping[str, list[Mapping[str, A
         e["claim"] = _claim(e)
     findings["controls"] = {
         "question": "does the probe read the concept beyond what random features, chance labels and the "
-                    "statements' groups give?",
-        "rules": RULES, "baseline": kind, "alpha": opts.alpha, "confidence": opts.confidence,
+        "statements' groups give?",
+        "rules": RULES,
+        "baseline": kind,
+        "alpha": opts.alpha,
+        "confidence": opts.confidence,
         "baseline_family": f"{len(base_tests)} (dimension, layer) pairs, Holm" if baseline else "the learned family",
         "dimensions": entries,
     }
@@ -249,10 +300,11 @@ def control_lines(findings: Mapping[str, Any]) -> list[str]:
     if not entries:
         return []
     width = max(12, *(len(e["title"]) for e in entries.values()))
-    lines = [f"controls at the claim's block (baseline: {c.get('baseline') or 'none'}; 95% intervals, "
-             "p Holm-adjusted):",
-             f"  {'dimension':<{width}} {'block':>5}  {'acc [95% CI]':<21} {'control':>7}  "
-             f"{'selectivity [95% CI]':<27} {'baseline (p)':<18} {'transfer [95% CI]':<21} verdict"]
+    lines = [
+        f"controls at the claim's block (baseline: {c.get('baseline') or 'none'}; 95% intervals, p Holm-adjusted):",
+        f"  {'dimension':<{width}} {'block':>5}  {'acc [95% CI]':<21} {'control':>7}  "
+        f"{'selectivity [95% CI]':<27} {'baseline (p)':<18} {'transfer [95% CI]':<21} verdict",
+    ]
     for e in entries.values():
         s, b, t = e.get("selectivity"), e.get("baseline"), e.get("transfer")
         acc = f"{e['acc']:.3f} [{e['acc_ci'][0]:.3f}, {e['acc_ci'][1]:.3f}]"
@@ -260,8 +312,10 @@ def control_lines(findings: Mapping[str, Any]) -> list[str]:
         sel = "-" if s is None else f"{s['change']:+.3f} {_ci(s['change_ci'])}"
         base = "-" if b is None else f"{b['acc']:.3f} ({format_p(b['p_holm'])})"
         tra = "-" if t is None else f"{t['acc']:.3f} [{t['acc_ci'][0]:.3f}, {t['acc_ci'][1]:.3f}]"
-        lines.append(f"  {e['title']:<{width}} {e['layer']:>5}  {acc:<21} {ctl:>7}  {sel:<27} {base:<18} {tra:<21} "
-                     f"{e['verdict']}")
+        lines.append(
+            f"  {e['title']:<{width}} {e['layer']:>5}  {acc:<21} {ctl:>7}  {sel:<27} {base:<18} {tra:<21} "
+            f"{e['verdict']}"
+        )
     lines.append(f"  {c.get('rules', RULES)}")
     return lines
 

@@ -47,8 +47,15 @@ def _format_p(p: float) -> str:
     return f"p={p:.2f}" if p >= 0.01 else f"p={p:.1e}"
 
 
-def probe_drops(parts: Mapping[str, Sequence[Mapping[str, Any]]], labels: Sequence[str], *, alpha: float = 0.05,
-                n_boot: int = 10000, seed: int = 0, confidence: float = 0.95) -> dict[str, Any]:
+def probe_drops(
+    parts: Mapping[str, Sequence[Mapping[str, Any]]],
+    labels: Sequence[str],
+    *,
+    alpha: float = 0.05,
+    n_boot: int = 10000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, Any]:
     """Test the newest checkpoint's probes against the best checkpoint so far (see the module docstring).
 
     Args:
@@ -87,25 +94,43 @@ def probe_drops(parts: Mapping[str, Sequence[Mapping[str, Any]]], labels: Sequen
                     best_i, best_row = i, r
             if best_row is None or best_i is None:
                 continue
-            res = paired_bootstrap_diff(unpack_bits(best_row["test_correct"], n), unpack_bits(row["test_correct"], n),
-                                        n_boot=n_boot, seed=seed, confidence=confidence)
-            tests.append({"dimension": dim, "layer": layer, "probe": probe, "best": labels[best_i], "n_test": n,
-                          "best_acc": res.acc_a, "acc": res.acc_b, "change": res.diff, "change_ci": [res.lo, res.hi],
-                          "p_value": res.p_value})
+            res = paired_bootstrap_diff(
+                unpack_bits(best_row["test_correct"], n),
+                unpack_bits(row["test_correct"], n),
+                n_boot=n_boot,
+                seed=seed,
+                confidence=confidence,
+            )
+            tests.append(
+                {
+                    "dimension": dim,
+                    "layer": layer,
+                    "probe": probe,
+                    "best": labels[best_i],
+                    "n_test": n,
+                    "best_acc": res.acc_a,
+                    "acc": res.acc_b,
+                    "change": res.diff,
+                    "change_ci": [res.lo, res.hi],
+                    "p_value": res.p_value,
+                }
+            )
     for t, p_adj in zip(tests, holm([t["p_value"] for t in tests]) if tests else [], strict=True):
         t["p_holm"] = float(p_adj)
         t["drop"] = bool(p_adj < alpha and t["change"] < 0)
         lo, hi = t["change_ci"]
         verdict = "fell" if t["drop"] else "within noise" if t["change"] < 0 else "no drop"
-        t["claim"] = (f"{t['dimension']} block {t['layer']}: probe accuracy {t['best_acc']:.3f} at {t['best']} -> "
-                      f"{t['acc']:.3f} at {current}, {t['change']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
-                      f"({_format_p(t['p_holm'])}, Holm over {len(tests)} tests): {verdict}")
+        t["claim"] = (
+            f"{t['dimension']} block {t['layer']}: probe accuracy {t['best_acc']:.3f} at {t['best']} -> "
+            f"{t['acc']:.3f} at {current}, {t['change']:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+            f"({_format_p(t['p_holm'])}, Holm over {len(tests)} tests): {verdict}"
+        )
     return {
         "checkpoint": current,
         "alpha": alpha,
         "n_tests": len(tests),
         "family": "every (dimension, layer) pair at this checkpoint against its best earlier checkpoint (highest "
-                  "probe-val accuracy); exact McNemar on the same test statements, Holm-adjusted",
+        "probe-val accuracy); exact McNemar on the same test statements, Holm-adjusted",
         "tests": tests,
         "drops": [t for t in tests if t["drop"]],
     }

@@ -113,14 +113,15 @@ def _val(r: Mapping[str, Any]) -> float:
     return -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
-def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping[str, Any]]],
-             opts: FindingsSettings) -> dict[str, Any]:
+def _learned(
+    checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping[str, Any]]], opts: FindingsSettings
+) -> dict[str, Any]:
     from tracing_bench.stats import paired_bootstrap_diff, wilson_interval
 
     out: dict[str, Any] = {
         "question": "is the concept linearly readable better at the last checkpoint than at the first?",
         "test": "exact McNemar test (two-sided) on the same test statements; change interval: paired bootstrap "
-                f"percentile ({opts.n_boot} resamples, seed {opts.boot_seed}); accuracy intervals: Wilson",
+        f"percentile ({opts.n_boot} resamples, seed {opts.boot_seed}); accuracy intervals: Wilson",
         "layer_choice": LAYER_CHOICE,
         "alpha": opts.alpha,
         "confidence": opts.confidence,
@@ -159,13 +160,23 @@ def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping
             res = paired_bootstrap_diff(ca, cb, n_boot=opts.n_boot, seed=opts.boot_seed, confidence=opts.confidence)
             lo_a, hi_a = wilson_interval(int(ca.sum()), n, confidence=opts.confidence)
             lo_b, hi_b = wilson_interval(int(cb.sum()), n, confidence=opts.confidence)
-            tests.append({
-                "dimension": dim, "layer": lay, "probe": probe, "n_test": n,
-                "first_acc": res.acc_a, "first_acc_ci": [lo_a, hi_a],
-                "last_acc": res.acc_b, "last_acc_ci": [lo_b, hi_b],
-                "change": res.diff, "change_ci": [res.lo, res.hi],
-                "first_only_right": res.b, "last_only_right": res.c, "p_value": res.p_value,
-            })
+            tests.append(
+                {
+                    "dimension": dim,
+                    "layer": lay,
+                    "probe": probe,
+                    "n_test": n,
+                    "first_acc": res.acc_a,
+                    "first_acc_ci": [lo_a, hi_a],
+                    "last_acc": res.acc_b,
+                    "last_acc_ci": [lo_b, hi_b],
+                    "change": res.diff,
+                    "change_ci": [res.lo, res.hi],
+                    "first_only_right": res.b,
+                    "last_only_right": res.c,
+                    "p_value": res.p_value,
+                }
+            )
     from tracing_bench.stats import holm
 
     adjusted = holm([t["p_value"] for t in tests])
@@ -173,8 +184,10 @@ def _learned(checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping
         t["p_holm"] = float(p_adj)
         t["verdict"] = _verdict(t["change"], float(p_adj), opts.alpha)
         t["claim"] = _learned_claim(t)
-    out["family"] = (f"every (dimension, layer) pair compared: {len(tests)} hypotheses, Holm-adjusted "
-                     f"(family-wise error {opts.alpha:g}); p in a claim is the adjusted p-value")
+    out["family"] = (
+        f"every (dimension, layer) pair compared: {len(tests)} hypotheses, Holm-adjusted "
+        f"(family-wise error {opts.alpha:g}); p in a claim is the adjusted p-value"
+    )
     out["n_tests"] = len(tests)
     out["layers"] = tests
     for dim, (_probe, lay) in chosen.items():
@@ -194,12 +207,13 @@ def _learned_claim(t: Mapping[str, Any]) -> str:
     return f"{t['verdict']} ({format_p(t['p_holm'])}, {t['change']:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
-def _turns(parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[str, Any]],
-           opts: FindingsSettings) -> dict[str, Any]:
+def _turns(
+    parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[str, Any]], opts: FindingsSettings
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "quantity": "I(T;X), nHSIC between block 0 and block l on the probe-train statements",
         "rule": f"first peak whose rise (from the lowest checkpoint before) and fall (to the lowest after) both "
-                f"exceed {opts.turn_z:g} noise standard deviations",
+        f"exceed {opts.turn_z:g} noise standard deviations",
         "z": opts.turn_z,
         "series": [],
         "dimensions": {},
@@ -234,30 +248,43 @@ def _turns(parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[
                 if turn is None:
                     entry["claim"] = "no turn detected"
                 else:
-                    entry.update({
-                        "turn": keys[turn.index], "checkpoint": names[turn.index],
-                        "from": names[turn.before], "to": names[turn.after],
-                        "rise": turn.rise, "rise_sd": turn.rise_sd, "fall": turn.fall, "fall_sd": turn.fall_sd,
-                        "claim": (f"turn at {names[turn.index]} (rise {turn.rise:+.3g} from {names[turn.before]}, "
-                                  f"noise sd {turn.rise_sd:.2g}; fall {turn.fall:.3g} to {names[turn.after]}, "
-                                  f"noise sd {turn.fall_sd:.2g})"),
-                    })
+                    entry.update(
+                        {
+                            "turn": keys[turn.index],
+                            "checkpoint": names[turn.index],
+                            "from": names[turn.before],
+                            "to": names[turn.after],
+                            "rise": turn.rise,
+                            "rise_sd": turn.rise_sd,
+                            "fall": turn.fall,
+                            "fall_sd": turn.fall_sd,
+                            "claim": (
+                                f"turn at {names[turn.index]} (rise {turn.rise:+.3g} from {names[turn.before]}, "
+                                f"noise sd {turn.rise_sd:.2g}; fall {turn.fall:.3g} to {names[turn.after]}, "
+                                f"noise sd {turn.fall_sd:.2g})"
+                            ),
+                        }
+                    )
                     turns_here.append({"layer": lay, "turn": keys[turn.index], "checkpoint": names[turn.index]})
             out["series"].append(entry)
         tested = any(e["tested"] for e in out["series"] if e["dimension"] == dim)
         if turns_here:
             claim = "; ".join(f"block {t['layer']} at {t['checkpoint']}" for t in turns_here)
         else:
-            claim = "no turn detected" if tested else next(
-                e["claim"] for e in out["series"] if e["dimension"] == dim)
+            claim = "no turn detected" if tested else next(e["claim"] for e in out["series"] if e["dimension"] == dim)
         out["dimensions"][dim] = {"title": dimension_title(dim), "turns": turns_here, "claim": claim}
     out["noise"] = noise_info
     return out
 
 
-def build_findings(checkpoints: list[dict[str, Any]], datas: Sequence[Any],
-                   parts: Mapping[str, list[Mapping[str, Any]]], *, settings: Mapping[str, Any] | None = None,
-                   options: FindingsSettings | None = None) -> dict[str, Any]:
+def build_findings(
+    checkpoints: list[dict[str, Any]],
+    datas: Sequence[Any],
+    parts: Mapping[str, list[Mapping[str, Any]]],
+    *,
+    settings: Mapping[str, Any] | None = None,
+    options: FindingsSettings | None = None,
+) -> dict[str, Any]:
     """The findings of a traced series from its part files.
 
     Args:
@@ -279,8 +306,10 @@ def build_findings(checkpoints: list[dict[str, Any]], datas: Sequence[Any],
         bits = []
         d = learned["dimensions"].get(dim)
         if d is not None:
-            bits.append(f"{d['claim']} at block {d['layer']} ({d['probe']} probe, test accuracy "
-                        f"{d['first_acc']:.3f} -> {d['last_acc']:.3f})")
+            bits.append(
+                f"{d['claim']} at block {d['layer']} ({d['probe']} probe, test accuracy "
+                f"{d['first_acc']:.3f} -> {d['last_acc']:.3f})"
+            )
         t = turns["dimensions"].get(dim)
         found = [e for e in turns["series"] if e["dimension"] == dim and e.get("turn") is not None]
         if found:  # each turn with its rise, fall and noise (the test it passed)
@@ -293,10 +322,14 @@ def build_findings(checkpoints: list[dict[str, Any]], datas: Sequence[Any],
         "tool": "tracing-bench trace",
         "package_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {**asdict(opts), "mi_noise": trace_settings.get("mi_noise"),
-                     "mi_subsample": trace_settings.get("mi_subsample"),
-                     "max_statements": trace_settings.get("max_statements"),
-                     "protocol": trace_settings.get("protocol"), "seed": trace_settings.get("seed")},
+        "settings": {
+            **asdict(opts),
+            "mi_noise": trace_settings.get("mi_noise"),
+            "mi_subsample": trace_settings.get("mi_subsample"),
+            "max_statements": trace_settings.get("max_statements"),
+            "protocol": trace_settings.get("protocol"),
+            "seed": trace_settings.get("seed"),
+        },
         "checkpoints": [{k: c.get(k) for k in ("model", "revision", "step", "label")} for c in checkpoints],
         "datasets": {d.name: d.md5 for d in datas},
         "learned": learned,
@@ -355,16 +388,31 @@ def change_claim(change: Any) -> str:
     return text + (", within noise" if change.within_noise else "")
 
 
-def _compare(task: str, metric: str, a: tuple[float | None, float | None], b: tuple[float | None, float | None],
-             confidence: float) -> dict[str, Any] | None:
+def _compare(
+    task: str,
+    metric: str,
+    a: tuple[float | None, float | None],
+    b: tuple[float | None, float | None],
+    confidence: float,
+) -> dict[str, Any] | None:
     from tracing_bench.stats import diff_interval
 
     if a[0] is None or b[0] is None:
         return None
     d = diff_interval(a[0], a[1], b[0], b[1], confidence=confidence)
-    return {"task": task, "metric": metric, "a": a[0], "a_stderr": a[1], "b": b[0], "b_stderr": b[1],
-            "change": d.diff, "ci": [d.lo, d.hi], "within_noise": d.within_noise,
-            "tested": d.se == d.se, "claim": change_claim(d)}
+    return {
+        "task": task,
+        "metric": metric,
+        "a": a[0],
+        "a_stderr": a[1],
+        "b": b[0],
+        "b_stderr": b[1],
+        "change": d.diff,
+        "ci": [d.lo, d.hi],
+        "within_noise": d.within_noise,
+        "tested": d.se == d.se,
+        "claim": change_claim(d),
+    }
 
 
 def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[str, Any] | None:
@@ -394,8 +442,13 @@ def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[
         if task not in last.scores:
             continue
         metric = score.metric
-        head = _compare(task, _headline_name(first, task, metric), _value(first, task, metric),
-                        _value(last, task, metric), confidence)
+        head = _compare(
+            task,
+            _headline_name(first, task, metric),
+            _value(first, task, metric),
+            _value(last, task, metric),
+            confidence,
+        )
         if head is None:
             continue
         head["is_group"] = score.is_group
@@ -403,13 +456,17 @@ def checkpoint_changes(board: Leaderboard, *, confidence: float = 0.95) -> dict[
         head["answers"] = None if score.is_group else [answer_shares(f.samples_file(task)) for f in (first, last)]
         tasks.append(head)
     for e in tasks:  # what the answers mean for the scores, one line per task (None without sample logs)
-        e["answers_note"] = (group_answer_note(tasks, first.label, last.label) if e["is_group"]
-                             else one_answer_note(e["answers"], first.label, last.label))
+        e["answers_note"] = (
+            group_answer_note(tasks, first.label, last.label)
+            if e["is_group"]
+            else one_answer_note(e["answers"], first.label, last.label)
+        )
     return {"first": first.label, "last": last.label, "confidence": confidence, "tasks": tasks}
 
 
-def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None, *,
-                     confidence: float = 0.95) -> list[dict[str, Any]]:
+def steering_changes(
+    sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str, Any] | None, *, confidence: float = 0.95
+) -> list[dict[str, Any]]:
     """The best admissible setting per task against the unsteered model, with intervals.
 
     Args:
@@ -420,6 +477,7 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
         per task: ``{task, metric, layer, alpha, ..., change, ci, within_noise, claim, p_trust, logodds}``
         or ``{task, claim: "no admissible setting ..."}``.
     """
+
     def f(v: Any) -> float | None:
         try:
             x = float(v)
@@ -427,32 +485,66 @@ def steering_changes(sweep_rows: Sequence[Mapping[str, Any]], best: Mapping[str,
             return None
         return None if math.isnan(x) else x
 
-    base = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows
-            if r["vector"] == "none"}
+    base = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows if r["vector"] == "none"}
     out = []
     entries = (best or {}).get("best")
     for task, b in sorted(entries.items() if isinstance(entries, Mapping) else []):
         if b is not None and not (isinstance(b, Mapping) and {"vector", "alpha", "layer"} <= set(b)):
             continue  # not a per-task entry of steer sweep's best.json
         if b is None:
-            out.append({"task": task, "admissible": False,
-                        "claim": "no admissible setting (every alpha failed the fluency guard)"})
+            out.append(
+                {
+                    "task": task,
+                    "admissible": False,
+                    "claim": "no admissible setting (every alpha failed the fluency guard)",
+                }
+            )
             continue
         chosen = (b["vector"], f(b["alpha"]), str(b["layer"]))
-        setting = {(r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr"))) for r in sweep_rows
-                   if (r["vector"], f(r["alpha"]), str(r["layer"])) == chosen}
-        head = _compare(task, b.get("metric", "score"), base.get((task, b.get("metric", "score")), (None, None)),
-                        setting.get((task, b.get("metric", "score")), (None, None)), confidence)
+        setting = {
+            (r["task"], r["metric"]): (f(r["score"]), f(r.get("stderr")))
+            for r in sweep_rows
+            if (r["vector"], f(r["alpha"]), str(r["layer"])) == chosen
+        }
+        head = _compare(
+            task,
+            b.get("metric", "score"),
+            base.get((task, b.get("metric", "score")), (None, None)),
+            setting.get((task, b.get("metric", "score")), (None, None)),
+            confidence,
+        )
         if head is None:
             continue
-        head.update({"admissible": True, "layer": b["layer"], "alpha": b["alpha"], "vector": b["vector"],
-                     "ppl_increase": f(b.get("ppl_increase"))})
-        head["p_trust"] = _compare(task, P_TRUST, base.get((task, P_TRUST), (None, None)),
-                                   setting.get((task, P_TRUST), (None, None)), confidence)
+        head.update(
+            {
+                "admissible": True,
+                "layer": b["layer"],
+                "alpha": b["alpha"],
+                "vector": b["vector"],
+                "ppl_increase": f(b.get("ppl_increase")),
+            }
+        )
+        head["p_trust"] = _compare(
+            task,
+            P_TRUST,
+            base.get((task, P_TRUST), (None, None)),
+            setting.get((task, P_TRUST), (None, None)),
+            confidence,
+        )
         head["logodds"] = b.get("logodds")  # the sweep's paired per-document change (steering.effects)
         out.append(head)
     return out
 
 
-__all__ = ["FindingsSettings", "build_findings", "change_claim", "checkpoint_changes", "dimension_title", "format_p",
-           "read_findings", "steering_changes", "turn_keys", "write_findings"]
+__all__ = [
+    "FindingsSettings",
+    "build_findings",
+    "change_claim",
+    "checkpoint_changes",
+    "dimension_title",
+    "format_p",
+    "read_findings",
+    "steering_changes",
+    "turn_keys",
+    "write_findings",
+]

@@ -110,8 +110,9 @@ class GateVerdict:
     @property
     def fired(self) -> list[str]:
         """Which tests fired: ``"<task> <metric> (<test>)"`` per regressed metric."""
-        return [f"{t.task} {t.metric} ({'paired' if t.test == 'paired' else 'z-test'})"
-                for t in self.tasks if t.regression]
+        return [
+            f"{t.task} {t.metric} ({'paired' if t.test == 'paired' else 'z-test'})" for t in self.tasks if t.regression
+        ]
 
     @property
     def passed(self) -> bool:
@@ -119,6 +120,7 @@ class GateVerdict:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON verdict (valid JSON: inf written as a string, NaN as null)."""
+
         def clean(v: Any) -> Any:
             if isinstance(v, float) and not math.isfinite(v):
                 return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
@@ -263,8 +265,10 @@ def _doc_keys(f: ResultsFile, task: str) -> tuple[str, set[Any]] | None:
                     if row.get("doc_id") is not None:
                         ids.add(row["doc_id"])
     except (OSError, ValueError) as e:
-        raise TracingBenchError(f"{path}: not a readable lm-eval samples log ({type(e).__name__}); "
-                                "give lm-eval's samples_*.jsonl or remove it") from None
+        raise TracingBenchError(
+            f"{path}: not a readable lm-eval samples log ({type(e).__name__}); "
+            "give lm-eval's samples_*.jsonl or remove it"
+        ) from None
     return ("doc_hash", hashes) if hashes else ("doc_id", ids)
 
 
@@ -281,22 +285,33 @@ def _mismatches(name: str, bs: TaskScore, cs: TaskScore, base: ResultsFile, cur:
     if bs.version != cs.version:
         out.append(f"task {name} version differs: baseline {bs.version}, current {cs.version}")
     if bs.n is not None and cs.n is not None and bs.n != cs.n:
-        out.append(f"task {name} scored {bs.n} documents in the baseline but {cs.n} in the current run "
-                   "(different --limit?)")
+        out.append(
+            f"task {name} scored {bs.n} documents in the baseline but {cs.n} in the current run (different --limit?)"
+        )
     elif not bs.is_group:
         kb, kc = _doc_keys(base, name), _doc_keys(cur, name)
         if kb is not None and kc is not None and kb[0] == kc[0] and kb[1] != kc[1]:
             only_b, only_c = len(kb[1] - kc[1]), len(kc[1] - kb[1])
-            out.append(f"task {name} scored different documents ({only_b} only in the baseline, {only_c} only in "
-                       f"the current run, by {kb[0]} in the samples logs)")
+            out.append(
+                f"task {name} scored different documents ({only_b} only in the baseline, {only_c} only in "
+                f"the current run, by {kb[0]} in the samples logs)"
+            )
     mb, mc = _dataset_md5(base, name), _dataset_md5(cur, name)
     if mb and mc and mb != mc:
         out.append(f"task {name} read different data files (dataset md5 {mb[:8]} vs {mc[:8]})")
     return out
 
 
-def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: float = 0.02, z: float = 2.0,
-         tasks: Sequence[str] | None = None, paired: bool = False, allow_mismatch: bool = False) -> GateVerdict:
+def gate(
+    baseline: str | os.PathLike,
+    current: str | os.PathLike,
+    *,
+    max_drop: float = 0.02,
+    z: float = 2.0,
+    tasks: Sequence[str] | None = None,
+    paired: bool = False,
+    allow_mismatch: bool = False,
+) -> GateVerdict:
     """Compare the current results with the baseline, task by task.
 
     The two runs must have scored the same thing: the same task versions, the same number of
@@ -347,22 +362,43 @@ def gate(baseline: str | os.PathLike, current: str | os.PathLike, *, max_drop: f
             if not allow_mismatch:
                 problems += mismatch[name]
     if problems:
-        hint = ("; compare runs of the same tasks, versions and documents (same --limit), or pass --allow-mismatch"
-                if any(mismatch.values()) and not allow_mismatch else "; compare runs of the same tasks and versions")
+        hint = (
+            "; compare runs of the same tasks, versions and documents (same --limit), or pass --allow-mismatch"
+            if any(mismatch.values()) and not allow_mismatch
+            else "; compare runs of the same tasks and versions"
+        )
         raise TracingBenchError("; ".join(problems) + hint)
     verdicts: list[TaskVerdict] = []
     for name in names:
         notes = [f"--allow-mismatch: {m}" for m in mismatch.get(name, [])]
-        verdicts.append(_compare(base, cur, base.scores[name], cur.scores[name], max_drop=max_drop, z=z, paired=paired,
-                                 notes=notes + _one_answer(base, cur, name)))
+        verdicts.append(
+            _compare(
+                base,
+                cur,
+                base.scores[name],
+                cur.scores[name],
+                max_drop=max_drop,
+                z=z,
+                paired=paired,
+                notes=notes + _one_answer(base, cur, name),
+            )
+        )
         bp, cp = base.metric(name, P_TRUST), cur.metric(name, P_TRUST)
         if bp is not None and cp is not None and P_TRUST != base.scores[name].metric:
             verdicts.append(_compare(base, cur, bp, cp, max_drop=max_drop, z=z, paired=paired, notes=notes))
     regressions = list(dict.fromkeys(v.task for v in verdicts if v.regression))
     return GateVerdict(
-        tasks=verdicts, regressions=regressions, baseline=base.path, current=cur.path,
-        settings={"max_drop": max_drop, "z": z, "paired": paired, "allow_mismatch": allow_mismatch,
-                  "tasks": list(names)},
+        tasks=verdicts,
+        regressions=regressions,
+        baseline=base.path,
+        current=cur.path,
+        settings={
+            "max_drop": max_drop,
+            "z": z,
+            "paired": paired,
+            "allow_mismatch": allow_mismatch,
+            "tasks": list(names),
+        },
     )
 
 
@@ -377,8 +413,17 @@ def _one_answer(base: ResultsFile, cur: ResultsFile, task: str) -> list[str]:
     return out
 
 
-def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *, max_drop: float, z: float,
-             paired: bool, notes: list[str] | None = None) -> TaskVerdict:
+def _compare(
+    base: ResultsFile,
+    cur: ResultsFile,
+    b: TaskScore,
+    c: TaskScore,
+    *,
+    max_drop: float,
+    z: float,
+    paired: bool,
+    notes: list[str] | None = None,
+) -> TaskVerdict:
     """The verdict on one task and metric: paired on the sample logs when asked and possible, else z.
 
     ``notes`` (e.g. the mismatches ``--allow-mismatch`` let through) lead the verdict's note.
@@ -419,19 +464,39 @@ def _compare(base: ResultsFile, cur: ResultsFile, b: TaskScore, c: TaskScore, *,
     note = "; ".join([*(notes or []), *([note] if note else [])])
     beyond = drop > max_drop + 1e-12
     regression = bool(beyond and stat > z)
-    text = ("REGRESSION" if regression else "worse (not significant)" if beyond
-            else "worse (within --max-drop)" if drop > 0 else "ok")
+    text = (
+        "REGRESSION"
+        if regression
+        else "worse (not significant)"
+        if beyond
+        else "worse (within --max-drop)"
+        if drop > 0
+        else "ok"
+    )
     return TaskVerdict(
-        task=name, metric=b.metric, higher_is_better=b.higher_is_better, baseline=b.value, current=c.value,
-        baseline_stderr=b.stderr, current_stderr=c.stderr, drop=drop, z=stat, test=test, n=n,
-        regression=regression, note=note, verdict=text,
+        task=name,
+        metric=b.metric,
+        higher_is_better=b.higher_is_better,
+        baseline=b.value,
+        current=c.value,
+        baseline_stderr=b.stderr,
+        current_stderr=c.stderr,
+        drop=drop,
+        z=stat,
+        test=test,
+        n=n,
+        regression=regression,
+        note=note,
+        verdict=text,
     )
 
 
 def format_verdict(verdict: GateVerdict) -> str:
     """A plain-text table naming each task's verdict, and a last line with the outcome."""
-    head = (f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} "
-            f"{'test':>6}  verdict")
+    head = (
+        f"{'task':<22} {'metric':<12} {'dir':>3} {'baseline':>9} {'current':>9} {'drop':>8} {'z':>7} "
+        f"{'test':>6}  verdict"
+    )
     lines = [head, "-" * len(head)]
     for t in verdict.tasks:
         zs = "inf" if t.z == math.inf else ("-inf" if t.z == -math.inf else f"{t.z:.2f}")
@@ -443,6 +508,8 @@ def format_verdict(verdict: GateVerdict) -> str:
     if verdict.passed:
         lines.append(f"PASS: no task dropped more than {s['max_drop']} with z > {s['z']}")
     else:
-        lines.append(f"FAIL: regression in {', '.join(verdict.regressions)} (drop > {s['max_drop']}, z > {s['z']}; "
-                     f"fired: {', '.join(verdict.fired)})")
+        lines.append(
+            f"FAIL: regression in {', '.join(verdict.regressions)} (drop > {s['max_drop']}, z > {s['z']}; "
+            f"fired: {', '.join(verdict.fired)})"
+        )
     return "\n".join(lines)

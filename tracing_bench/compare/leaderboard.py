@@ -129,8 +129,13 @@ def records(board: Leaderboard) -> list[dict[str, Any]]:
     """
     out = []
     for f in board.rows:
-        rec: dict[str, Any] = {"model": f.model, "revision": f.revision, "step": f.step, "steering": f.steering,
-                               "label": f.label}
+        rec: dict[str, Any] = {
+            "model": f.model,
+            "revision": f.revision,
+            "step": f.step,
+            "steering": f.steering,
+            "label": f.label,
+        }
         nan: list[str] = []
         for col in board.columns:
             s = f.scores.get(col)
@@ -152,8 +157,12 @@ def records(board: Leaderboard) -> list[dict[str, Any]]:
 
 def nan_flags(board: Leaderboard) -> list[str]:
     """One line per row with NaN scores: which columns, which file."""
-    return [f"NaN score in {', '.join(r['nan'])} for {r['label']} ({r['source']}): lm-eval could not compute it; "
-            "check that run's log and samples" for r in records(board) if r["nan"]]
+    return [
+        f"NaN score in {', '.join(r['nan'])} for {r['label']} ({r['source']}): lm-eval could not compute it; "
+        "check that run's log and samples"
+        for r in records(board)
+        if r["nan"]
+    ]
 
 
 def _missing(value: Any) -> bool:
@@ -220,9 +229,11 @@ class DisplayTable:
 def display_table(board: Leaderboard, *, sort: str | None = None) -> DisplayTable:
     """Headers, display cells and NaN flags of the leaderboard, sorted best first by ``sort``."""
     shown = _shown(board)
-    body = [[str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
-            + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown]
-            for r in sort_records(records(board), board, sort)]
+    body = [
+        [str(r["model"]), r["revision"] or "", "" if r["step"] is None else str(r["step"]), r["steering"]]
+        + [_cell(r[k], r[f"{k}_stderr"]) for _, k in shown]
+        for r in sort_records(records(board), board, sort)
+    ]
     return DisplayTable(["model", "revision", "step", "steering"] + [h for h, _ in shown], body, nan_flags(board))
 
 
@@ -245,22 +256,39 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
     recs = sort_records(records(board), board, sort)
     flags = nan_flags(board)
     if fmt == "json":
-        meta = {c: {"higher_is_better": board.higher_is_better.get(c, True),
-                    "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None),
-                    P_TRUST: c in board.p_trust}
-                for c in board.columns}
+        meta = {
+            c: {
+                "higher_is_better": board.higher_is_better.get(c, True),
+                "metric": next((f.scores[c].metric for f in board.rows if c in f.scores), None),
+                P_TRUST: c in board.p_trust,
+            }
+            for c in board.columns
+        }
         # NaN scores are null here and named in each row's "nan" list (valid JSON, never a bare NaN)
-        return dumps_json({"columns": meta, "rows": recs, "dropped": [str(p) for p in board.dropped],
-                           "flags": flags}, indent=2)
+        return dumps_json(
+            {"columns": meta, "rows": recs, "dropped": [str(p) for p in board.dropped], "flags": flags}, indent=2
+        )
     if fmt == "csv":
         buf = io.StringIO()
-        names = ["model", "revision", "step", "steering"] + [x for c in board.columns for x in (
-            (c, f"{c}_stderr", f"{c}_{P_TRUST}", f"{c}_{P_TRUST}_stderr") if c in board.p_trust else (c, f"{c}_stderr")
-        )] + ["source"]
+        names = (
+            ["model", "revision", "step", "steering"]
+            + [
+                x
+                for c in board.columns
+                for x in (
+                    (c, f"{c}_stderr", f"{c}_{P_TRUST}", f"{c}_{P_TRUST}_stderr")
+                    if c in board.p_trust
+                    else (c, f"{c}_stderr")
+                )
+            ]
+            + ["source"]
+        )
         w = csv.DictWriter(buf, names, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
-        w.writerows({k: ("" if v is None else "NaN" if isinstance(v, float) and math.isnan(v) else v)
-                     for k, v in r.items()} for r in recs)
+        w.writerows(
+            {k: ("" if v is None else "NaN" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in recs
+        )
         return buf.getvalue()
     table = display_table(board, sort=sort)
     if fmt == "md":
@@ -270,6 +298,11 @@ def format_leaderboard(board: Leaderboard, fmt: Format = "md", *, sort: str | No
         return "\n".join(lines) + "\n"
     rows_html = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n" for row in table.rows)
     notes = "".join(f'<p class="note">⚠ {html.escape(flag)}</p>\n' for flag in flags)
-    return ('<table class="leaderboard">\n<thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
-            + "</tr></thead>\n<tbody>\n" + rows_html + "</tbody>\n</table>\n" + notes)
-
+    return (
+        '<table class="leaderboard">\n<thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+        + "</tr></thead>\n<tbody>\n"
+        + rows_html
+        + "</tbody>\n</table>\n"
+        + notes
+    )

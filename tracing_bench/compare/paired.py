@@ -49,8 +49,15 @@ def read_items(path: str | os.PathLike[str], metric: str) -> dict[int, Any]:
     return out
 
 
-def paired_bootstrap(base: Sequence[Any], cur: Sequence[Any], aggregate: Callable[[Sequence[Any]], float], *,
-                     sign: float = 1.0, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+def paired_bootstrap(
+    base: Sequence[Any],
+    cur: Sequence[Any],
+    aggregate: Callable[[Sequence[Any]], float],
+    *,
+    sign: float = 1.0,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> tuple[float, float]:
     """The drop ``sign * (aggregate(base) - aggregate(cur))`` and its z over a paired bootstrap.
 
     Args:

@@ -172,7 +172,7 @@ def noisy_turn(values: list[float], replicates: list[list[float]], *, z: float =
         if not (v[k] > v[k - 1] and v[k] >= v[k + 1]):
             continue
         j = int(np.argmin(v[:k]))
-        a = k + 1 + int(np.argmin(v[k + 1:]))
+        a = k + 1 + int(np.argmin(v[k + 1 :]))
         rise, fall = float(v[k] - v[j]), float(v[k] - v[a])
         rise_sd = float(np.std(reps[k] - reps[j], ddof=1))
         fall_sd = float(np.std(reps[k] - reps[a], ddof=1))

@@ -23,8 +23,19 @@ import numpy as np
 from tracing_bench.compare.leaderboard import Leaderboard
 
 #: Metrics compared when a results file reports them (a task's other metrics are diagnostics).
-METRICS: tuple[str, ...] = ("chance_corrected", "acc", "consistency", "p_trust", "mcc", "auroc", "kappa",
-                            "logodds_agreement", "pair_discrimination", "pct_stereotype", "score")
+METRICS: tuple[str, ...] = (
+    "chance_corrected",
+    "acc",
+    "consistency",
+    "p_trust",
+    "mcc",
+    "auroc",
+    "kappa",
+    "logodds_agreement",
+    "pair_discrimination",
+    "pct_stereotype",
+    "score",
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,15 @@ class MetricSignal:
         return text + (", within noise" if self.snr < 1 else "")
 
     def to_json(self) -> dict[str, Any]:
-        return {"task": self.task, "metric": self.metric, "n_checkpoints": self.n_checkpoints,
-                "signal": self.signal, "noise": self.noise, "snr": self.snr, "claim": self.claim}
+        return {
+            "task": self.task,
+            "metric": self.metric,
+            "n_checkpoints": self.n_checkpoints,
+            "signal": self.signal,
+            "noise": self.noise,
+            "snr": self.snr,
+            "claim": self.claim,
+        }
 
 
 def metric_signal(task: str, metric: str, values: list[float], stderrs: list[float]) -> MetricSignal:

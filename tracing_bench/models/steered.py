@@ -261,7 +261,7 @@ class TrustSteeredModel(DataParallelMixin, SteeredModel):
         """
         groups: list[tuple[dict[tuple[int, ...], int], list[int]]] = []
         for i, (_, context_enc, continuation_enc) in enumerate(requests):
-            inp = (list(context_enc) + list(continuation_enc))[-(self.max_length + 1):][:-1]
+            inp = (list(context_enc) + list(continuation_enc))[-(self.max_length + 1) :][:-1]
             start = max(len(inp) - len(continuation_enc), 0)
             end = len(inp)
             while end > 0 and inp[end - 1] == 0:
@@ -299,8 +299,9 @@ def _hidden_size(model: Any) -> int | None:
 
 
 # ------------------------------------------------------------- lm-eval's stock `steered` model
-def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None = None, *,
-                          stock: bool = False) -> dict[str, dict[str, Any]]:
+def check_steer_file_fits(
+    steer_path: str, pretrained: str, revision: str | None = None, *, stock: bool = False
+) -> dict[str, dict[str, Any]]:
     """Validate a steering file against a model's architecture, without loading its weights.
 
     The file is read with ``weights_only=True`` (:func:`tracing_bench.models.steerfile.load_steer_file`);
@@ -337,8 +338,9 @@ def check_steer_file_fits(steer_path: str, pretrained: str, revision: str | None
     return config
 
 
-def _check_entry(steer_path: str, hookpoint: str, entry: dict[str, Any], modules: dict[str, Any],
-                 hidden: int | None, arch: str) -> None:
+def _check_entry(
+    steer_path: str, hookpoint: str, entry: dict[str, Any], modules: dict[str, Any], hidden: int | None, arch: str
+) -> None:
     if hookpoint not in modules:
         blocks = [n for n in modules if n.count(".") == 1 and n.rsplit(".", 1)[1].isdigit()]
         hint = f"{blocks[0]} .. {blocks[-1]}" if blocks else "none found"

@@ -54,8 +54,13 @@ def sidecar_path(path: Path) -> Path:
 
 def steer_entry(vector: Tensor, coefficient: float) -> dict[str, Any]:
     """One hookpoint's entry of a steering file: add ``coefficient * vector`` to the whole residual."""
-    return {"steering_vector": vector.clone(), "steering_coefficient": coefficient, "action": "add",
-            "bias": None, "head_index": None}
+    return {
+        "steering_vector": vector.clone(),
+        "steering_coefficient": coefficient,
+        "action": "add",
+        "bias": None,
+        "head_index": None,
+    }
 
 
 def save_steer_file(path: str | os.PathLike, config: dict[str, dict[str, Any]], metadata: dict[str, Any]) -> Path:
@@ -142,8 +147,11 @@ def load_steer_file(path: str | os.PathLike, *, stock: bool = False) -> dict[str
         if action not in actions:
             raise TracingBenchError(
                 f"{path}: entry {hookpoint!r} has action {action!r}; "
-                + ("lm-eval's steered model supports 'add' and 'clamp'" if stock else
-                   "trust-steered supports only 'add' (use lm-eval's stock `steered` model for 'clamp')")
+                + (
+                    "lm-eval's steered model supports 'add' and 'clamp'"
+                    if stock
+                    else "trust-steered supports only 'add' (use lm-eval's stock `steered` model for 'clamp')"
+                )
             )
         if not stock and (entry.get("head_index") is not None or entry.get("bias") is not None):
             raise TracingBenchError(

@@ -37,8 +37,10 @@ from tracing_bench.stats import wilson_interval, z_value
 TRANSFER_COLUMNS: tuple[str, ...] = ("bias_type", "topic")
 #: At most this many folds of groups for transfer (each costs one more probe fit per layer).
 TRANSFER_FOLDS = 4
-CONTROL_DESCRIPTION = ("control task: the labels permuted within each split (seeded; splits hold whole groups), "
-                       "the same probe and splits; selectivity = test_acc - control_acc on the same test statements")
+CONTROL_DESCRIPTION = (
+    "control task: the labels permuted within each split (seeded; splits hold whole groups), "
+    "the same probe and splits; selectivity = test_acc - control_acc on the same test statements"
+)
 
 
 def control_labels(labels: Any, splits: dict[str, Any], seed: int) -> np.ndarray:
@@ -124,9 +126,16 @@ def _fold_splits(data: Any, column: str, fold: list[str]) -> dict[str, np.ndarra
     return out
 
 
-def probe_controls(acts: Any, data: Any, *, probes: tuple[str, ...], layers: list[int], seed: int,
-                   confidence: float = 0.95, test_correct: dict[tuple[str, int], np.ndarray] | None = None,
-                   ) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any]]:
+def probe_controls(
+    acts: Any,
+    data: Any,
+    *,
+    probes: tuple[str, ...],
+    layers: list[int],
+    seed: int,
+    confidence: float = 0.95,
+    test_correct: dict[tuple[str, int], np.ndarray] | None = None,
+) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any]]:
     """The control task and, where the data have transfer groups, the transfer accuracy, per probe row.
 
     Args:
@@ -145,8 +154,9 @@ def probe_controls(acts: Any, data: Any, *, probes: tuple[str, ...], layers: lis
         boolean per test statement, in ``splits["test"]`` order); ``info`` says how each was made.
     """
     test = np.asarray(data.splits["test"], dtype=np.int64)
-    control = probe_layers(acts, control_labels(data.labels, data.splits, seed), data.splits, probes=probes,
-                           layers=layers, details=True)
+    control = probe_layers(
+        acts, control_labels(data.labels, data.splits, seed), data.splits, probes=probes, layers=layers, details=True
+    )
     out: dict[tuple[str, int], dict[str, Any]] = {}
     for r in control:
         key = (str(r["probe"]), int(r["layer"]))
@@ -159,15 +169,20 @@ def probe_controls(acts: Any, data: Any, *, probes: tuple[str, ...], layers: lis
     info: dict[str, Any] = {"control": CONTROL_DESCRIPTION, "seed": int(seed)}
     column = transfer_column(data.extra)
     if column is None:
-        info["transfer"] = {"column": None, "reason": "the data carry no groups with a meaning "
-                            f"(none of the columns {', '.join(TRANSFER_COLUMNS)})"}
+        info["transfer"] = {
+            "column": None,
+            "reason": f"the data carry no groups with a meaning (none of the columns {', '.join(TRANSFER_COLUMNS)})",
+        }
         return out, info
     folds = transfer_folds(data.extra[column], seed)
     maybe = [_fold_splits(data, column, f) for f in folds]
     fold_splits = [s for s in maybe if s is not None]
     if len(fold_splits) < len(maybe):
-        info["transfer"] = {"column": column, "folds": folds,
-                            "reason": "a fold leaves an empty or one-class split: transfer not measured"}
+        info["transfer"] = {
+            "column": column,
+            "folds": folds,
+            "reason": "a fold leaves an empty or one-class split: transfer not measured",
+        }
         return out, info
     pos = {int(i): j for j, i in enumerate(test.tolist())}
     right: dict[tuple[str, int], np.ndarray] = {k: np.zeros(test.size, dtype=bool) for k in out}
@@ -180,19 +195,31 @@ def probe_controls(acts: Any, data: Any, *, probes: tuple[str, ...], layers: lis
         k = int(tc.sum())
         lo, hi = wilson_interval(k, int(tc.size), confidence=confidence)
         out[key].update(transfer_acc=k / tc.size, transfer_acc_lo=lo, transfer_acc_hi=hi, transfer_correct=tc)
-    info["transfer"] = {"column": column, "folds": folds, "n_test": covered,
-                        "method": "each fold's test statements scored by a probe trained and validated on the other "
-                                  "folds' statements only (groups never seen in training)"}
+    info["transfer"] = {
+        "column": column,
+        "folds": folds,
+        "n_test": covered,
+        "method": "each fold's test statements scored by a probe trained and validated on the other "
+        "folds' statements only (groups never seen in training)",
+    }
     return out, info
 
 
 #: The columns the controls add to probes.csv (empty where not measured).
-CONTROL_COLUMNS: tuple[str, ...] = ("control_acc", "selectivity", "selectivity_lo", "selectivity_hi",
-                                    "transfer_acc", "transfer_acc_lo", "transfer_acc_hi")
+CONTROL_COLUMNS: tuple[str, ...] = (
+    "control_acc",
+    "selectivity",
+    "selectivity_lo",
+    "selectivity_hi",
+    "transfer_acc",
+    "transfer_acc_lo",
+    "transfer_acc_hi",
+)
 
 
-def add_controls(rows: list[dict[str, Any]], acts: Any, data: Any, *, probes: tuple[str, ...], layers: list[int],
-                 seed: int) -> dict[str, Any]:
+def add_controls(
+    rows: list[dict[str, Any]], acts: Any, data: Any, *, probes: tuple[str, ...], layers: list[int], seed: int
+) -> dict[str, Any]:
     """Add the control columns (and the packed ``control_correct`` / ``transfer_correct`` bits) to
     the probe rows of one part, in place (:func:`probe_controls`).
 

@@ -107,9 +107,7 @@ class LinearProbe(_BinaryProbe):
     >>> LinearProbe(C=1.0).fit(X, y).score(X_val, y_val)  # doctest: +SKIP
     """
 
-    def __init__(
-        self, C: float = 1.0, *, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 1000
-    ) -> None:
+    def __init__(self, C: float = 1.0, *, fit_intercept: bool = True, tol: float = 1e-4, max_iter: int = 1000) -> None:
         self.C = C
         self.fit_intercept = fit_intercept
         self.tol = tol
@@ -161,9 +159,7 @@ class MassMeanProbe(_BinaryProbe):
     def fit(self, X: Any, y: Any) -> MassMeanProbe:
         """Fit on X [n, d] and binary labels y [n]; returns self."""
         if self.threshold not in ("midpoint", "logistic"):
-            raise TracingBenchError(
-                f"threshold={self.threshold!r}: valid thresholds are 'midpoint' and 'logistic'"
-            )
+            raise TracingBenchError(f"threshold={self.threshold!r}: valid thresholds are 'midpoint' and 'logistic'")
         X, y01 = self._check_xy(X, y)
         x = torch.tensor(np.asarray(X, dtype=np.float64)).unsqueeze(0)
         w, b = mass_mean(x, torch.from_numpy(y01))

@@ -22,8 +22,19 @@ from tracing_bench.dimensions import PROTOCOLS
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.settings import PROBES
 
-__all__ = ["PROBES", "auroc", "check_finite", "check_probes", "layer_names", "metrics", "prepare_inputs",
-           "score_details", "standardise", "subsample_rows", "to_tensor"]
+__all__ = [
+    "PROBES",
+    "auroc",
+    "check_finite",
+    "check_probes",
+    "layer_names",
+    "metrics",
+    "prepare_inputs",
+    "score_details",
+    "standardise",
+    "subsample_rows",
+    "to_tensor",
+]
 
 
 def to_tensor(acts: Any) -> Tensor:
@@ -39,13 +50,10 @@ def to_tensor(acts: Any) -> Tensor:
             arr = np.asarray(acts)
         except Exception as e:
             raise TracingBenchError(
-                f"acts could not be read as an array ({e}); pass a [layers, statements, hidden] "
-                "numpy array or tensor"
+                f"acts could not be read as an array ({e}); pass a [layers, statements, hidden] numpy array or tensor"
             ) from None
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise TracingBenchError(
-                f"acts has dtype {arr.dtype}; pass float activations [layers, statements, hidden]"
-            )
+            raise TracingBenchError(f"acts has dtype {arr.dtype}; pass float activations [layers, statements, hidden]")
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.is_complex() or t.dtype == torch.bool:
         raise TracingBenchError(f"acts has dtype {t.dtype}; pass real float activations")
@@ -77,14 +85,11 @@ def prepare_inputs(
         TracingBenchError: one line naming what is wrong and what is valid.
     """
     if protocol not in PROTOCOLS:
-        raise TracingBenchError(
-            f"protocol={protocol!r} is not known: valid protocols are {', '.join(PROTOCOLS)}"
-        )
+        raise TracingBenchError(f"protocol={protocol!r} is not known: valid protocols are {', '.join(PROTOCOLS)}")
     t = to_tensor(acts)
     if t.ndim != 3:
         raise TracingBenchError(
-            f"acts has shape {tuple(t.shape)}; expected [layers, statements, hidden] "
-            "(a single layer is acts[None])"
+            f"acts has shape {tuple(t.shape)}; expected [layers, statements, hidden] (a single layer is acts[None])"
         )
     n_layers, n, h = t.shape
     if n_layers == 0 or n == 0 or h == 0:
@@ -95,14 +100,14 @@ def prepare_inputs(
             f"labels has shape {y.shape} but acts has {n} statements; give one 0/1 label per "
             "statement, aligned with acts[:, i]"
         )
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
-                                  or np.issubdtype(y.dtype, np.floating)):
+    if y.dtype == object or not (
+        np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_) or np.issubdtype(y.dtype, np.floating)
+    ):
         raise TracingBenchError(f"labels has dtype {y.dtype}; labels must be 0 or 1")
     bad = ~np.isin(y, (0, 1))
     if bad.any():
         raise TracingBenchError(
-            f"labels has {int(bad.sum())} values other than 0 and 1 (e.g. {y[bad][0]!r}); "
-            "the probes are binary"
+            f"labels has {int(bad.sum())} values other than 0 and 1 (e.g. {y[bad][0]!r}); the probes are binary"
         )
     y = y.astype(np.int64)
     if not isinstance(splits, dict):
@@ -199,8 +204,16 @@ def score_details(scores: Tensor, y: np.ndarray) -> list[dict[str, Any]]:
         correct = (row > 0).astype(np.int64) == y
         acc_lo, acc_hi = wilson_interval(int(correct.sum()), int(correct.size))
         _, auc_lo, auc_hi = auroc_interval(row, y)
-        out.append({"n_test": int(correct.size), "test_acc_lo": acc_lo, "test_acc_hi": acc_hi,
-                    "test_auroc_lo": auc_lo, "test_auroc_hi": auc_hi, "test_correct": correct})
+        out.append(
+            {
+                "n_test": int(correct.size),
+                "test_acc_lo": acc_lo,
+                "test_acc_hi": acc_hi,
+                "test_auroc_lo": auc_lo,
+                "test_auroc_hi": auc_hi,
+                "test_correct": correct,
+            }
+        )
     return out
 
 
@@ -230,8 +243,5 @@ def layer_names(layers: list[int] | None, n: int) -> list[int]:
     if layers is None:
         return list(range(n))
     if len(layers) != n:
-        raise TracingBenchError(
-            f"layers names {len(layers)} layers but acts has {n}; give one number per layer"
-        )
+        raise TracingBenchError(f"layers names {len(layers)} layers but acts has {n}; give one number per layer")
     return [int(v) for v in layers]
-

@@ -254,8 +254,7 @@ def _dense_factor(b: Tensor, lam: float, eps: float, what: str) -> Dense:
             break
     else:  # pragma: no cover - P has eigenvalues >= -1e-15 in exact arithmetic
         raise TracingBenchError(
-            f"the normalised kernel of {what} could not be factored; check {what} for huge values "
-            "or use a larger eps"
+            f"the normalised kernel of {what} could not be factored; check {what} for huge values or use a larger eps"
         )
     return Dense(b=b, chol=chol, v=v, sq_norm_v=(v * v).sum())
 
@@ -320,4 +319,3 @@ def low_low(a: LowRank, b: LowRank) -> Tensor:
     """trace(P_a P_b) of two low-rank sides."""
     c = a.z.mT @ b.z
     return (a.f.unsqueeze(1) * b.f.unsqueeze(0) * c * c).sum()
-

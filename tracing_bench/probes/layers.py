@@ -103,8 +103,10 @@ def probe_layers(
     # of the file (then every statement is scored and the splits are read off the scores)
     eval_rows = np.unique(np.concatenate([idx[name] for name in eval_names]))
     gather = 2 * len(eval_rows) <= t.shape[1]
-    eval_pos = {name: torch.as_tensor(np.searchsorted(eval_rows, idx[name]) if gather else idx[name], device=dev)
-                for name in eval_names}
+    eval_pos = {
+        name: torch.as_tensor(np.searchsorted(eval_rows, idx[name]) if gather else idx[name], device=dev)
+        for name in eval_names
+    }
     eval_t = torch.as_tensor(eval_rows, device=dev)
     for lo in range(0, n_layers, chunk):
         part = t[lo : lo + chunk]
@@ -177,4 +179,3 @@ def _standardise_(x: Tensor) -> tuple[Tensor, Tensor]:
     std = torch.where(std > 0, std, torch.ones_like(std))
     x.div_(std)
     return mean, std
-

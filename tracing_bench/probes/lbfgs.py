@@ -40,9 +40,7 @@ _C1, _C2, _MAX_LS = 1e-4, 0.1, 20
 
 
 @torch.no_grad()
-def lbfgs(
-    prob: Any, theta: Tensor, *, tol: float, max_iter: int, history: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def lbfgs(prob: Any, theta: Tensor, *, tol: float, max_iter: int, history: int) -> tuple[Tensor, Tensor, Tensor]:
     """Batched L-BFGS from ``theta``, two passes over x per iteration (see the module docstring).
 
     Returns ``(theta, n_iter, converged)``: the solution [L, dim] and, per layer, the iterations
@@ -67,16 +65,22 @@ def lbfgs(
         z = torch.zeros(n_layers, prob.n, dtype=f64, device=dev)
     sig = torch.sigmoid(z)
     g = prob.grad(theta, sig)
-    head_vals = torch.stack([
-        prob.objective(theta, z), torch.linalg.vecdot(prob.y, z) / prob.n,
-        torch.linalg.vecdot(theta[:, :-1], theta[:, :-1]), g.abs().amax(-1),
-    ]).cpu().numpy()
+    head_vals = (
+        torch.stack(
+            [
+                prob.objective(theta, z),
+                torch.linalg.vecdot(prob.y, z) / prob.n,
+                torch.linalg.vecdot(theta[:, :-1], theta[:, :-1]),
+                g.abs().amax(-1),
+            ]
+        )
+        .cpu()
+        .numpy()
+    )
     f, yz, ww, gmax = (v.copy() for v in head_vals)
     if not np.isfinite(gmax).all():
         bad = np.flatnonzero(~np.isfinite(gmax)).tolist()
-        raise TracingBenchError(
-            f"x has NaN or infinite values in layers {bad[:8]}; drop or repair them before fitting"
-        )
+        raise TracingBenchError(f"x has NaN or infinite values in layers {bad[:8]}; drop or repair them before fitting")
     # the pairs in x's dtype: the direction needs no more, and float32 halves the traffic of
     # the two products with the buffer (float64 data keeps float64 pairs)
     # slot j holds (s_j, y_j) at rows 2j, 2j + 1 of the flat view; slots fill 0, 1, ... before
@@ -116,14 +120,34 @@ def lbfgs(
             gd_t = torch.linalg.vecdot(g, direction)
         q = prob.scores(direction)  # pass 1
         # the 1-D function's own slope at 0 (consistent with q, unlike g . p when x is float32)
-        wd, dd, yq, sq = torch.stack([
-            torch.linalg.vecdot(w, pw), torch.linalg.vecdot(pw, pw),
-            torch.linalg.vecdot(prob.y, q) / prob.n, torch.linalg.vecdot(sig, q) / prob.n,
-        ]).cpu().numpy()
+        wd, dd, yq, sq = (
+            torch.stack(
+                [
+                    torch.linalg.vecdot(w, pw),
+                    torch.linalg.vecdot(pw, pw),
+                    torch.linalg.vecdot(prob.y, q) / prob.n,
+                    torch.linalg.vecdot(sig, q) / prob.n,
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
         gd = sq - yq + prob.reg * wd
         a, z, sig, f_new, found = _line_search(
-            prob, z, q, sig, f=f, gd=gd, yz=yz, yq=yq, ww=ww, wd=wd, dd=dd, active=active,
-            first=count == 0, slack=slack,
+            prob,
+            z,
+            q,
+            sig,
+            f=f,
+            gd=gd,
+            yz=yz,
+            yq=yq,
+            ww=ww,
+            wd=wd,
+            dd=dd,
+            active=active,
+            first=count == 0,
+            slack=slack,
         )
         a = np.where(found, a, 0.0)
         a_t = as_device(a, dev).unsqueeze(-1)
@@ -134,10 +158,18 @@ def lbfgs(
             done = as_device(np.flatnonzero(~active), dev)
             g_new.index_copy_(0, done, g.index_select(0, done))
         yv = g_new - g
-        sy, yy, s2, gmax = torch.stack([
-            torch.linalg.vecdot(s, yv), torch.linalg.vecdot(yv, yv), torch.linalg.vecdot(s, s),
-            g_new.abs().amax(-1),
-        ]).cpu().numpy()
+        sy, yy, s2, gmax = (
+            torch.stack(
+                [
+                    torch.linalg.vecdot(s, yv),
+                    torch.linalg.vecdot(yv, yv),
+                    torch.linalg.vecdot(s, s),
+                    g_new.abs().amax(-1),
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
         f = np.where(found, f_new, f)
         yz = yz + a * yq
         ww = ww + a * (2 * wd + a * dd)
@@ -233,8 +265,7 @@ def _line_search(
     for _ in range(_MAX_LS):
         zz = torch.addcmul(z, as_device(a, dev).unsqueeze(-1), q)
         ss = torch.sigmoid(zz)
-        red = torch.stack([torch.nn.functional.softplus(zz).sum(-1),
-                           torch.linalg.vecdot(ss, q)]).cpu().numpy() / prob.n
+        red = torch.stack([torch.nn.functional.softplus(zz).sum(-1), torch.linalg.vecdot(ss, q)]).cpu().numpy() / prob.n
         phi = red[0] - (yz + a * yq) + 0.5 * reg * (ww + a * (2 * wd + a * dd))
         dphi = red[1] - yq + reg * (wd + a * dd)
         armijo = phi <= f + _C1 * a * gd + tol_f
@@ -275,4 +306,3 @@ def _line_search(
     if z_out is None or sig_out is None:
         z_out, sig_out = z, sig
     return a_out, z_out, sig_out, f_out, found
-

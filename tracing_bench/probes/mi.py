@@ -57,9 +57,7 @@ def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
             raise TracingBenchError(
                 f"{name} could not be read as an array ({e}); pass a numpy array or a torch tensor"
             ) from None
-        if arr.dtype == object or not (
-            np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
-        ):
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
             raise TracingBenchError(
                 f"{name} has dtype {arr.dtype}; pass numbers (a float or int numpy array or tensor)"
             )
@@ -73,30 +71,22 @@ def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
     t = t.to(torch.float64)
     if t.numel() and not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).sum())
-        raise TracingBenchError(
-            f"{name} has {n_bad} NaN or infinite values; drop or repair those statements first"
-        )
+        raise TracingBenchError(f"{name} has {n_bad} NaN or infinite values; drop or repair those statements first")
     return t
 
 
 def _check_hyper(sigma: float, eps: float) -> None:
     if not (np.isfinite(sigma) and sigma > 0):
-        raise TracingBenchError(
-            f"sigma={sigma!r}: the kernel width must be a positive number (the paper uses 50-400)"
-        )
+        raise TracingBenchError(f"sigma={sigma!r}: the kernel width must be a positive number (the paper uses 50-400)")
     if not (np.isfinite(eps) and eps > 0):
-        raise TracingBenchError(
-            f"eps={eps!r}: the ridge must be a positive number (the released code uses 1e-5)"
-        )
+        raise TracingBenchError(f"eps={eps!r}: the ridge must be a positive number (the released code uses 1e-5)")
 
 
 def _as_2d(a: Tensor, name: str) -> Tensor:
     if a.ndim == 1:
         return a.unsqueeze(1)
     if a.ndim != 2:
-        raise TracingBenchError(
-            f"{name} has shape {tuple(a.shape)}; expected [m] or [m, d] (one row per statement)"
-        )
+        raise TracingBenchError(f"{name} has shape {tuple(a.shape)}; expected [m] or [m, d] (one row per statement)")
     return a
 
 
@@ -119,9 +109,7 @@ def nhsic(a: Any, b: Any, *, sigma: float = 50.0, eps: float = 1e-5) -> float:
     dev = ta.device
     tb = _as_2d(_as_tensor(b, "b", device=dev), "b")
     if ta.shape[0] != tb.shape[0]:
-        raise TracingBenchError(
-            f"a has {ta.shape[0]} rows but b has {tb.shape[0]}; both need one row per statement"
-        )
+        raise TracingBenchError(f"a has {ta.shape[0]} rows but b has {tb.shape[0]}; both need one row per statement")
     m = ta.shape[0]
     if m < 2:
         raise TracingBenchError(f"nHSIC needs at least 2 rows, got {m}; pass more statements")
@@ -184,9 +172,7 @@ def estimate_mi(
     if single:
         tt = tt.unsqueeze(0)
     if tt.ndim != 3:
-        raise TracingBenchError(
-            f"t has shape {tuple(tt.shape)}; expected [m, d] (one layer) or [layers, m, d]"
-        )
+        raise TracingBenchError(f"t has shape {tuple(tt.shape)}; expected [m, d] (one layer) or [layers, m, d]")
     dev = tt.device
     tx = _as_2d(_as_tensor(x, "x", device=dev), "x")
     ty = _as_2d(_as_tensor(y, "y", device=dev), "y")
@@ -198,8 +184,7 @@ def estimate_mi(
         )
     if tt.shape[0] == 0 or tt.shape[2] == 0 or tx.shape[1] == 0:
         raise TracingBenchError(
-            f"t has shape {tuple(tt.shape)} and x {tuple(tx.shape)}; need at least one layer "
-            "and one feature"
+            f"t has shape {tuple(tt.shape)} and x {tuple(tx.shape)}; need at least one layer and one feature"
         )
     pick = subsample_rows(m, subsample, seed)
     if pick is not None:
@@ -210,8 +195,7 @@ def estimate_mi(
         raise TracingBenchError(f"MI needs at least 2 statements, got {m}")
     if torch.unique(ty, dim=0).shape[0] < 2:
         raise TracingBenchError(
-            f"y has a single class over the {m} statements; I(Y;T) needs both labels "
-            "(check the split and the labels)"
+            f"y has a single class over the {m} statements; I(Y;T) needs both labels (check the split and the labels)"
         )
     lam = eps * m
     fx = factor(tx, sigma, lam, eps, "x")
@@ -272,21 +256,27 @@ def mi_layers(
     if protocol == "reference":  # the released float32 computation (probes/reference.py)
         from tracing_bench.probes.reference import reference_mi_layers
 
-        return reference_mi_layers(acts, labels, splits, split=split, x_layer=x_layer, layers=layers, sigma=sigma,
-                                   eps=eps, subsample=subsample, seed=seed)
+        return reference_mi_layers(
+            acts,
+            labels,
+            splits,
+            split=split,
+            x_layer=x_layer,
+            layers=layers,
+            sigma=sigma,
+            eps=eps,
+            subsample=subsample,
+            seed=seed,
+        )
     t, y, idx = prepare_inputs(acts, labels, splits, protocol, needed=(split,))
     check_finite(t)
     if not 0 <= x_layer < t.shape[0]:
-        raise TracingBenchError(
-            f"x_layer={x_layer} is out of range: acts has {t.shape[0]} layers (0-{t.shape[0] - 1})"
-        )
+        raise TracingBenchError(f"x_layer={x_layer} is out of range: acts has {t.shape[0]} layers (0-{t.shape[0] - 1})")
     names = layer_names(layers, t.shape[0])
     sel = idx[split]
     rows = torch.as_tensor(sel, device=t.device)
     scaled = standardise(t[:, rows], None, ddof=0)  # the paper protocol: the split's own statistics
-    i_xt, i_yt = estimate_mi(
-        scaled[x_layer], y[sel], scaled, sigma=sigma, eps=eps, subsample=subsample, seed=seed
-    )
+    i_xt, i_yt = estimate_mi(scaled[x_layer], y[sel], scaled, sigma=sigma, eps=eps, subsample=subsample, seed=seed)
     m = len(sel) if subsample is None else min(len(sel), int(subsample))
     return [
         {"layer": name, "sigma": float(sigma), "m": m, "i_xt": float(a), "i_yt": float(b)}

@@ -193,8 +193,11 @@ def reference_probe_layers(
                 pred = clf.predict(x_te)
                 score = clf.decision_function(x_te)
                 acc = float(np.mean(pred == y32[te]))
-                extra = {"n_iter": int(np.max(clf.n_iter_)), "converged": not unconverged,
-                         "constant_features": n_constant}
+                extra = {
+                    "n_iter": int(np.max(clf.n_iter_)),
+                    "converged": not unconverged,
+                    "constant_features": n_constant,
+                }
             else:
                 est = MassMeanProbe().fit(x_tr.astype(np.float64), y[tr])
                 score = est.decision_function(x_te.astype(np.float64))
@@ -202,8 +205,18 @@ def reference_probe_layers(
             auc = _auroc(np.asarray(score, dtype=np.float64), y[te])
             if details:  # LogisticRegression predicts class 1 exactly where its decision function is > 0
                 extra.update(score_details(torch.as_tensor(np.asarray(score, dtype=np.float64))[None], y[te])[0])
-            rows.append({"layer": name, "probe": probe, "n_train": int(len(tr)), "val_acc": acc, "val_auroc": auc,
-                         "test_acc": acc, "test_auroc": auc, **extra})
+            rows.append(
+                {
+                    "layer": name,
+                    "probe": probe,
+                    "n_train": int(len(tr)),
+                    "val_acc": acc,
+                    "val_auroc": auc,
+                    "test_acc": acc,
+                    "test_auroc": auc,
+                    **extra,
+                }
+            )
     return rows
 
 
@@ -313,7 +326,14 @@ def reference_mi_layers(
     for k, name in enumerate(names):
         t, n_constant = (x_t, x_constant) if k == x_layer else layer_t(k)
         r_t = _released_r(t, sigma, eps).t()
-        out.append({"layer": name, "sigma": float(sigma), "m": m,
-                    "i_xt": float(torch.sum(torch.mul(r_x, r_t))), "i_yt": float(torch.sum(torch.mul(r_y, r_t))),
-                    "constant_features": n_constant})
+        out.append(
+            {
+                "layer": name,
+                "sigma": float(sigma),
+                "m": m,
+                "i_xt": float(torch.sum(torch.mul(r_x, r_t))),
+                "i_yt": float(torch.sum(torch.mul(r_y, r_t))),
+                "constant_features": n_constant,
+            }
+        )
     return out

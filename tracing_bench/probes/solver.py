@@ -252,4 +252,3 @@ def mass_mean(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     w = diff
     b = -(w * total).sum(-1) / 2
     return w, b
-

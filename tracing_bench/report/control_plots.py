@@ -56,14 +56,26 @@ def _figure(rows: list[dict[str, str]], base_rows: list[dict[str, str]], dim: st
         base_label = f"first checkpoint ({first_label})"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(layers, _line(last, layers, "test_acc"), marker="o", color="C0", label=f"test ({last_label})")
-    ax1.fill_between(layers, _line(last, layers, "test_acc_lo"), _line(last, layers, "test_acc_hi"), color="C0",
-                     alpha=0.12, linewidth=0)
+    ax1.fill_between(
+        layers,
+        _line(last, layers, "test_acc_lo"),
+        _line(last, layers, "test_acc_hi"),
+        color="C0",
+        alpha=0.12,
+        linewidth=0,
+    )
     ax1.plot(layers, _line(last, layers, "control_acc"), ls="--", marker=".", color="C3", label="control task")
     transfer = _line(last, layers, "transfer_acc")
     if not all(math.isnan(v) for v in transfer):
         ax1.plot(layers, transfer, marker="s", color="C2", label="transfer (held-out groups)")
-        ax1.fill_between(layers, _line(last, layers, "transfer_acc_lo"), _line(last, layers, "transfer_acc_hi"),
-                         color="C2", alpha=0.1, linewidth=0)
+        ax1.fill_between(
+            layers,
+            _line(last, layers, "transfer_acc_lo"),
+            _line(last, layers, "transfer_acc_hi"),
+            color="C2",
+            alpha=0.1,
+            linewidth=0,
+        )
     if base:
         ax1.plot(layers, _line(base, layers, "test_acc"), ls=":", marker="x", color="C7", label=base_label)
     ax1.set_xlabel("layer")
@@ -73,16 +85,25 @@ def _figure(rows: list[dict[str, str]], base_rows: list[dict[str, str]], dim: st
     sel = _line(last, layers, "selectivity")
     ax2.axhline(0.0, color="0.5", lw=0.8)
     ax2.plot(layers, sel, marker="o", color="C4")
-    ax2.fill_between(layers, _line(last, layers, "selectivity_lo"), _line(last, layers, "selectivity_hi"),
-                     color="C4", alpha=0.15, linewidth=0)
+    ax2.fill_between(
+        layers,
+        _line(last, layers, "selectivity_lo"),
+        _line(last, layers, "selectivity_hi"),
+        color="C4",
+        alpha=0.15,
+        linewidth=0,
+    )
     ax2.set_xlabel("layer")
     ax2.set_ylabel("selectivity (test - control accuracy)")
     ax2.set_title(f"{dim}: selectivity at {last_label}; band: 95% paired interval", fontsize=9)
     return save_figure(fig, out / f"controls_{dim}.png", dpi=100)
 
 
-def control_figures(probes_csv: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str],
-                    baseline_csv: str | os.PathLike[str] | None = None) -> list[Path]:
+def control_figures(
+    probes_csv: str | os.PathLike[str] | None,
+    out_dir: str | os.PathLike[str],
+    baseline_csv: str | os.PathLike[str] | None = None,
+) -> list[Path]:
     """Draw ``controls_<dim>.png`` for each dimension whose rows carry the control columns.
 
     Args:

@@ -78,8 +78,12 @@ class Table:
 def _environment() -> Any:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.filters["text"] = lambda v: "" if v is None else str(v)
     env.filters["change_class"] = lambda e: "no" if e["within_noise"] else ("yes" if e["change"] > 0 else "down")
     return env
@@ -138,23 +142,43 @@ def _trace_claims(folder: Path, findings: Mapping[str, Any], several: bool) -> d
     claims = []
     for d, c in (learned.get("dimensions") or {}).items():
         fa, la = c.get("first_acc_ci") or [None, None], c.get("last_acc_ci") or [None, None]
-        claims.append({"title": dimension_title(d), "cls": _VERDICT_CLASS.get(str(c.get("verdict")), "no"),
-                       "claim": c.get("claim"), "layer": c.get("layer"),
-                       "acc": f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}] → "
-                              f"{c['last_acc']:.3f} [{la[0]:.3f}, {la[1]:.3f}]"})
-    view: dict[str, Any] = {"where": str(folder) if several else "", "claims": claims, "note": learned.get("note"),
-                            "first": learned.get("first"), "last": learned.get("last"),
-                            "family": learned.get("family"), "turns": []}
+        claims.append(
+            {
+                "title": dimension_title(d),
+                "cls": _VERDICT_CLASS.get(str(c.get("verdict")), "no"),
+                "claim": c.get("claim"),
+                "layer": c.get("layer"),
+                "acc": f"{c['first_acc']:.3f} [{fa[0]:.3f}, {fa[1]:.3f}] → "
+                f"{c['last_acc']:.3f} [{la[0]:.3f}, {la[1]:.3f}]",
+            }
+        )
+    view: dict[str, Any] = {
+        "where": str(folder) if several else "",
+        "claims": claims,
+        "note": learned.get("note"),
+        "first": learned.get("first"),
+        "last": learned.get("last"),
+        "family": learned.get("family"),
+        "turns": [],
+    }
     if claims:
         view["n_test"] = next(iter(learned["dimensions"].values())).get("n_test")
     controls = findings.get("controls") or {}  # tracing_bench.compare.claims
-    view["controls"] = [{"title": dimension_title(d), "cls": _VERDICT_CLASS.get(str(e.get("verdict")), "no"),
-                         "claim": e.get("claim")} for d, e in (controls.get("dimensions") or {}).items()]
+    view["controls"] = [
+        {"title": dimension_title(d), "cls": _VERDICT_CLASS.get(str(e.get("verdict")), "no"), "claim": e.get("claim")}
+        for d, e in (controls.get("dimensions") or {}).items()
+    ]
     view["controls_rules"] = controls.get("rules")
     turns = findings.get("mi_turns") or {}
     noise = turns.get("noise") or {}
-    view["how"] = (f"rise and fall beyond {float(turns.get('z', 2)):g} sd of nHSIC over {noise.get('k')} "
-                   f"half-samples of {noise.get('m')} statements") if noise else "no noise estimate: nothing tested"
+    view["how"] = (
+        (
+            f"rise and fall beyond {float(turns.get('z', 2)):g} sd of nHSIC over {noise.get('k')} "
+            f"half-samples of {noise.get('m')} statements"
+        )
+        if noise
+        else "no noise estimate: nothing tested"
+    )
     series = turns.get("series") or []
     for d, v in (turns.get("dimensions") or {}).items():
         hits = [e for e in series if e["dimension"] == d and e.get("turn") is not None]
@@ -173,9 +197,13 @@ def _findings_section(found: Mapping[str, list[Path]], board: Leaderboard | None
         best = _read_json(folder / "best.json")
         changes = steering_changes(rows, best if isinstance(best, Mapping) else None)
         if changes:
-            sweeps.append({"changes": changes, "target": rows[0].get("model", "") if rows else "",
-                           "vectors": ", ".join(sorted({Path(str(e["vector"])).name for e in changes
-                                                        if e.get("vector")}))})
+            sweeps.append(
+                {
+                    "changes": changes,
+                    "target": rows[0].get("model", "") if rows else "",
+                    "vectors": ", ".join(sorted({Path(str(e["vector"])).name for e in changes if e.get("vector")})),
+                }
+            )
     checkpoints = checkpoint_changes(board) if board is not None else None
     if checkpoints is not None and not checkpoints["tasks"]:
         checkpoints = None
@@ -185,9 +213,9 @@ def _findings_section(found: Mapping[str, list[Path]], board: Leaderboard | None
 # ------------------------------------------------------------------------------------ sections
 _CAPTIONS = {
     "probes_": "probe test accuracy per layer (one line per checkpoint) and across checkpoints (one line per "
-               "layer); shaded: 95% Wilson interval",
+    "layer); shaded: 95% Wilson interval",
     "mi_": "I(T;X) and I(T;Y) across checkpoints per layer, shaded: +-1 sd over the half-sample noise estimate; "
-           "star = turn of I(T;X) beyond noise (findings.json)",
+    "star = turn of I(T;X) beyond noise (findings.json)",
 }
 
 
@@ -206,33 +234,58 @@ def _trace_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
             figures.append(_figure(p, f"{dim}: " + next(c for k, c in _CAPTIONS.items() if p.stem.startswith(k))))
     from tracing_bench.report.control_plots import control_figures
 
-    figures += [_figure(p, f"{p.stem.split('_', 1)[1]}: probe beside its control task, transfer and baseline at the "
-                           "last checkpoint; selectivity with its 95% paired interval")
-                for p in control_figures(probes_csv if probes else None, figdir)]
+    figures += [
+        _figure(
+            p,
+            f"{p.stem.split('_', 1)[1]}: probe beside its control task, transfer and baseline at the "
+            "last checkpoint; selectivity with its 95% paired interval",
+        )
+        for p in control_figures(probes_csv if probes else None, figdir)
+    ]
     series = ((findings or {}).get("mi_turns") or {}).get("series")
-    turns = Table(["dimension", "layer", "finding"], [[e["dimension"], e["layer"], e.get("claim", "")] for e in series]
-                  ) if series else None
+    turns = (
+        Table(["dimension", "layer", "finding"], [[e["dimension"], e["layer"], e.get("claim", "")] for e in series])
+        if series
+        else None
+    )
     trace_json = _read_json(folder / "trace.json")
-    return {"folder": str(folder), "figures": figures, "mi": bool(mi), "probes": bool(probes), "turns": turns,
-            "tables": _trace_provenance(probes, mi, trace_json, findings)}
+    return {
+        "folder": str(folder),
+        "figures": figures,
+        "mi": bool(mi),
+        "probes": bool(probes),
+        "turns": turns,
+        "tables": _trace_provenance(probes, mi, trace_json, findings),
+    }
 
 
-def _trace_provenance(probes: list[dict[str, str]], mi: list[dict[str, str]], trace_json: Any,
-                      findings: Mapping[str, Any] | None) -> list[Table]:
+def _trace_provenance(
+    probes: list[dict[str, str]], mi: list[dict[str, str]], trace_json: Any, findings: Mapping[str, Any] | None
+) -> list[Table]:
     """Compact provenance of a trace: checkpoints, data, settings; identical values grouped."""
     out = []
     ckpts = trace_json.get("checkpoints") if isinstance(trace_json, Mapping) else None
     if isinstance(ckpts, list) and ckpts:
-        by = [{"name": f"{c.get('model')}@{c['revision']}" if c.get("revision") else str(c.get("model")),
-               "commit": c.get("resolved_commit") or "none (local folder or unresolved)"}
-              for c in ckpts if isinstance(c, Mapping)]
-        out.append(Table(["resolved commit", "checkpoints (model@revision or folder)"],
-                         _grouped(by, ["commit"], "name")))
+        by = [
+            {
+                "name": f"{c.get('model')}@{c['revision']}" if c.get("revision") else str(c.get("model")),
+                "commit": c.get("resolved_commit") or "none (local folder or unresolved)",
+            }
+            for c in ckpts
+            if isinstance(c, Mapping)
+        ]
+        out.append(
+            Table(["resolved commit", "checkpoints (model@revision or folder)"], _grouped(by, ["commit"], "name"))
+        )
     else:
         out.append(Table(["model", "checkpoints"], _grouped(probes or mi, ["model"], "revision")))
     tagged = [{**r, "_table": "probes.csv"} for r in probes] + [{**r, "_table": "mi.csv"} for r in mi]
-    out.append(Table(["dimension", "dataset md5", "package version", "tables"],
-                     _grouped(tagged, ["dimension", "dataset_md5", "package_version"], "_table")))
+    out.append(
+        Table(
+            ["dimension", "dataset md5", "package version", "tables"],
+            _grouped(tagged, ["dimension", "dataset_md5", "package_version"], "_table"),
+        )
+    )
     datasets = trace_json.get("datasets") if isinstance(trace_json, Mapping) else None
     if isinstance(datasets, list) and datasets:
         entries = [d for d in datasets if isinstance(d, Mapping)]
@@ -240,11 +293,16 @@ def _trace_provenance(probes: list[dict[str, str]], mi: list[dict[str, str]], tr
         out.append(Table([c.replace("_", " ") for c in cols], [[d.get(c, "") for c in cols] for d in entries]))
     settings = _grouped(probes, ["protocol", "pooling", "probe", "n_train", "n_test", "package_version"], "dimension")
     if settings:
-        out.append(Table(["protocol", "pooling", "probe", "n_train", "n_test", "package version", "dimensions"],
-                         settings))
+        out.append(
+            Table(["protocol", "pooling", "probe", "n_train", "n_test", "package version", "dimensions"], settings)
+        )
     if mi:
-        out.append(Table(["sigma", "m", "noise half-samples", "noise m", "dimensions"],
-                         _grouped(mi, ["sigma", "m", "noise_k", "noise_m"], "dimension")))
+        out.append(
+            Table(
+                ["sigma", "m", "noise half-samples", "noise m", "dimensions"],
+                _grouped(mi, ["sigma", "m", "noise_k", "noise_m"], "dimension"),
+            )
+        )
     if isinstance(trace_json, Mapping):
         flat = {k: v for k, v in trace_json.items() if k not in ("checkpoints", "datasets", "figures")}
         if isinstance(trace_json.get("figures"), list):
@@ -264,20 +322,30 @@ def _sweep_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
     guard = ""
     s = best.get("settings") if isinstance(best, Mapping) else None
     if isinstance(s, Mapping) and s.get("max_ppl_increase") is not None:
-        guard = (" Fluency guard: a setting is admissible while perplexity rises at most "
-                 f"{float(s['max_ppl_increase']):.0%}")
+        guard = (
+            f" Fluency guard: a setting is admissible while perplexity rises at most {float(s['max_ppl_increase']):.0%}"
+        )
         if s.get("baseline_ppl") not in (None, ""):
             guard += f" over the unsteered {float(s['baseline_ppl']):.3g}"
         guard += "."
-    tables = [Table(["model", "revision", "vector", "vector sha256"],
-                    _grouped(rows, ["model", "revision", "vector", "vector_sha256"]))]
+    tables = [
+        Table(
+            ["model", "revision", "vector", "vector sha256"],
+            _grouped(rows, ["model", "revision", "vector", "vector_sha256"]),
+        )
+    ]
     if isinstance(best, Mapping):
         tables.append(_kv(best, "best.json:"))
-    return {"folder": str(folder), "tables": tables,
-            "scores": _figure(scores_png, "score against alpha per task and layer; dashed = unsteered; "
-                                          "hollow = inadmissible (perplexity over the fluency limit)"),
-            "ppl": _figure(ppl_png, "held-out perplexity against alpha per layer (log scale); dashed = unsteered."
-                           + guard)}
+    return {
+        "folder": str(folder),
+        "tables": tables,
+        "scores": _figure(
+            scores_png,
+            "score against alpha per task and layer; dashed = unsteered; "
+            "hollow = inadmissible (perplexity over the fluency limit)",
+        ),
+        "ppl": _figure(ppl_png, "held-out perplexity against alpha per layer (log scale); dashed = unsteered." + guard),
+    }
 
 
 def _correlate_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
@@ -287,13 +355,18 @@ def _correlate_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
     summary = _read_json(folder / "correlate.json")
     r = summary.get("pearson_r") if isinstance(summary, Mapping) else None
     ci = summary.get("ci95") if isinstance(summary, Mapping) else None
-    png = plot_correlate(folder / "correlate.csv", figdir / "correlate.png",
-                         r=float(r) if isinstance(r, (int, float)) else None,
-                         ci=tuple(ci) if isinstance(ci, list) and len(ci) == 2 and None not in ci else None)
-    return {"folder": str(folder), "scatter": _figure(png, "steering benefit against probe accuracy, one point per "
-                                                             "checkpoint"),
-            "points": Table(list(rows[0]), [list(r_.values()) for r_ in rows]),
-            "tables": [_kv(summary) if isinstance(summary, Mapping) else Table(intro="no correlate.json")]}
+    png = plot_correlate(
+        folder / "correlate.csv",
+        figdir / "correlate.png",
+        r=float(r) if isinstance(r, (int, float)) else None,
+        ci=tuple(ci) if isinstance(ci, list) and len(ci) == 2 and None not in ci else None,
+    )
+    return {
+        "folder": str(folder),
+        "scatter": _figure(png, "steering benefit against probe accuracy, one point per checkpoint"),
+        "points": Table(list(rows[0]), [list(r_.values()) for r_ in rows]),
+        "tables": [_kv(summary) if isinstance(summary, Mapping) else Table(intro="no correlate.json")],
+    }
 
 
 def _dataset_md5s(f: ResultsFile, sidecar: Mapping[str, Any] | None) -> list[str]:
@@ -334,15 +407,37 @@ def _leaderboard_provenance(board: Leaderboard) -> Table:
         sidecar = f.sidecar() or {}
         cfg = f.data.get("config")
         cfg = cfg if isinstance(cfg, Mapping) else {}
-        rows.append([
-            f.path, f.model, f.revision, sidecar.get("commit") or cfg.get("model_sha") or "", f.steering,
-            ", ".join(f"{t}={v}" for t, v in (f.data.get("versions") or {}).items()),
-            ", ".join(_dataset_md5s(f, sidecar)), f.data.get("lm_eval_version", ""), sidecar.get("package_version", ""),
-            f"limit={cfg.get('limit')}, batch_size={cfg.get('batch_size')}, dtype={cfg.get('model_dtype')}",
-            _dt.datetime.fromtimestamp(f.date, _dt.timezone.utc).isoformat(timespec="seconds"),
-        ])
-    return Table(["file", "model", "revision", "resolved commit", "steering", "task versions", "dataset md5",
-                  "lm-eval", "tracing-bench", "settings", "date"], rows)
+        rows.append(
+            [
+                f.path,
+                f.model,
+                f.revision,
+                sidecar.get("commit") or cfg.get("model_sha") or "",
+                f.steering,
+                ", ".join(f"{t}={v}" for t, v in (f.data.get("versions") or {}).items()),
+                ", ".join(_dataset_md5s(f, sidecar)),
+                f.data.get("lm_eval_version", ""),
+                sidecar.get("package_version", ""),
+                f"limit={cfg.get('limit')}, batch_size={cfg.get('batch_size')}, dtype={cfg.get('model_dtype')}",
+                _dt.datetime.fromtimestamp(f.date, _dt.timezone.utc).isoformat(timespec="seconds"),
+            ]
+        )
+    return Table(
+        [
+            "file",
+            "model",
+            "revision",
+            "resolved commit",
+            "steering",
+            "task versions",
+            "dataset md5",
+            "lm-eval",
+            "tracing-bench",
+            "settings",
+            "date",
+        ],
+        rows,
+    )
 
 
 def _leaderboard_section(board: Leaderboard, figdir: Path) -> dict[str, Any] | None:
@@ -352,14 +447,27 @@ def _leaderboard_section(board: Leaderboard, figdir: Path) -> dict[str, Any] | N
     labels = {d: f"{d} {'↑' if board.higher_is_better.get(f'trust_{d}', True) else '↓'}" for d in DIMENSION_ORDER}
     radar = radar_chart(records(board), figdir / "radar.png", labels=labels)
     signals = snr_table(board) if len(board.rows) > 1 else []
-    snr = Table(["task", "metric", "checkpoints", "signal (sd)", "noise (rms stderr)", "signal-to-noise"],
-                [[r.task, r.metric, str(r.n_checkpoints), f"{r.signal:.4f}", f"{r.noise:.4f}", r.claim]
-                 for r in signals], "snr", intro="Which metric ranks these checkpoints: its spread across the rows "
-                 "over its own sampling noise (below 1: within noise).") if signals else None
-    return {"table": Table(shown.headers, shown.rows, "leaderboard"), "flags": shown.flags, "snr": snr,
-            "dropped": [str(p) for p in board.dropped], "tables": [_leaderboard_provenance(board)],
-            "radar": _figure(radar, "the five trust dimensions per model (headline metric of each trust_* task)")
-            if radar is not None else None}
+    snr = (
+        Table(
+            ["task", "metric", "checkpoints", "signal (sd)", "noise (rms stderr)", "signal-to-noise"],
+            [[r.task, r.metric, str(r.n_checkpoints), f"{r.signal:.4f}", f"{r.noise:.4f}", r.claim] for r in signals],
+            "snr",
+            intro="Which metric ranks these checkpoints: its spread across the rows "
+            "over its own sampling noise (below 1: within noise).",
+        )
+        if signals
+        else None
+    )
+    return {
+        "table": Table(shown.headers, shown.rows, "leaderboard"),
+        "flags": shown.flags,
+        "snr": snr,
+        "dropped": [str(p) for p in board.dropped],
+        "tables": [_leaderboard_provenance(board)],
+        "radar": _figure(radar, "the five trust dimensions per model (headline metric of each trust_* task)")
+        if radar is not None
+        else None,
+    }
 
 
 # -------------------------------------------------------------------------------------- driver
@@ -407,12 +515,14 @@ def render(dirs: Iterable[str | os.PathLike[str]], *, title: str = "tracing-benc
             "or results_*.json found; give the --out folders of trace, steer sweep/correlate or eval"
         )
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return _render("page.html", csp=CSP, title=title, version=__version__, now=now, sources=[str(d) for d in dirs],
-                   **page)
+    return _render(
+        "page.html", csp=CSP, title=title, version=__version__, now=now, sources=[str(d) for d in dirs], **page
+    )
 
 
-def build_report(dirs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *,
-                 title: str = "tracing-bench report") -> Path:
+def build_report(
+    dirs: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str], *, title: str = "tracing-bench report"
+) -> Path:
     """Write the self-contained HTML report of everything found in ``dirs``.
 
     Args:

@@ -104,8 +104,13 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     plt = pyplot()
     rows, probe, ckpts, layers = _probe_rows(rows)
     acc = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): cell_float(r["test_acc"]) for r in rows}
-    band = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])):
-            (cell_float(r.get("test_acc_lo")), cell_float(r.get("test_acc_hi"))) for r in rows}
+    band = {
+        ((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (
+            cell_float(r.get("test_acc_lo")),
+            cell_float(r.get("test_acc_hi")),
+        )
+        for r in rows
+    }
     nan2 = (math.nan, math.nan)
     from matplotlib.ticker import MaxNLocator
 
@@ -132,8 +137,13 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
     lcmap = plt.get_cmap("plasma")
     for j, lay in enumerate(layers):
         xs = [xpos[k] for k, _ in ckpts]
-        ax2.plot(xs, [acc.get((k, lay), math.nan) for k, _ in ckpts], marker=".",
-                 color=lcmap(j / max(1, len(layers))), label=f"layer {lay}")
+        ax2.plot(
+            xs,
+            [acc.get((k, lay), math.nan) for k, _ in ckpts],
+            marker=".",
+            color=lcmap(j / max(1, len(layers))),
+            label=f"layer {lay}",
+        )
         lo = [band.get((k, lay), nan2)[0] for k, _ in ckpts]
         hi = [band.get((k, lay), nan2)[1] for k, _ in ckpts]
         if not all(math.isnan(v) for v in lo):
@@ -172,10 +182,17 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
     plt = pyplot()
     ckpts = _checkpoints(rows)
     layers = sorted({int(r["layer"]) for r in rows})
-    vals = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (cell_float(r["i_xt"]), cell_float(r["i_yt"]))
-            for r in rows}
-    sds = {((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (cell_float(r.get("i_xt_sd")),
-                                                                        cell_float(r.get("i_yt_sd"))) for r in rows}
+    vals = {
+        ((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (cell_float(r["i_xt"]), cell_float(r["i_yt"]))
+        for r in rows
+    }
+    sds = {
+        ((r.get("model", ""), checkpoint_key(r)), int(r["layer"])): (
+            cell_float(r.get("i_xt_sd")),
+            cell_float(r.get("i_yt_sd")),
+        )
+        for r in rows
+    }
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     xpos = _x_axis(ax1, ckpts)
     _x_axis(ax2, ckpts)
@@ -199,8 +216,16 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
         if turn is not None and (model, turn) in xpos:
             x = xpos[(model, turn)]
             y = vals[((model, turn), lay)][0]
-            ax1.scatter([x], [y], marker="*", s=140, color=color, edgecolors="black", zorder=4,
-                        label="turn beyond noise" if not marked else None)
+            ax1.scatter(
+                [x],
+                [y],
+                marker="*",
+                s=140,
+                color=color,
+                edgecolors="black",
+                zorder=4,
+                label="turn beyond noise" if not marked else None,
+            )
             ax2.axvline(x, color=color, ls=":", lw=0.8)
             marked = True
     ax1.set_ylabel("I(T;X)  (nHSIC)")
@@ -212,9 +237,13 @@ def _mi_figure(rows: list[dict[str, str]], dim: str, turns: Mapping[tuple[str, i
     return save_figure(fig, out / f"mi_{dim}.png", dpi=DPI)
 
 
-def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLike | None,
-                  out_dir: str | os.PathLike, *, findings: Mapping[str, Any] | str | os.PathLike | None = None
-                  ) -> list[Path]:
+def trace_figures(
+    probes_csv: str | os.PathLike | None,
+    mi_csv: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    *,
+    findings: Mapping[str, Any] | str | os.PathLike | None = None,
+) -> list[Path]:
     """Draw the figures of a trace from its tidy tables.
 
     Args:
@@ -250,8 +279,13 @@ def trace_figures(probes_csv: str | os.PathLike | None, mi_csv: str | os.PathLik
     return paths
 
 
-def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *,
-                columns: Mapping[str, str] | None = None, labels: Mapping[str, str] | None = None) -> Path | None:
+def radar_chart(
+    rows: Sequence[Mapping[str, Any]],
+    out_png: str | os.PathLike,
+    *,
+    columns: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> Path | None:
     """One polygon per leaderboard row over the five trust dimensions.
 
     Args:
@@ -272,8 +306,11 @@ def radar_chart(rows: Sequence[Mapping[str, Any]], out_png: str | os.PathLike, *
     dims = [d for d, c in columns.items() if any(r.get(c) is not None for r in rows)]
     if len(dims) < 3:
         return None
-    nan_dims = {d for d in dims if any(r.get(columns[d]) is not None and math.isnan(cell_float(r.get(columns[d])))
-                                       for r in rows)}
+    nan_dims = {
+        d
+        for d in dims
+        if any(r.get(columns[d]) is not None and math.isnan(cell_float(r.get(columns[d]))) for r in rows)
+    }
     plt = pyplot()
     angles = np.linspace(0, 2 * np.pi, len(dims), endpoint=False).tolist()
     fig, ax = plt.subplots(figsize=(5.5, 5.5), subplot_kw={"polar": True})

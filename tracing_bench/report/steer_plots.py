@@ -46,18 +46,33 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
         by_layer: dict[str, list[tuple[float, float, bool, float]]] = defaultdict(list)
         for r in steered:
             if (r["task"], r["metric"]) == key:
-                by_layer[r["layer"]].append((float(r["alpha"]), float(r["score"]), r["admissible"] == "True",
-                                             cell_float(r.get("stderr"))))
+                by_layer[r["layer"]].append(
+                    (float(r["alpha"]), float(r["score"]), r["admissible"] == "True", cell_float(r.get("stderr")))
+                )
         for layer, pts in sorted(by_layer.items(), key=lambda kv: int(kv[0])):
             pts.sort()
-            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"layer {layer}")
+            (line,) = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"layer {layer}")
             if any(p[3] == p[3] for p in pts):  # stderr bars where lm-eval reports one
-                ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[0.0 if p[3] != p[3] else p[3] for p in pts],
-                            fmt="none", ecolor=line.get_color(), elinewidth=1, capsize=3, alpha=0.7)
+                ax.errorbar(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    yerr=[0.0 if p[3] != p[3] else p[3] for p in pts],
+                    fmt="none",
+                    ecolor=line.get_color(),
+                    elinewidth=1,
+                    capsize=3,
+                    alpha=0.7,
+                )
             hollow = [p for p in pts if not p[2]]
             if hollow:
-                ax.scatter([p[0] for p in hollow], [p[1] for p in hollow], s=60, facecolors="white",
-                           edgecolors=line.get_color(), zorder=3)
+                ax.scatter(
+                    [p[0] for p in hollow],
+                    [p[1] for p in hollow],
+                    s=60,
+                    facecolors="white",
+                    edgecolors=line.get_color(),
+                    zorder=3,
+                )
         if key in base:
             ax.axhline(base[key], color="grey", ls="--", lw=1, label="unsteered")
             se = base_se.get(key, float("nan"))
@@ -66,13 +81,15 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
         ax.set_title(f"{key[0]} ({key[1]})", fontsize=9)
         ax.set_xlabel("alpha (+ = toward trustworthy)")
         ax.set_ylabel(key[1])
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.suptitle("steering sweep: score vs alpha, bars = +-1 stderr (hollow = inadmissible: perplexity over the limit)",
-                 fontsize=10)
+    fig.suptitle(
+        "steering sweep: score vs alpha, bars = +-1 stderr (hollow = inadmissible: perplexity over the limit)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 0.9, 0.95))
     scores = save_figure(fig, out / "sweep_scores.png", dpi=DPI)
 
@@ -95,8 +112,13 @@ def plot_sweep(table: str | os.PathLike, out_dir: str | os.PathLike) -> list[Pat
     return [scores, ppl]
 
 
-def plot_correlate(table: str | os.PathLike, out_png: str | os.PathLike, *, r: float | None = None,
-                   ci: tuple[float, float] | None = None) -> Path:
+def plot_correlate(
+    table: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    r: float | None = None,
+    ci: tuple[float, float] | None = None,
+) -> Path:
     """Steering benefit against probe accuracy, one point per checkpoint.
 
     Args:

@@ -39,8 +39,9 @@ from tracing_bench.steering.vector import Scale
 CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
 
 
-def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
-                      level: float = 0.95) -> tuple[float, tuple[float, float]]:
+def pearson_bootstrap(
+    x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, tuple[float, float]]:
     """Pearson r and a percentile bootstrap interval (pairs resampled by :func:`scipy.stats.bootstrap`).
 
     Args:
@@ -75,8 +76,16 @@ def pearson_bootstrap(x: np.ndarray, y: np.ndarray, *, n_boot: int = 2000, seed:
 
     with warnings.catch_warnings():  # scipy warns when resamples with a constant column make its interval NaN
         warnings.simplefilter("ignore")
-        res = bootstrap((x, y), pearson, paired=True, vectorized=True, n_resamples=n_boot, method="percentile",
-                        confidence_level=level, rng=np.random.default_rng(seed))
+        res = bootstrap(
+            (x, y),
+            pearson,
+            paired=True,
+            vectorized=True,
+            n_resamples=n_boot,
+            method="percentile",
+            confidence_level=level,
+            rng=np.random.default_rng(seed),
+        )
     rs = np.asarray(res.bootstrap_distribution)
     rs = rs[np.isfinite(rs)]
     if rs.size == 0:
@@ -100,9 +109,14 @@ def probe_accuracy(acts_layer: Any, data: Any) -> float:
 def _probe_from_csv(path: Path, model: str, revision: str | None, dimension: str, layer: int) -> float | None:
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            if (row.get("model") == model and (row.get("revision") or "") == (revision or "")
-                    and row.get("dimension") == dimension and str(row.get("layer")) == str(layer)
-                    and row.get("probe", "logistic") == "logistic" and row.get("test_acc")):
+            if (
+                row.get("model") == model
+                and (row.get("revision") or "") == (revision or "")
+                and row.get("dimension") == dimension
+                and str(row.get("layer")) == str(layer)
+                and row.get("probe", "logistic") == "logistic"
+                and row.get("test_acc")
+            ):
                 return float(row["test_acc"])
     return None
 
@@ -142,11 +156,23 @@ class CorrelateResult:
     ci_note: str = ""
 
 
-def run_correlate(model: str, revisions: str | list[str] | None, target: str, dimension: str, layer: int,
-                  out: str | os.PathLike, *, target_revision: str | None = None, alpha: float = 1.0,
-                  scale: Scale = "paper", probes: str | os.PathLike | None = None, n_boot: int = 2000,
-                  data: str | os.PathLike | None = None, scoring: ScoringSettings | None = None,
-                  **options: Any) -> CorrelateResult:
+def run_correlate(
+    model: str,
+    revisions: str | list[str] | None,
+    target: str,
+    dimension: str,
+    layer: int,
+    out: str | os.PathLike,
+    *,
+    target_revision: str | None = None,
+    alpha: float = 1.0,
+    scale: Scale = "paper",
+    probes: str | os.PathLike | None = None,
+    n_boot: int = 2000,
+    data: str | os.PathLike | None = None,
+    scoring: ScoringSettings | None = None,
+    **options: Any,
+) -> CorrelateResult:
     """Probe accuracy vs steering benefit across a checkpoint series.
 
     Args:
@@ -202,8 +228,16 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
         raise TracingBenchError(f"the tasks scored do not include {task}; keep --tasks {task}")
     rows: list[dict[str, Any]] = []
     for ckpt in series:
-        vec = extract_from_checkpoint(ckpt.model, revision=ckpt.revision, dimension=dimension, layer=layer,
-                                      scale=scale, harvest=source, data=data, preset=scoring.preset)
+        vec = extract_from_checkpoint(
+            ckpt.model,
+            revision=ckpt.revision,
+            dimension=dimension,
+            layer=layer,
+            scale=scale,
+            harvest=source,
+            data=data,
+            preset=scoring.preset,
+        )
         path = vec.save(out / "vectors" / f"{safe_name(ckpt.label) or 'ckpt'}_{dimension}_layer{layer}.pt")
         acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
         if acc is None:
@@ -216,32 +250,65 @@ def run_correlate(model: str, revisions: str | list[str] | None, target: str, di
             if protocol == "reference":
                 from tracing_bench.probes.reference import reference_probe_layers
 
-                acc = reference_probe_layers(acts[layer][None], data_.labels, data_.splits,
-                                             probes=("logistic",))[0]["test_acc"]
+                acc = reference_probe_layers(acts[layer][None], data_.labels, data_.splits, probes=("logistic",))[0][
+                    "test_acc"
+                ]
             else:
                 acc = probe_accuracy(acts[layer].numpy(), data_)
         scores, _, _ = scorer.evaluate(path, alpha)
         steered = next(s.score for s in scores if s.task == task)
-        rows.append({"model": ckpt.model, "revision": ckpt.revision or "",
-                     "step": "" if ckpt.step is None else ckpt.step, "dimension": dimension, "layer": layer,
-                     "probe_acc": acc, "benefit": steered - base})
+        rows.append(
+            {
+                "model": ckpt.model,
+                "revision": ckpt.revision or "",
+                "step": "" if ckpt.step is None else ckpt.step,
+                "dimension": dimension,
+                "layer": layer,
+                "probe_acc": acc,
+                "benefit": steered - base,
+            }
+        )
     xs, ys = np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows])
     r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=scoring.seed)
     undefined, ci_note = undefined_reason(xs, ys)
     if not undefined and not ci_note and not all(map(np.isfinite, ci)):
         ci_note = "every bootstrap resample had a constant column"
-    summary = {"pearson_r": r, "ci95": list(ci), "n": len(rows), "n_boot": n_boot, "source": model,
-               "target": target, "target_revision": target_revision, "dimension": dimension, "layer": layer,
-               "alpha": alpha, "scale": scale, "task": task, "baseline_score": base, "limit": scoring.limit,
-               "batch_size": scoring.batch_size, "seed": scoring.seed, "positions": scorer.positions,
-               "preset": scoring.preset, "target_dtype": scoring.target_dtype,
-               "probe_source": str(probes_path) if probes_path else (
-                   "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
-                   if protocol == "reference" else "computed: logistic on probe_train, test acc"),
-               "dataset_md5": data_.md5, "data": str(data) if data is not None else None,
-               "package_version": __version__,
-               "r_undefined_reason": undefined or None, "ci_undefined_reason": ci_note or None,
-               "note": "pearson_r and ci95 are null where undefined; the reasons say why"}
-    files = [atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows),
-             atomic_write_json(out / "correlate.json", summary, default=str)]
+    summary = {
+        "pearson_r": r,
+        "ci95": list(ci),
+        "n": len(rows),
+        "n_boot": n_boot,
+        "source": model,
+        "target": target,
+        "target_revision": target_revision,
+        "dimension": dimension,
+        "layer": layer,
+        "alpha": alpha,
+        "scale": scale,
+        "task": task,
+        "baseline_score": base,
+        "limit": scoring.limit,
+        "batch_size": scoring.batch_size,
+        "seed": scoring.seed,
+        "positions": scorer.positions,
+        "preset": scoring.preset,
+        "target_dtype": scoring.target_dtype,
+        "probe_source": str(probes_path)
+        if probes_path
+        else (
+            "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
+            if protocol == "reference"
+            else "computed: logistic on probe_train, test acc"
+        ),
+        "dataset_md5": data_.md5,
+        "data": str(data) if data is not None else None,
+        "package_version": __version__,
+        "r_undefined_reason": undefined or None,
+        "ci_undefined_reason": ci_note or None,
+        "note": "pearson_r and ci95 are null where undefined; the reasons say why",
+    }
+    files = [
+        atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows),
+        atomic_write_json(out / "correlate.json", summary, default=str),
+    ]
     return CorrelateResult(rows, r, ci, files, undefined=undefined, ci_note=ci_note)

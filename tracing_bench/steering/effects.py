@@ -106,8 +106,7 @@ def paired_changes(base: Mapping[int, float], steered: Mapping[int, float]) -> d
     return {k: float(steered[k]) - float(base[k]) for k in sorted(base) if k in steered}
 
 
-def paired_change(base: Mapping[int, float], steered: Mapping[int, float], *,
-                  confidence: float = 0.95) -> PairedEffect:
+def paired_change(base: Mapping[int, float], steered: Mapping[int, float], *, confidence: float = 0.95) -> PairedEffect:
     """The per-document change of one setting against the unsteered run (see the module docstring).
 
     Args:
@@ -158,9 +157,12 @@ def logodds_score(values: Mapping[int, float]) -> tuple[float, float]:
     return float(x.mean()), (float(x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else math.nan)
 
 
-def sweep_effects(base: Mapping[str, Mapping[int, float]],
-                  runs: Mapping[tuple[Any, float], Mapping[str, Mapping[int, float]]], *,
-                  confidence: float = 0.95) -> dict[tuple[Any, float, str], dict[str, Any]]:
+def sweep_effects(
+    base: Mapping[str, Mapping[int, float]],
+    runs: Mapping[tuple[Any, float], Mapping[str, Mapping[int, float]]],
+    *,
+    confidence: float = 0.95,
+) -> dict[tuple[Any, float, str], dict[str, Any]]:
     """Paired change and steerability of every steered setting and task of a sweep.
 
     Args:
@@ -183,12 +185,29 @@ def sweep_effects(base: Mapping[str, Mapping[int, float]],
             for alpha, values in mine.items():
                 change = paired_change(base_values, values, confidence=confidence)
                 out[(layer, alpha, task)] = {
-                    "change": change, "steerability": slope, "delta": change.mean, "delta_lo": change.lo,
-                    "delta_hi": change.hi, "wrong_way": change.wrong_way, "n_docs": change.n,
-                    "slope": slope.mean, "slope_lo": slope.lo, "slope_hi": slope.hi,
-                    "anti_steerable": slope.wrong_way}
+                    "change": change,
+                    "steerability": slope,
+                    "delta": change.mean,
+                    "delta_lo": change.lo,
+                    "delta_hi": change.hi,
+                    "wrong_way": change.wrong_way,
+                    "n_docs": change.n,
+                    "slope": slope.mean,
+                    "slope_lo": slope.lo,
+                    "slope_hi": slope.hi,
+                    "anti_steerable": slope.wrong_way,
+                }
     return out
 
 
-__all__ = ["PairedEffect", "doc_slopes", "logodds_score", "paired_change", "paired_changes", "steerability",
-           "summarise", "sweep_effects", "t_value"]
+__all__ = [
+    "PairedEffect",
+    "doc_slopes",
+    "logodds_score",
+    "paired_change",
+    "paired_changes",
+    "steerability",
+    "summarise",
+    "sweep_effects",
+    "t_value",
+]

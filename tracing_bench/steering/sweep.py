@@ -65,9 +65,30 @@ from tracing_bench.settings import HarvestSettings, ScoringSettings
 from tracing_bench.steering.effects import logodds_score, sweep_effects
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
-SWEEP_COLUMNS = ("model", "revision", "vector", "vector_sha256", "layer", "alpha", "task", "metric", "score",
-                 "stderr", "delta", "ppl", "ppl_increase", "admissible", "delta_lo", "delta_hi", "wrong_way",
-                 "n_docs", "slope", "slope_lo", "slope_hi", "anti_steerable")
+SWEEP_COLUMNS = (
+    "model",
+    "revision",
+    "vector",
+    "vector_sha256",
+    "layer",
+    "alpha",
+    "task",
+    "metric",
+    "score",
+    "stderr",
+    "delta",
+    "ppl",
+    "ppl_increase",
+    "admissible",
+    "delta_lo",
+    "delta_hi",
+    "wrong_way",
+    "n_docs",
+    "slope",
+    "slope_lo",
+    "slope_hi",
+    "anti_steerable",
+)
 LAMBADA = "lambada_openai"
 #: The sweep.csv metric of the per-document trustworthy log-odds (:mod:`tracing_bench.doc_logodds`).
 LOGODDS = "logodds"
@@ -88,8 +109,15 @@ class Scorer:
         lambada: ``auto`` (use ``lambada_openai`` when its data are cached) or ``off``.
     """
 
-    def __init__(self, model: str, scoring: ScoringSettings, *, revision: str | None = None,
-                 default_tasks: tuple[str, ...] = ("trust",), lambada: str = "auto") -> None:
+    def __init__(
+        self,
+        model: str,
+        scoring: ScoringSettings,
+        *,
+        revision: str | None = None,
+        default_tasks: tuple[str, ...] = ("trust",),
+        lambada: str = "auto",
+    ) -> None:
         from tracing_bench.checkpoints import Checkpoint
         from tracing_bench.loading import load_checkpoint
 
@@ -100,10 +128,13 @@ class Scorer:
         self.notes: list[str] = []
         self.lambada = lambada == "auto" and _lambada_cached()
         if lambada == "auto" and not self.lambada:
-            self.notes.append(f"{LAMBADA} skipped: its data are not in the local Hugging Face datasets cache "
-                              "(run lm-eval once online to cache them); fluency guard = bundled text only")
-        self.hf_model, self.tokenizer = load_checkpoint(Checkpoint(model, revision), dtype=scoring.target_dtype,
-                                                        device=scoring.device)
+            self.notes.append(
+                f"{LAMBADA} skipped: its data are not in the local Hugging Face datasets cache "
+                "(run lm-eval once online to cache them); fluency guard = bundled text only"
+            )
+        self.hf_model, self.tokenizer = load_checkpoint(
+            Checkpoint(model, revision), dtype=scoring.target_dtype, device=scoring.device
+        )
         self.text = HELDOUT_TEXT.read_text(encoding="utf-8")
         names = self.tasks + ([LAMBADA] if self.lambada else [])
         try:
@@ -112,8 +143,9 @@ class Scorer:
             # environment each time, which costs more than scoring a small model.
             self._loaded = _task_manager(names).load(names)
         except KeyError as e:
-            raise TracingBenchError(f"--tasks: lm-eval does not know {e}; use trust, trust_<dimension> or an "
-                                    "lm-eval task name") from None
+            raise TracingBenchError(
+                f"--tasks: lm-eval does not know {e}; use trust, trust_<dimension> or an lm-eval task name"
+            ) from None
         for task_obj in self._loaded["tasks"].values():
             if task_obj.get_config("num_fewshot") is None:
                 task_obj.set_config(key="num_fewshot", value=0)
@@ -133,8 +165,9 @@ class Scorer:
         """Raise a one-line error if the file does not fit the target (hookpoint, hidden size)."""
         self._lm(steer_path, None)
 
-    def evaluate(self, steer_path: str | os.PathLike | None = None, alpha: float | None = None
-                 ) -> tuple[list[TaskScore], float, dict[str, Any]]:
+    def evaluate(
+        self, steer_path: str | os.PathLike | None = None, alpha: float | None = None
+    ) -> tuple[list[TaskScore], float, dict[str, Any]]:
         """Score one setting.
 
         Returns:
@@ -154,8 +187,10 @@ class Scorer:
         torch.manual_seed(self.seed)
         results = evaluate(lm=lm, task_dict=self._loaded, limit=self.limit, log_samples=True, verbosity="WARNING")
         results = dict(results or {})
-        results["config"] = {"model_args": {"steer_path": str(steer_path) if steer_path else None, "alpha": alpha},
-                             **({"steering": lm._steering_info} if steer_path else {})}
+        results["config"] = {
+            "model_args": {"steer_path": str(steer_path) if steer_path else None, "alpha": alpha},
+            **({"steering": lm._steering_info} if steer_path else {}),
+        }
         req = Instance("loglikelihood_rolling", {}, (self.text,), 0)
         (ll,) = lm.loglikelihood_rolling([req], disable_tqdm=True)
         n_tokens = len(lm.tok_encode(self.text))
@@ -165,8 +200,11 @@ class Scorer:
 
 def _lambada_cached() -> bool:
     """Whether lm-eval's lambada_openai data are in the local HF datasets cache (no network)."""
-    roots = [os.environ.get("HF_DATASETS_CACHE"), os.path.join(os.environ.get("HF_HOME", ""), "datasets")
-             if os.environ.get("HF_HOME") else None, os.path.expanduser("~/.cache/huggingface/datasets")]
+    roots = [
+        os.environ.get("HF_DATASETS_CACHE"),
+        os.path.join(os.environ.get("HF_HOME", ""), "datasets") if os.environ.get("HF_HOME") else None,
+        os.path.expanduser("~/.cache/huggingface/datasets"),
+    ]
     for root in filter(None, roots):
         p = Path(root)
         if p.is_dir() and any("lambada_openai" in c.name for c in p.iterdir()):
@@ -196,8 +234,13 @@ def task_scores(results: dict[str, Any]) -> list[TaskScore]:
 
 
 # ------------------------------------------------------------------------------ vectors per layer
-def vectors_for_layers(vector: str | os.PathLike, layers: list[int] | None, out_dir: str | os.PathLike, *,
-                       harvest: HarvestSettings | None = None) -> dict[int, Path]:
+def vectors_for_layers(
+    vector: str | os.PathLike,
+    layers: list[int] | None,
+    out_dir: str | os.PathLike,
+    *,
+    harvest: HarvestSettings | None = None,
+) -> dict[int, Path]:
     """One steering file per layer: the given file for its own layer, re-extracted for the others.
 
     Args:
@@ -228,9 +271,15 @@ def vectors_for_layers(vector: str | os.PathLike, layers: list[int] | None, out_
         dim = v.provenance.get("dimension", "")
         path = Path(out_dir) / "vectors" / f"{dim}_layer{layer}.pt"
         new = extract_from_checkpoint(
-            src, revision=v.provenance.get("source_revision"), dimension=dim, layer=layer, scale=v.scale,
-            coefficient=v.coefficient, protocol=v.provenance.get("protocol", "paper"),
-            seed=int(v.provenance.get("seed", 0)), data=v.provenance.get("data"),
+            src,
+            revision=v.provenance.get("source_revision"),
+            dimension=dim,
+            layer=layer,
+            scale=v.scale,
+            coefficient=v.coefficient,
+            protocol=v.provenance.get("protocol", "paper"),
+            seed=int(v.provenance.get("seed", 0)),
+            data=v.provenance.get("data"),
             harvest=HarvestSettings.given(harvest, dtype=v.provenance.get("dtype")),
         )
         out[layer] = new.save(path)
@@ -253,10 +302,20 @@ class SweepResult:
     files: list[Path] = field(default_factory=list)
 
 
-def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None,
-              layers: list[int] | None = None, alphas: list[float] = (-4.0, -1.0, 1.0, 4.0),  # type: ignore[assignment]
-              max_ppl_increase: float | None = None, max_ppl: float | None = None, lambada: str = "auto",
-              scoring: ScoringSettings | None = None, **options: Any) -> SweepResult:
+def run_sweep(
+    model: str,
+    vector: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    layers: list[int] | None = None,
+    alphas: list[float] = (-4.0, -1.0, 1.0, 4.0),  # type: ignore[assignment]
+    max_ppl_increase: float | None = None,
+    max_ppl: float | None = None,
+    lambada: str = "auto",
+    scoring: ScoringSettings | None = None,
+    **options: Any,
+) -> SweepResult:
     """Score the unsteered target and every (layer, alpha); write the table and the choice.
 
     Args:
@@ -297,12 +356,17 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     if bad:
         raise TracingBenchError(f"--alphas holds {', '.join(map(str, bad))}: every coefficient must be a finite number")
     out = Path(out)
-    check_outputs([(out, "--out", "folder"),
-                   (scoring.cache_dir or default_cache_dir() if layers else None, "--cache-dir", "folder")])
+    check_outputs(
+        [
+            (out, "--out", "folder"),
+            (scoring.cache_dir or default_cache_dir() if layers else None, "--cache-dir", "folder"),
+        ]
+    )
     SteeringVector.load(vector)  # validate early
     out.mkdir(parents=True, exist_ok=True)
-    per_layer = vectors_for_layers(vector, layers, out,
-                                   harvest=HarvestSettings(device=scoring.device, cache_dir=scoring.cache_dir))
+    per_layer = vectors_for_layers(
+        vector, layers, out, harvest=HarvestSettings(device=scoring.device, cache_dir=scoring.cache_dir)
+    )
     scorer = Scorer(model, scoring, revision=revision, lambada=lambada)
     for path in per_layer.values():  # hookpoint / hidden size checked before the first evaluation
         scorer.check(path)
@@ -314,13 +378,22 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     common = {"model": model, "revision": revision or ""}
 
     if max_ppl is not None and base_lambada is None:
-        scorer.notes.append(f"--max-ppl {max_ppl:g} applied to the bundled text's perplexity (baseline "
-                            f"{base_ppl:.3g}): {LAMBADA} is not scored, and the paper's bound is on LAMBADA")
+        scorer.notes.append(
+            f"--max-ppl {max_ppl:g} applied to the bundled text's perplexity (baseline "
+            f"{base_ppl:.3g}): {LAMBADA} is not scored, and the paper's bound is on LAMBADA"
+        )
 
     docs: list[dict[str, Any]] = []
 
-    def add_rows(vec_name: str, sha: str, layer: Any, alpha: float, scores: list[TaskScore], ppl: float,
-                 logodds: Mapping[str, Mapping[int, float]]) -> None:
+    def add_rows(
+        vec_name: str,
+        sha: str,
+        layer: Any,
+        alpha: float,
+        scores: list[TaskScore],
+        ppl: float,
+        logodds: Mapping[str, Mapping[int, float]],
+    ) -> None:
         inc = ppl / base_ppl - 1.0
         lam = next((s.score for s in scores if (s.task, s.metric) == (LAMBADA, "perplexity")), None)
         lam_inc = (lam / base_lambada.score - 1.0) if (lam is not None and base_lambada) else None
@@ -331,19 +404,47 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
             admissible = admissible and (lam if lam is not None else ppl) < max_ppl
         for s in scores:
             b = base.get((s.task, s.metric))
-            rows.append({**common, "vector": vec_name, "vector_sha256": sha, "layer": layer, "alpha": alpha,
-                         "task": s.task, "metric": s.metric, "score": s.score,
-                         "stderr": "" if s.stderr is None else s.stderr,
-                         "delta": (s.score - b.score) if b else "", "ppl": ppl, "ppl_increase": inc,
-                         "admissible": admissible})
+            rows.append(
+                {
+                    **common,
+                    "vector": vec_name,
+                    "vector_sha256": sha,
+                    "layer": layer,
+                    "alpha": alpha,
+                    "task": s.task,
+                    "metric": s.metric,
+                    "score": s.score,
+                    "stderr": "" if s.stderr is None else s.stderr,
+                    "delta": (s.score - b.score) if b else "",
+                    "ppl": ppl,
+                    "ppl_increase": inc,
+                    "admissible": admissible,
+                }
+            )
         for task, values in logodds.items():  # the per-document trustworthy log-odds: paired fields filled below
             mean, se = logodds_score(values)
-            rows.append({**common, "vector": vec_name, "vector_sha256": sha, "layer": layer, "alpha": alpha,
-                         "task": task, "metric": LOGODDS, "score": mean, "stderr": se,
-                         "delta": 0.0 if vec_name == "none" else "", "ppl": ppl, "ppl_increase": inc,
-                         "admissible": admissible, "n_docs": len(values)})
-            docs.extend({"layer": layer, "alpha": alpha, "task": task, "doc_id": k, "logodds": x}
-                        for k, x in sorted(values.items()))
+            rows.append(
+                {
+                    **common,
+                    "vector": vec_name,
+                    "vector_sha256": sha,
+                    "layer": layer,
+                    "alpha": alpha,
+                    "task": task,
+                    "metric": LOGODDS,
+                    "score": mean,
+                    "stderr": se,
+                    "delta": 0.0 if vec_name == "none" else "",
+                    "ppl": ppl,
+                    "ppl_increase": inc,
+                    "admissible": admissible,
+                    "n_docs": len(values),
+                }
+            )
+            docs.extend(
+                {"layer": layer, "alpha": alpha, "task": task, "doc_id": k, "logodds": x}
+                for k, x in sorted(values.items())
+            )
 
     add_rows("none", "", "", 0.0, base_scores, base_ppl, base_logodds)
     runs: dict[tuple[Any, float], dict[str, dict[int, float]]] = {}
@@ -367,24 +468,39 @@ def run_sweep(model: str, vector: str | os.PathLike, out: str | os.PathLike, *, 
     for e in steering_changes(rows, best):  # each chosen setting with its interval against the baseline
         if e.get("admissible"):
             best["best"][e["task"]].update(ci=e["ci"], within_noise=e["within_noise"], claim=e["claim"])
-    best["settings"] = {"model": model, "revision": revision, "vector": str(vector), "layers": list(per_layer),
-                        "alphas": [float(a) for a in alphas], "tasks": scorer.tasks, "limit": scoring.limit,
-                        "batch_size": scoring.batch_size, "seed": scoring.seed, "positions": scorer.positions,
-                        "dtype": scoring.target_dtype, "preset": scoring.preset,
-                        "max_ppl_increase": max_ppl_increase, "max_ppl": max_ppl,
-                        "max_ppl_on": (LAMBADA if base_lambada is not None else HELDOUT_TEXT.name)
-                        if max_ppl is not None else None,
-                        "fluency_text": HELDOUT_TEXT.name, "baseline_ppl": base_ppl, "lambada": scorer.lambada,
-                        "package_version": __version__}
+    best["settings"] = {
+        "model": model,
+        "revision": revision,
+        "vector": str(vector),
+        "layers": list(per_layer),
+        "alphas": [float(a) for a in alphas],
+        "tasks": scorer.tasks,
+        "limit": scoring.limit,
+        "batch_size": scoring.batch_size,
+        "seed": scoring.seed,
+        "positions": scorer.positions,
+        "dtype": scoring.target_dtype,
+        "preset": scoring.preset,
+        "max_ppl_increase": max_ppl_increase,
+        "max_ppl": max_ppl,
+        "max_ppl_on": (LAMBADA if base_lambada is not None else HELDOUT_TEXT.name) if max_ppl is not None else None,
+        "fluency_text": HELDOUT_TEXT.name,
+        "baseline_ppl": base_ppl,
+        "lambada": scorer.lambada,
+        "package_version": __version__,
+    }
     best["notes"] = scorer.notes
-    files = [atomic_write_csv(out / "sweep.csv", SWEEP_COLUMNS, rows),
-             atomic_write_json(out / "best.json", best, default=str),
-             atomic_write_csv(out / "doc_logodds.csv", DOC_COLUMNS, docs)]
+    files = [
+        atomic_write_csv(out / "sweep.csv", SWEEP_COLUMNS, rows),
+        atomic_write_json(out / "best.json", best, default=str),
+        atomic_write_csv(out / "doc_logodds.csv", DOC_COLUMNS, docs),
+    ]
     return SweepResult(rows, best, files)
 
 
-def choose_best(rows: list[dict[str, Any]],
-                higher_is_better: Mapping[tuple[str, str], bool] | None = None) -> dict[str, Any]:
+def choose_best(
+    rows: list[dict[str, Any]], higher_is_better: Mapping[tuple[str, str], bool] | None = None
+) -> dict[str, Any]:
     """Best admissible setting per task (largest improvement; ties: smaller |alpha|, lower layer).
 
     The improvement is the paired per-document change in the trustworthy log-odds (the rows of
@@ -403,8 +519,9 @@ def choose_best(rows: list[dict[str, Any]],
     """
     directions = higher_is_better or {}
     steered = [r for r in rows if r["vector"] != "none"]
-    tasks = sorted({(r["task"], r["metric"]) for r in rows
-                    if r["task"] != LAMBADA and r["metric"] not in ("p_trust", LOGODDS)})
+    tasks = sorted(
+        {(r["task"], r["metric"]) for r in rows if r["task"] != LAMBADA and r["metric"] not in ("p_trust", LOGODDS)}
+    )
     best: dict[str, Any] = {}
     admissible = [r for r in steered if r["admissible"] and r["delta"] != ""]
     for task, metric in tasks:
@@ -415,16 +532,39 @@ def choose_best(rows: list[dict[str, Any]],
             best[task] = None
             continue
         lower_better = on == metric and not directions.get((task, metric), True)
-        pick = max(cands, key=lambda r: ((-r["delta"] if lower_better else r["delta"]), -abs(r["alpha"]),
-                                         -int(r["layer"])))
-        top = next((r for r in steered if (r["task"], r["metric"]) == (task, metric)
-                    and (r["vector"], r["alpha"], r["layer"]) == (pick["vector"], pick["alpha"], pick["layer"])), pick)
-        side = {f"{r['task']}:{r['metric']}": r["delta"] for r in steered
-                if r["vector"] == top["vector"] and r["alpha"] == top["alpha"] and r["layer"] == top["layer"]
-                and (r["task"], r["metric"]) != (task, metric)}
-        best[task] = {"metric": metric, "layer": top["layer"], "alpha": top["alpha"], "vector": top["vector"],
-                      "vector_sha256": top["vector_sha256"], "score": top["score"], "delta": top["delta"],
-                      "stderr": top["stderr"], "ppl": top["ppl"], "ppl_increase": top["ppl_increase"],
-                      "improves": (pick["delta"] < 0) if lower_better else (pick["delta"] > 0),
-                      "chosen_on": on, "side_effects": side}
+        pick = max(
+            cands, key=lambda r: ((-r["delta"] if lower_better else r["delta"]), -abs(r["alpha"]), -int(r["layer"]))
+        )
+        top = next(
+            (
+                r
+                for r in steered
+                if (r["task"], r["metric"]) == (task, metric)
+                and (r["vector"], r["alpha"], r["layer"]) == (pick["vector"], pick["alpha"], pick["layer"])
+            ),
+            pick,
+        )
+        side = {
+            f"{r['task']}:{r['metric']}": r["delta"]
+            for r in steered
+            if r["vector"] == top["vector"]
+            and r["alpha"] == top["alpha"]
+            and r["layer"] == top["layer"]
+            and (r["task"], r["metric"]) != (task, metric)
+        }
+        best[task] = {
+            "metric": metric,
+            "layer": top["layer"],
+            "alpha": top["alpha"],
+            "vector": top["vector"],
+            "vector_sha256": top["vector_sha256"],
+            "score": top["score"],
+            "delta": top["delta"],
+            "stderr": top["stderr"],
+            "ppl": top["ppl"],
+            "ppl_increase": top["ppl_increase"],
+            "improves": (pick["delta"] < 0) if lower_better else (pick["delta"] > 0),
+            "chosen_on": on,
+            "side_effects": side,
+        }
     return {"best": best}

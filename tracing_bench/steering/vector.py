@@ -156,14 +156,23 @@ class SteeringVector:
                 f"{path} holds {len(config)} hookpoints ({', '.join(config)}); "
                 "SteeringVector.load reads files with exactly one (use load_steer_file for several)"
             )
-        (hookpoint, entry), = config.items()
+        ((hookpoint, entry),) = config.items()
         meta = read_sidecar(path)
         layer = meta.get("layer")
         if layer is None:
             tail = hookpoint.rsplit(".", 1)[-1]
             layer = int(tail) if tail.isdigit() else -1
-        known = {"format", "hookpoint", "layer", "coefficient", "scale", "orientation", "hidden_size",
-                 "norm", "vector_sha256"}
+        known = {
+            "format",
+            "hookpoint",
+            "layer",
+            "coefficient",
+            "scale",
+            "orientation",
+            "hidden_size",
+            "norm",
+            "vector_sha256",
+        }
         return cls(
             vector=entry["steering_vector"],
             layer=int(layer),
@@ -362,8 +371,20 @@ def extract_from_checkpoint(
         "dtype": harvest.dtype,
         "torch_dtype": prov.get("torch_dtype"),
         "activation_key": prov.get("key"),
-        **({"preset": preset, "apply_with": {"positions": fixed["positions"], "dtype": fixed["dtype"]}}
-           if fixed else {}),
+        **(
+            {"preset": preset, "apply_with": {"positions": fixed["positions"], "dtype": fixed["dtype"]}}
+            if fixed
+            else {}
+        ),
     }
-    return extract_vector(acts[layer], data_.labels, data_.splits["dev"], dimension=dimension, scale=scale,
-                          layer=layer, hookpoint=hp, coefficient=coefficient, provenance=meta)
+    return extract_vector(
+        acts[layer],
+        data_.labels,
+        data_.splits["dev"],
+        dimension=dimension,
+        scale=scale,
+        layer=layer,
+        hookpoint=hp,
+        coefficient=coefficient,
+        provenance=meta,
+    )

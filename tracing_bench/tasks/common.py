@@ -147,9 +147,14 @@ def process_multiple_choice(doc: dict[str, Any], results: Iterable[tuple[float, 
     lls = [float(r[0]) for r in results]
     gold = int(doc["label"])
     answer = argmax(lls)
-    return {"acc": float(answer == gold), "p_trust": choice_probabilities(lls)[gold],
-            "mcc": (gold, answer), "chance_corrected": (gold, answer), "auroc": (log_odds(lls), gold),
-            "top_answer_share": answer}
+    return {
+        "acc": float(answer == gold),
+        "p_trust": choice_probabilities(lls)[gold],
+        "mcc": (gold, answer),
+        "chance_corrected": (gold, answer),
+        "auroc": (log_odds(lls), gold),
+        "top_answer_share": answer,
+    }
 
 
 # ------------------------------------------------------------------ 0/1 answers (paper protocol)
@@ -194,7 +199,7 @@ def hub_offline() -> bool:
 def how_to_configure(key: str) -> str:
     env, default = SETTINGS[key]
     return (
-        f"give a local folder or a Hugging Face id with --metadata '{{\"{key}\": \"<folder or id>\"}}' "
+        f'give a local folder or a Hugging Face id with --metadata \'{{"{key}": "<folder or id>"}}\' '
         f"or the environment variable {env} (default {default})"
     )
 

@@ -219,6 +219,7 @@ _with_stderr(auroc, _auroc_se)
 _with_stderr(twice_mean_minus_one, _twice_mean_se)
 _with_stderr(top_answer_share, _top_share_se)
 
+
 def stderr_of(fn: Any) -> Callable[[Items], float] | None:
     """The stderr function an aggregation carries (None for lm-eval's own)."""
     return getattr(fn, "stderr", None)
@@ -258,7 +259,6 @@ def install_stderr() -> bool:
     return True
 
 
-
 def aggregation_for(task: str, metric: str) -> Callable[[Items], float] | None:
     """The aggregation of a trust task's metric defined here (None for lm-eval's ``mean``).
 
@@ -267,8 +267,13 @@ def aggregation_for(task: str, metric: str) -> Callable[[Items], float] | None:
     """
     if metric == "chance_corrected":
         return {"trust_fairness": twice_mean_minus_one, "trust_robustness": kappa}.get(task, mcc)
-    return {"mcc": mcc, "auroc": auroc, "kappa": kappa, "logodds_agreement": pearson,
-            "top_answer_share": top_answer_share}.get(metric)
+    return {
+        "mcc": mcc,
+        "auroc": auroc,
+        "kappa": kappa,
+        "logodds_agreement": pearson,
+        "top_answer_share": top_answer_share,
+    }.get(metric)
 
 
 install_stderr()

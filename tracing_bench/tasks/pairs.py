@@ -30,9 +30,15 @@ from lm_eval.api.task import ConfigurableTask
 from tracing_bench.errors import TracingBenchError
 
 
-def pair_rows(data: Any, split: str, member_labels: Sequence[int], *, key: Callable[[int], Any] | None = None,
-              extra: Callable[[int], dict[str, Any]] | None = None,
-              order: Callable[[list[int]], Any] | None = None) -> list[dict[str, Any]]:
+def pair_rows(
+    data: Any,
+    split: str,
+    member_labels: Sequence[int],
+    *,
+    key: Callable[[int], Any] | None = None,
+    extra: Callable[[int], dict[str, Any]] | None = None,
+    order: Callable[[list[int]], Any] | None = None,
+) -> list[dict[str, Any]]:
     """Pair documents of one split of a loaded dimension (``DimensionData``).
 
     A pair is a set of statements with one ``key`` (default: the loader's group, ``data.groups``)
@@ -65,17 +71,22 @@ def pair_rows(data: Any, split: str, member_labels: Sequence[int], *, key: Calla
         pairs.sort(key=order)
     rows = []
     for n, members in enumerate(pairs):
-        rows.append({
-            "pair": str(n),
-            "members": [{"id": i, "statement": data.statements[i], "label": int(data.labels[i])} for i in members],
-            "dataset_md5": data.md5,
-            **(extra(members[0]) if extra else {}),
-        })
+        rows.append(
+            {
+                "pair": str(n),
+                "members": [{"id": i, "statement": data.statements[i], "label": int(data.labels[i])} for i in members],
+                "dataset_md5": data.md5,
+                **(extra(members[0]) if extra else {}),
+            }
+        )
     return rows
 
 
-def split_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]], n_choices: int = 2,
-                  ) -> tuple[list[list[float]], list[float]]:
+def split_results(
+    doc: dict[str, Any],
+    results: Iterable[tuple[float, bool]],
+    n_choices: int = 2,
+) -> tuple[list[list[float]], list[float]]:
     """The log-likelihoods of a pair document, taken apart.
 
     Returns:
@@ -139,9 +150,14 @@ class PairTask(ConfigurableTask):
         delimiter = self.config.target_delimiter
         if apply_chat_template and not (self.config.gen_prefix and not self.config.gen_prefix[-1:].isspace()):
             delimiter = ""
-        arguments = [(context, f"{delimiter}{choice}") for context, member in zip(ctx, doc["members"], strict=True)
-                     for choice in self.doc_to_choice(member)]
+        arguments = [
+            (context, f"{delimiter}{choice}")
+            for context, member in zip(ctx, doc["members"], strict=True)
+            for choice in self.doc_to_choice(member)
+        ]
         if self.score_sentences:
             arguments += [("", member["statement"]) for member in doc["members"]]
-        return [Instance(request_type="loglikelihood", doc=doc, arguments=arg, idx=i, **kwargs)
-                for i, arg in enumerate(arguments)]
+        return [
+            Instance(request_type="loglikelihood", doc=doc, arguments=arg, idx=i, **kwargs)
+            for i, arg in enumerate(arguments)
+        ]

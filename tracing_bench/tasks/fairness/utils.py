@@ -80,8 +80,11 @@ def load(**metadata: Any) -> Any:
     data = _crows_data(metadata)
 
     def extra(i: int) -> dict[str, Any]:
-        return {"crows_id": data.extra["pair"][i], "bias_type": data.extra["bias_type"][i],
-                "stereo_antistereo": data.extra["stereo_antistereo"][i]}
+        return {
+            "crows_id": data.extra["pair"][i],
+            "bias_type": data.extra["bias_type"][i],
+            "stereo_antistereo": data.extra["stereo_antistereo"][i],
+        }
 
     pairs = pair_rows(data, "test", MEMBERS, extra=extra, order=lambda m: int(data.extra["pair"][m[0]]))
     return dataset_dict(pairs, statement_rows(data, "dev"))
@@ -98,8 +101,14 @@ def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) 
         p_trust += choice_probabilities(lls)[gold] / len(choice_lls)
     more, less = (log_odds(lls) for lls in choice_lls)  # stereotype log-odds of sent_more, sent_less
     order = 1.0 if more > less else 0.5 if more == less else 0.0
-    return {"acc": acc, "p_trust": p_trust, "pair_discrimination": order, "chance_corrected": order,
-            "pct_stereotype": float(ll_more > ll_less), "top_answer_share": [argmax(lls) for lls in choice_lls]}
+    return {
+        "acc": acc,
+        "p_trust": p_trust,
+        "pair_discrimination": order,
+        "chance_corrected": order,
+        "pct_stereotype": float(ll_more > ll_less),
+        "top_answer_share": [argmax(lls) for lls in choice_lls],
+    }
 
 
 def load_generation(**metadata: Any) -> Any:

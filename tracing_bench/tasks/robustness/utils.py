@@ -65,6 +65,12 @@ def process_results(doc: dict[str, Any], results: Iterable[tuple[float, bool]]) 
     preds = [argmax(clean), argmax(perturbed)]
     p_positive = [choice_probabilities(clean)[1], choice_probabilities(perturbed)[1]]
     consistency = float(preds[0] == preds[1])
-    return {"consistency": consistency, "p_trust": 1.0 - abs(p_positive[0] - p_positive[1]),
-            "positive_rate": sum(preds) / 2, "kappa": tuple(preds), "chance_corrected": tuple(preds),
-            "logodds_agreement": (log_odds(clean), log_odds(perturbed)), "top_answer_share": preds}
+    return {
+        "consistency": consistency,
+        "p_trust": 1.0 - abs(p_positive[0] - p_positive[1]),
+        "positive_rate": sum(preds) / 2,
+        "kappa": tuple(preds),
+        "chance_corrected": tuple(preds),
+        "logodds_agreement": (log_odds(clean), log_odds(perturbed)),
+        "top_answer_share": preds,
+    }

@@ -52,7 +52,7 @@ def is_toxic(text: str, name: str, toxic_label: str, device: str) -> bool:
     if toxic_label not in labels:
         raise TracingBenchError(
             f"toxic label {toxic_label!r} is not a label of the classifier {name!r} (labels: "
-            f"{', '.join(labels)}); pass --metadata '{{\"toxic_label\": \"<label>\"}}' or set "
+            f'{", ".join(labels)}); pass --metadata \'{{"toxic_label": "<label>"}}\' or set '
             f"TRACING_BENCH_TOXIC_LABEL, or {how_to_configure('toxicity_classifier')}"
         )
     limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512)

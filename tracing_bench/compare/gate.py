@@ -162,42 +162,19 @@ def read_samples(path: str | os.PathLike, metric: str) -> dict[int, float] | Non
     Raises:
         TracingBenchError: unreadable file, or a line without ``doc_id`` and ``metric``.
     """
-    import jsonlines
-
-    out: dict[int, float] = {}
-    i = 0
-    row: Any  # a JSON value: a sample is an object, anything else is refused below
-    try:
-        with jsonlines.open(path) as reader:
-            for i, row in enumerate(reader.iter(skip_empty=True), start=1):
-                try:
-                    doc_id = int(row["doc_id"])
-                    value = row[metric]
-                except (KeyError, TypeError, ValueError):
-                    raise TracingBenchError(
-                        f"{path}, line {i}: not an lm-eval sample with doc_id and {metric!r}; give lm-eval's "
-                        "samples_*.jsonl"
-                    ) from None
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    return None
-                out[doc_id] = float(value)
-    except OSError as e:
-        raise TracingBenchError(f"{path}: cannot read ({e.strerror}); give readable lm-eval sample logs") from None
-    except jsonlines.InvalidLineError:
-        raise TracingBenchError(
-            f"{path}, line {i + 1}: not JSON, so not an lm-eval sample log; give lm-eval's samples_*.jsonl"
-        ) from None
-    return out
+    return _numbers(read_items(path, metric))
 
 
 def _samples(f: ResultsFile, task: str, metric: str) -> dict[int, float] | None:
     """doc_id -> per-sample value of the task's log next to ``f``, or None when not plain numbers."""
-    path = f.samples_file(task)
-    if path is None:
-        raise TracingBenchError(
-            f"--paired: no samples_{task}_*.jsonl next to {f.path}; re-run lm-eval with --log_samples, or drop --paired"
-        )
-    return read_samples(path, metric)
+    return _numbers(_items(f, task, metric))
+
+
+def _numbers(items: dict[int, Any]) -> dict[int, float] | None:
+    """The items as floats, or None when any is not a plain number (an item an aggregation combines)."""
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items.values()):
+        return None
+    return {doc_id: float(v) for doc_id, v in items.items()}
 
 
 def _items(f: ResultsFile, task: str, metric: str) -> dict[int, Any]:

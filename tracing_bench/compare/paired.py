@@ -25,27 +25,36 @@ N_BOOT = 2000
 
 
 def read_items(path: str | os.PathLike[str], metric: str) -> dict[int, Any]:
-    """doc_id -> the raw per-document item of ``metric`` in an lm-eval sample log.
+    """doc_id -> the raw per-document item of ``metric`` in an lm-eval sample log (``samples_*.jsonl``).
+
+    The one reader of sample logs for the gate: :func:`tracing_bench.compare.gate.read_samples`
+    keeps the items that are plain numbers.
 
     Raises:
-        TracingBenchError: unreadable file, or a line that is not a sample with ``doc_id`` and ``metric``.
+        TracingBenchError: unreadable file, a line that is not JSON, or a line that is not a sample
+            with ``doc_id`` and ``metric``.
     """
     import jsonlines
 
     out: dict[int, Any] = {}
+    i = 0
+    row: Any  # a JSON value: a sample is an object, anything else is refused below
     try:
         with jsonlines.open(path) as reader:
             for i, row in enumerate(reader.iter(skip_empty=True), start=1):
-                if not isinstance(row, dict) or "doc_id" not in row or metric not in row:
+                try:
+                    out[int(row["doc_id"])] = row[metric]
+                except (KeyError, TypeError, ValueError):
                     raise TracingBenchError(
                         f"{path}, line {i}: not an lm-eval sample with doc_id and {metric!r}; give lm-eval's "
                         "samples_*.jsonl"
-                    )
-                out[int(row["doc_id"])] = row[metric]
+                    ) from None
     except OSError as e:
         raise TracingBenchError(f"{path}: cannot read ({e.strerror}); give readable lm-eval sample logs") from None
     except jsonlines.InvalidLineError:
-        raise TracingBenchError(f"{path}: not JSON lines, so not an lm-eval sample log") from None
+        raise TracingBenchError(
+            f"{path}, line {i + 1}: not JSON, so not an lm-eval sample log; give lm-eval's samples_*.jsonl"
+        ) from None
     return out
 
 

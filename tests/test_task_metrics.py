@@ -109,3 +109,22 @@ def test_twice_mean_stderr_is_the_closed_form():
     x = [1.0, 0.0, 0.5, 1.0, 1.0, 0.0]
     sd = float(np.std(x, ddof=1))
     assert metrics.stderr_of(metrics.twice_mean_minus_one)(x) == pytest.approx(2 * sd / math.sqrt(len(x)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_answer_and_its_mirror_image_read_the_same(seed):
+    """A model that answers " 1" everywhere and one that answers " 0" everywhere (log-odds negated)
+    get the same value on every metric the tasks added."""
+    rng = np.random.default_rng(seed)
+    gold = rng.integers(0, 2, 200)
+    logodds = 2.0 + rng.normal(size=gold.size)
+    ones, zeros = np.ones_like(gold), np.zeros_like(gold)
+    for fn in (metrics.mcc,):
+        a, b = list(zip(gold, ones, strict=True)), list(zip(gold, zeros, strict=True))
+        assert fn(a) == fn(b) == 0.0 and metrics.stderr_of(fn)(a) == metrics.stderr_of(fn)(b)
+    assert metrics.kappa(list(zip(ones, ones, strict=True))) == metrics.kappa(list(zip(zeros, zeros, strict=True)))
+    assert metrics.top_answer_share(list(ones)) == metrics.top_answer_share(list(zeros)) == 1.0
+    # the mirror image negates the log-odds; AUROC's distance from chance is the same
+    up, down = list(zip(logodds, gold, strict=True)), list(zip(-logodds, gold, strict=True))
+    assert metrics.auroc(up) - 0.5 == pytest.approx(0.5 - metrics.auroc(down))
+    assert metrics.stderr_of(metrics.auroc)(up) == pytest.approx(metrics.stderr_of(metrics.auroc)(down))

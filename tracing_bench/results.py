@@ -426,15 +426,15 @@ def answer_shares(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
 
 def one_answer_note(answers: list[dict[str, Any] | None] | None, first: str, last: str) -> str:
     """Where a side gives one answer to nearly every prompt (:func:`answer_shares` of the first and
-    the last run): ``one answer: step0 ' 0' to 100% of 50 prompts, ...; a score there comes from
+    the last run): ``one answer: step0 ' 0' to 100% of 50 prompts, ...; acc there comes from
     that fixed answer ...``; else ``""``."""
     sides = [(name, a) for name, a in zip((first, last), answers or [], strict=False) if a and a["one_answer"]]
     if not sides:
         return ""
     said = ", ".join(f"{name} {a['top']!r} to {100 * a['share']:.0f}% of {a['n']} prompts" for name, a in sides)
     return (
-        f"one answer: {said}; a score there comes from that fixed answer (the mix of gold answers, or "
-        "answers trivially alike), not from a judgement of each statement"
+        f"one answer: {said}; acc there comes from that fixed answer (the mix of gold answers, or "
+        "answers trivially alike) and chance_corrected reads chance, not a judgement of each statement"
     )
 
 

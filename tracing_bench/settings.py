@@ -222,6 +222,8 @@ class TraceSettings:
             (:attr:`harvest`, a :class:`HarvestSettings`).
         seed: seed of the paper splits.
         delete_checkpoints: remove each hub checkpoint from the Hugging Face cache after use.
+        prefetch: download the next hub checkpoint while this one is traced (local executor;
+            :mod:`tracing_bench.prefetch`). Nothing to fetch for local folders.
         max_statements: trace a seeded, split-preserving subsample of about this many statements
             per dimension (:meth:`tracing_bench.dimensions.DimensionData.subsample`); ``None``: all.
         mi_subsample: estimate MI on a seeded subsample of this many probe-train statements
@@ -256,6 +258,7 @@ class TraceSettings:
     max_length: int | None = None
     seed: int = 0
     delete_checkpoints: bool = False
+    prefetch: bool = True
     max_statements: int | None = None
     mi_subsample: int | None = None
     mi_noise: int = MI_NOISE_DEFAULT

@@ -6,13 +6,19 @@ workers, direct calls). Stages are exclusive: a stage inside another counts only
 the stages of a run add up to its wall time, less what no stage covers.
 :meth:`Timings.checkpoint` groups the stages of one checkpoint. :meth:`Timings.summary` is what
 trace.json records under ``timings``.
+
+Work done in another thread while the stages run (a prefetched download,
+:mod:`tracing_bench.prefetch`) overlaps them, so it is not a stage: :meth:`Timings.background`
+records its seconds apart (``background`` in the summary and in each checkpoint), and only
+``stages`` add up to ``wall_seconds``. ``on_stage`` is told the name of each stage as it begins
+(the progress line, :mod:`tracing_bench.progress`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,10 +28,12 @@ _ACTIVE: contextvars.ContextVar[Timings | None] = contextvars.ContextVar("tracin
 class Timings:
     """Seconds per stage of a run (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
         self.start = time.perf_counter()
+        self.on_stage = on_stage
         self.series: dict[str, float] = {}
         self.checkpoints: list[dict[str, Any]] = []
+        self.background_seconds: dict[str, dict[str, float]] = {}  # checkpoint label -> name -> seconds
         self._current: dict[str, float] | None = None
         self._stack: list[tuple[str, list[float]]] = []  # (name, [began, child seconds])
         self._token: contextvars.Token[Timings | None] | None = None
@@ -53,6 +61,8 @@ class Timings:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Count the time inside, less that of nested stages, to ``name``."""
+        if self.on_stage is not None:
+            self.on_stage(name)
         frame = [time.perf_counter(), 0.0]
         self._stack.append((name, frame))
         try:
@@ -65,8 +75,14 @@ class Timings:
             target = self._current if self._current is not None else self.series
             target[name] = target.get(name, 0.0) + spent - frame[1]
 
+    def background(self, label: str, name: str, seconds: float) -> None:
+        """Record ``seconds`` of ``name`` done for checkpoint ``label`` in another thread (not a stage)."""
+        got = self.background_seconds.setdefault(label, {})
+        got[name] = got.get(name, 0.0) + seconds
+
     def summary(self) -> dict[str, Any]:
-        """``wall_seconds`` so far, ``stages`` (totals), ``series`` (outside checkpoints), ``checkpoints``.
+        """``wall_seconds`` so far, ``stages`` (totals), ``series`` (outside checkpoints), ``checkpoints``,
+        ``background`` (totals of :meth:`background`; they overlap the stages and do not add up with them).
 
         A stage still open (the one writing this summary) counts with its seconds so far.
         """
@@ -78,7 +94,20 @@ class Timings:
         for c in self.checkpoints:
             for k, v in c["seconds"].items():
                 totals[k] = totals.get(k, 0.0) + v
-        return {"wall_seconds": now - self.start, "stages": totals, "series": series, "checkpoints": self.checkpoints}
+        background: dict[str, float] = {}
+        checkpoints = []
+        for c in self.checkpoints:
+            extra = self.background_seconds.get(c["checkpoint"], {})
+            checkpoints.append({**c, "background": extra} if extra else c)
+            for k, v in extra.items():
+                background[k] = background.get(k, 0.0) + v
+        return {
+            "wall_seconds": now - self.start,
+            "stages": totals,
+            "series": series,
+            "checkpoints": checkpoints,
+            "background": background,
+        }
 
 
 @contextmanager

@@ -53,10 +53,11 @@ from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
 from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.parts import MI_COLUMNS, PROBE_COLUMNS, build_part, collect_parts, part_path, read_part, write_part
+from tracing_bench.prefetch import run_series
+from tracing_bench.progress import SeriesProgress
 from tracing_bench.settings import TraceSettings, parse_layers
 from tracing_bench.threads import threads_for_work, use_threads
 from tracing_bench.timings import Timings, stage
-from tracing_bench.timings import checkpoint as timed_checkpoint
 
 __all__ = [
     "MI_COLUMNS",
@@ -186,19 +187,29 @@ def run_checkpoints(
     *,
     bar: Any = None,
     work: Callable[..., list[Path]] | None = None,
-) -> None:
+) -> dict[str, str]:
     """Run ``work`` for every checkpoint, here or as Ray tasks (:mod:`tracing_bench.executors`).
 
     ``work`` is the per-checkpoint step, :func:`trace_checkpoint` when ``None`` (this module's
     name, read at call time, so a replaced one runs too). Ray workers get it through cloudpickle:
-    by reference when it is this module's own function, by value otherwise.
+    by reference when it is this module's own function, by value otherwise. Here, hub checkpoints
+    are downloaded before their step, the next one in the background with ``settings.prefetch``,
+    and deleted after it with ``settings.delete_checkpoints`` (:func:`tracing_bench.prefetch.run_series`).
+
+    Returns:
+        ``{label: one line}`` for the revisions that could not be downloaded (``local`` only).
     """
     work = work or trace_checkpoint
-    if run_on.executor == "local":
-        for ckpt in ckpts:
-            with timed_checkpoint(ckpt.label):
-                work(ckpt, datas, settings, out, bar=bar)
-        return
+    if run_on.executor == "local":  # hub checkpoints downloaded (ahead with prefetch) and deleted there
+        keep = replace(settings, delete_checkpoints=False)
+        return run_series(
+            ckpts,
+            lambda c: work(c, datas, keep, out, bar=bar),
+            prefetch=settings.prefetch,
+            delete=settings.delete_checkpoints,
+            needs_download=lambda c: needs_model(c, datas, settings, out),
+            progress=bar if isinstance(bar, SeriesProgress) else None,
+        )
     n = len(datas)
     run_tasks(
         _checkpoint_task,
@@ -211,6 +222,18 @@ def run_checkpoints(
         settings=run_on,
         what="checkpoint",
         on_done=(lambda i, r: bar.update(n)) if bar is not None else None,
+    )
+    return {}
+
+
+def needs_model(checkpoint: Checkpoint, datas: list[Any], settings: TraceSettings, out: str | Path) -> bool:
+    """Whether :func:`trace_checkpoint` will load the model: a part is missing and not cached."""
+    from tracing_bench.cache import lookup_activations
+
+    return any(
+        read_part(part_path(out, settings, checkpoint, d.key_name), d.md5) is None
+        and lookup_activations(checkpoint, d, settings.harvest) is None
+        for d in datas
     )
 
 
@@ -235,23 +258,23 @@ def trace(
         settings: what to trace (:class:`~tracing_bench.settings.TraceSettings`).
         run_on: where each checkpoint runs: ``local`` (this process) or ``ray`` (one Ray task per
             checkpoint; :class:`~tracing_bench.executors.ExecutorSettings`).
-        progress: tqdm bar on stderr (hidden when not a TTY).
+        progress: the progress line on stderr (checkpoint, stage, time left: :mod:`tracing_bench.progress`).
         **options: trace and executor settings given by keyword, as the command line gives
             them (:meth:`TraceSettings.from_options`: ``dimensions="fairness,privacy"``,
             ``layers="0:32:4"``, ``mi=True``, ``cache_dir=...``; ``executor="ray"``,
             ``max_retries=1``); they override ``settings`` and ``run_on``.
 
     Returns:
-        ``{"probes_csv", "mi_csv", "trace_json", "findings_json", "findings", "checkpoints"}``:
-        the files written, the findings (as in findings.json) and the number of checkpoints.
+        ``{"probes_csv", "mi_csv", "trace_json", "findings_json", "findings", "checkpoints", "failed"}``:
+        the files written, the findings (as in findings.json), the number of checkpoints traced
+        and ``{revision: one line}`` for those that could not be downloaded (the series went on
+        without them; trace.json ``failed_revisions``).
 
     Raises:
         TracingBenchError: bad input (one line).
     """
     timings = Timings()  # trace.json's `timings`: where the wall time went
     with timings, stage("setup"):
-        from tqdm.auto import tqdm
-
         from tracing_bench.cache import default_cache_dir
 
         run_names = {f.name for f in fields(ExecutorSettings)}
@@ -274,16 +297,21 @@ def trace(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
     with timings:
-        with tqdm(total=len(ckpts) * len(datas), desc="trace", unit="dim", disable=None if progress else True) as bar:
+        with SeriesProgress(len(ckpts), enabled=progress) as bar:
+            timings.on_stage = bar.stage
             from tracing_bench.baseline import needs_baseline, trace_baseline
 
             baseline = needs_baseline(ckpts, settings)  # before, when --delete-checkpoints removes its config
             if baseline and settings.delete_checkpoints:
                 trace_baseline(ckpts[-1], datas, settings, out)
-            run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
+            failed = run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
+            done = [c for c in ckpts if c.label not in failed]
+            if not done:
+                first = next(iter(failed.values()))
+                raise TracingBenchError(f"no checkpoint of the series could be downloaded: {first}")
             if baseline and not settings.delete_checkpoints:
-                trace_baseline(ckpts[-1], datas, settings, out)
-        return merge(out, ckpts, datas, settings, timings=timings)
+                trace_baseline(done[-1], datas, settings, out)
+        return merge(out, done, datas, settings, timings=timings, failed=failed)
 
 
 def load_datas(settings: TraceSettings) -> list[Any]:
@@ -318,7 +346,12 @@ _MI_DESCRIPTION = {
 
 
 def merge(
-    out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, timings: Timings | None = None
+    out: str | Path,
+    ckpts: list[Checkpoint],
+    datas: list[Any],
+    settings: TraceSettings,
+    timings: Timings | None = None,
+    failed: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Merge the part files of a finished series into probes.csv, mi.csv, findings.json and trace.json.
 
@@ -330,11 +363,16 @@ def merge(
     """
     out = Path(out)
     with stage("merge"):
-        return _merge(out, ckpts, datas, settings, timings)
+        return _merge(out, ckpts, datas, settings, timings, failed or {})
 
 
 def _merge(
-    out: Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings, timings: Timings | None
+    out: Path,
+    ckpts: list[Checkpoint],
+    datas: list[Any],
+    settings: TraceSettings,
+    timings: Timings | None,
+    failed: dict[str, str],
 ) -> dict[str, Any]:
     from tracing_bench.compare.findings import build_findings, write_findings
 
@@ -378,6 +416,8 @@ def _merge(
             "by zero there, NaN or inf, and scikit-learn refuses to fit); counted per layer below",
             "per_checkpoint_dimension": fits,
         }
+    if failed:
+        provenance["failed_revisions"] = [{"revision": k, "error": v} for k, v in failed.items()]
     if timings is not None:
         provenance["timings"] = timings.summary()
     trace_json = atomic_write_json(out / "trace.json", provenance, default=str)
@@ -388,6 +428,7 @@ def _merge(
         "findings_json": findings_json,
         "findings": findings,
         "checkpoints": len(ckpts),
+        "failed": failed,
     }
 
 

@@ -61,6 +61,14 @@ from tracing_bench.cli.group import executor_options, main, threads_option
     help="Delete each hub checkpoint from the Hugging Face cache after use (never a local folder).",
 )
 @click.option(
+    "--prefetch/--no-prefetch",
+    default=True,
+    show_default=True,
+    help="Hub series: download the next checkpoint while this one is traced (at most one ahead; two on "
+    "disk with --delete-checkpoints). A download is tried 3 times; a revision that still fails is one "
+    "line, the series goes on and the exit status is 1. No effect on local folders or with --executor ray.",
+)
+@click.option(
     "--max-statements",
     type=int,
     default=None,
@@ -118,6 +126,7 @@ def trace_cmd(
     max_length: int | None,
     seed: int,
     delete_checkpoints: bool,
+    prefetch: bool,
     max_statements: int | None,
     mi_subsample: int | None,
     mi_noise: int,
@@ -132,7 +141,8 @@ def trace_cmd(
 ) -> None:
     """Probe every layer of every checkpoint (and MI with --mi); resumable.
 
-    Writes probes.csv, mi.csv, findings.json and figures.
+    Writes probes.csv, mi.csv, findings.json and figures. Exit status 1 when some hub revisions
+    could not be downloaded (each named in one line; the others are traced).
     """
     from tracing_bench.executors import ExecutorSettings
     from tracing_bench.report.control_plots import control_figures
@@ -157,6 +167,7 @@ def trace_cmd(
         max_length=max_length,
         seed=seed,
         delete_checkpoints=delete_checkpoints,
+        prefetch=prefetch,
         max_statements=max_statements,
         mi_subsample=mi_subsample,
         mi_noise=mi_noise,
@@ -174,3 +185,13 @@ def trace_cmd(
     )
     if figures:
         click.echo(f"figures: {len(figures)} in {Path(figures[0]).parent}")
+    if result["failed"]:
+        for line in result["failed"].values():
+            click.echo(f"failed: {line}", err=True)
+        click.echo(
+            f"error: {len(result['failed'])} of {result['checkpoints'] + len(result['failed'])} revisions could not "
+            f"be downloaded ({', '.join(result['failed'])}); the others are traced: run the same command again "
+            "to add them",
+            err=True,
+        )
+        raise SystemExit(1)

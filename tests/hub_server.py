@@ -17,7 +17,9 @@ Point ``HF_ENDPOINT`` at :attr:`LocalHub.url` (in a subprocess's environment, or
 Faults, so that tests can exercise the client's failure paths: :attr:`LocalHub.throttle`
 (bytes per second for files matching a pattern), :meth:`LocalHub.cut_once` (close the connection
 after N bytes of a file, once), :attr:`LocalHub.fail` (answer every file request of a revision
-with a status code). :attr:`LocalHub.log` records each request (method, path, status, Range).
+with a status code), :attr:`LocalHub.flaky` (answer the next N file downloads (``GET``) of a
+revision with ``500``, then serve them: the client does not retry that within one call).
+:attr:`LocalHub.log` records each request (method, path, status, Range).
 Used by ``tests/conftest.py`` (fixture ``local_hub``).
 """
 
@@ -53,6 +55,7 @@ class LocalHub:
     repos: dict[str, dict[str, Revision]] = field(default_factory=dict)
     throttle: dict[str, float] = field(default_factory=dict)
     fail: dict[str, int] = field(default_factory=dict)
+    flaky: dict[str, int] = field(default_factory=dict)
     log: list[tuple[str, str, int, str | None]] = field(default_factory=list)
     cuts: dict[tuple[str, str], int] = field(default_factory=dict)
     _server: ThreadingHTTPServer | None = None
@@ -219,6 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
         if rev is None:
             return self._error(404, "RevisionNotFound")
         status = hub.fail.get(rev.name)
+        with hub._lock:
+            if not status and self.command == "GET" and hub.flaky.get(rev.name, 0) > 0:
+                hub.flaky[rev.name] -= 1
+                status = 500
         if status:
             return self._error(
                 status, "EntryNotFound" if status == 404 else "ServerError", {"X-Repo-Commit": rev.commit}

@@ -2,9 +2,11 @@
 
 :class:`SeriesProgress` writes one plain line to stderr (no bar): on a terminal it is rewritten in
 place at every stage change (``trace 2/300 step2000: harvest fairness | 1 done, 41.0 s each, about
-3h24m left``); elsewhere (a log file, a pipe) one line is written when each checkpoint starts. The
-estimate of the time left is :func:`series_eta`: the mean wall time of the checkpoints completed
-in this run times the checkpoints still to do, less the time the current one has already taken.
+3h24m left``); elsewhere (a log file, a pipe) it is not written, as tqdm's bars are not, so that
+an error stays the only line there; :meth:`SeriesProgress.note` lines (a skipped revision) are
+written everywhere. The estimate of the time left is :func:`series_eta`: the mean wall time of
+the checkpoints completed in this run times the checkpoints still to do, less the time the
+current one has already taken.
 
 It also answers the two calls a trace makes on its progress display (``update(n)``,
 ``set_postfix_str(text)``), so :func:`tracing_bench.trace.trace_checkpoint` and the Ray runner
@@ -14,6 +16,7 @@ drive it as they would a bar. Stages reach it from :class:`tracing_bench.timings
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -60,7 +63,7 @@ class SeriesProgress:
         total: checkpoints in the series.
         stream: where the line goes (stderr by default).
         enabled: ``False``: write nothing (``trace(progress=False)``).
-        live: rewrite one line in place (a terminal); ``None``: when ``stream`` is a terminal.
+        live: show the line, rewritten in place (a terminal); ``None``: when ``stream`` is a terminal.
     """
 
     def __init__(
@@ -84,7 +87,7 @@ class SeriesProgress:
         """Checkpoint ``index`` (0-based) of the series, named ``label``, starts now."""
         self.index, self.label, self.current_stage, self.detail = index, label, "", ""
         self.began = time.perf_counter()
-        self._show(always=True)
+        self._show()
 
     def end(self, seconds: float, *, completed: bool = True) -> None:
         """The current checkpoint ended after ``seconds``; ``completed=False``: it failed (not in the mean)."""
@@ -95,8 +98,7 @@ class SeriesProgress:
     def stage(self, name: str) -> None:
         """The current checkpoint entered stage ``name`` (``download``, ``load``, ``harvest``, ...)."""
         self.current_stage = name
-        if self.live:
-            self._show()
+        self._show()
 
     def eta(self) -> float | None:
         """Seconds left in the series now (:func:`series_eta`)."""
@@ -148,13 +150,10 @@ class SeriesProgress:
             self.stream.write("\r" + " " * self._drawn + "\r")
             self._drawn = 0
 
-    def _show(self, always: bool = False) -> None:
-        if not self.enabled or not (self.live or always):
+    def _show(self) -> None:
+        if not self.enabled or not self.live:
             return
-        text = self.line()
-        if self.live:
-            self.stream.write("\r" + text.ljust(self._drawn))
-            self._drawn = len(text)
-        else:
-            self.stream.write(text + "\n")
+        text = self.line()[: shutil.get_terminal_size().columns - 1]  # a wrapped line cannot be rewritten
+        self.stream.write("\r" + text.ljust(self._drawn))
+        self._drawn = len(text)
         self.stream.flush()

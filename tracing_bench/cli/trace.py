@@ -186,8 +186,6 @@ def trace_cmd(
     if figures:
         click.echo(f"figures: {len(figures)} in {Path(figures[0]).parent}")
     if result["failed"]:
-        for line in result["failed"].values():
-            click.echo(f"failed: {line}", err=True)
         click.echo(
             f"error: {len(result['failed'])} of {result['checkpoints'] + len(result['failed'])} revisions could not "
             f"be downloaded ({', '.join(result['failed'])}); the others are traced: run the same command again "

@@ -78,6 +78,9 @@ def point_hub_at(url: str, home: Path) -> None:
     c.HUGGINGFACE_CO_URL_TEMPLATE = url + "/{repo_id}/resolve/{revision}/{filename}"
     c.HF_HOME, c.HF_HUB_CACHE, c.HF_HUB_OFFLINE = str(home), str(home / "hub"), False
     hf_api.api.endpoint = url
+    import transformers.utils.hub as tf_hub
+
+    tf_hub._hf_api = None  # transformers keeps one HfApi made with the endpoint of its first use
 
 
 def run(model: str, revisions: str | None, tmp: Path, name: str, **options: Any) -> tuple[float, dict[str, Any]]:

@@ -270,5 +270,10 @@ def local_hub(_local_hub_folders, tmp_path, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_api.api, "endpoint", hub.url)
+    import transformers.utils.hub as tf_hub
+
+    # transformers keeps one HfApi made with the endpoint of its first use: an earlier test's hub
+    # (a closed port, retried with backoff for about 23 s per call) or huggingface.co
+    monkeypatch.setattr(tf_hub, "_hf_api", None, raising=False)
     yield hub
     hub.stop()

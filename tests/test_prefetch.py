@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import shutil
 import statistics
 import threading
 import time
@@ -220,3 +221,9 @@ def test_a_cut_and_a_transient_failure_are_retried_and_traced(local_hub, tmp_pat
     assert statuses.count(500) == 1 and statuses.count(200) >= 1
     asked = local_hub.requests("GET", f"/api/models/local/olmo-tiny/revision/{REVS[2]}?blobs=true")
     assert len(asked) == 3  # two attempts, then the free-space check before the load
+
+    shutil.rmtree(tmp_path / "out" / "parts")  # parts gone, activations cached: nothing to download again
+    gets = len(local_hub.requests("GET", "/resolve/"))
+    again = trace("local/olmo-tiny", ",".join(REVS), out=tmp_path / "out", cache_dir=tmp_path / "cache", **SMALL)
+    assert again["failed"] == {} and _revisions(tmp_path / "out") == sorted(REVS)
+    assert len(local_hub.requests("GET", "/resolve/")) == gets

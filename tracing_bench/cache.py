@@ -164,6 +164,21 @@ class ActivationCache:
             return None
         return acts, meta
 
+    def has(self, spec: dict[str, Any], *, commit: str | None = None) -> bool:
+        """Whether :meth:`load` would likely find the entry: a matching sidecar and a tensor file of its size.
+
+        Neither hashes nor reads the tensor (a trace asks this of every checkpoint before deciding
+        to download it); :meth:`load` still checks everything.
+        """
+        tensor_path, meta_path = self.paths(spec_hash(spec))
+        try:
+            meta = json.loads(meta_path.read_text())
+            size = tensor_path.stat().st_size
+        except (OSError, ValueError):
+            return False
+        stale = bool(commit and meta.get("resolved_commit") and meta["resolved_commit"] != commit)
+        return all(meta.get(k) == v for k, v in spec.items()) and not stale and size == meta.get("file_bytes")
+
     def save(self, spec: dict[str, Any], acts: Tensor, extra: dict[str, Any]) -> dict[str, Any]:
         """Write an entry atomically (tensor first, then the sidecar); returns the sidecar dict."""
         from safetensors.torch import save_file

@@ -228,11 +228,12 @@ def run_checkpoints(
 
 def needs_model(checkpoint: Checkpoint, datas: list[Any], settings: TraceSettings, out: str | Path) -> bool:
     """Whether :func:`trace_checkpoint` will load the model: a part is missing and not cached."""
-    from tracing_bench.cache import lookup_activations
+    from tracing_bench.cache import ActivationCache, activation_spec
 
+    cache, commit = ActivationCache(settings.harvest.cache_dir), checkpoint.resolved_commit()
     return any(
         read_part(part_path(out, settings, checkpoint, d.key_name), d.md5) is None
-        and lookup_activations(checkpoint, d, settings.harvest) is None
+        and not cache.has(activation_spec(checkpoint, d, settings.harvest), commit=commit)
         for d in datas
     )
 

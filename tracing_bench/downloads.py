@@ -86,7 +86,8 @@ def check_free_space(ckpt: Checkpoint, info: Any = None) -> int | None:
         raise TracingBenchError(
             f"revision {ckpt.revision or 'main'} of {ckpt.model} needs {_gb(need)} and the Hugging Face cache "
             f"{cache} has {_gb(free)} free: free space there, point HF_HUB_CACHE at a larger disk, or trace with "
-            "--delete-checkpoints (each checkpoint is removed after use)"
+            "--delete-checkpoints (each checkpoint is removed after use; add --no-prefetch to keep one on disk, "
+            "not two)"
         )
     return need
 

@@ -66,6 +66,12 @@ def test_progress_line_shows_checkpoint_label_stage_and_time_left():
     progress.close()
     assert "skipped: revision x\n" in out.getvalue() and out.getvalue().endswith("\n")
 
+    ray = io.StringIO()  # checkpoints run elsewhere: only what is done, counted in dimensions
+    progress = SeriesProgress(3, stream=ray, live=True, units=2)
+    progress.update(2)
+    progress.update(2)
+    assert ray.getvalue().rsplit("\r", 1)[-1].strip() == "trace: 2/3 checkpoints done"
+
     plain = io.StringIO()  # not a terminal: no progress line (an error stays the only line), notes only
     progress = SeriesProgress(2, stream=plain, live=False)
     progress.begin(0, "a")

@@ -64,12 +64,19 @@ class SeriesProgress:
         stream: where the line goes (stderr by default).
         enabled: ``False``: write nothing (``trace(progress=False)``).
         live: show the line, rewritten in place (a terminal); ``None``: when ``stream`` is a terminal.
+        units: dimensions per checkpoint (what :meth:`update` counts).
     """
 
     def __init__(
-        self, total: int, *, stream: IO[str] | None = None, enabled: bool = True, live: bool | None = None
+        self,
+        total: int,
+        *,
+        stream: IO[str] | None = None,
+        enabled: bool = True,
+        live: bool | None = None,
+        units: int = 0,
     ) -> None:
-        self.total = total
+        self.total, self.units, self.units_done = total, units, 0
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled
         isatty = getattr(self.stream, "isatty", None)
@@ -93,7 +100,7 @@ class SeriesProgress:
         """The current checkpoint ended after ``seconds``; ``completed=False``: it failed (not in the mean)."""
         if completed:
             self.durations.append(seconds)
-        self.began = None
+        self.began, self.current_stage, self.detail = None, "", ""
 
     def stage(self, name: str) -> None:
         """The current checkpoint entered stage ``name`` (``download``, ``load``, ``harvest``, ...)."""
@@ -107,6 +114,9 @@ class SeriesProgress:
 
     def line(self) -> str:
         """The progress line as it reads now."""
+        if self.began is None:  # between checkpoints or after them: the series' own stages
+            done = f"trace {len(self.durations)}/{self.total} done"
+            return done + (f": {self.current_stage}" if self.current_stage else "")
         what = " ".join(x for x in (self.current_stage, self.detail) if x)
         head = f"trace {self.index + 1}/{self.total} {self.label}" + (f": {what}" if what else "")
         eta = self.eta()
@@ -125,7 +135,14 @@ class SeriesProgress:
 
     # ---------------------------------------------------------------- what a trace calls on a bar
     def update(self, n: int = 1) -> None:
-        """A bar's ``update``: nothing to count here (the line counts checkpoints)."""
+        """A bar's ``update``: ``n`` more dimensions done. Shown only when the checkpoints run elsewhere
+        (Ray tasks: no :meth:`begin` here), as ``trace: 3/36 checkpoints done``."""
+        self.units_done += n
+        if self.began is None and self.units and self.live and self.enabled:
+            text = f"trace: {self.units_done // self.units}/{self.total} checkpoints done"
+            self.stream.write("\r" + text.ljust(self._drawn))
+            self._drawn = len(text)
+            self.stream.flush()
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
         """A bar's ``set_postfix_str``: the detail after the stage (the dimension being traced)."""
@@ -136,7 +153,7 @@ class SeriesProgress:
         if self.enabled and self.live and self._drawn:
             self.stream.write("\n")
             self.stream.flush()
-        self._drawn = 0
+        self._drawn, self.enabled = 0, False  # nothing after the end
 
     def __enter__(self) -> SeriesProgress:
         return self

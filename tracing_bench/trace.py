@@ -298,7 +298,7 @@ def trace(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
     with timings:
-        with SeriesProgress(len(ckpts), enabled=progress) as bar:
+        with SeriesProgress(len(ckpts), enabled=progress, units=len(datas)) as bar:
             timings.on_stage = bar.stage
             from tracing_bench.baseline import needs_baseline, trace_baseline
 
@@ -312,7 +312,7 @@ def trace(
                 raise TracingBenchError(f"no checkpoint of the series could be downloaded: {first}")
             if baseline and not settings.delete_checkpoints:
                 trace_baseline(done[-1], datas, settings, out)
-        return merge(out, done, datas, settings, timings=timings, failed=failed)
+            return merge(out, done, datas, settings, timings=timings, failed=failed)
 
 
 def load_datas(settings: TraceSettings) -> list[Any]:

@@ -196,7 +196,7 @@ def _csv(path):
 def test_random_init_series_claims_nothing(random_series_trace):
     res, out = random_series_trace
     f = read_findings(out)
-    assert f is not None and res["findings_json"] == out / "findings.json"
+    assert f is not None and res.findings_json == out / "findings.json"
     learned = f["learned"]
     assert set(learned["dimensions"]) == set(DIMENSIONS)
     assert learned["n_tests"] == len(DIMENSIONS) * 3  # every dimension x every block of the tiny model

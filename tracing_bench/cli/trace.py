@@ -165,12 +165,12 @@ def trace_cmd(
     )
     run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
     result = trace(model, revisions, out=out, settings=settings, run_on=run_on)
-    figures = trace_figures(result["probes_csv"], result["mi_csv"], out / "figures", findings=result["findings"])
-    figures += control_figures(result["probes_csv"], out / "figures")
-    record_figures(result["trace_json"], figures)
+    figures = trace_figures(result.probes_csv, result.mi_csv, out / "figures", findings=result.findings)
+    figures += control_figures(result.probes_csv, out / "figures")
+    record_figures(result.trace_json, figures)
     click.echo(
-        f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nfindings: {result['findings_json']}\n"
-        f"provenance: {result['trace_json']}"
+        f"probes: {result.probes_csv}\nmi: {result.mi_csv}\nfindings: {result.findings_json}\n"
+        f"provenance: {result.trace_json}"
     )
     if figures:
         click.echo(f"figures: {len(figures)} in {Path(figures[0]).parent}")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tracing_bench.compare.findings import FindingsSettings, dimension_title, format_p
+from tracing_bench.compare.findings_schema import Findings
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import unpack_bits
 
@@ -237,7 +238,7 @@ def _claim(e: dict[str, Any]) -> str:
 
 
 def add_claims(
-    findings: dict[str, Any],
+    findings: Findings,
     parts: Mapping[str, list[Mapping[str, Any]]],
     baseline: Mapping[str, Mapping[str, Any]] | None,
     options: FindingsSettings | None = None,

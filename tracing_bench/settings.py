@@ -37,6 +37,10 @@ PROBES: tuple[str, ...] = ("logistic", "mass_mean")
 Positions = Literal["all", "last"]
 POSITIONS: tuple[str, ...] = ("all", "last")
 Preset = Literal["reference"]
+#: how a steering vector is scaled (:mod:`tracing_bench.steering.vector`)
+Scale = Literal["paper", "reference", "unit"]
+#: whether ``steer sweep`` also guards fluency with lm-eval's lambada_openai (when cached)
+Lambada = Literal["auto", "off"]
 Baseline = Literal["auto", "random-init", "none"]
 BASELINES: tuple[str, ...] = ("auto", "random-init", "none")
 
@@ -393,15 +397,19 @@ class ScoringSettings:
         cache_dir: the activation cache (vectors re-extracted or taken from checkpoints).
     """
 
-    tasks: tuple[str, ...] = ()
-    limit: float | None = None
-    batch_size: int = 8
-    seed: int = 1234
-    positions: Positions | None = None
-    preset: Preset | None = None
-    dtype: DType = "auto"
-    device: str = "auto"
-    cache_dir: str | None = None
+    tasks: tuple[str, ...] = setting((), "lm-eval tasks (comma list).")
+    limit: float | None = setting(None, "lm-eval --limit (documents per task).")
+    batch_size: int = setting(8, "Same for every setting.")
+    seed: int = setting(1234, "Every lm-eval seed.")
+    positions: Positions | None = setting(
+        None, "all: every position (lm-eval steered; the default); last: the released code (last context token onward)."
+    )
+    preset: Preset | None = setting(
+        None, "reference: apply as the released code: --positions last and a float32 target (unless --dtype)."
+    )
+    dtype: DType = setting("auto", "Dtype of the target model (and of a source checkpoint harvested for a vector).")
+    device: str = setting("auto", "auto, cpu or cuda.")
+    cache_dir: str | None = setting(None, "Activation cache (vectors re-extracted from checkpoints).")
 
     def __post_init__(self) -> None:
         fixed = preset_settings(self.preset)

@@ -91,7 +91,7 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
 
 def _activations(
     ckpt: Checkpoint, data: DimensionData, settings: TraceSettings, loaded: dict[str, Any]
-) -> tuple[Any, dict]:
+) -> tuple[Any, dict[str, Any]]:
     """The baseline's activations of one dimension, from the cache or harvested (and cached)."""
     from tracing_bench.cache import ActivationCache, activation_spec
     from tracing_bench.harvest import harvest

@@ -28,7 +28,7 @@ def literal_choices(hint: Any) -> tuple[str, ...]:
     return ()
 
 
-def choice(literal: Any) -> click.Choice:
+def choice(literal: Any) -> click.Choice[str]:
     """``click.Choice`` of the values of a ``Literal`` type."""
     values = literal_choices(literal)
     if not values:

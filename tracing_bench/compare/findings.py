@@ -54,6 +54,7 @@ from tracing_bench.compare.findings_schema import (
 )
 from tracing_bench.compare.leaderboard import Leaderboard
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, unpack_bits
 from tracing_bench.results import P_TRUST, ResultsFile, answer_shares, group_answer_note, one_answer_note
@@ -296,7 +297,7 @@ def _turns(
 
 def build_findings(
     checkpoints: list[dict[str, Any]],
-    datas: Sequence[Any],
+    datas: Sequence[DimensionData],
     parts: Mapping[str, list[Mapping[str, Any]]],
     *,
     settings: Mapping[str, Any] | None = None,

@@ -144,6 +144,67 @@ class MiTurns(TypedDict):
     noise: NoiseInfo | None
 
 
+class PairedChange(TypedDict):
+    """A paired bootstrap of accuracy b against a on the same test statements."""
+
+    a: float
+    b: float
+    change: float
+    change_ci: list[float]
+    p_value: float
+
+
+class Selectivity(PairedChange):
+    """The probe against its control task (labels permuted within each split): b is the probe's accuracy."""
+
+    control_acc: float
+    p_holm: float
+    passed: bool
+
+
+class BaselineCheck(TypedDict):
+    """The probe at the last checkpoint against the random-init baseline or the first checkpoint."""
+
+    kind: str
+    acc: float
+    change: float
+    change_ci: list[float]
+    p_value: float
+    p_holm: float
+    passed: bool
+
+
+class Transfer(TypedDict):
+    """The probe on held-out groups, against chance; ``drop`` against its in-group accuracy."""
+
+    column: str | None
+    acc: float
+    acc_ci: list[float]
+    change: float
+    p_value: float
+    p_holm: float
+    passed: bool
+    drop: PairedChange
+
+
+class ControlEntry(TypedDict):
+    """The controls of a dimension at its claim's layer (``controls.dimensions``)."""
+
+    title: str
+    layer: int
+    probe: str
+    n_test: int
+    acc: float
+    acc_ci: list[float]
+    chance: float
+    selectivity: Selectivity | None
+    baseline: BaselineCheck | None
+    transfer: Transfer | None
+    verdict: str
+    failed: list[str]
+    claim: str
+
+
 class _BaselineNote(TypedDict, total=False):
     baseline_note: str  # merged without the random-init baseline of some dimensions
 
@@ -158,7 +219,7 @@ class Controls(_BaselineNote):
     alpha: float
     confidence: float
     baseline_family: str
-    dimensions: dict[str, dict[str, Any]]
+    dimensions: dict[str, ControlEntry]
 
 
 class _Controlled(TypedDict, total=False):

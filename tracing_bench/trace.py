@@ -244,7 +244,8 @@ def trace(
             ``max_retries=1``); they override ``settings`` and ``run_on``.
 
     Returns:
-        the files written, the findings (as in findings.json) and the number of checkpoints.
+        a :class:`TraceResult`: the files written, the findings (as in findings.json) and the number of
+        checkpoints.
 
     Raises:
         TracingBenchError: bad input (one line).

@@ -91,7 +91,7 @@ def steer_extract(
     revision: str | None,
     dimension: str,
     layer: int,
-    scale: str,
+    scale: Scale,
     coefficient: float,
     protocol: str,
     seed: int,
@@ -100,7 +100,7 @@ def steer_extract(
     device: str,
     cache_dir: Path | None,
     data_csv: Path | None,
-    preset: str | None,
+    preset: Preset | None,
     out: Path,
 ) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
@@ -119,13 +119,13 @@ def steer_extract(
         revision=revision,
         dimension=dimension,
         layer=layer,
-        scale=scale,  # type: ignore[arg-type]
+        scale=scale,
         coefficient=coefficient,
         protocol=protocol,
         seed=seed,
         harvest=harvest,
         data=data_csv,
-        preset=preset,  # type: ignore[arg-type]
+        preset=preset,
     )
     path = vec.save(out)
     click.echo(
@@ -214,7 +214,7 @@ def steer_sweep(
     alphas: str,
     max_ppl_increase: float | None,
     max_ppl: float | None,
-    lambada: str,
+    lambada: Lambada,
     tasks: str,
     limit: float | None,
     batch_size: int,
@@ -314,7 +314,7 @@ def steer_correlate(
     dimension: str,
     layer: int,
     alpha: float,
-    scale: str,
+    scale: Scale,
     probes: Path | None,
     n_boot: int,
     data_csv: Path | None,
@@ -356,7 +356,7 @@ def steer_correlate(
         out,
         target_revision=target_revision,
         alpha=alpha,
-        scale=scale,  # type: ignore[arg-type]
+        scale=scale,
         probes=probes,
         n_boot=n_boot,
         data=data_csv,

@@ -8,6 +8,7 @@ import click
 
 from tracing_bench.cli.group import executor_options, main, threads_option
 from tracing_bench.cli.options import settings_option
+from tracing_bench.executors import Executor, ExecutorSettings
 from tracing_bench.settings import HarvestSettings, TraceSettings
 
 
@@ -71,7 +72,7 @@ def trace_cmd(
     controls: bool,
     baseline: str,
     out: Path,
-    executor: str,
+    executor: Executor,
     ray_address: str | None,
     gpus_per_task: float,
     cpus_per_task: float,
@@ -81,7 +82,6 @@ def trace_cmd(
 
     Writes probes.csv, mi.csv, findings.json and figures.
     """
-    from tracing_bench.executors import ExecutorSettings
     from tracing_bench.report.control_plots import control_figures
     from tracing_bench.report.plots import trace_figures
     from tracing_bench.trace import record_figures, trace
@@ -109,7 +109,7 @@ def trace_cmd(
         controls=controls,
         baseline=baseline,
     )
-    run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
+    run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)
     result = trace(model, revisions, out=out, settings=settings, run_on=run_on)
     figures = trace_figures(result.probes_csv, result.mi_csv, out / "figures", findings=result.findings)
     figures += control_figures(result.probes_csv, out / "figures")

@@ -107,7 +107,7 @@ def main() -> None:
     t_trace_after, c_trace_after = time.perf_counter() - t0, time.process_time() - c0
     live = json.loads((after / "trace" / "live.json").read_text())["checkpoints"]
 
-    diff = max(_max_diff(merged["probes_csv"], res["probes_csv"]), _max_diff(merged["mi_csv"], res["mi_csv"]))
+    diff = max(_max_diff(merged.probes_csv, res.probes_csv), _max_diff(merged.mi_csv, res.mi_csv))
     n = len(ckpts)
     live_s = [c["seconds"] for c in live]
     print(

@@ -89,7 +89,7 @@ def run(model: str, revisions: str | None, tmp: Path, name: str, **options: Any)
     began = time.perf_counter()
     res = trace(model, revisions, out=tmp / f"out-{name}", cache_dir=tmp / f"cache-{name}", progress=False, **options)
     wall = time.perf_counter() - began
-    return wall, json.loads(res["trace_json"].read_text())["timings"]
+    return wall, json.loads(res.trace_json.read_text())["timings"]
 
 
 def main() -> None:

@@ -52,11 +52,11 @@ def main() -> None:
             progress=False,
         )
         t_ours = time.perf_counter() - t0
-        with open(res["probes_csv"], newline="") as f:
+        with open(res.probes_csv, newline="") as f:
             probes = [r for r in csv.DictReader(f) if r["probe"] == "logistic"]
-        with open(res["mi_csv"], newline="") as f:
+        with open(res.mi_csv, newline="") as f:
             mi = list(csv.DictReader(f))
-        ref = json.loads(Path(res["trace_json"]).read_text())["reference_protocol"]
+        ref = json.loads(Path(res.trace_json).read_text())["reference_protocol"]
     t0 = time.perf_counter()
     accs, ixt, iyt, unconverged = _released_train_probes(_released_acts(args.checkpoint, data.statements), data.labels)
     t_theirs = time.perf_counter() - t0

@@ -310,7 +310,7 @@ def test_merge_without_the_baseline_parts_says_so(tiny_llama, tmp_path):
     for folder in (out / "parts").glob("*/random-init-*"):
         shutil.rmtree(folder)
     res = merge(out, resolve_series(str(tiny_llama)), load_datas(settings), settings)
-    controls = res["findings"]["controls"]
+    controls = res.findings["controls"]
     assert controls["baseline"] is None and "not traced" in controls["baseline_note"]
     e = controls["dimensions"]["d"]
     assert e["baseline"] is None and e["verdict"] != "learned"  # nothing to beat: never learned

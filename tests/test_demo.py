@@ -123,7 +123,7 @@ def test_robustness_is_learned_on_the_fast_series_given_enough_statements(demo_r
         dtype="float32",
         progress=False,
     )
-    claim = json.loads(res["findings_json"].read_text())["learned"]["dimensions"]["robustness"]
+    claim = json.loads(res.findings_json.read_text())["learned"]["dimensions"]["robustness"]
     assert claim["n_test"] == 500
     assert claim["verdict"] == "learned", claim["claim"]
     assert claim["p_holm"] < 0.05 and claim["change_ci"][0] > 0

@@ -96,8 +96,8 @@ def test_run_checkpoints_runs_the_work_passed_in(tmp_path):
 def test_ray_trace_equals_local(ray_cluster, series_folder, dims, local_tables, ray_cache, tmp_path):
     out = tmp_path / "ray"
     got = trace(str(series_folder), out=out, dimensions=dims, cache_dir=ray_cache, executor="ray", **KW)
-    for key in ("probes_csv", "mi_csv"):
-        assert got[key].read_bytes() == local_tables[key].read_bytes()
+    for a, b in ((got.probes_csv, local_tables.probes_csv), (got.mi_csv, local_tables.mi_csv)):
+        assert a.read_bytes() == b.read_bytes()
 
 
 @needs_ray
@@ -142,8 +142,8 @@ def test_killed_task_is_redone_on_resume(
     again = trace(str(series_folder), out=out, dimensions=dims, cache_dir=cache, executor="ray", **KW)
     assert [p.stat().st_mtime_ns for p in parts] == mtimes  # finished checkpoints were not recomputed
     assert len(list((out / "parts").rglob("*.json"))) == 6
-    for key in ("probes_csv", "mi_csv"):
-        assert again[key].read_bytes() == local_tables[key].read_bytes()
+    for a, b in ((again.probes_csv, local_tables.probes_csv), (again.mi_csv, local_tables.mi_csv)):
+        assert a.read_bytes() == b.read_bytes()
 
 
 @needs_ray
@@ -160,7 +160,7 @@ def test_dead_worker_is_retried(ray_cluster, series_folder, dims, local_tables, 
         **KW,
     )
     assert (tmp_path / "crashed").exists()  # it did die once
-    assert got["probes_csv"].read_bytes() == local_tables["probes_csv"].read_bytes()
+    assert got.probes_csv.read_bytes() == local_tables.probes_csv.read_bytes()
 
 
 def test_ray_missing_is_one_line(series_folder, dims, tmp_path, monkeypatch):

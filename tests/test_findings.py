@@ -196,7 +196,7 @@ def _csv(path):
 def test_random_init_series_claims_nothing(random_series_trace):
     res, out = random_series_trace
     f = read_findings(out)
-    assert f is not None and res["findings_json"] == out / "findings.json"
+    assert f is not None and res.findings_json == out / "findings.json"
     learned = f["learned"]
     assert set(learned["dimensions"]) == set(DIMENSIONS)
     assert learned["n_tests"] == len(DIMENSIONS) * 3  # every dimension x every block of the tiny model
@@ -273,3 +273,14 @@ def test_half_sample_estimate_is_reproducible_from_the_cache(random_series_trace
     assert [r["i_xt"] for r in rows] == pytest.approx(
         [part["mi_noise"]["i_xt"][str(r["layer"])][3] for r in rows], rel=1e-9
     )
+
+
+def test_read_findings_returns_none_for_what_is_not_a_findings_json(tmp_path):
+    f = build_findings(CKPTS[:2], [_Data("privacy")], {"privacy": []})
+    (tmp_path / "findings.json").write_text(json.dumps(f))
+    assert read_findings(tmp_path) == json.loads(json.dumps(f))  # the folder or the file
+    for key in ("learned", "mi_turns", "settings"):
+        (tmp_path / "findings.json").write_text(json.dumps({k: v for k, v in f.items() if k != key}))
+        assert read_findings(tmp_path / "findings.json") is None, key
+    (tmp_path / "findings.json").write_text("[]")
+    assert read_findings(tmp_path) is None

@@ -132,11 +132,11 @@ def test_live_tables_equal_trace_of_the_saved_checkpoints(tiny_models, tiny_toke
     after = trace(
         str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False, **SETTINGS
     )  # reloads every checkpoint from disk
-    assert_tables_close(live / "probes.csv", after["probes_csv"], PROBE_COLUMNS)
-    assert_tables_close(live / "mi.csv", after["mi_csv"], MI_COLUMNS)
+    assert_tables_close(live / "probes.csv", after.probes_csv, PROBE_COLUMNS)
+    assert_tables_close(live / "mi.csv", after.mi_csv, MI_COLUMNS)
     assert [r["revision"] for r in _rows(live / "probes.csv")][::12] == ["step0", "step1", "step2"]
     f_live = json.loads((live / "findings.json").read_text())
-    f_after = json.loads(after["findings_json"].read_text())
+    f_after = json.loads(after.findings_json.read_text())
     for key in ("learned", "mi_turns", "summary"):
         assert json.dumps(f_live[key], sort_keys=True) == json.dumps(f_after[key], sort_keys=True)
 
@@ -145,7 +145,7 @@ def test_live_tables_equal_trace_of_the_saved_checkpoints(tiny_models, tiny_toke
 
     monkeypatch.setattr(trace_mod, "load_checkpoint", no_load)
     again = trace(str(root), out=live, dimensions=dims, cache_dir=tmp_path / "c3", progress=False, **SETTINGS)
-    assert again["probes_csv"].read_bytes() == (tmp_path / "after" / "probes.csv").read_bytes()
+    assert again.probes_csv.read_bytes() == (tmp_path / "after" / "probes.csv").read_bytes()
 
 
 def test_early_warning_on_a_planted_drop(tiny_models, tiny_tokenizer, tmp_path, caplog):
@@ -243,8 +243,8 @@ def test_pretrain_traces_live_with_identical_weights_and_the_tables_of_trace(dim
     after = trace(
         str(root), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False, **SETTINGS
     )
-    assert_tables_close(tmp_path / "live" / "probes.csv", after["probes_csv"], PROBE_COLUMNS)
-    assert_tables_close(tmp_path / "live" / "mi.csv", after["mi_csv"], MI_COLUMNS)
+    assert_tables_close(tmp_path / "live" / "probes.csv", after.probes_csv, PROBE_COLUMNS)
+    assert_tables_close(tmp_path / "live" / "mi.csv", after.mi_csv, MI_COLUMNS)
     # the command line: `tracing-bench pretrain --trace-out` (--fast with the tiny sizes), the same tables again
     monkeypatch.setattr(pt.PretrainConfig, "fast", classmethod(lambda cls, **kw: cls(**{**tiny, **kw})))
     args = [

@@ -114,8 +114,8 @@ def test_trainer_callback_bit_identical_logged_and_equal_to_trace(tiny_models, t
     after = trace(
         str(out), out=tmp_path / "after", dimensions=dims, cache_dir=tmp_path / "c2", progress=False, **SETTINGS
     )
-    assert after["probes_csv"].read_text() == (tmp_path / "live" / "probes.csv").read_text()
-    assert after["mi_csv"].read_text() == (tmp_path / "live" / "mi.csv").read_text()
+    assert after.probes_csv.read_text() == (tmp_path / "live" / "probes.csv").read_text()
+    assert after.mi_csv.read_text() == (tmp_path / "live" / "mi.csv").read_text()
 
 
 def test_trainer_callback_on_a_schedule_without_attach(tiny_models, tiny_tokenizer, dims, tmp_path):

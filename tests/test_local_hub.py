@@ -157,7 +157,7 @@ def test_trace_json_stage_seconds_add_up_to_the_wall_time(series_folder, tmp_pat
         progress=False,
     )
     wall = time.perf_counter() - began
-    timings = json.loads(res["trace_json"].read_text())["timings"]
+    timings = json.loads(res.trace_json.read_text())["timings"]
     stages = timings["stages"]
     assert {"setup", "threads", "load", "harvest", "probe", "mi", "write", "merge"} <= set(stages), stages
     assert [c["checkpoint"] for c in timings["checkpoints"]] == ["step0", "step10", "step100"]

@@ -168,12 +168,12 @@ def test_delete_checkpoints_bounds_the_cache_and_stage_seconds_add_up(local_hub,
             **SMALL,
         )
         wall = time.perf_counter() - began
-    assert res["failed"] == {} and _revisions(tmp_path / "out") == sorted(REVS)
+    assert res.failed == {} and _revisions(tmp_path / "out") == sorted(REVS)
     assert watch.seen > 100 and watch.most == on_disk  # with prefetch: the one traced and the next, never more
     assert not snapshots.is_dir() or not any(snapshots.iterdir())  # each deleted after use
     assert len(local_hub.requests("GET", "/model.safetensors")) == 3  # fetched once; from_pretrained found it cached
 
-    timings = json.loads(res["trace_json"].read_text())["timings"]
+    timings = json.loads(res.trace_json.read_text())["timings"]
     stages = timings["stages"]
     assert abs(sum(stages.values()) - wall) <= 0.05 * wall, (sum(stages.values()), wall, stages)
     assert {"load", "harvest", "probe", "delete"} <= set(stages), stages
@@ -221,7 +221,7 @@ def test_a_cut_and_a_transient_failure_are_retried_and_traced(local_hub, tmp_pat
     local_hub.cut_once(REVS[0], "model.safetensors", weights.stat().st_size // 2)
     local_hub.flaky[REVS[2]] = 1  # the first file download of the last revision fails, then it is served
     res = trace("local/olmo-tiny", ",".join(REVS), out=tmp_path / "out", cache_dir=tmp_path / "cache", **SMALL)
-    assert res["failed"] == {} and _revisions(tmp_path / "out") == sorted(REVS)
+    assert res.failed == {} and _revisions(tmp_path / "out") == sorted(REVS)
     assert _file_gets(local_hub, REVS[0], "model.safetensors") == [200, 206]  # resumed with a range request
     statuses = _file_gets(local_hub, REVS[2])
     assert statuses.count(500) == 1 and statuses.count(200) >= 1
@@ -231,5 +231,5 @@ def test_a_cut_and_a_transient_failure_are_retried_and_traced(local_hub, tmp_pat
     shutil.rmtree(tmp_path / "out" / "parts")  # parts gone, activations cached: nothing to download again
     gets = len(local_hub.requests("GET", "/resolve/"))
     again = trace("local/olmo-tiny", ",".join(REVS), out=tmp_path / "out", cache_dir=tmp_path / "cache", **SMALL)
-    assert again["failed"] == {} and _revisions(tmp_path / "out") == sorted(REVS)
+    assert again.failed == {} and _revisions(tmp_path / "out") == sorted(REVS)
     assert len(local_hub.requests("GET", "/resolve/")) == gets

@@ -143,7 +143,9 @@ def test_trace_reference_equals_the_released_recipe(tiny_llama, released_rows, t
     np.testing.assert_allclose(ours_x, ixt, rtol=1e-3)
     np.testing.assert_allclose(ours_y, iyt, rtol=1e-3)
     prov = json.loads((tmp_path / "out" / "trace.json").read_text())
-    assert prov["settings"]["dtype"] == "float32" and prov["settings"]["batch_size"] == 1
+    run = prov["settings"]["run_harvest"]  # as run: the released code's float32, one statement per forward
+    assert run["dtype"] == "float32" and run["batch_size"] == 1
+    assert prov["settings"]["harvest"]["dtype"] == "auto" and prov["settings"]["harvest"]["batch_size"] == 32
     assert "whole-file" in prov["mi_description"] and "float32" in prov["mi_description"]
     ref = prov["reference_protocol"]
     assert ref["logistic_fits"] == 3 and ref["convergence_warnings"] == unconverged

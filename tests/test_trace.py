@@ -61,7 +61,8 @@ def test_trace_folder_series_cli(series_folder, dims, tmp_path):
     assert all(float(r["i_xt"]) > 0 for r in mi)
     prov = json.loads((out / "trace.json").read_text())
     assert [c["step"] for c in prov["checkpoints"]] == [0, 10, 100]
-    assert prov["settings"]["pooling"] == "last" and prov["datasets"][0]["dataset_md5"]
+    assert prov["format"] == 2 and prov["settings"]["harvest"]["pooling"] == "last"
+    assert prov["datasets"][0]["dataset_md5"]
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))  # drawn by report.plots.trace_figures
     assert "probes_fairness_small.png" in pngs and "mi_fairness_small.png" in pngs, pngs
     assert prov["figures"]
@@ -109,8 +110,8 @@ def test_interrupted_trace_resumes_to_identical_tables(series_folder, dims, tmp_
     monkeypatch.setattr(trace_mod, "trace_checkpoint", original)
     again = trace(str(series_folder), out=tmp_path / "int", cache_dir=tmp_path / "cache_int", **kw)
     assert [p.stat().st_mtime_ns for p in parts] == mtimes  # finished work was not redone
-    for key in ("probes_csv", "mi_csv"):
-        assert again[key].read_bytes() == full[key].read_bytes()
+    for a, b in ((again.probes_csv, full.probes_csv), (again.mi_csv, full.mi_csv)):
+        assert a.read_bytes() == b.read_bytes()
 
 
 def test_trace_hub_cache_series_and_delete(hf_cache_series, dims, tmp_path, monkeypatch):

@@ -19,11 +19,14 @@ baseline.csv and adds the controls' verdicts to the findings
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.compare.findings_schema import Findings
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import atomic_write_csv, safe_name
 from tracing_bench.parts import PROBE_COLUMNS, build_part, checkpoint_slug, read_part, write_part
@@ -86,12 +89,14 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
     return model, tokenizer
 
 
-def _activations(ckpt: Checkpoint, data: Any, settings: TraceSettings, loaded: dict[str, Any]) -> tuple[Any, dict]:
+def _activations(
+    ckpt: Checkpoint, data: DimensionData, settings: TraceSettings, loaded: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     """The baseline's activations of one dimension, from the cache or harvested (and cached)."""
     from tracing_bench.cache import ActivationCache, activation_spec
     from tracing_bench.harvest import harvest
 
-    h = settings.harvest
+    h = settings.run_harvest
     spec = {**activation_spec(ckpt, data, h), "init": INIT, "init_seed": int(settings.seed)}
     cache = ActivationCache(h.cache_dir)
     hit = cache.load(spec)
@@ -117,7 +122,9 @@ def _activations(ckpt: Checkpoint, data: Any, settings: TraceSettings, loaded: d
     return acts, meta
 
 
-def trace_baseline(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str | Path) -> list[Path]:
+def trace_baseline(
+    ckpt: Checkpoint, datas: list[DimensionData], settings: TraceSettings, out: str | Path
+) -> list[Path]:
     """Probe a random initialisation of ``ckpt``'s architecture on every dimension (resumable parts).
 
     Returns:
@@ -154,10 +161,10 @@ def trace_baseline(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, 
 def finish_controls(
     out: str | Path,
     ckpts: list[Checkpoint],
-    datas: list[Any],
+    datas: list[DimensionData],
     settings: TraceSettings,
-    findings: dict[str, Any],
-    parts: dict[str, list[Any]],
+    findings: Findings,
+    parts: dict[str, list[Mapping[str, Any]]],
 ) -> Path | None:
     """Write ``OUT/baseline.csv`` (when the baseline was traced) and add the controls to ``findings``.
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench import __version__
+from tracing_bench.compare.findings_schema import Findings
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, atomic_write_text, spec_hash
 
@@ -205,16 +206,16 @@ def run_demo(
     echo(f"[2/6] tracing {len(folders)} checkpoints x 5 dimensions (probes + MI, {s.max_statements} statements each)")
     res = trace(str(ckpt_root), None, out=trace_dir, settings=trace_settings, progress=True)
     record_figures(
-        res["trace_json"],
-        trace_figures(res["probes_csv"], res["mi_csv"], trace_dir / "figures", findings=res["findings"])
-        + control_figures(res["probes_csv"], trace_dir / "figures"),
+        res.trace_json,
+        trace_figures(res.probes_csv, res.mi_csv, trace_dir / "figures", findings=res.findings)
+        + control_figures(res.probes_csv, trace_dir / "figures"),
     )
-    probe_rows = _read_csv(res["probes_csv"])
+    probe_rows = _read_csv(res.probes_csv)
     probes = probe_summary(probe_rows)
-    findings = read_findings(res["findings_json"])
+    findings = read_findings(res.findings_json)
     if findings is None:
         raise TracingBenchError(
-            f"{res['findings_json']} is missing or unreadable: delete {trace_dir} and run the demo again"
+            f"{res.findings_json} is missing or unreadable: delete {trace_dir} and run the demo again"
         )
     lap("trace")
 
@@ -226,7 +227,10 @@ def run_demo(
         claims = findings["learned"]["dimensions"]
         dim = max(
             (d for d in probes if d != "robustness"),
-            key=lambda d: (claims.get(d, {}).get("verdict") == "learned", claims.get(d, {}).get("change", 0.0)),
+            key=lambda d: (
+                d in claims and claims[d]["verdict"] == "learned",
+                claims[d]["change"] if d in claims else 0.0,
+            ),
         )
     elif s.dimension in probes:
         dim = s.dimension
@@ -347,7 +351,7 @@ def _pair(entry: dict[str, Any] | None) -> str:
 
 
 def format_summary(
-    findings: dict[str, Any],
+    findings: Findings,
     dim: str,
     layer: int,
     steering: list[dict[str, Any]],
@@ -410,10 +414,10 @@ def format_summary(
     from tracing_bench.compare.claims import control_lines
 
     lines += control_lines(findings)  # selectivity, baseline, transfer at the claim's block
-    turns = findings.get("mi_turns") or {}
-    noise = turns.get("noise") or {}
-    found = [e for e in turns.get("series", []) if e.get("turn") is not None]
-    head = f"MI turn of I(T;X) (rise and fall both beyond {turns.get('z', 2):g} noise sd"
+    turns = findings["mi_turns"]
+    noise = turns["noise"]
+    found = [e for e in turns["series"] if e.get("turn") is not None]
+    head = f"MI turn of I(T;X) (rise and fall both beyond {turns['z']:g} noise sd"
     head += f"; noise: nHSIC on {noise['k']} half-samples of {noise['m']} statements):" if noise else "):"
     lines.append(head)
     if found:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tracing_bench.errors import TracingBenchError, first_line
@@ -50,11 +50,22 @@ class ExecutorSettings:
         max_retries: times Ray re-runs a task whose worker died.
     """
 
-    executor: Executor = "local"
-    ray_address: str | None = None
-    gpus_per_task: float = 0
-    cpus_per_task: float = 1
-    max_retries: int = 3
+    executor: Executor = field(
+        default="local",
+        metadata={
+            "help": "local: one checkpoint after the other here; ray: one Ray task per checkpoint "
+            "(pip install 'tracing-bench[ray]')."
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one]."
+        },
+    )
+    gpus_per_task: float = field(default=0, metadata={"help": "GPUs Ray reserves per task."})
+    cpus_per_task: float = field(default=1, metadata={"help": "CPUs Ray reserves per task (its torch threads)."})
+    max_retries: int = field(default=3, metadata={"help": "Ray re-runs a task this many times when its worker dies."})
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:

@@ -51,9 +51,11 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, check_outputs
 from tracing_bench.settings import TraceSettings, parse_layers
+from tracing_bench.trace_files import TraceResult
 
 __all__ = ["LiveResult", "LiveTracer", "no_autocast", "preserved_training_state"]
 
@@ -185,7 +187,7 @@ class LiveTracer:
         from tracing_bench.trace import load_datas
 
         if settings is None or options:
-            settings = TraceSettings.from_options(**{**(settings.public() if settings else {}), **options})
+            settings = TraceSettings.from_options(settings, **options)
         if settings.delete_checkpoints:
             raise TracingBenchError("--delete-checkpoints does not apply to live tracing (nothing is downloaded)")
         if not 0 < alpha < 1:
@@ -275,7 +277,7 @@ class LiveTracer:
         t0 = time.perf_counter()
         _check_not_sharded(model)
         ckpt = self.checkpoint(step, folder)
-        parse_layers(self.settings.layers, len(find_blocks(model, self.settings.blocks_attr)[0]))
+        parse_layers(self.settings.layers, len(find_blocks(model, self.settings.harvest.blocks_attr)[0]))
         harvest_s = 0.0
         with (
             preserved_training_state(model),
@@ -331,7 +333,7 @@ class LiveTracer:
 
         from tracing_bench.loading import torch_dtype
 
-        want = self.settings.harvest.dtype
+        want = self.settings.run_harvest.dtype
         have = next(model.parameters()).dtype
         if want == "auto" or torch_dtype(want) == have:
             yield model
@@ -342,24 +344,26 @@ class LiveTracer:
         finally:
             del cast
 
-    def _activations(self, model: Any, tokenizer: Any, ckpt: Checkpoint, data: Any) -> tuple[Any, dict[str, Any]]:
+    def _activations(
+        self, model: Any, tokenizer: Any, ckpt: Checkpoint, data: DimensionData
+    ) -> tuple[Any, dict[str, Any]]:
         """All blocks' activations of one dimension (as the activation cache would hold them) and their provenance."""
         from tracing_bench.harvest import harvest
 
-        acts = harvest(model, tokenizer, data.statements, self.settings.harvest)
+        acts = harvest(model, tokenizer, data.statements, self.settings.run_harvest)
         prov = {
             "key": None,
             "resolved_commit": None,
             "n_layers": int(acts.shape[0]),
             "hidden": int(acts.shape[2]),
             "torch_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-            "pooling": self.settings.harvest.pooling,
-            "dtype": self.settings.harvest.dtype,
+            "pooling": self.settings.run_harvest.pooling,
+            "dtype": self.settings.run_harvest.dtype,
             "n_statements": len(data.statements),
         }
         return acts.numpy(), prov
 
-    def _part_path(self, ckpt: Checkpoint, data: Any) -> Path:
+    def _part_path(self, ckpt: Checkpoint, data: DimensionData) -> Path:
         from tracing_bench.parts import part_path
 
         return part_path(self.out, self.settings, ckpt, data.key_name)
@@ -402,7 +406,7 @@ class LiveTracer:
         folder: str | Path | None,
         timings: dict[str, float],
         drops: dict[str, Any],
-        merged: dict[str, Any],
+        merged: TraceResult,
         warned: bool,
         scores: list[dict[str, Any]],
     ) -> None:
@@ -436,10 +440,10 @@ class LiveTracer:
                 "harvest": "the live model in the training process: eval mode, inference mode, the settings' dtype "
                 "(a cast copy when training runs in another); train flags and RNG states restored after",
                 "tables": {
-                    "probes": merged["probes_csv"].name,
-                    "mi": merged["mi_csv"].name,
-                    "findings": merged["findings_json"].name,
-                    "trace": merged["trace_json"].name,
+                    "probes": merged.probes_csv.name,
+                    "mi": merged.mi_csv.name,
+                    "findings": merged.findings_json.name,
+                    "trace": merged.trace_json.name,
                 },
                 "checkpoints": self.history,
             },

@@ -27,6 +27,7 @@ import numpy as np
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, dumps_json, pack_bits, safe_name, text_hash
 from tracing_bench.settings import PROBES, TraceSettings, parse_layers
@@ -114,7 +115,7 @@ def write_part(path: Path, part: dict[str, Any]) -> Path:
     return atomic_write_text(path, dumps_json(part, indent=1, sort_keys=True))
 
 
-def statements_sha256(data: Any, idx: np.ndarray) -> str:
+def statements_sha256(data: DimensionData, idx: np.ndarray) -> str:
     """sha256 of the statements at ``idx`` (in order) with their labels: equal hashes = the same test set."""
     return text_hash("".join(f"{int(data.labels[i])}\t{data.statements[i]}\n" for i in np.asarray(idx).tolist()))
 
@@ -126,7 +127,7 @@ def noise_seeds(seed: int, k: int) -> list[int]:
 
 # ------------------------------------------------------------------------------ what a part holds
 def build_part(
-    ckpt: Checkpoint, data: Any, acts: np.ndarray, prov: dict[str, Any], settings: TraceSettings
+    ckpt: Checkpoint, data: DimensionData, acts: np.ndarray, prov: dict[str, Any], settings: TraceSettings
 ) -> dict[str, Any]:
     """Probe (and with ``settings.mi`` MI-probe) one dimension's activations of one checkpoint.
 
@@ -207,7 +208,7 @@ def _num(v: Any) -> Any:
 
 
 def _probe_rows(
-    acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[int], common: dict[str, Any]
+    acts: np.ndarray, data: DimensionData, settings: TraceSettings, layers: list[int], common: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The probes.csv rows (with ``test_correct`` bits) and, under ``reference``, the fits' counts."""
     from tracing_bench.probes.layers import probe_layers  # looked up per call (tests wrap it)
@@ -226,7 +227,7 @@ def _probe_rows(
             **common,
             "layer": int(r["layer"]),
             "protocol": settings.protocol,
-            "pooling": settings.pooling,
+            "pooling": settings.harvest.pooling,
             "probe": r["probe"],
             "n_train": _num(r.get("n_train")),
             **{k: _num(r.get(k)) for k in ("val_acc", "val_auroc", "test_acc", "test_auroc")},
@@ -252,7 +253,7 @@ def _probe_rows(
 
 
 def _mi_rows(
-    acts: np.ndarray, data: Any, settings: TraceSettings, layers: list[int], common: dict[str, Any]
+    acts: np.ndarray, data: DimensionData, settings: TraceSettings, layers: list[int], common: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The mi.csv rows (X = block 0, T = each traced layer, on probe_train) and the noise half-samples."""
     from tracing_bench.probes.mi import mi_layers
@@ -290,7 +291,9 @@ def _mi_rows(
     return sorted(out, key=lambda r: r["layer"]), noise
 
 
-def _mi_noise(acts: np.ndarray, data: Any, settings: TraceSettings, names: list[int], m: int) -> dict[str, Any] | None:
+def _mi_noise(
+    acts: np.ndarray, data: DimensionData, settings: TraceSettings, names: list[int], m: int
+) -> dict[str, Any] | None:
     """nHSIC on ``settings.mi_noise`` seeded half-samples (m // 2 probe-train statements each).
 
     The half-samples are drawn from the probe-train split with fixed seeds, so they are the same
@@ -366,7 +369,9 @@ class SeriesParts:
     reference_fits: list[dict[str, Any]] = field(default_factory=list)
 
 
-def collect_parts(out: str | Path, ckpts: list[Checkpoint], datas: list[Any], settings: TraceSettings) -> SeriesParts:
+def collect_parts(
+    out: str | Path, ckpts: list[Checkpoint], datas: list[DimensionData], settings: TraceSettings
+) -> SeriesParts:
     """Read every part of a series.
 
     Raises:

@@ -21,7 +21,8 @@ Where to run each checkpoint is :class:`tracing_bench.executors.ExecutorSettings
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from tracing_bench import __version__
@@ -36,6 +37,10 @@ PROBES: tuple[str, ...] = ("logistic", "mass_mean")
 Positions = Literal["all", "last"]
 POSITIONS: tuple[str, ...] = ("all", "last")
 Preset = Literal["reference"]
+#: how a steering vector is scaled (:mod:`tracing_bench.steering.vector`)
+Scale = Literal["paper", "reference", "unit"]
+#: whether ``steer sweep`` also guards fluency with lm-eval's lambada_openai (when cached)
+Lambada = Literal["auto", "off"]
 Baseline = Literal["auto", "random-init", "none"]
 BASELINES: tuple[str, ...] = ("auto", "random-init", "none")
 
@@ -125,6 +130,12 @@ def _check_dtype(dtype: str) -> None:
         raise TracingBenchError(f"--dtype {dtype!r} is not valid: use one of {', '.join(DTYPES)}")
 
 
+def setting(default: Any, help: str, **kwargs: Any) -> Any:
+    """A settings field with its help text (``metadata["help"]``): what ``--help`` shows for the
+    option that sets it (:func:`tracing_bench.cli.options.settings_option`)."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
 @dataclass(frozen=True)
 class HarvestSettings:
     """How activations are harvested and cached.
@@ -144,13 +155,15 @@ class HarvestSettings:
     device and folder are not (they do not change the numbers beyond float rounding).
     """
 
-    pooling: Pooling = "last"
-    dtype: DType = "auto"
-    device: str = "auto"
-    batch_size: int = 32
-    max_length: int | None = None
-    blocks_attr: str | None = None
-    cache_dir: str | None = None
+    pooling: Pooling = setting("last", "last: the last real token of each statement; mean: the mean over its tokens.")
+    dtype: DType = setting("auto", "Dtype the model is loaded in (auto: as stored).")
+    device: str = setting("auto", "auto, cpu or cuda.")
+    batch_size: int = setting(32, "Statements per forward pass.")
+    max_length: int | None = setting(None, "Truncate statements to this many tokens.")
+    blocks_attr: str | None = setting(
+        None, "Dotted path of the decoder blocks' ModuleList for architectures not recognised (e.g. model.layers)."
+    )
+    cache_dir: str | None = setting(None, "Activation cache (default $TRACING_BENCH_CACHE or ~/.cache/tracing-bench).")
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -169,11 +182,9 @@ class HarvestSettings:
         ``cached_activations(ckpt, data, dtype="float32")`` is
         ``cached_activations(ckpt, data, HarvestSettings(dtype="float32"))``.
         """
-        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        unknown = sorted(set(options) - set(HARVEST_FIELDS))
         if unknown:
-            raise TypeError(
-                f"unexpected harvest option(s) {', '.join(unknown)}; valid: {', '.join(f.name for f in fields(cls))}"
-            )
+            raise TypeError(f"unexpected harvest option(s) {', '.join(unknown)}; valid: {', '.join(HARVEST_FIELDS)}")
         given = {k: v for k, v in options.items() if v is not None}
         return replace(settings or cls(), **given)  # __post_init__ turns a path into a string
 
@@ -185,7 +196,11 @@ class HarvestSettings:
         return replace(self, batch_size=1, dtype="float32" if self.dtype == "auto" else self.dtype)
 
 
-# the settings of a trace that change its numbers (hashed into its key)
+#: the fields of :class:`HarvestSettings` (a trace's keyword options that go to its harvest)
+HARVEST_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HarvestSettings))
+
+# the settings of a trace that change its numbers (hashed into its key); pooling, dtype,
+# blocks_attr and max_length are read from the harvest the trace runs with
 _NUMBER_FIELDS = (
     "layers",
     "pooling",
@@ -203,6 +218,13 @@ _NUMBER_FIELDS = (
     "controls",
 )
 
+PROTOCOL_HELP = (
+    "paper: seeded group-aware splits, probe-train scaling, converged probe, float64 nHSIC. "
+    "reference: the released code's numbers: released files in file order, float32 model (unless "
+    "--dtype), one statement per forward, whole-file scaling, sklearn LogisticRegression() on the "
+    "first 80% / last 20%, float32 nHSIC."
+)
+
 
 @dataclass(frozen=True)
 class TraceSettings:
@@ -211,15 +233,14 @@ class TraceSettings:
     Attributes:
         dimensions: dimension names or CSV paths (validated by the loader).
         layers: ``all`` or a spec like ``0,4,8``, ``4-12`` or ``0:32:4`` (end exclusive).
-        pooling: ``last`` or ``mean``.
         mi: estimate I(X;T), I(Y;T) per layer.
         protocol: ``paper`` or ``reference`` (splits and probe protocol). ``reference`` harvests
             one statement per forward pass in a float32 model (unless ``dtype`` names another),
-            as the released code did: ``batch_size`` becomes 1 and ``dtype`` ``float32``.
+            as the released code did (:attr:`run_harvest`).
         probes: probe kinds passed to ``probe_layers``.
         sigma: kernel width of the nHSIC estimator.
-        dtype, device, batch_size, cache_dir, blocks_attr, max_length: the harvest
-            (:attr:`harvest`, a :class:`HarvestSettings`).
+        harvest: pooling, dtype, device, batch size, cache folder, blocks path and max length
+            (a :class:`HarvestSettings`), as given; the trace harvests with :attr:`run_harvest`.
         seed: seed of the paper splits.
         delete_checkpoints: remove each hub checkpoint from the Hugging Face cache after use.
         prefetch: download the next hub checkpoint while this one is traced (local executor;
@@ -243,33 +264,50 @@ class TraceSettings:
             when the series is one checkpoint or has no step-0 checkpoint; ``none``: never.
     """
 
-    dimensions: tuple[str, ...] = tuple(DIMENSIONS)
-    layers: str = "all"
-    pooling: Pooling = "last"
-    mi: bool = False
-    protocol: Protocol = "paper"
-    probes: tuple[str, ...] = PROBES
-    sigma: float = 50.0
-    dtype: DType = "auto"
-    device: str = "auto"
-    batch_size: int = 32
-    cache_dir: str | None = None
-    blocks_attr: str | None = None
-    max_length: int | None = None
-    seed: int = 0
-    delete_checkpoints: bool = False
-    prefetch: bool = True
-    max_statements: int | None = None
-    mi_subsample: int | None = None
-    mi_noise: int = MI_NOISE_DEFAULT
+    dimensions: tuple[str, ...] = setting(tuple(DIMENSIONS), "'all' or a comma list of dimensions / CSV paths.")
+    layers: str = setting("all", "'all', 0,4,8, 4-12 or 0:32:4 (block indices).")
+    mi: bool = setting(False, "Also estimate I(X;T) and I(Y;T) per layer (nHSIC).")
+    protocol: Protocol = setting("paper", PROTOCOL_HELP)
+    probes: tuple[str, ...] = setting(PROBES, "Probe kinds (comma list).")
+    sigma: float = setting(50.0, "nHSIC kernel width.")
+    harvest: HarvestSettings = field(default_factory=HarvestSettings)
+    seed: int = setting(0, "Seed of the paper splits.")
+    delete_checkpoints: bool = setting(
+        False, "Delete each hub checkpoint from the Hugging Face cache after use (never a local folder)."
+    )
+    prefetch: bool = setting(
+        True,
+        "Hub series: download the next checkpoint while this one is traced (at most one ahead; two on "
+        "disk with --delete-checkpoints). A download is tried 3 times; a revision that still fails is one "
+        "line, the series goes on and the exit status is 1. No effect on local folders or with --executor ray.",
+    )
+    max_statements: int | None = setting(
+        None, "Trace a seeded, split-preserving subsample of about N statements per dimension (quick looks)."
+    )
+    mi_subsample: int | None = setting(
+        None, "Estimate MI on N probe-train statements (seeded); nHSIC costs grow as N^3."
+    )
+    mi_noise: int = setting(
+        MI_NOISE_DEFAULT,
+        "MI noise: nHSIC on K seeded half-samples (same at every checkpoint; about K/8 of the MI cost); "
+        "a turn is reported only beyond it. 0 = off.",
+    )
     series_name: str = ""
     threads: int | None = None
-    controls: bool = True
-    baseline: Baseline = "auto"
+    controls: bool = setting(
+        True,
+        "Also train each probe on a control labelling (selectivity) and on held-out groups (transfer, "
+        "where the data have them: CrowS-Pairs bias types, a CSV's topic column).",
+    )
+    baseline: Baseline = setting(
+        "auto",
+        "random-init: also probe a randomly initialised model of the last checkpoint's config and "
+        "tokenizer (seeded with --seed; weights never saved); auto: when the series is one checkpoint "
+        "or has no step-0 checkpoint.",
+    )
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "threads", check_threads(self.threads))  # before anything else: a bad --threads is one line
+        check_threads(self.threads)  # before anything else: a bad --threads is one line
         if self.baseline not in BASELINES:
             raise TracingBenchError(f"--baseline {self.baseline!r} is not valid: use one of {', '.join(BASELINES)}")
         if self.protocol not in PROTOCOLS:
@@ -286,27 +324,23 @@ class TraceSettings:
             raise TracingBenchError(
                 f"--mi-noise {noise} is not valid: give 0 (no noise estimate, no turn test) or at least 2 half-samples"
             )
-        harvest = HarvestSettings(
-            pooling=self.pooling,
-            dtype=self.dtype,
-            device=self.device,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            blocks_attr=self.blocks_attr,
-            cache_dir=self.cache_dir,
-        ).for_protocol(self.protocol)
-        set_(self, "dtype", harvest.dtype)
-        set_(self, "batch_size", harvest.batch_size)
-        set_(self, "cache_dir", harvest.cache_dir)
-        set_(self, "_harvest", harvest)
+        if not isinstance(self.harvest, HarvestSettings):
+            raise TracingBenchError(
+                f"harvest={self.harvest!r} is not valid: give a HarvestSettings (or the harvest options by keyword "
+                "to TraceSettings.from_options)"
+            )
 
     @classmethod
-    def from_options(cls, **options: Any) -> TraceSettings:
-        """Settings from the loose values a command line or a keyword call gives.
+    def from_options(cls, base: TraceSettings | None = None, **options: Any) -> TraceSettings:
+        """Settings from the loose values a command line or a keyword call gives, over ``base``
+        (default: the defaults).
 
         ``dimensions`` may be ``all`` or a comma list of names / CSV paths, ``probes`` a comma
-        list, ``layers`` a list of indices, ``cache_dir`` a path, ``threads`` a string; numbers
-        are converted. Everything else is as the attributes.
+        list, ``layers`` a list of indices, ``threads`` a string; numbers are converted. The
+        harvest options (:data:`HARVEST_FIELDS`: ``pooling``, ``dtype``, ``batch_size``,
+        ``cache_dir`` as a path, ...) may be given flat, or as ``harvest`` (a
+        :class:`HarvestSettings` or its dict, as :meth:`public` records it). Everything else is as
+        the attributes.
         """
         o = dict(options)
         if "threads" in o:  # first: a bad --threads is one line whatever else is wrong
@@ -319,26 +353,36 @@ class TraceSettings:
             o["probes"] = tuple(o["probes"])
         if isinstance(o.get("layers"), (list, tuple)):
             o["layers"] = ",".join(map(str, o["layers"]))
-        for name, kind in (("sigma", float), ("batch_size", int), ("max_statements", int), ("mi_subsample", int)):
+        for name, kind in (("sigma", float), ("max_statements", int), ("mi_subsample", int), ("batch_size", int)):
             if o.get(name) is not None and not isinstance(o[name], bool):
                 o[name] = kind(o[name])
-        return cls(**o)
+        harvest = o.pop("harvest", None)
+        if isinstance(harvest, Mapping):
+            harvest = HarvestSettings(**harvest)
+        flat = {k: o.pop(k) for k in HARVEST_FIELDS if k in o}
+        base = base or cls()
+        if harvest is not None or flat:
+            o["harvest"] = replace(harvest or base.harvest, **flat)
+        return replace(base, **o)
 
     @property
-    def harvest(self) -> HarvestSettings:
-        """The harvest settings (after the protocol's adjustment)."""
-        return self._harvest  # type: ignore[attr-defined]
+    def run_harvest(self) -> HarvestSettings:
+        """The harvest the trace runs with: :attr:`harvest` after the protocol's adjustment
+        (:meth:`HarvestSettings.for_protocol`)."""
+        return self.harvest.for_protocol(self.protocol)
 
     def key(self) -> str:
         """Hash of the settings that change the numbers (not batch size, device, cache)."""
         from tracing_bench.files import spec_hash
 
-        spec = {k: getattr(self, k) for k in _NUMBER_FIELDS} | {"package_version": __version__}
+        run = asdict(self.run_harvest)
+        spec = {k: run[k] if k in run else getattr(self, k) for k in _NUMBER_FIELDS} | {"package_version": __version__}
         return spec_hash(spec, 16)
 
     def public(self) -> dict[str, Any]:
-        """The settings as recorded in trace.json and findings.json."""
-        return asdict(self)
+        """The settings as recorded in trace.json and findings.json: every field, the harvest as
+        given (``harvest``) and as run (``run_harvest``, after the protocol's adjustment)."""
+        return asdict(self) | {"run_harvest": asdict(self.run_harvest)}
 
 
 @dataclass(frozen=True)
@@ -361,15 +405,19 @@ class ScoringSettings:
         cache_dir: the activation cache (vectors re-extracted or taken from checkpoints).
     """
 
-    tasks: tuple[str, ...] = ()
-    limit: float | None = None
-    batch_size: int = 8
-    seed: int = 1234
-    positions: Positions | None = None
-    preset: Preset | None = None
-    dtype: DType = "auto"
-    device: str = "auto"
-    cache_dir: str | None = None
+    tasks: tuple[str, ...] = setting((), "lm-eval tasks (comma list).")
+    limit: float | None = setting(None, "lm-eval --limit (documents per task).")
+    batch_size: int = setting(8, "Same for every setting.")
+    seed: int = setting(1234, "Every lm-eval seed.")
+    positions: Positions | None = setting(
+        None, "all: every position (lm-eval steered; the default); last: the released code (last context token onward)."
+    )
+    preset: Preset | None = setting(
+        None, "reference: apply as the released code: --positions last and a float32 target (unless --dtype)."
+    )
+    dtype: DType = setting("auto", "Dtype of the target model (and of a source checkpoint harvested for a vector).")
+    device: str = setting("auto", "auto, cpu or cuda.")
+    cache_dir: str | None = setting(None, "Activation cache (vectors re-extracted from checkpoints).")
 
     def __post_init__(self) -> None:
         fixed = preset_settings(self.preset)

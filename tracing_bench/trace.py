@@ -38,7 +38,6 @@ per layer and recorded in ``trace.json`` (``reference_protocol``), not printed.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import fields, replace
@@ -47,6 +46,7 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.downloads import check_free_space
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
@@ -58,10 +58,12 @@ from tracing_bench.progress import SeriesProgress
 from tracing_bench.settings import TraceSettings, parse_layers
 from tracing_bench.threads import threads_for_work, use_threads
 from tracing_bench.timings import Timings, stage
+from tracing_bench.trace_files import TRACE_JSON_FORMAT, TraceResult, read_trace_json
 
 __all__ = [
     "MI_COLUMNS",
     "PROBE_COLUMNS",
+    "TraceResult",
     "TraceSettings",
     "merge",
     "record_figures",
@@ -75,7 +77,7 @@ __all__ = [
 # --------------------------------------------------------------------------------- one checkpoint
 def trace_checkpoint(
     checkpoint: Checkpoint,
-    datas: list[Any],
+    datas: list[DimensionData],
     settings: TraceSettings,
     out: str | Path,
     *,
@@ -100,7 +102,7 @@ def trace_checkpoint(
     from tracing_bench.cache import cached_activations, lookup_activations  # looked up per call (tests wrap them)
 
     out = Path(out)
-    harvest = settings.harvest
+    harvest = settings.run_harvest
     paths = [part_path(out, settings, checkpoint, d.key_name) for d in datas]
     todo = [(d, p) for d, p in zip(datas, paths, strict=True) if read_part(p, d.md5) is None]
     if bar is not None:
@@ -140,7 +142,7 @@ def trace_checkpoint(
 
 
 def trace_activations(
-    checkpoint: Checkpoint, data: Any, acts: Any, prov: dict[str, Any], settings: TraceSettings, path: Path
+    checkpoint: Checkpoint, data: DimensionData, acts: Any, prov: dict[str, Any], settings: TraceSettings, path: Path
 ) -> dict[str, Any]:
     """Probe (and MI-probe) one dimension's activations of one checkpoint and write its part file.
 
@@ -172,7 +174,7 @@ def trace_activations(
 
 
 def _checkpoint_task(
-    ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, out: str, work: Callable[..., list[Path]]
+    ckpt: Checkpoint, datas: list[DimensionData], settings: TraceSettings, out: str, work: Callable[..., list[Path]]
 ) -> list[str]:
     """One Ray task: ``work`` (:func:`trace_checkpoint` or what replaces it) on one checkpoint."""
     return [str(p) for p in work(ckpt, datas, settings, out)]
@@ -180,7 +182,7 @@ def _checkpoint_task(
 
 def run_checkpoints(
     ckpts: Sequence[Checkpoint],
-    datas: list[Any],
+    datas: list[DimensionData],
     settings: TraceSettings,
     out: str | Path,
     run_on: ExecutorSettings,
@@ -248,7 +250,7 @@ def trace(
     run_on: ExecutorSettings | None = None,
     progress: bool = True,
     **options: Any,
-) -> dict[str, Any]:
+) -> TraceResult:
     """Trace a checkpoint series; resumable (see the module docstring).
 
     Args:
@@ -266,10 +268,9 @@ def trace(
             ``max_retries=1``); they override ``settings`` and ``run_on``.
 
     Returns:
-        ``{"probes_csv", "mi_csv", "trace_json", "findings_json", "findings", "checkpoints", "failed"}``:
-        the files written, the findings (as in findings.json), the number of checkpoints traced
-        and ``{revision: one line}`` for those that could not be downloaded (the series went on
-        without them; trace.json ``failed_revisions``).
+        a :class:`TraceResult`: the files written, the findings (as in findings.json), the number of
+        checkpoints traced and ``{revision: one line}`` for those that could not be downloaded (the
+        series went on without them; trace.json ``failed_revisions``).
 
     Raises:
         TracingBenchError: bad input (one line).
@@ -281,7 +282,7 @@ def trace(
         run_names = {f.name for f in fields(ExecutorSettings)}
         run_options = {k: options.pop(k) for k in list(options) if k in run_names}
         if settings is None or options:
-            settings = TraceSettings.from_options(**{**(settings.public() if settings else {}), **options})
+            settings = TraceSettings.from_options(settings, **options)
         if not settings.series_name:
             settings = replace(settings, series_name=model)
         run_on = replace(run_on, **run_options) if run_on is not None else ExecutorSettings(**run_options)
@@ -293,7 +294,9 @@ def trace(
                 f"--delete-checkpoints only removes Hugging Face cache downloads, and {model} is a local folder: "
                 "refusing to delete it; drop --delete-checkpoints"
             )
-        check_outputs([(out, "--out", "folder"), (settings.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
+        check_outputs(
+            [(out, "--out", "folder"), (settings.harvest.cache_dir or default_cache_dir(), "--cache-dir", "folder")]
+        )
         datas = load_datas(settings)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +318,7 @@ def trace(
             return merge(out, done, datas, settings, timings=timings, failed=failed)
 
 
-def load_datas(settings: TraceSettings) -> list[Any]:
+def load_datas(settings: TraceSettings) -> list[DimensionData]:
     """The dimensions of a trace, loaded, named for this run and subsampled as the settings say."""
     from tracing_bench.dimensions import display_names, load_dimension
 
@@ -349,11 +352,11 @@ _MI_DESCRIPTION = {
 def merge(
     out: str | Path,
     ckpts: list[Checkpoint],
-    datas: list[Any],
+    datas: list[DimensionData],
     settings: TraceSettings,
     timings: Timings | None = None,
     failed: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> TraceResult:
     """Merge the part files of a finished series into probes.csv, mi.csv, findings.json and trace.json.
 
     Returns:
@@ -370,11 +373,11 @@ def merge(
 def _merge(
     out: Path,
     ckpts: list[Checkpoint],
-    datas: list[Any],
+    datas: list[DimensionData],
     settings: TraceSettings,
     timings: Timings | None,
     failed: dict[str, str],
-) -> dict[str, Any]:
+) -> TraceResult:
     from tracing_bench.compare.findings import build_findings, write_findings
 
     series = collect_parts(out, ckpts, datas, settings)
@@ -386,7 +389,8 @@ def _merge(
 
     baseline_csv = finish_controls(out, ckpts, datas, settings, findings, series.parts)  # baseline.csv, controls
     findings_json = write_findings(findings, out / "findings.json")
-    provenance = {
+    provenance: dict[str, Any] = {
+        "format": TRACE_JSON_FORMAT,
         "tool": "tracing-bench trace",
         "package_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -422,19 +426,12 @@ def _merge(
     if timings is not None:
         provenance["timings"] = timings.summary()
     trace_json = atomic_write_json(out / "trace.json", provenance, default=str)
-    return {
-        "probes_csv": probes_csv,
-        "mi_csv": mi_csv,
-        "trace_json": trace_json,
-        "findings_json": findings_json,
-        "findings": findings,
-        "checkpoints": len(ckpts),
-        "failed": failed,
-    }
+    return TraceResult(probes_csv, mi_csv, trace_json, findings_json, findings, len(ckpts), failed)
 
 
 def record_figures(trace_json: str | Path, figures: Sequence[str | Path]) -> Path:
-    """Note the figures drawn from a trace's tables in its trace.json (``figures``), atomically."""
-    provenance = json.loads(Path(trace_json).read_text())
+    """Note the figures drawn from a trace's tables in its trace.json (``figures``), atomically
+    (a trace.json of format 1 is rewritten in the current format)."""
+    provenance = read_trace_json(trace_json)
     provenance["figures"] = [str(p) for p in figures]
     return atomic_write_json(trace_json, provenance, default=str)

@@ -7,11 +7,13 @@ from pathlib import Path
 import click
 
 from tracing_bench.cli.group import main
+from tracing_bench.cli.options import choice
+from tracing_bench.compare.leaderboard import Format
 
 
 @main.command("leaderboard")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html", "json"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=choice(Format), default="md", show_default=True)
 @click.option("--sort", default=None, help="Column to sort by, best first (a task, a group such as `trust`, or step).")
 @click.option(
     "--latest", is_flag=True, help="When two results files give the same row, keep the newer instead of failing."

@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from tracing_bench.cli.group import Group, main
+from tracing_bench.cli.options import choice
+from tracing_bench.dimensions import Protocol
 from tracing_bench.files import dumps_json
 
 
@@ -20,7 +22,7 @@ def data() -> None:
 @click.argument("dimension", required=False)
 @click.option(
     "--protocol",
-    type=click.Choice(["paper", "reference"]),
+    type=choice(Protocol),
     default="paper",
     show_default=True,
     help="Which splits to show: the paper's seeded 1:1 / 4:1 splits or the released code's file-order splits.",

@@ -15,7 +15,9 @@ from typing import Any
 import click
 
 from tracing_bench import __version__
+from tracing_bench.cli.options import settings_option
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.executors import ExecutorSettings
 
 
 def one_line(text: str) -> str:
@@ -126,34 +128,8 @@ def threads_option(wrap: bool = True) -> Callable[[Any], Any]:
 def executor_options(f: Any) -> Any:
     """--executor, --ray-address, --gpus-per-task, --cpus-per-task, --max-retries (see tracing_bench.executors)."""
     options = [
-        click.option(
-            "--executor",
-            type=click.Choice(["local", "ray"]),
-            default="local",
-            show_default=True,
-            help="local: one checkpoint after the other here; ray: one Ray task per checkpoint "
-            "(pip install 'tracing-bench[ray]').",
-        ),
-        click.option(
-            "--ray-address",
-            default=None,
-            help="Ray cluster: auto (this node's cluster) or ray://<head>:10001 [default: a private local one].",
-        ),
-        click.option("--gpus-per-task", type=float, default=0, show_default=True, help="GPUs Ray reserves per task."),
-        click.option(
-            "--cpus-per-task",
-            type=float,
-            default=1,
-            show_default=True,
-            help="CPUs Ray reserves per task (its torch threads).",
-        ),
-        click.option(
-            "--max-retries",
-            type=int,
-            default=3,
-            show_default=True,
-            help="Ray re-runs a task this many times when its worker dies.",
-        ),
+        settings_option(ExecutorSettings, name)
+        for name in ("executor", "ray_address", "gpus_per_task", "cpus_per_task", "max_retries")
     ]
     for option in reversed(options):
         f = option(f)

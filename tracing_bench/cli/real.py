@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tracing_bench.cli.group import main
+from tracing_bench.real_model import DTYPES
 
 
 @main.command("real-model")
@@ -25,7 +26,7 @@ from tracing_bench.cli.group import main
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["float32", "bfloat16"]),
+    type=click.Choice(DTYPES),
     default="float32",
     show_default=True,
     help="Dtype the dequantised weights are saved in.",

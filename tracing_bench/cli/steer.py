@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
 from tracing_bench.cli.group import Group, main, threads_option
+from tracing_bench.cli.options import choice, settings_option
+from tracing_bench.dimensions import Protocol
 from tracing_bench.errors import TracingBenchError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tracing_bench.settings import ScoringSettings
+from tracing_bench.settings import HarvestSettings, Lambada, Preset, Scale, ScoringSettings
 
 
 def _float_list(flag: str, text: str) -> list[float]:
@@ -47,7 +47,7 @@ def steer() -> None:
 @click.option("--layer", required=True, type=int, help="Decoder block whose output the vector is added to.")
 @click.option(
     "--scale",
-    type=click.Choice(["paper", "reference", "unit"]),
+    type=choice(Scale),
     default="paper",
     show_default=True,
     help="paper: raw class-mean difference; reference: unit x std of projections (released code); unit.",
@@ -57,18 +57,16 @@ def steer() -> None:
 )
 @click.option(
     "--protocol",
-    type=click.Choice(["paper", "reference"]),
+    type=choice(Protocol),
     default="paper",
     show_default=True,
     help="Which development split: the paper's seeded half or the released code's first 50%.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option(
-    "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache.")
+@settings_option(HarvestSettings, "batch_size")
+@settings_option(HarvestSettings, "dtype")
+@settings_option(HarvestSettings, "device")
+@settings_option(HarvestSettings, "cache_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--data",
     "data_csv",
@@ -78,7 +76,7 @@ def steer() -> None:
 )
 @click.option(
     "--preset",
-    type=click.Choice(["reference"]),
+    type=choice(Preset),
     default=None,
     help="reference: the released code's vector (--scale reference --protocol reference, float32 model, "
     "one statement per forward); apply it with --preset reference / preset=reference.",
@@ -93,7 +91,7 @@ def steer_extract(
     revision: str | None,
     dimension: str,
     layer: int,
-    scale: str,
+    scale: Scale,
     coefficient: float,
     protocol: str,
     seed: int,
@@ -102,13 +100,13 @@ def steer_extract(
     device: str,
     cache_dir: Path | None,
     data_csv: Path | None,
-    preset: str | None,
+    preset: Preset | None,
     out: Path,
 ) -> None:
     """Class-mean difference at one layer, saved in lm-eval's steered .pt format with a JSON sidecar."""
     from tracing_bench.cache import default_cache_dir
     from tracing_bench.files import check_outputs
-    from tracing_bench.settings import HarvestSettings, preset_settings
+    from tracing_bench.settings import preset_settings
     from tracing_bench.steering.vector import extract_from_checkpoint
 
     _check_preset(ctx, preset_settings(preset), preset, scale=scale, protocol=protocol)
@@ -121,13 +119,13 @@ def steer_extract(
         revision=revision,
         dimension=dimension,
         layer=layer,
-        scale=scale,  # type: ignore[arg-type]
+        scale=scale,
         coefficient=coefficient,
         protocol=protocol,
         seed=seed,
         harvest=harvest,
         data=data_csv,
-        preset=preset,  # type: ignore[arg-type]
+        preset=preset,
     )
     path = vec.save(out)
     click.echo(
@@ -150,29 +148,12 @@ def _check_preset(ctx: click.Context, fixed: dict, preset: str | None, **given: 
 
 #: How the target is scored (:class:`tracing_bench.settings.ScoringSettings`): sweep and correlate alike.
 _SCORING_OPTIONS = [
-    click.option("--tasks", default="trust", show_default=True, help="lm-eval tasks (comma list)."),
-    click.option("--limit", type=float, default=None, help="lm-eval --limit (documents per task)."),
-    click.option("--batch-size", type=int, default=8, show_default=True, help="Same for every setting."),
-    click.option("--seed", type=int, default=1234, show_default=True, help="Every lm-eval seed."),
-    click.option(
-        "--positions",
-        type=click.Choice(["all", "last"]),
-        default=None,
-        help="all: every position (lm-eval steered; the default); last: the released code (last context token onward).",
+    settings_option(ScoringSettings, "tasks", default="trust"),  # sweep's default; correlate's trust_<dimension>
+    *(
+        settings_option(ScoringSettings, name)
+        for name in ("limit", "batch_size", "seed", "positions", "preset", "dtype", "device")
     ),
-    click.option(
-        "--preset",
-        type=click.Choice(["reference"]),
-        default=None,
-        help="reference: apply as the released code: --positions last and a float32 target (unless --dtype).",
-    ),
-    click.option(
-        "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
-    ),
-    click.option("--device", default="auto", show_default=True),
-    click.option(
-        "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Activation cache."
-    ),
+    settings_option(ScoringSettings, "cache_dir", type=click.Path(file_okay=False, path_type=Path)),
 ]
 
 
@@ -182,31 +163,10 @@ def _scoring_options(f):
     return f
 
 
-def _scoring(
-    tasks: list[str],
-    limit: float | None,
-    batch_size: int,
-    seed: int,
-    positions: str | None,
-    preset: str | None,
-    dtype: str,
-    device: str,
-    cache_dir: Path | None,
-) -> ScoringSettings:
-    """The scoring settings of the ``_SCORING_OPTIONS`` (validated once, one line when wrong)."""
-    from tracing_bench.settings import ScoringSettings
-
-    return ScoringSettings.given(
-        tasks=tasks,
-        limit=limit,
-        batch_size=batch_size,
-        seed=seed,
-        positions=positions,
-        preset=preset,
-        dtype=dtype,
-        device=device,
-        cache_dir=cache_dir,
-    )
+def _scoring(tasks: str, drop: tuple[str, ...] = (), **options: Any) -> ScoringSettings:
+    """The scoring settings of the ``_SCORING_OPTIONS`` (validated once, one line when wrong);
+    ``tasks`` is the comma list, less the names in ``drop``."""
+    return ScoringSettings.given(tasks=[t for t in tasks.split(",") if t and t not in drop], **options)
 
 
 @steer.command("sweep")
@@ -239,7 +199,7 @@ def _scoring(
 )
 @click.option(
     "--lambada",
-    type=click.Choice(["auto", "off"]),
+    type=choice(Lambada),
     default="auto",
     show_default=True,
     help="auto: also guard with lm-eval lambada_openai when its data are cached locally.",
@@ -254,7 +214,7 @@ def steer_sweep(
     alphas: str,
     max_ppl_increase: float | None,
     max_ppl: float | None,
-    lambada: str,
+    lambada: Lambada,
     tasks: str,
     limit: float | None,
     batch_size: int,
@@ -271,7 +231,15 @@ def steer_sweep(
     from tracing_bench.steering.sweep import run_sweep
 
     scoring = _scoring(
-        [t for t in tasks.split(",") if t], limit, batch_size, seed, positions, preset, dtype, device, cache_dir
+        tasks,
+        limit=limit,
+        batch_size=batch_size,
+        seed=seed,
+        positions=positions,
+        preset=preset,
+        dtype=dtype,
+        device=device,
+        cache_dir=cache_dir,
     )
     res = run_sweep(
         model,
@@ -319,7 +287,7 @@ def steer_sweep(
 @click.option(
     "--alpha", type=float, default=1.0, show_default=True, help="Coefficient (positive = toward trustworthy)."
 )
-@click.option("--scale", type=click.Choice(["paper", "reference", "unit"]), default="paper", show_default=True)
+@click.option("--scale", type=choice(Scale), default="paper", show_default=True)
 @click.option(
     "--probes",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -346,7 +314,7 @@ def steer_correlate(
     dimension: str,
     layer: int,
     alpha: float,
-    scale: str,
+    scale: Scale,
     probes: Path | None,
     n_boot: int,
     data_csv: Path | None,
@@ -368,15 +336,16 @@ def steer_correlate(
 
     _check_preset(ctx, preset_settings(preset), preset, scale=scale)
     scoring = _scoring(
-        [t for t in tasks.split(",") if t and t != "trust"],
-        limit,
-        batch_size,
-        seed,
-        positions,
-        preset,
-        dtype,
-        device,
-        cache_dir,
+        tasks,
+        ("trust",),  # trust: each dimension's trust_<dimension>
+        limit=limit,
+        batch_size=batch_size,
+        seed=seed,
+        positions=positions,
+        preset=preset,
+        dtype=dtype,
+        device=device,
+        cache_dir=cache_dir,
     )
     res = run_correlate(
         model,
@@ -387,7 +356,7 @@ def steer_correlate(
         out,
         target_revision=target_revision,
         alpha=alpha,
-        scale=scale,  # type: ignore[arg-type]
+        scale=scale,
         probes=probes,
         n_boot=n_boot,
         data=data_csv,

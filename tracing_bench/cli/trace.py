@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from tracing_bench.cli.group import executor_options, main, threads_option
+from tracing_bench.cli.options import settings_option
+from tracing_bench.executors import Executor, ExecutorSettings
+from tracing_bench.settings import HarvestSettings, TraceSettings
 
 
 @main.command("trace")
@@ -21,89 +24,27 @@ from tracing_bench.cli.group import executor_options, main, threads_option
     help="Comma list of hub revisions with ranges: ckpt_000:ckpt_359:10, step1000:step143000:1000, "
     "pythia-log, step1000-tokens4B:step9000-tokens38B:1000 (OLMo, resolved against the repo).",
 )
-@click.option("--dimensions", default="all", show_default=True, help="'all' or a comma list of dimensions / CSV paths.")
-@click.option("--layers", default="all", show_default=True, help="'all', 0,4,8, 4-12 or 0:32:4 (block indices).")
-@click.option("--pooling", type=click.Choice(["last", "mean"]), default="last", show_default=True)
-@click.option("--mi", is_flag=True, help="Also estimate I(X;T) and I(Y;T) per layer (nHSIC).")
-@click.option("--sigma", type=float, default=50.0, show_default=True, help="nHSIC kernel width.")
-@click.option(
-    "--protocol",
-    type=click.Choice(["paper", "reference"]),
-    default="paper",
-    show_default=True,
-    help="paper: seeded group-aware splits, probe-train scaling, converged probe, float64 nHSIC. "
-    "reference: the released code's numbers: released files in file order, float32 model (unless "
-    "--dtype), one statement per forward, whole-file scaling, sklearn LogisticRegression() on the "
-    "first 80% / last 20%, float32 nHSIC.",
-)
-@click.option("--probes", default="logistic,mass_mean", show_default=True, help="Probe kinds (comma list).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option(
-    "--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto", show_default=True
-)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option(
-    "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Activation cache (default $TRACING_BENCH_CACHE or ~/.cache/tracing-bench).",
-)
-@click.option(
-    "--blocks-attr",
-    default=None,
-    help="Dotted path of the decoder blocks' ModuleList for architectures not recognised (e.g. model.layers).",
-)
-@click.option("--max-length", type=int, default=None, help="Truncate statements to this many tokens.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper splits.")
-@click.option(
-    "--delete-checkpoints",
-    is_flag=True,
-    help="Delete each hub checkpoint from the Hugging Face cache after use (never a local folder).",
-)
-@click.option(
-    "--prefetch/--no-prefetch",
-    default=True,
-    show_default=True,
-    help="Hub series: download the next checkpoint while this one is traced (at most one ahead; two on "
-    "disk with --delete-checkpoints). A download is tried 3 times; a revision that still fails is one "
-    "line, the series goes on and the exit status is 1. No effect on local folders or with --executor ray.",
-)
-@click.option(
-    "--max-statements",
-    type=int,
-    default=None,
-    help="Trace a seeded, split-preserving subsample of about N statements per dimension (quick looks).",
-)
-@click.option(
-    "--mi-subsample",
-    type=int,
-    default=None,
-    help="Estimate MI on N probe-train statements (seeded); nHSIC costs grow as N^3.",
-)
-@click.option(
-    "--mi-noise",
-    type=int,
-    default=8,
-    show_default=True,
-    help="MI noise: nHSIC on K seeded half-samples (same at every checkpoint; about K/8 of the MI cost); "
-    "a turn is reported only beyond it. 0 = off.",
-)
-@click.option(
-    "--controls/--no-controls",
-    default=True,
-    show_default=True,
-    help="Also train each probe on a control labelling (selectivity) and on held-out groups (transfer, "
-    "where the data have them: CrowS-Pairs bias types, a CSV's topic column).",
-)
-@click.option(
-    "--baseline",
-    type=click.Choice(["auto", "random-init", "none"]),
-    default="auto",
-    show_default=True,
-    help="random-init: also probe a randomly initialised model of the last checkpoint's config and "
-    "tokenizer (seeded with --seed; weights never saved); auto: when the series is one checkpoint "
-    "or has no step-0 checkpoint.",
-)
+@settings_option(TraceSettings, "dimensions", default="all")
+@settings_option(TraceSettings, "layers")
+@settings_option(HarvestSettings, "pooling")
+@settings_option(TraceSettings, "mi")
+@settings_option(TraceSettings, "sigma")
+@settings_option(TraceSettings, "protocol")
+@settings_option(TraceSettings, "probes")
+@settings_option(HarvestSettings, "batch_size")
+@settings_option(HarvestSettings, "dtype")
+@settings_option(HarvestSettings, "device")
+@settings_option(HarvestSettings, "cache_dir", type=click.Path(file_okay=False, path_type=Path))
+@settings_option(HarvestSettings, "blocks_attr")
+@settings_option(HarvestSettings, "max_length")
+@settings_option(TraceSettings, "seed")
+@settings_option(TraceSettings, "delete_checkpoints")
+@settings_option(TraceSettings, "prefetch", "--prefetch/--no-prefetch")
+@settings_option(TraceSettings, "max_statements")
+@settings_option(TraceSettings, "mi_subsample")
+@settings_option(TraceSettings, "mi_noise")
+@settings_option(TraceSettings, "controls", "--controls/--no-controls")
+@settings_option(TraceSettings, "baseline")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @executor_options
 @threads_option(wrap=False)
@@ -133,7 +74,7 @@ def trace_cmd(
     controls: bool,
     baseline: str,
     out: Path,
-    executor: str,
+    executor: Executor,
     ray_address: str | None,
     gpus_per_task: float,
     cpus_per_task: float,
@@ -144,10 +85,8 @@ def trace_cmd(
     Writes probes.csv, mi.csv, findings.json and figures. Exit status 1 when some hub revisions
     could not be downloaded (each named in one line; the others are traced).
     """
-    from tracing_bench.executors import ExecutorSettings
     from tracing_bench.report.control_plots import control_figures
     from tracing_bench.report.plots import trace_figures
-    from tracing_bench.settings import TraceSettings
     from tracing_bench.trace import record_figures, trace
 
     settings = TraceSettings.from_options(
@@ -174,21 +113,21 @@ def trace_cmd(
         controls=controls,
         baseline=baseline,
     )
-    run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)  # type: ignore[arg-type]
+    run_on = ExecutorSettings(executor, ray_address, gpus_per_task, cpus_per_task, max_retries)
     result = trace(model, revisions, out=out, settings=settings, run_on=run_on)
-    figures = trace_figures(result["probes_csv"], result["mi_csv"], out / "figures", findings=result["findings"])
-    figures += control_figures(result["probes_csv"], out / "figures")
-    record_figures(result["trace_json"], figures)
+    figures = trace_figures(result.probes_csv, result.mi_csv, out / "figures", findings=result.findings)
+    figures += control_figures(result.probes_csv, out / "figures")
+    record_figures(result.trace_json, figures)
     click.echo(
-        f"probes: {result['probes_csv']}\nmi: {result['mi_csv']}\nfindings: {result['findings_json']}\n"
-        f"provenance: {result['trace_json']}"
+        f"probes: {result.probes_csv}\nmi: {result.mi_csv}\nfindings: {result.findings_json}\n"
+        f"provenance: {result.trace_json}"
     )
     if figures:
         click.echo(f"figures: {len(figures)} in {Path(figures[0]).parent}")
-    if result["failed"]:
+    if result.failed:
         click.echo(
-            f"error: {len(result['failed'])} of {result['checkpoints'] + len(result['failed'])} revisions could not "
-            f"be downloaded ({', '.join(result['failed'])}); the others are traced: run the same command again "
+            f"error: {len(result.failed)} of {result.checkpoints + len(result.failed)} revisions could not "
+            f"be downloaded ({', '.join(result.failed)}); the others are traced: run the same command again "
             "to add them",
             err=True,
         )

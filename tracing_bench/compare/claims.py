@@ -31,6 +31,14 @@ from typing import Any
 import numpy as np
 
 from tracing_bench.compare.findings import FindingsSettings, dimension_title, format_p
+from tracing_bench.compare.findings_schema import (
+    BaselineCheck,
+    ControlEntry,
+    Findings,
+    PairedChange,
+    Selectivity,
+    Transfer,
+)
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import unpack_bits
 
@@ -65,14 +73,24 @@ def _ci(x: Sequence[float]) -> str:
     return f"[{x[0]:+.3f}, {x[1]:+.3f}]"
 
 
-def _paired(a: np.ndarray, b: np.ndarray, opts: FindingsSettings) -> dict[str, Any]:
+def _paired(a: np.ndarray, b: np.ndarray, opts: FindingsSettings) -> PairedChange:
     from tracing_bench.stats import paired_bootstrap_diff
 
     r = paired_bootstrap_diff(a, b, n_boot=opts.n_boot, seed=opts.boot_seed, confidence=opts.confidence)
     return {"a": r.acc_a, "b": r.acc_b, "change": r.diff, "change_ci": [r.lo, r.hi], "p_value": r.p_value}
 
 
-def _holm_into(entries: list[dict[str, Any]], alpha: float) -> None:
+class _BaselineTest(PairedChange):
+    """Random-init against the last checkpoint at one (dimension, layer): a = random-init, b = the checkpoint."""
+
+    dimension: str
+    layer: int
+    probe: str
+    p_holm: float
+    passed: bool
+
+
+def _holm_into(entries: Sequence[Selectivity | Transfer | _BaselineTest], alpha: float) -> None:
     from tracing_bench.stats import holm
 
     for e, p in zip(entries, holm([e["p_value"] for e in entries]), strict=True):
@@ -82,9 +100,9 @@ def _holm_into(entries: list[dict[str, Any]], alpha: float) -> None:
 
 def _baseline_tests(
     parts: Mapping[str, list[Mapping[str, Any]]], base: Mapping[str, Mapping[str, Any]], opts: FindingsSettings
-) -> list[dict[str, Any]]:
+) -> list[_BaselineTest]:
     """Random-init against the last checkpoint, per (dimension, layer), Holm over all of them."""
-    tests = []
+    tests: list[_BaselineTest] = []
     for dim, dparts in parts.items():
         if dim not in base or not dparts:
             continue
@@ -101,13 +119,13 @@ def _baseline_tests(
         rb, rl = _by_layer(b, probe), _by_layer(last, probe)
         for lay in sorted(set(rb) & set(rl)):
             t = _paired(unpack_bits(rb[lay]["test_correct"], n), unpack_bits(rl[lay]["test_correct"], n), opts)
-            tests.append({"dimension": dim, "layer": lay, "probe": probe, **t})
+            tests.append({"dimension": dim, "layer": lay, "probe": probe, **t, "p_holm": math.nan, "passed": False})
     _holm_into(tests, opts.alpha)
     return tests
 
 
-def _claim_layer(findings: Mapping[str, Any], dim: str, last: Mapping[str, Any], probe: str) -> int | None:
-    chosen = ((findings.get("learned") or {}).get("dimensions") or {}).get(dim)
+def _claim_layer(findings: Findings, dim: str, last: Mapping[str, Any], probe: str) -> int | None:
+    chosen = findings["learned"]["dimensions"].get(dim)
     if chosen is not None:
         return int(chosen["layer"])
     rows = _by_layer(last, probe)
@@ -120,13 +138,13 @@ def _claim_layer(findings: Mapping[str, Any], dim: str, last: Mapping[str, Any],
 
 
 def _entry(
-    findings: Mapping[str, Any],
+    findings: Findings,
     dim: str,
     dparts: list[Mapping[str, Any]],
-    base_tests: list[dict[str, Any]],
+    base_tests: list[_BaselineTest],
     base_kind: str | None,
     opts: FindingsSettings,
-) -> dict[str, Any] | None:
+) -> ControlEntry | None:
     from tracing_bench.stats import wilson_interval
 
     last = dparts[-1]
@@ -138,36 +156,35 @@ def _entry(
     n = int(last["test_statements"]["n"])
     correct = unpack_bits(row["test_correct"], n).astype(bool)
     k = int(correct.sum())
-    e: dict[str, Any] = {
-        "title": dimension_title(dim),
-        "layer": lay,
-        "probe": probe,
-        "n_test": n,
-        "acc": k / n,
-        "acc_ci": list(wilson_interval(k, n, confidence=opts.confidence)),
-        "chance": _chance(last),
-    }
+    chance = _chance(last)
     control = _bits(row, "control_correct", n)
-    e["selectivity"] = (
-        None if control is None else {"control_acc": float(control.mean()), **_paired(control, correct, opts)}
+    selectivity: Selectivity | None = (
+        None
+        if control is None
+        else {
+            "control_acc": float(control.mean()),
+            **_paired(control, correct, opts),
+            "p_holm": math.nan,
+            "passed": False,
+        }
     )
+    baseline: BaselineCheck | None = None
     if base_kind == "random-init":
         t = next((x for x in base_tests if x["dimension"] == dim and x["layer"] == lay), None)
-        e["baseline"] = (
-            None
-            if t is None
-            else {
+        if t is not None:
+            baseline = {
                 "kind": base_kind,
                 "acc": t["a"],
-                **{k_: t[k_] for k_ in ("change", "change_ci", "p_value", "p_holm", "passed")},
+                "change": t["change"],
+                "change_ci": t["change_ci"],
+                "p_value": t["p_value"],
+                "p_holm": t["p_holm"],
+                "passed": t["passed"],
             }
-        )
     elif base_kind is not None:
-        ld = ((findings.get("learned") or {}).get("dimensions") or {}).get(dim)
-        e["baseline"] = (
-            None
-            if ld is None
-            else {
+        ld = findings["learned"]["dimensions"].get(dim)
+        if ld is not None:
+            baseline = {
                 "kind": base_kind,
                 "acc": ld["first_acc"],
                 "change": ld["change"],
@@ -176,32 +193,43 @@ def _entry(
                 "p_holm": ld["p_holm"],
                 "passed": ld["verdict"] == "learned",
             }
-        )
-    else:
-        e["baseline"] = None
-    transfer = _bits(row, "transfer_correct", n)
-    if transfer is None:
-        e["transfer"] = None
-    else:
+    transfer_bits = _bits(row, "transfer_correct", n)
+    transfer: Transfer | None = None
+    if transfer_bits is not None:
         from scipy.stats import binomtest
 
-        kt = int(transfer.sum())
-        e["transfer"] = {
+        kt = int(transfer_bits.sum())
+        transfer = {
             "column": ((last.get("controls") or {}).get("transfer") or {}).get("column"),
             "acc": kt / n,
             "acc_ci": list(wilson_interval(kt, n, confidence=opts.confidence)),
-            "change": kt / n - e["chance"],
-            "p_value": float(binomtest(kt, n, e["chance"], alternative="greater").pvalue),
-            "drop": _paired(correct, transfer, opts),
+            "change": kt / n - chance,
+            "p_value": float(binomtest(kt, n, chance, alternative="greater").pvalue),
+            "p_holm": math.nan,  # over every dimension's transfer test (add_claims)
+            "passed": False,
+            "drop": _paired(correct, transfer_bits, opts),
         }
-    return e
+    return {
+        "title": dimension_title(dim),
+        "layer": lay,
+        "probe": probe,
+        "n_test": n,
+        "acc": k / n,
+        "acc_ci": list(wilson_interval(k, n, confidence=opts.confidence)),
+        "chance": chance,
+        "selectivity": selectivity,
+        "baseline": baseline,
+        "transfer": transfer,
+        "verdict": "not tested",  # after the Holm adjustments (add_claims)
+        "failed": [],
+        "claim": "",
+    }
 
 
-def _verdict(e: dict[str, Any]) -> tuple[str, list[str]]:
-    failed = [
-        name for name in ("baseline", "selectivity", "transfer") if e.get(name) is not None and not e[name]["passed"]
-    ]
-    if not failed and e.get("baseline") is None:
+def _verdict(e: ControlEntry) -> tuple[str, list[str]]:
+    checks = {"baseline": e["baseline"], "selectivity": e["selectivity"], "transfer": e["transfer"]}
+    failed = [name for name, c in checks.items() if c is not None and not c["passed"]]
+    if not failed and e["baseline"] is None:
         return "not tested", failed
     if not failed:
         return "learned", failed
@@ -212,22 +240,22 @@ def _verdict(e: dict[str, Any]) -> tuple[str, list[str]]:
     return ("not selective" if first == "selectivity" else "no transfer"), failed
 
 
-def _claim(e: dict[str, Any]) -> str:
+def _claim(e: ControlEntry) -> str:
     bits = [f"test accuracy {e['acc']:.3f} [{e['acc_ci'][0]:.3f}, {e['acc_ci'][1]:.3f}]"]
-    b = e.get("baseline")
+    b = e["baseline"]
     if b is not None:
         bits.append(
             f"vs {b['kind']} {b['acc']:.3f}: {b['change']:+.3f} {_ci(b['change_ci'])} ({format_p(b['p_holm'])})"
         )
     else:
         bits.append("no baseline (trace a step-0 checkpoint or --baseline random-init)")
-    s = e.get("selectivity")
+    s = e["selectivity"]
     if s is not None:
         bits.append(
             f"selectivity {s['change']:+.3f} {_ci(s['change_ci'])} (control {s['control_acc']:.3f}, "
             f"{format_p(s['p_holm'])})"
         )
-    t = e.get("transfer")
+    t = e["transfer"]
     if t is not None:
         bits.append(
             f"transfer across {t['column']} {t['acc']:.3f} [{t['acc_ci'][0]:.3f}, {t['acc_ci'][1]:.3f}] "
@@ -237,7 +265,7 @@ def _claim(e: dict[str, Any]) -> str:
 
 
 def add_claims(
-    findings: dict[str, Any],
+    findings: Findings,
     parts: Mapping[str, list[Mapping[str, Any]]],
     baseline: Mapping[str, Mapping[str, Any]] | None,
     options: FindingsSettings | None = None,
@@ -251,17 +279,17 @@ def add_claims(
         options: :class:`~tracing_bench.compare.findings.FindingsSettings`.
     """
     opts = options or FindingsSettings()
-    n_ckpts = len(findings.get("checkpoints") or [])
+    n_ckpts = len(findings["checkpoints"])
     if baseline:
         kind: str | None = "random-init"
     elif n_ckpts >= 2:
-        kind = f"first checkpoint ({(findings.get('learned') or {}).get('first')})"
+        kind = f"first checkpoint ({findings['learned'].get('first')})"
     else:
         kind = None
     base_tests = _baseline_tests(parts, baseline, opts) if baseline else []
     entries = {d: e for d, p in parts.items() if p for e in [_entry(findings, d, p, base_tests, kind, opts)] if e}
-    for name in ("selectivity", "transfer"):
-        _holm_into([e[name] for e in entries.values() if e[name] is not None], opts.alpha)
+    _holm_into([s for e in entries.values() if (s := e["selectivity"]) is not None], opts.alpha)
+    _holm_into([t for e in entries.values() if (t := e["transfer"]) is not None], opts.alpha)
     for e in entries.values():
         e["verdict"], e["failed"] = _verdict(e)
         e["claim"] = _claim(e)
@@ -275,13 +303,13 @@ def add_claims(
         "baseline_family": f"{len(base_tests)} (dimension, layer) pairs, Holm" if baseline else "the learned family",
         "dimensions": entries,
     }
-    learned = (findings.get("learned") or {}).get("dimensions") or {}
+    learned = findings["learned"]["dimensions"]
     for d, e in entries.items():
         ld = learned.get(d)
         if ld is not None and ld["verdict"] == "learned" and e["verdict"] != "learned":
             ld["test_verdict"], ld["verdict"] = ld["verdict"], e["verdict"]
             ld["claim"] = f"{e['verdict']} (first -> last: {ld['claim']})"
-    summary = findings.setdefault("summary", [])
+    summary = findings["summary"]
     for d, e in entries.items():
         line = f"controls: {e['claim']}"
         at = next((i for i, s in enumerate(summary) if s.startswith(f"{dimension_title(d)}: ")), None)
@@ -291,22 +319,22 @@ def add_claims(
             summary[at] += f"; {line}"
 
 
-def control_lines(findings: Mapping[str, Any]) -> list[str]:
+def control_lines(findings: Findings) -> list[str]:
     """The demo's table of the controls at each dimension's claim block (empty without them): accuracy,
     control accuracy, selectivity, baseline accuracy and transfer accuracy, each with its interval or
     Holm-adjusted p-value, and the verdict."""
-    c = findings.get("controls") or {}
-    entries = c.get("dimensions") or {}
-    if not entries:
+    c = findings.get("controls")
+    entries = c["dimensions"] if c else {}
+    if not c or not entries:
         return []
     width = max(12, *(len(e["title"]) for e in entries.values()))
     lines = [
-        f"controls at the claim's block (baseline: {c.get('baseline') or 'none'}; 95% intervals, p Holm-adjusted):",
+        f"controls at the claim's block (baseline: {c['baseline'] or 'none'}; 95% intervals, p Holm-adjusted):",
         f"  {'dimension':<{width}} {'block':>5}  {'acc [95% CI]':<21} {'control':>7}  "
         f"{'selectivity [95% CI]':<27} {'baseline (p)':<18} {'transfer [95% CI]':<21} verdict",
     ]
     for e in entries.values():
-        s, b, t = e.get("selectivity"), e.get("baseline"), e.get("transfer")
+        s, b, t = e["selectivity"], e["baseline"], e["transfer"]
         acc = f"{e['acc']:.3f} [{e['acc_ci'][0]:.3f}, {e['acc_ci'][1]:.3f}]"
         ctl = "-" if s is None else f"{s['control_acc']:.3f}"
         sel = "-" if s is None else f"{s['change']:+.3f} {_ci(s['change_ci'])}"
@@ -316,7 +344,7 @@ def control_lines(findings: Mapping[str, Any]) -> list[str]:
             f"  {e['title']:<{width}} {e['layer']:>5}  {acc:<21} {ctl:>7}  {sel:<27} {base:<18} {tra:<21} "
             f"{e['verdict']}"
         )
-    lines.append(f"  {c.get('rules', RULES)}")
+    lines.append(f"  {c['rules']}")
     return lines
 
 

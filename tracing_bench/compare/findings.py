@@ -37,13 +37,24 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from tracing_bench import __version__
+from tracing_bench.compare.findings_schema import (
+    REQUIRED_KEYS,
+    Findings,
+    Learned,
+    LearnedTest,
+    MiTurns,
+    NoiseInfo,
+    TurnEntry,
+    TurnPoint,
+)
 from tracing_bench.compare.leaderboard import Leaderboard
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, unpack_bits
 from tracing_bench.results import P_TRUST, ResultsFile, answer_shares, group_answer_note, one_answer_note
@@ -115,10 +126,10 @@ def _val(r: Mapping[str, Any]) -> float:
 
 def _learned(
     checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping[str, Any]]], opts: FindingsSettings
-) -> dict[str, Any]:
+) -> Learned:
     from tracing_bench.stats import paired_bootstrap_diff, wilson_interval
 
-    out: dict[str, Any] = {
+    out: Learned = {
         "question": "is the concept linearly readable better at the last checkpoint than at the first?",
         "test": "exact McNemar test (two-sided) on the same test statements; change interval: paired bootstrap "
         f"percentile ({opts.n_boot} resamples, seed {opts.boot_seed}); accuracy intervals: Wilson",
@@ -127,14 +138,14 @@ def _learned(
         "confidence": opts.confidence,
         "dimensions": {},
         "layers": [],
+        "family": "none",
     }
     if len(checkpoints) < 2:
         out["note"] = "one checkpoint: nothing to compare"
-        out["family"] = "none"
         return out
     first, last = checkpoints[0], checkpoints[-1]
     out["first"], out["last"] = _ckpt_name(first), _ckpt_name(last)
-    tests: list[dict[str, Any]] = []
+    tests: list[LearnedTest] = []
     chosen: dict[str, tuple[str, int]] = {}
     for dim, dparts in parts.items():
         probe = _probe_name(dparts)
@@ -175,6 +186,9 @@ def _learned(
                     "first_only_right": res.b,
                     "last_only_right": res.c,
                     "p_value": res.p_value,
+                    "p_holm": math.nan,  # below, over the whole family
+                    "verdict": "not tested",
+                    "claim": "",
                 }
             )
     from tracing_bench.stats import holm
@@ -202,28 +216,29 @@ def _verdict(change: float, p_adj: float, alpha: float) -> Verdict:
     return "learned" if change > 0 else "declined"
 
 
-def _learned_claim(t: Mapping[str, Any]) -> str:
+def _learned_claim(t: LearnedTest) -> str:
     lo, hi = t["change_ci"]
     return f"{t['verdict']} ({format_p(t['p_holm'])}, {t['change']:+.3f} [{lo:+.3f}, {hi:+.3f}])"
 
 
 def _turns(
     parts: Mapping[str, list[Mapping[str, Any]]], checkpoints: list[dict[str, Any]], opts: FindingsSettings
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
+) -> MiTurns:
+    out: MiTurns = {
         "quantity": "I(T;X), nHSIC between block 0 and block l on the probe-train statements",
         "rule": f"first peak whose rise (from the lowest checkpoint before) and fall (to the lowest after) both "
         f"exceed {opts.turn_z:g} noise standard deviations",
         "z": opts.turn_z,
         "series": [],
         "dimensions": {},
+        "noise": None,
     }
-    noise_info = None
+    noise_info: NoiseInfo | None = None
     for dim, dparts in parts.items():
         if not any(p.get("mi") for p in dparts):
             continue
         layers = sorted({int(r["layer"]) for p in dparts for r in p.get("mi", [])})
-        turns_here: list[dict[str, Any]] = []
+        turns_here: list[TurnPoint] = []
         for lay in layers:
             values, reps, keys, names = [], [], [], []
             for p, info in zip(dparts, checkpoints, strict=False):
@@ -234,14 +249,17 @@ def _turns(
                 keys.append(checkpoint_key(row) if row is not None else _ckpt_name(info))
                 names.append(_ckpt_name(info))
                 if noise and noise_info is None:
-                    noise_info = {k: noise.get(k) for k in ("k", "m", "seeds", "method")}
-            entry: dict[str, Any] = {"dimension": dim, "layer": lay, "turn": None}
+                    noise_info = {
+                        "k": noise.get("k"),
+                        "m": noise.get("m"),
+                        "seeds": noise.get("seeds"),
+                        "method": noise.get("method"),
+                    }
+            entry: TurnEntry = {"dimension": dim, "layer": lay, "turn": None, "tested": False, "claim": ""}
             if len(values) < 3:
                 entry["claim"] = "not tested (a turn needs at least three checkpoints)"
-                entry["tested"] = False
             elif any(len(r) < 2 for r in reps):
                 entry["claim"] = "not tested (no noise estimate: trace with --mi-noise 2 or more)"
-                entry["tested"] = False
             else:
                 entry["tested"] = True
                 turn = noisy_turn(values, reps, z=opts.turn_z)
@@ -279,12 +297,12 @@ def _turns(
 
 def build_findings(
     checkpoints: list[dict[str, Any]],
-    datas: Sequence[Any],
+    datas: Sequence[DimensionData],
     parts: Mapping[str, list[Mapping[str, Any]]],
     *,
     settings: Mapping[str, Any] | None = None,
     options: FindingsSettings | None = None,
-) -> dict[str, Any]:
+) -> Findings:
     """The findings of a traced series from its part files.
 
     Args:
@@ -295,7 +313,7 @@ def build_findings(
         options: :class:`FindingsSettings`.
 
     Returns:
-        the findings dict (see the module docstring); JSON-serialisable.
+        the findings (:class:`~tracing_bench.compare.findings_schema.Findings`); JSON-serialisable.
     """
     opts = options or FindingsSettings()
     learned = _learned(checkpoints, parts, opts)
@@ -323,14 +341,21 @@ def build_findings(
         "package_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": {
-            **asdict(opts),
+            "alpha": opts.alpha,
+            "confidence": opts.confidence,
+            "n_boot": opts.n_boot,
+            "boot_seed": opts.boot_seed,
+            "turn_z": opts.turn_z,
             "mi_noise": trace_settings.get("mi_noise"),
             "mi_subsample": trace_settings.get("mi_subsample"),
             "max_statements": trace_settings.get("max_statements"),
             "protocol": trace_settings.get("protocol"),
             "seed": trace_settings.get("seed"),
         },
-        "checkpoints": [{k: c.get(k) for k in ("model", "revision", "step", "label")} for c in checkpoints],
+        "checkpoints": [
+            {"model": c["model"], "revision": c.get("revision"), "step": c.get("step"), "label": c["label"]}
+            for c in checkpoints
+        ],
         "datasets": {d.name: d.md5 for d in datas},
         "learned": learned,
         "mi_turns": turns,
@@ -338,13 +363,14 @@ def build_findings(
     }
 
 
-def write_findings(findings: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+def write_findings(findings: Findings, path: str | os.PathLike[str]) -> Path:
     """Write ``findings.json`` atomically (NaN written as null)."""
     return atomic_write_json(path, findings, indent=1)
 
 
-def read_findings(path: str | os.PathLike) -> dict[str, Any] | None:
-    """``findings.json`` from a trace folder (or the file itself); ``None`` when absent or unreadable."""
+def read_findings(path: str | os.PathLike[str]) -> Findings | None:
+    """``findings.json`` from a trace folder (or the file itself); ``None`` when absent, unreadable or
+    not a findings.json (a key of :class:`~tracing_bench.compare.findings_schema.Findings` missing)."""
     p = Path(path)
     if p.is_dir():
         p = p / "findings.json"
@@ -352,14 +378,16 @@ def read_findings(path: str | os.PathLike) -> dict[str, Any] | None:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not REQUIRED_KEYS <= set(data):
+        return None
+    return cast(Findings, data)  # the keys checked; the values as build_findings wrote them
 
 
-def turn_keys(findings: Mapping[str, Any] | None) -> dict[tuple[str, int], Any]:
+def turn_keys(findings: Findings | None) -> dict[tuple[str, int], Any]:
     """``{(dimension, layer): checkpoint key of the turn or None}`` from findings (for the plots)."""
     if not findings:
         return {}
-    series = (findings.get("mi_turns") or {}).get("series") or []
+    series = findings["mi_turns"]["series"]
     return {(str(e["dimension"]), int(e["layer"])): e.get("turn") for e in series}
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.probes.layers import probe_layers
 from tracing_bench.stats import wilson_interval, z_value
 
@@ -113,7 +114,7 @@ def paired_interval(correct_a: Any, correct_b: Any, confidence: float = 0.95) ->
     return float(diff), float(diff - z * se), float(diff + z * se)
 
 
-def _fold_splits(data: Any, column: str, fold: list[str]) -> dict[str, np.ndarray] | None:
+def _fold_splits(data: DimensionData, column: str, fold: list[str]) -> dict[str, np.ndarray] | None:
     """Train / val on the statements outside the fold, test on its test statements; ``None`` if a
     split would be empty or the training split one-class."""
     inside = np.isin(np.asarray(data.extra[column], dtype=object).astype(str), fold)
@@ -128,7 +129,7 @@ def _fold_splits(data: Any, column: str, fold: list[str]) -> dict[str, np.ndarra
 
 def probe_controls(
     acts: Any,
-    data: Any,
+    data: DimensionData,
     *,
     probes: tuple[str, ...],
     layers: list[int],
@@ -218,7 +219,7 @@ CONTROL_COLUMNS: tuple[str, ...] = (
 
 
 def add_controls(
-    rows: list[dict[str, Any]], acts: Any, data: Any, *, probes: tuple[str, ...], layers: list[int], seed: int
+    rows: list[dict[str, Any]], acts: Any, data: DimensionData, *, probes: tuple[str, ...], layers: list[int], seed: int
 ) -> dict[str, Any]:
     """Add the control columns (and the packed ``control_correct`` / ``transfer_correct`` bits) to
     the probe rows of one part, in place (:func:`probe_controls`).

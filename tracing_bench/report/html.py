@@ -226,7 +226,7 @@ def _trace_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
         return None
     findings = read_findings(folder)
     figures = []
-    for p in trace_figures(probes_csv if probes else None, mi_csv if mi else None, figdir, findings=findings or {}):
+    for p in trace_figures(probes_csv if probes else None, mi_csv if mi else None, figdir, findings=findings):
         dim = p.stem.split("_", 1)[1].replace("_heatmap", "")
         if p.stem.endswith("_heatmap"):
             figures.append(_figure(p, f"{dim}: probe test accuracy, layer x checkpoint"))
@@ -242,7 +242,7 @@ def _trace_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
         )
         for p in control_figures(probes_csv if probes else None, figdir)
     ]
-    series = ((findings or {}).get("mi_turns") or {}).get("series")
+    series = findings["mi_turns"]["series"] if findings else None
     turns = (
         Table(["dimension", "layer", "finding"], [[e["dimension"], e["layer"], e.get("claim", "")] for e in series])
         if series

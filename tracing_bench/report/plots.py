@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracing_bench.compare.findings_schema import Findings
 from tracing_bench.compare.phases import cell_float, checkpoint_key
 from tracing_bench.files import save_figure
 
@@ -242,7 +243,7 @@ def trace_figures(
     mi_csv: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     *,
-    findings: Mapping[str, Any] | str | os.PathLike | None = None,
+    findings: Findings | str | os.PathLike | None = None,
 ) -> list[Path]:
     """Draw the figures of a trace from its tidy tables.
 
@@ -271,7 +272,7 @@ def trace_figures(
 
         if findings is None and mi_csv is not None:
             findings = read_findings(Path(mi_csv).parent)
-        elif findings is not None and not isinstance(findings, Mapping):
+        elif isinstance(findings, (str, os.PathLike)):
             findings = read_findings(findings)
         turns = turn_keys(findings)
         for dim in _dims(mi_rows):

@@ -61,7 +61,7 @@ from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
 from tracing_bench.results import TaskScore
 from tracing_bench.results import task_scores as _task_scores
-from tracing_bench.settings import HarvestSettings, ScoringSettings
+from tracing_bench.settings import HarvestSettings, Lambada, ScoringSettings
 from tracing_bench.steering.effects import logodds_score, sweep_effects
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
@@ -116,7 +116,7 @@ class Scorer:
         *,
         revision: str | None = None,
         default_tasks: tuple[str, ...] = ("trust",),
-        lambada: str = "auto",
+        lambada: Lambada = "auto",
     ) -> None:
         from tracing_bench.checkpoints import Checkpoint
         from tracing_bench.loading import load_checkpoint
@@ -312,7 +312,7 @@ def run_sweep(
     alphas: list[float] = (-4.0, -1.0, 1.0, 4.0),  # type: ignore[assignment]
     max_ppl_increase: float | None = None,
     max_ppl: float | None = None,
-    lambada: str = "auto",
+    lambada: Lambada = "auto",
     scoring: ScoringSettings | None = None,
     **options: Any,
 ) -> SweepResult:

@@ -45,7 +45,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,9 +54,8 @@ from torch import Tensor
 from tracing_bench.dimensions import DIMENSIONS
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.models.steerfile import load_steer_file, read_sidecar, save_steer_file, steer_entry, vector_sha256
-from tracing_bench.settings import HarvestSettings, Preset, preset_settings
+from tracing_bench.settings import HarvestSettings, Preset, Scale, preset_settings
 
-Scale = Literal["paper", "reference", "unit"]
 SCALES: tuple[str, ...] = ("paper", "reference", "unit")
 ORIENTATION = "positive coefficient = toward the trustworthy side (mean(trustworthy) - mean(untrustworthy))"
 

@@ -23,11 +23,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tracing_bench.cache import ActivationCache, activation_spec
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.compare.claims import add_claims
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import atomic_write_csv, safe_name
+from tracing_bench.harvest import harvest
+from tracing_bench.loading import resolve_device, torch_dtype
 from tracing_bench.parts import PROBE_COLUMNS, build_part, checkpoint_slug, read_part, write_part
 from tracing_bench.settings import TraceSettings
+from tracing_bench.threads import use_threads
 
 INIT = "random-init"
 
@@ -63,8 +68,6 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from tracing_bench.loading import resolve_device, torch_dtype
-
     kwargs: dict[str, Any] = {"revision": ckpt.revision} if ckpt.revision else {}
     what = (
         f"checkpoint folder {ckpt.model}" if ckpt.is_local else f"revision {ckpt.revision or 'main'!r} of {ckpt.model}"
@@ -88,9 +91,6 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
 
 def _activations(ckpt: Checkpoint, data: Any, settings: TraceSettings, loaded: dict[str, Any]) -> tuple[Any, dict]:
     """The baseline's activations of one dimension, from the cache or harvested (and cached)."""
-    from tracing_bench.cache import ActivationCache, activation_spec
-    from tracing_bench.harvest import harvest
-
     h = settings.harvest
     spec = {**activation_spec(ckpt, data, h), "init": INIT, "init_seed": int(settings.seed)}
     cache = ActivationCache(h.cache_dir)
@@ -123,8 +123,6 @@ def trace_baseline(ckpt: Checkpoint, datas: list[Any], settings: TraceSettings, 
     Returns:
         the baseline's part files, one per dimension.
     """
-    from tracing_bench.threads import use_threads
-
     probe_only = replace(settings, mi=False)
     paths = []
     loaded: dict[str, Any] = {}
@@ -168,8 +166,6 @@ def finish_controls(
     Returns:
         the path of baseline.csv, or ``None`` when the baseline was not traced.
     """
-    from tracing_bench.compare.claims import add_claims
-
     base: dict[str, Any] = {}
     csv_path = None
     missing = []

@@ -36,8 +36,24 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench import __version__
+from tracing_bench.checkpoints import resolve_series
+from tracing_bench.compare.claims import control_lines
+from tracing_bench.compare.findings import checkpoint_changes, dimension_title, read_findings, steering_changes
+from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.evaluate import run_eval, run_folder
 from tracing_bench.files import atomic_write_json, atomic_write_text, spec_hash
+from tracing_bench.live import LiveTracer
+from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
+from tracing_bench.report.control_plots import control_figures
+from tracing_bench.report.html import build_report
+from tracing_bench.report.plots import trace_figures
+from tracing_bench.report.steer_plots import plot_sweep
+from tracing_bench.settings import HarvestSettings, ScoringSettings, TraceSettings
+from tracing_bench.steering.sweep import run_sweep
+from tracing_bench.steering.vector import extract_from_checkpoint
+from tracing_bench.threads import use_threads
+from tracing_bench.trace import record_figures, trace
 
 
 @dataclass(frozen=True)
@@ -149,22 +165,6 @@ def run_demo(
     Returns:
         ``{"report": Path, "summary": str, "probes": {...}, "mi_turns": {...}, "steering": {...}, "timings": {...}}``.
     """
-    from tracing_bench.checkpoints import resolve_series
-    from tracing_bench.compare.findings import checkpoint_changes, read_findings, steering_changes
-    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard
-    from tracing_bench.evaluate import run_eval, run_folder
-    from tracing_bench.live import LiveTracer
-    from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
-    from tracing_bench.report.control_plots import control_figures
-    from tracing_bench.report.html import build_report
-    from tracing_bench.report.plots import trace_figures
-    from tracing_bench.report.steer_plots import plot_sweep
-    from tracing_bench.settings import HarvestSettings, ScoringSettings, TraceSettings
-    from tracing_bench.steering.sweep import run_sweep
-    from tracing_bench.steering.vector import extract_from_checkpoint
-    from tracing_bench.threads import use_threads
-    from tracing_bench.trace import record_figures, trace
-
     s = settings or DemoSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -366,8 +366,6 @@ def format_summary(
     (:func:`tracing_bench.compare.findings.steering_changes`) or ``changes``
     (:func:`tracing_bench.compare.findings.checkpoint_changes`), each with its interval or p-value.
     """
-    from tracing_bench.compare.findings import dimension_title
-
     learned = findings["learned"]
     lines = [f"report: {report}", ""]
     claims = learned.get("dimensions") or {}
@@ -407,7 +405,6 @@ def format_summary(
             )
     else:
         lines.append(f"probes: {learned.get('note', 'no probe results')}")
-    from tracing_bench.compare.claims import control_lines
 
     lines += control_lines(findings)  # selectivity, baseline, transfer at the claim's block
     turns = findings.get("mi_turns") or {}

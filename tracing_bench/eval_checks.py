@@ -19,6 +19,8 @@ from typing import Any, NoReturn
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import looks_like_path
 from tracing_bench.loading import check_model_folder
+from tracing_bench.models.steered import check_steer_file_fits
+from tracing_bench.tasks.common import hub_offline
 
 
 def parse_lm_eval_args(argv: list[str]) -> Any:
@@ -46,8 +48,6 @@ def check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True
     A folder is checked by :func:`tracing_bench.loading.check_model_folder` (config.json,
     complete weight files, tokenizer files unless ``tokenizer=False``).
     """
-    from tracing_bench.tasks.common import hub_offline
-
     path = Path(pretrained).expanduser()
     if path.is_dir():
         check_model_folder(path, tokenizer=tokenizer, flag="--model_args pretrained=")
@@ -86,8 +86,6 @@ def check_steering(model_type: str, model_args: Mapping[str, Any], pretrained: s
     (hookpoints, hidden size) first, for ``steered`` and ``trust-steered`` alike, and the stock
     model then runs inside :func:`tracing_bench.models.steered.safe_stock_steered`.
     """
-    from tracing_bench.models.steered import check_steer_file_fits
-
     steer_path = model_args.get("steer_path")
     if not steer_path:
         raise TracingBenchError(

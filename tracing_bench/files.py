@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracing_bench.errors import TracingBenchError
+
 
 def current_umask() -> int:
     """The process's umask (the permission bits new files and folders do not get)."""
@@ -224,8 +226,6 @@ def check_writable(path: str | os.PathLike, *, flag: str, kind: str = "folder") 
     >>> check_writable("runs/out", flag="--out")
     PosixPath('runs/out')
     """
-    from tracing_bench.errors import TracingBenchError
-
     path = Path(path).expanduser()
     target = path if kind == "folder" else path.parent
     if kind == "file" and path.is_dir():

@@ -51,9 +51,15 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.compare.drops import probe_drops
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, check_outputs
+from tracing_bench.harvest import harvest
+from tracing_bench.loading import find_blocks, torch_dtype
+from tracing_bench.parts import part_path
 from tracing_bench.settings import TraceSettings, parse_layers
+from tracing_bench.threads import use_threads
+from tracing_bench.trace import load_datas, merge, trace_activations
 
 __all__ = ["LiveResult", "LiveTracer", "no_autocast", "preserved_training_state"]
 
@@ -182,8 +188,6 @@ class LiveTracer:
         scorer: Any = None,
         **options: Any,
     ) -> None:
-        from tracing_bench.trace import load_datas
-
         if settings is None or options:
             settings = TraceSettings.from_options(**{**(settings.public() if settings else {}), **options})
         if settings.delete_checkpoints:
@@ -268,10 +272,6 @@ class LiveTracer:
             raise TracingBenchError(f"live tracing failed on rank 0 ({message[1]}); see rank 0's error")
 
     def _trace(self, model: Any, tokenizer: Any, step: int, folder: str | Path | None) -> LiveResult:
-        from tracing_bench.loading import find_blocks
-        from tracing_bench.threads import use_threads
-        from tracing_bench.trace import merge, trace_activations
-
         t0 = time.perf_counter()
         _check_not_sharded(model)
         ckpt = self.checkpoint(step, folder)
@@ -329,8 +329,6 @@ class LiveTracer:
         """The model itself, or a copy cast to the settings' dtype when it differs (``auto``: as it is)."""
         import copy
 
-        from tracing_bench.loading import torch_dtype
-
         want = self.settings.harvest.dtype
         have = next(model.parameters()).dtype
         if want == "auto" or torch_dtype(want) == have:
@@ -344,8 +342,6 @@ class LiveTracer:
 
     def _activations(self, model: Any, tokenizer: Any, ckpt: Checkpoint, data: Any) -> tuple[Any, dict[str, Any]]:
         """All blocks' activations of one dimension (as the activation cache would hold them) and their provenance."""
-        from tracing_bench.harvest import harvest
-
         acts = harvest(model, tokenizer, data.statements, self.settings.harvest)
         prov = {
             "key": None,
@@ -360,14 +356,10 @@ class LiveTracer:
         return acts.numpy(), prov
 
     def _part_path(self, ckpt: Checkpoint, data: Any) -> Path:
-        from tracing_bench.parts import part_path
-
         return part_path(self.out, self.settings, ckpt, data.key_name)
 
     # -------------------------------------------------------------------------- what it reports
     def _early_warning(self) -> tuple[bool, dict[str, Any]]:
-        from tracing_bench.compare.drops import probe_drops
-
         labels = [c.label for c in self.checkpoints]
         parts = {dim: [by_label[x] for x in labels if x in by_label] for dim, by_label in self.parts.items()}
         drops = probe_drops(parts, labels, alpha=self.alpha)

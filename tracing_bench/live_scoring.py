@@ -18,7 +18,9 @@ import random
 from typing import Any
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.logs import quiet_lm_eval
 from tracing_bench.results import TaskScore, task_scores
+from tracing_bench.tasks import TASKS_DIR
 
 __all__ = ["LiveScorer"]
 
@@ -46,9 +48,6 @@ class LiveScorer:
     ) -> None:
         from lm_eval.tasks import TaskManager
 
-        from tracing_bench.logs import quiet_lm_eval
-        from tracing_bench.tasks import TASKS_DIR
-
         names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise TracingBenchError(f"limit {limit!r} is not valid: give a number of documents per task >= 1")
@@ -73,8 +72,6 @@ class LiveScorer:
         import torch
         from lm_eval.evaluator import evaluate
         from lm_eval.models.huggingface import HFLM
-
-        from tracing_bench.logs import quiet_lm_eval
 
         with quiet_lm_eval():
             lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=self.batch_size)

@@ -59,6 +59,7 @@ from tracing_bench.pretrain_data import (
     model_config,
     train_tokenizer,
 )
+from tracing_bench.threads import default_threads
 
 META_FILE = "pretrain.json"
 RESUME_FILE = "resume.pt"
@@ -316,7 +317,6 @@ def pretrain(
 
     # the idle cores, at most 2: the model is too small to use more, and on a busy 2-core machine
     # one thread ran it 3x faster than two (the weights do not depend on the count; tested)
-    from tracing_bench.threads import default_threads
 
     threads = config.threads or default_threads(cap=2)
     old_threads = torch.get_num_threads()

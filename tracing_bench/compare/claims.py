@@ -33,6 +33,7 @@ import numpy as np
 from tracing_bench.compare.findings import FindingsSettings, dimension_title, format_p
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import unpack_bits
+from tracing_bench.stats import holm, paired_bootstrap_diff, wilson_interval
 
 RULES = (
     "learned = beats the random-feature baseline (or the first checkpoint) AND selectivity above noise AND "
@@ -66,15 +67,11 @@ def _ci(x: Sequence[float]) -> str:
 
 
 def _paired(a: np.ndarray, b: np.ndarray, opts: FindingsSettings) -> dict[str, Any]:
-    from tracing_bench.stats import paired_bootstrap_diff
-
     r = paired_bootstrap_diff(a, b, n_boot=opts.n_boot, seed=opts.boot_seed, confidence=opts.confidence)
     return {"a": r.acc_a, "b": r.acc_b, "change": r.diff, "change_ci": [r.lo, r.hi], "p_value": r.p_value}
 
 
 def _holm_into(entries: list[dict[str, Any]], alpha: float) -> None:
-    from tracing_bench.stats import holm
-
     for e, p in zip(entries, holm([e["p_value"] for e in entries]), strict=True):
         e["p_holm"] = float(p)
         e["passed"] = bool(float(p) < alpha and e["change"] > 0)
@@ -127,8 +124,6 @@ def _entry(
     base_kind: str | None,
     opts: FindingsSettings,
 ) -> dict[str, Any] | None:
-    from tracing_bench.stats import wilson_interval
-
     last = dparts[-1]
     probe = _probe(last)
     lay = _claim_layer(findings, dim, last, probe) if probe else None

@@ -46,6 +46,8 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.probes.estimators import MassMeanProbe
+from tracing_bench.probes.inputs import check_probes, layer_names, score_details, subsample_rows
 
 __all__ = [
     "nhsic_float32",
@@ -165,9 +167,6 @@ def reference_probe_layers(
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-
-    from tracing_bench.probes.estimators import MassMeanProbe
-    from tracing_bench.probes.inputs import check_probes, layer_names, score_details
 
     probes = check_probes(probes)
     n_layers, y = _check_inputs(acts, labels, splits, ("probe_train", "probe_val"))
@@ -297,8 +296,6 @@ def reference_mi_layers(
     Returns:
         one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``, ``constant_features``.
     """
-    from tracing_bench.probes.inputs import layer_names, subsample_rows
-
     n_layers, y = _check_inputs(acts, labels, splits, (split,))
     names = layer_names(layers, n_layers)
     if not 0 <= x_layer < n_layers:

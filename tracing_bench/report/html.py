@@ -48,6 +48,7 @@ from tracing_bench.compare.leaderboard import Leaderboard, build_leaderboard, di
 from tracing_bench.compare.signal import snr_table
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, dumps_json
+from tracing_bench.report.control_plots import control_figures
 from tracing_bench.report.plots import DIMENSION_ORDER, radar_chart, read_rows, trace_figures
 from tracing_bench.report.steer_plots import plot_correlate, plot_sweep
 from tracing_bench.results import ResultsFile
@@ -232,7 +233,6 @@ def _trace_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
             figures.append(_figure(p, f"{dim}: probe test accuracy, layer x checkpoint"))
         else:
             figures.append(_figure(p, f"{dim}: " + next(c for k, c in _CAPTIONS.items() if p.stem.startswith(k))))
-    from tracing_bench.report.control_plots import control_figures
 
     figures += [
         _figure(

@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracing_bench.compare.findings import read_findings, turn_keys
 from tracing_bench.compare.phases import cell_float, checkpoint_key
 from tracing_bench.files import save_figure
 
@@ -267,8 +268,6 @@ def trace_figures(
         paths.append(_probe_figure(rows, dim, out))
         paths.append(_heatmap(rows, dim, out))
     if mi_rows:
-        from tracing_bench.compare.findings import read_findings, turn_keys
-
         if findings is None and mi_csv is not None:
             findings = read_findings(Path(mi_csv).parent)
         elif findings is not None and not isinstance(findings, Mapping):

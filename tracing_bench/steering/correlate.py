@@ -32,9 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from tracing_bench import __version__
+from tracing_bench.cache import cached_activations, default_cache_dir
+from tracing_bench.checkpoints import resolve_series
+from tracing_bench.dimensions import DIMENSIONS, load_dimension
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.settings import HarvestSettings, ScoringSettings
-from tracing_bench.steering.vector import Scale
+from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs, safe_name
+from tracing_bench.probes.reference import reference_probe_layers
+from tracing_bench.settings import HarvestSettings, ScoringSettings, preset_settings
+from tracing_bench.steering.sweep import Scorer
+from tracing_bench.steering.vector import Scale, extract_from_checkpoint
 
 CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
 
@@ -196,15 +203,6 @@ def run_correlate(
     Returns:
         a :class:`CorrelateResult`.
     """
-    from tracing_bench import __version__
-    from tracing_bench.cache import cached_activations, default_cache_dir
-    from tracing_bench.checkpoints import resolve_series
-    from tracing_bench.dimensions import DIMENSIONS, load_dimension
-    from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs, safe_name
-    from tracing_bench.settings import preset_settings
-    from tracing_bench.steering.sweep import Scorer
-    from tracing_bench.steering.vector import extract_from_checkpoint
-
     scoring = ScoringSettings.given(scoring, **options)
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
@@ -248,8 +246,6 @@ def run_correlate(
                 )
             acts, _ = cached_activations(ckpt, data_, source.for_protocol(protocol))
             if protocol == "reference":
-                from tracing_bench.probes.reference import reference_probe_layers
-
                 acc = reference_probe_layers(acts[layer][None], data_.labels, data_.splits, probes=("logistic",))[0][
                     "test_acc"
                 ]

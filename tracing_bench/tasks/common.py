@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tracing_bench.dimensions import load_dimension
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import looks_like_path
 
@@ -67,8 +68,6 @@ def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = 
 
 def load_data(dimension: str, meta: dict[str, Any]) -> DimensionData:
     """The loader's split of ``dimension`` for the settings in ``meta`` (``protocol``, ``split_seed``)."""
-    from tracing_bench.dimensions import load_dimension
-
     return load_dimension(dimension, protocol=setting(meta, "protocol"), seed=int_setting(meta, "split_seed"))
 
 

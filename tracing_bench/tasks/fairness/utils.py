@@ -36,6 +36,7 @@ from tracing_bench.tasks.common import (
     load_data,
     load_test_split,
     log_odds,
+    process_binary_generation,
     process_multiple_choice,
     setting,
     statement_rows,
@@ -118,8 +119,6 @@ def load_generation(**metadata: Any) -> Any:
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """0 or 1 parsed from the two generated tokens (a seeded random guess when neither appears)."""
-    from tracing_bench.tasks.common import process_binary_generation
-
     return process_binary_generation(doc, results)
 
 

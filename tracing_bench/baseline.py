@@ -23,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tracing_bench.cache import ActivationCache, activation_spec
 from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.compare.claims import add_claims
@@ -65,7 +67,7 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
     Raises:
         TracingBenchError: the config or tokenizer cannot be read (one line).
     """
-    import torch
+    # lazy: transformers loads on first use, so importing baseline stays light
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs: dict[str, Any] = {"revision": ckpt.revision} if ckpt.revision else {}

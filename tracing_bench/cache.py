@@ -119,6 +119,7 @@ class ActivationCache:
             commit: the currently resolved hub commit, if known; an entry made from another
                 commit is stale.
         """
+        # lazy: safetensors loads on first use, so importing cache stays light
         from safetensors.torch import load_file
 
         key = spec_hash(spec)
@@ -166,6 +167,7 @@ class ActivationCache:
 
     def save(self, spec: dict[str, Any], acts: Tensor, extra: dict[str, Any]) -> dict[str, Any]:
         """Write an entry atomically (tensor first, then the sidecar); returns the sidecar dict."""
+        # lazy: safetensors loads on first use, so importing cache stays light
         from safetensors.torch import save_file
 
         key = spec_hash(spec)

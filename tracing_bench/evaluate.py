@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 import tracing_bench.models.hf  # noqa: F401  (registers the lm-eval model `trust-hf`)
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint, resolve_series
@@ -240,8 +242,6 @@ def log_samples_by_default(argv: Sequence[str]) -> list[str]:
 def _process_rank() -> int:
     """This process's rank under ``accelerate launch`` / torchrun / mpirun (0 when not distributed)."""
     try:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             return int(dist.get_rank())
     except ImportError:

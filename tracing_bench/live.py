@@ -40,6 +40,7 @@ rank. Sharded parameters (FSDP, DeepSpeed ZeRO-3) are not supported yet: the cal
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import logging
 import random
@@ -48,6 +49,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
@@ -98,9 +103,6 @@ def preserved_training_state(model: Any) -> Iterator[None]:
 
     Gradients are not touched here: the work inside must not run a backward pass.
     """
-    import numpy as np
-    import torch
-
     flags = [(m, m.training) for m in model.modules()]
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
@@ -120,8 +122,6 @@ def preserved_training_state(model: Any) -> Iterator[None]:
 def no_autocast(model: Any) -> Iterator[None]:
     """Autocast off on the model's device (a loop may call the tracer inside ``torch.autocast``): the
     activations are those of the settings' dtype, as ``trace`` computes them."""
-    import torch
-
     kind = next(model.parameters()).device.type
     if kind not in ("cpu", "cuda"):
         yield
@@ -132,8 +132,6 @@ def no_autocast(model: Any) -> Iterator[None]:
 
 def _rank() -> int | None:
     """This process's rank when torch.distributed is initialised, else ``None``."""
-    import torch.distributed as dist
-
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else None
 
 
@@ -262,8 +260,6 @@ class LiveTracer:
         Raises:
             TracingBenchError: on the other ranks, when rank 0 failed.
         """
-        import torch.distributed as dist
-
         dist.barrier()
         message = [result.should_stop, failure]
         dist.broadcast_object_list(message, src=0)
@@ -327,8 +323,6 @@ class LiveTracer:
     @contextlib.contextmanager
     def _model_in_dtype(self, model: Any) -> Iterator[Any]:
         """The model itself, or a copy cast to the settings' dtype when it differs (``auto``: as it is)."""
-        import copy
-
         want = self.settings.harvest.dtype
         have = next(model.parameters()).dtype
         if want == "auto" or torch_dtype(want) == have:

@@ -46,6 +46,7 @@ class LiveScorer:
         batch_size: int = 8,
         seed: int = 1234,
     ) -> None:
+        # lazy: lm-eval loads on first use, so importing live_scoring stays light
         from lm_eval.tasks import TaskManager
 
         names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
@@ -68,6 +69,7 @@ class LiveScorer:
 
     def score(self, model: Any, tokenizer: Any) -> list[TaskScore]:
         """Score ``model`` (a Hugging Face causal LM object) on the tasks; seeds every draw first."""
+        # lazy: numpy and torch and lm-eval load on first use, so importing live_scoring stays light
         import numpy as np
         import torch
         from lm_eval.evaluator import evaluate

@@ -22,10 +22,12 @@ fetching the wheel is the user's step (pip).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +69,6 @@ def installed_gguf() -> Path:
     Raises:
         TracingBenchError: the package is missing, of another version, or without the file.
     """
-    from importlib import metadata
-
     try:
         dist = metadata.distribution(PACKAGE)
     except metadata.PackageNotFoundError:
@@ -112,6 +112,7 @@ def gguf_from_wheel(wheel: str | os.PathLike[str], folder: str | os.PathLike[str
 
 def provenance(dtype: str, wheel_sha256: str | None) -> dict[str, Any]:
     """What ``tracing_bench_model.json`` records (compared to decide whether to rebuild)."""
+    # lazy: transformers loads on first use, so importing real_model stays light
     import transformers
 
     return {
@@ -178,10 +179,9 @@ def build_real_model(
 
 def _convert(gguf: Path, folder: Path, dtype: str) -> None:
     """Dequantise ``gguf`` with transformers and save a plain model folder in ``dtype``."""
-    import importlib.util
-
     if importlib.util.find_spec("gguf") is None:
         raise TracingBenchError(f"reading {GGUF} needs the gguf package; {HOW}")
+    # lazy: torch and transformers load on first use, so importing real_model stays light
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

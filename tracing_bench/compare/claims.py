@@ -178,6 +178,7 @@ def _entry(
     if transfer is None:
         e["transfer"] = None
     else:
+        # lazy: scipy loads on first use, so importing compare.claims stays light
         from scipy.stats import binomtest
 
         kt = int(transfer.sum())

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
@@ -127,6 +128,7 @@ def _check_finite(x: Tensor, layer: int) -> None:
 
 
 def _auroc(scores: np.ndarray, y: np.ndarray) -> float:
+    # lazy: scikit-learn loads on first use, so importing probes.reference stays light
     from sklearn.metrics import roc_auc_score
 
     if len(np.unique(y)) < 2:
@@ -165,7 +167,7 @@ def reference_probe_layers(
         TracingBenchError: mismatched shapes, labels other than 0/1, a one-class training split,
             NaN activations, an unknown probe.
     """
-    from sklearn.exceptions import ConvergenceWarning
+    # lazy: scikit-learn loads on first use, so importing probes.reference stays light
     from sklearn.linear_model import LogisticRegression
 
     probes = check_probes(probes)

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from tracing_bench import __version__
 from tracing_bench.compare.findings import checkpoint_changes, dimension_title, read_findings, steering_changes
 from tracing_bench.compare.leaderboard import Leaderboard, build_leaderboard, display_table, records
@@ -77,8 +79,6 @@ class Table:
 
 @functools.cache
 def _environment() -> Any:
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,

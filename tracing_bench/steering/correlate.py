@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import bootstrap
 
 from tracing_bench import __version__
 from tracing_bench.cache import cached_activations, default_cache_dir
@@ -63,8 +64,6 @@ def pearson_bootstrap(
 
     >>> r, (lo, hi) = pearson_bootstrap(np.arange(5.0), np.arange(5.0) ** 2)
     """
-    from scipy.stats import bootstrap
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     nan = float("nan")
     no_r, no_interval = undefined_reason(x, y)
@@ -103,6 +102,7 @@ def pearson_bootstrap(
 
 def probe_accuracy(acts_layer: Any, data: Any) -> float:
     """Logistic probe (standardised, sklearn defaults) fitted on probe_train, accuracy on test."""
+    # lazy: scikit-learn loads on first use, so importing steering.correlate stays light
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -51,10 +51,15 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
+from lm_eval.models.huggingface import HFLM
 
 from tracing_bench import __version__
 from tracing_bench.cache import default_cache_dir
@@ -157,8 +162,6 @@ class Scorer:
             task_obj.set_fewshot_seed(seed=self.seed)
 
     def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None) -> Any:
-        from lm_eval.models.huggingface import HFLM
-
         kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
         if steer_path is None:
             return HFLM(**kwargs)
@@ -177,10 +180,7 @@ class Scorer:
             ``(task scores, perplexity on the bundled text, lm-eval results dict)``; the dict holds the
             per-document ``samples`` (read by :func:`tracing_bench.doc_logodds.results_logodds`).
         """
-        import random
-
-        import numpy as np
-        import torch
+        # lazy: lm-eval loads on first use, so importing steering.sweep stays light
         from lm_eval.api.instance import Instance
         from lm_eval.evaluator import evaluate
 
@@ -216,6 +216,7 @@ def _lambada_cached() -> bool:
 
 
 def _task_manager(tasks: list[str]) -> Any:
+    # lazy: lm-eval loads on first use, so importing steering.sweep stays light
     from lm_eval.tasks import TaskManager
 
     own = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)

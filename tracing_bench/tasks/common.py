@@ -58,6 +58,7 @@ def int_setting(meta: dict[str, Any], key: str) -> int:
 
 def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None) -> Any:
     """A ``datasets.DatasetDict`` with the split ``test`` (and ``dev`` when given)."""
+    # lazy: lm-eval imports the task files to load the tasks; datasets loads only when used
     import datasets
 
     splits = {"test": datasets.Dataset.from_list(test)}
@@ -183,6 +184,7 @@ def process_binary_generation(doc: dict[str, Any], results: list[str]) -> dict[s
 # ------------------------------------------------------------------ judges and classifiers
 def hub_offline() -> bool:
     """Whether the Hugging Face hub is offline (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
+    # lazy: lm-eval imports the task files to load the tasks; huggingface_hub loads only when used
     try:
         from huggingface_hub import constants
 
@@ -218,6 +220,7 @@ def check_model_available(name: str, key: str) -> None:
     if looks_like_path(name):
         raise TracingBenchError(f"{role} {name!r}: no such folder; {how_to_configure(key)}")
     if hub_offline():
+        # lazy: lm-eval imports the task files to load the tasks; huggingface_hub loads only when used
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(name, "config.json")
@@ -232,6 +235,7 @@ def judge_device(doc_or_meta: dict[str, Any]) -> str:
     device = str(doc_or_meta.get("judge_device") or "")
     if device:
         return device
+    # lazy: lm-eval imports the task files to load the tasks; torch loads only when used
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -245,6 +249,7 @@ def load_model(name: str, key: str, device: str, kind: str = "causal") -> tuple[
     cache_key = (name, device, kind)
     if cache_key in _CACHE:
         return _CACHE[cache_key]
+    # lazy: lm-eval imports the task files to load the tasks; torch and transformers load only when used
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from tracing_bench.tasks.common import (
     argmax,
     choice_probabilities,
@@ -63,8 +65,6 @@ def _crows_data(metadata: dict[str, Any]) -> Any:
     """CrowS-Pairs split by the loader; under ``protocol: reference``, file order (first half of the
     pairs = dev, second half = test): the released code never read CrowS-Pairs, so that is its
     nearest equivalent (the released code's own fairness evaluation is released_stereoset_relatedness)."""
-    import numpy as np
-
     data = load_data(DIMENSION, {**metadata, "protocol": "paper"})
     if setting(metadata, "protocol") != "reference":
         return data

@@ -57,6 +57,7 @@ def judge_says_yes(name: str, key: str, device: str, prompt: str) -> bool:
     The continuation is tokenized together with the prompt and split where the prompt ends (as
     lm-eval does), so judges whose tokenizer merges the space into the word work as well.
     """
+    # lazy: lm-eval imports the task files to load the tasks; torch loads only when used
     import torch
 
     model, tokenizer = load_model(name, key, device, kind="causal")

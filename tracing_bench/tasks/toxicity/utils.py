@@ -51,6 +51,7 @@ def load_prompts(**metadata: Any) -> Any:
 
 def is_toxic(text: str, name: str, toxic_label: str, device: str) -> bool:
     """Whether the text classifier's top label is ``toxic_label`` (``LABEL_1`` for toxigen_roberta)."""
+    # lazy: lm-eval imports the task files to load the tasks; torch loads only when used
     import torch
 
     model, tokenizer = load_model(name, "toxicity_classifier", device, kind="classifier")

@@ -365,7 +365,6 @@ def test_the_forwarder_rule_finds_each_forwarder(tmp_path):
     ]
 
 
-
 def test_the_import_rule_finds_each_lazy_import(tmp_path):
     pkg = _plant(
         tmp_path,

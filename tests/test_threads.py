@@ -88,19 +88,30 @@ def _recording_steps(seen: list, what=lambda: torch.get_num_threads()) -> TraceS
     return TraceSteps(harvest=record("harvest", cached_activations), probe=record("probe", probe_layers))
 
 
-def test_trace_threads_reach_the_work(series_folder, tmp_path):
-    seen: list[tuple[str, tuple[int, set[int]]]] = []
-    dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
-    before = torch.get_num_threads()
+def _trace_small(series_folder, tmp_path, dims: str, steps: TraceSteps, **settings) -> None:
+    """The logistic probes of a small dimension over the three-checkpoint series, with ``steps``."""
     trace(
         str(series_folder),
         out=tmp_path / "o",
         dimensions=dims,
         probes="logistic",
         cache_dir=str(tmp_path / "cache"),
-        threads=2,
         progress=False,
-        steps=_recording_steps(seen, lambda: (torch.get_num_threads(), _blas_threads())),
+        steps=steps,
+        **settings,
+    )
+
+
+def test_trace_threads_reach_the_work(series_folder, tmp_path):
+    seen: list[tuple[str, tuple[int, set[int]]]] = []
+    dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
+    before = torch.get_num_threads()
+    _trace_small(
+        series_folder,
+        tmp_path,
+        dims,
+        _recording_steps(seen, lambda: (torch.get_num_threads(), _blas_threads())),
+        threads=2,
     )
     assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
     # threads=2 (--threads 2) reaches the harvest; probes of 40 statements are small work: one thread
@@ -133,15 +144,7 @@ def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     seen: list[tuple[str, int]] = []
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
-    trace(
-        str(series_folder),
-        out=tmp_path / "o",
-        dimensions=dims,
-        probes="logistic",
-        cache_dir=str(tmp_path / "cache"),
-        progress=False,
-        steps=_recording_steps(seen),
-    )
+    _trace_small(series_folder, tmp_path, dims, _recording_steps(seen))
     assert sorted(set(seen)) == [("harvest", 2), ("probe", 1)], seen
 
 

@@ -27,21 +27,19 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write, atomic_write_json, file_sha256, spec_hash, text_hash
 from tracing_bench.harvest import harvest
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.settings import HarvestSettings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tracing_bench.dimensions import DimensionData
 
 CACHE_FORMAT = 1
 

@@ -14,14 +14,11 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tracing_bench.dimensions import load_dimension
+from tracing_bench.dimensions import DimensionData, Split, load_dimension
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import looks_like_path
-
-if TYPE_CHECKING:
-    from tracing_bench.dimensions import DimensionData, Split
 
 #: metadata key -> (environment variable, default)
 SETTINGS: dict[str, tuple[str, str]] = {

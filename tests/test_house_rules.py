@@ -13,6 +13,11 @@
   Exempt: functions an lm-eval task YAML names (``!function utils.load``: lm-eval looks them up
   by name) and the few in ``FORWARDERS_KEPT``, each with its reason.
 
+* Imports at the top: no function outside tracing_bench/cli/ imports a module of the package
+  (``from tracing_bench.x import y`` or a relative import inside a ``def``); the cli/ package keeps
+  its lazy imports so that ``tracing-bench --help`` stays fast. The few kept say why in
+  ``LAZY_IMPORTS_KEPT``.
+
 * The pre-commit hooks (.pre-commit-config.yaml) are the checks of ``make lint``, one for one.
 
 Each test lists every violation it finds, one per line, with a self-test on a planted package.
@@ -37,6 +42,10 @@ FORWARDERS_KEPT = {
     "compare.findings:write_findings": "the writer of findings.json, paired with read_findings: its layout "
     "(indent) is set in one place",
 }
+
+# module:function -> why it imports a module of the package when called (empty: none kept)
+LAZY_IMPORTS_KEPT: dict[str, str] = {}
+LAZY_ALLOWED = ("cli",)  # packages whose functions may import lazily (start-up time of the command)
 
 
 def _sources(package: Path) -> dict[str, tuple[Path, ast.Module]]:
@@ -202,6 +211,37 @@ def forwarders(package: Path, kept: dict[str, str] | None = None) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------ imports at the top
+def _imports_package(node: ast.Import | ast.ImportFrom, pkg_name: str) -> bool:
+    if isinstance(node, ast.ImportFrom):
+        return bool(node.level) or (node.module or "").split(".")[0] == pkg_name
+    return any(a.name.split(".")[0] == pkg_name for a in node.names)
+
+
+def lazy_imports(package: Path, kept: dict[str, str] | None = None) -> list[str]:
+    """Imports of the package's own modules inside a function, outside the packages of LAZY_ALLOWED.
+
+    Each is named with its innermost function (``module:function`` is the key of LAZY_IMPORTS_KEPT).
+    """
+    kept = LAZY_IMPORTS_KEPT if kept is None else kept
+    out = []
+
+    def visit(node: ast.AST, module: str, path: Path, fn: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                visit(child, module, path, child.name)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)):
+                if fn is not None and f"{module}:{fn}" not in kept and _imports_package(child, package.name):
+                    out.append(f"{_where(package, path, child)}: {fn} imports {ast.unparse(child)}")
+            else:
+                visit(child, module, path, fn)
+
+    for module, (path, tree) in _sources(package).items():
+        if module.split(".")[0] not in LAZY_ALLOWED:
+            visit(tree, module, path, None)
+    return _in_file_order(out)
+
+
 # ------------------------------------------------------------------------------------ tests
 def test_json_is_written_through_files_only():
     found = json_writes(PACKAGE)
@@ -228,6 +268,21 @@ def test_kept_forwarders_still_exist_and_still_forward():
         if not any(line.startswith(path) and f": {name} only forwards" in line for line in found):
             stale.append(key)
     assert not stale, f"not (or no longer) forwarders; drop them from FORWARDERS_KEPT: {', '.join(stale)}"
+
+
+def test_no_package_imports_inside_functions():
+    found = lazy_imports(PACKAGE)
+    assert not found, (
+        "\nmove the import to the top of the module (pass a collaborator in where a test must replace it), "
+        "or list the function in LAZY_IMPORTS_KEPT with why:\n" + "\n".join(found)
+    )
+
+
+def test_kept_lazy_imports_are_still_lazy():
+    """An entry of LAZY_IMPORTS_KEPT whose function no longer imports lazily must leave the list."""
+    found = lazy_imports(PACKAGE, {})
+    stale = [key for key in LAZY_IMPORTS_KEPT if not any(f": {key.split(':')[1]} imports " in f for f in found)]
+    assert not stale, f"no longer lazy; drop them from LAZY_IMPORTS_KEPT: {', '.join(stale)}"
 
 
 # --------------------------------------------------------------------- the checker, checked
@@ -308,6 +363,26 @@ def test_the_forwarder_rule_finds_each_forwarder(tmp_path):
         "tracing_bench/a.py:13: partial only forwards to write",
         "tracing_bench/tasks/t/utils.py:4: other only forwards to load_split",
     ]
+
+
+def test_the_import_rule_finds_each_lazy_import(tmp_path):
+    pkg = _plant(
+        tmp_path,
+        {
+            "a.py": "from tracing_bench.b import x\n\ndef f():\n    import json\n    from tracing_bench.b import y\n"
+            "    return y\n\nclass C:\n    def m(self):\n        from .b import z\n"
+            "        import tracing_bench.b\n",
+            "b.py": "x = y = z = 1\n\ndef kept():\n    from tracing_bench.a import f\n",
+            "cli/c.py": "def command():\n    from tracing_bench.a import f\n",
+        },
+    )
+    assert lazy_imports(pkg, {}) == [
+        "tracing_bench/a.py:5: f imports from tracing_bench.b import y",
+        "tracing_bench/a.py:10: m imports from .b import z",
+        "tracing_bench/a.py:11: m imports import tracing_bench.b",
+        "tracing_bench/b.py:4: kept imports from tracing_bench.a import f",
+    ]
+    assert lazy_imports(pkg, {"b:kept": "a planted reason"}) == lazy_imports(pkg, {})[:3]
 
 
 # --------------------------------------------------------------- pre-commit = make lint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -13,8 +14,11 @@ from threadpoolctl import threadpool_info
 
 import tracing_bench.threads as th
 from tiny import write_small_dims
+from tracing_bench.cache import cached_activations
 from tracing_bench.cli import main
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.probes.layers import probe_layers
+from tracing_bench.trace import TraceSteps, trace
 
 
 def _blas_threads() -> set[int]:
@@ -71,46 +75,55 @@ def test_busy_cores_sees_a_job_that_just_started():
     assert 0.6 <= busy <= th.available_cores() + 0.2  # the spinner's core, whatever else runs
 
 
-def test_trace_threads_reach_the_work(series_folder, tmp_path, monkeypatch):
-    import tracing_bench.cache as cache_mod
-    import tracing_bench.probes.layers as layers_mod
-
-    seen: list[tuple[str, int, set[int]]] = []
+def _recording_steps(seen: list, what=lambda: torch.get_num_threads()) -> TraceSteps:
+    """The trace's own steps, each noting the thread settings it runs under before it runs."""
 
     def record(name, fn):
         def wrapped(*a, **k):
-            seen.append((name, torch.get_num_threads(), _blas_threads()))
+            seen.append((name, what()))
             return fn(*a, **k)
 
         return wrapped
 
-    monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
-    monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
+    return TraceSteps(harvest=record("harvest", cached_activations), probe=record("probe", probe_layers))
+
+
+def _trace_small(series_folder, tmp_path, dims: str, steps: TraceSteps, **settings) -> None:
+    """The logistic probes of a small dimension over the three-checkpoint series, with ``steps``."""
+    trace(
+        str(series_folder),
+        out=tmp_path / "o",
+        dimensions=dims,
+        probes="logistic",
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+        steps=steps,
+        **settings,
+    )
+
+
+def test_trace_threads_reach_the_work(series_folder, tmp_path):
+    seen: list[tuple[str, tuple[int, set[int]]]] = []
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
     before = torch.get_num_threads()
+    _trace_small(
+        series_folder,
+        tmp_path,
+        dims,
+        _recording_steps(seen, lambda: (torch.get_num_threads(), _blas_threads())),
+        threads=2,
+    )
+    assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
+    # threads=2 (--threads 2) reaches the harvest; probes of 40 statements are small work: one thread
+    assert all(got == ((2, {2}) if name == "harvest" else (1, {1})) for name, got in seen), seen
+    assert torch.get_num_threads() == before
+    # the command line's --threads becomes these settings (the activations are cached by now)
+    args = ["--model", str(series_folder), "--dimensions", dims, "--probes", "logistic", "--threads", "2"]
     res = CliRunner().invoke(
-        main,
-        [
-            "trace",
-            "--model",
-            str(series_folder),
-            "--dimensions",
-            dims,
-            "--probes",
-            "logistic",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--threads",
-            "2",
-            "--out",
-            str(tmp_path / "o"),
-        ],
+        main, ["trace", *args, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "c")]
     )
     assert res.exit_code == 0, res.output
-    assert {s[0] for s in seen} == {"probe", "harvest"} and len(seen) == 6  # 3 checkpoints
-    # --threads 2 reaches the harvest; probes of 40 statements are small work: one thread
-    assert all((n, blas) == ((2, {2}) if name == "harvest" else (1, {1})) for name, n, blas in seen), seen
-    assert torch.get_num_threads() == before
+    assert json.loads((tmp_path / "c" / "trace.json").read_text())["settings"]["threads"] == 2
 
 
 def test_threads_for_work_keeps_small_problems_on_one_thread(monkeypatch):
@@ -126,41 +139,12 @@ def test_threads_for_work_keeps_small_problems_on_one_thread(monkeypatch):
 def test_trace_without_threads_harvests_on_idle_cores_and_probes_small_problems_on_one(
     series_folder, tmp_path, monkeypatch
 ):
-    import tracing_bench.cache as cache_mod
-    import tracing_bench.probes.layers as layers_mod
-
     monkeypatch.setattr(th, "available_cores", lambda: 2)
     monkeypatch.setattr(th, "busy_cores", lambda interval=0.1: 0.0)  # an idle 2-core machine
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     seen: list[tuple[str, int]] = []
-
-    def record(name, fn):
-        def wrapped(*a, **k):
-            seen.append((name, torch.get_num_threads()))
-            return fn(*a, **k)
-
-        return wrapped
-
-    monkeypatch.setattr(layers_mod, "probe_layers", record("probe", layers_mod.probe_layers))
-    monkeypatch.setattr(cache_mod, "cached_activations", record("harvest", cache_mod.cached_activations))
     dims = write_small_dims(tmp_path / "dims", 40, names=("fairness",))
-    res = CliRunner().invoke(
-        main,
-        [
-            "trace",
-            "--model",
-            str(series_folder),
-            "--dimensions",
-            dims,
-            "--probes",
-            "logistic",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-    )
-    assert res.exit_code == 0, res.output
+    _trace_small(series_folder, tmp_path, dims, _recording_steps(seen))
     assert sorted(set(seen)) == [("harvest", 2), ("probe", 1)], seen
 
 

@@ -24,13 +24,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tracing_bench.cache import ActivationCache, activation_spec
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.compare.claims import add_claims
 from tracing_bench.compare.findings_schema import Findings
 from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import atomic_write_csv, safe_name
+from tracing_bench.harvest import harvest
+from tracing_bench.loading import resolve_device, torch_dtype
 from tracing_bench.parts import PROBE_COLUMNS, build_part, checkpoint_slug, read_part, write_part
 from tracing_bench.settings import TraceSettings
+from tracing_bench.threads import use_threads
 
 INIT = "random-init"
 
@@ -63,10 +70,8 @@ def random_init_model(ckpt: Checkpoint, *, seed: int, dtype: str = "auto", devic
     Raises:
         TracingBenchError: the config or tokenizer cannot be read (one line).
     """
-    import torch
+    # lazy: transformers loads on first use, so importing baseline stays light
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from tracing_bench.loading import resolve_device, torch_dtype
 
     kwargs: dict[str, Any] = {"revision": ckpt.revision} if ckpt.revision else {}
     what = (
@@ -93,9 +98,6 @@ def _activations(
     ckpt: Checkpoint, data: DimensionData, settings: TraceSettings, loaded: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """The baseline's activations of one dimension, from the cache or harvested (and cached)."""
-    from tracing_bench.cache import ActivationCache, activation_spec
-    from tracing_bench.harvest import harvest
-
     h = settings.run_harvest
     spec = {**activation_spec(ckpt, data, h), "init": INIT, "init_seed": int(settings.seed)}
     cache = ActivationCache(h.cache_dir)
@@ -130,8 +132,6 @@ def trace_baseline(
     Returns:
         the baseline's part files, one per dimension.
     """
-    from tracing_bench.threads import use_threads
-
     probe_only = replace(settings, mi=False)
     paths = []
     loaded: dict[str, Any] = {}
@@ -175,8 +175,6 @@ def finish_controls(
     Returns:
         the path of baseline.csv, or ``None`` when the baseline was not traced.
     """
-    from tracing_bench.compare.claims import add_claims
-
     base: dict[str, Any] = {}
     csv_path = None
     missing = []

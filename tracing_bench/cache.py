@@ -27,21 +27,19 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write, atomic_write_json, file_sha256, spec_hash, text_hash
 from tracing_bench.harvest import harvest
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.settings import HarvestSettings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from tracing_bench.dimensions import DimensionData
 
 CACHE_FORMAT = 1
 
@@ -119,6 +117,7 @@ class ActivationCache:
             commit: the currently resolved hub commit, if known; an entry made from another
                 commit is stale.
         """
+        # lazy: safetensors loads on first use, so importing cache stays light
         from safetensors.torch import load_file
 
         key = spec_hash(spec)
@@ -181,6 +180,7 @@ class ActivationCache:
 
     def save(self, spec: dict[str, Any], acts: Tensor, extra: dict[str, Any]) -> dict[str, Any]:
         """Write an entry atomically (tensor first, then the sidecar); returns the sidecar dict."""
+        # lazy: safetensors loads on first use, so importing cache stays light
         from safetensors.torch import save_file
 
         key = spec_hash(spec)

@@ -210,6 +210,7 @@ def _expand_range(item: str, model: str | None) -> list[str]:
 
 
 def _hub_cache_dir() -> Path:
+    # lazy: huggingface_hub loads on first use, so importing checkpoints stays light
     import huggingface_hub.constants as c
 
     return Path(c.HF_HUB_CACHE)
@@ -229,6 +230,7 @@ def cached_revisions(model: str) -> list[str]:
 
 def list_revisions(model: str) -> list[str]:
     """Revisions of a hub model: the hub's branches and tags when online, else the local cache's."""
+    # lazy: huggingface_hub loads on first use, so importing checkpoints stays light
     import huggingface_hub.constants as c
 
     if not c.HF_HUB_OFFLINE:
@@ -337,6 +339,7 @@ def delete_from_hf_cache(ckpt: Checkpoint, commit: str | None = None) -> bool:
             f"--delete-checkpoints only removes Hugging Face cache downloads, and {ckpt.model} is a local folder: "
             "refusing to delete it; drop --delete-checkpoints"
         )
+    # lazy: huggingface_hub loads on first use, so importing checkpoints stays light
     from huggingface_hub import scan_cache_dir
 
     commit = commit or ckpt.resolved_commit()

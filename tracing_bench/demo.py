@@ -36,9 +36,25 @@ from pathlib import Path
 from typing import Any
 
 from tracing_bench import __version__
+from tracing_bench.checkpoints import resolve_series
+from tracing_bench.compare.claims import control_lines
+from tracing_bench.compare.findings import checkpoint_changes, dimension_title, read_findings, steering_changes
 from tracing_bench.compare.findings_schema import Findings
+from tracing_bench.compare.leaderboard import Leaderboard, build_leaderboard, format_leaderboard
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.evaluate import run_eval, run_folder
 from tracing_bench.files import atomic_write_json, atomic_write_text, spec_hash
+from tracing_bench.live import LiveTracer
+from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
+from tracing_bench.report.control_plots import control_figures
+from tracing_bench.report.html import build_report
+from tracing_bench.report.plots import trace_figures
+from tracing_bench.report.steer_plots import plot_sweep
+from tracing_bench.settings import HarvestSettings, ScoringSettings, TraceSettings
+from tracing_bench.steering.sweep import run_sweep
+from tracing_bench.steering.vector import SteeringVector, extract_from_checkpoint
+from tracing_bench.threads import use_threads
+from tracing_bench.trace import record_figures, trace
 
 
 @dataclass(frozen=True)
@@ -150,171 +166,44 @@ def run_demo(
     Returns:
         ``{"report": Path, "summary": str, "probes": {...}, "mi_turns": {...}, "steering": {...}, "timings": {...}}``.
     """
-    from tracing_bench.checkpoints import resolve_series
-    from tracing_bench.compare.findings import checkpoint_changes, read_findings, steering_changes
-    from tracing_bench.compare.leaderboard import build_leaderboard, format_leaderboard
-    from tracing_bench.evaluate import run_eval, run_folder
-    from tracing_bench.live import LiveTracer
-    from tracing_bench.pretrain import PretrainConfig, cached_run, pretrain
-    from tracing_bench.report.control_plots import control_figures
-    from tracing_bench.report.html import build_report
-    from tracing_bench.report.plots import trace_figures
-    from tracing_bench.report.steer_plots import plot_sweep
-    from tracing_bench.settings import HarvestSettings, ScoringSettings, TraceSettings
-    from tracing_bench.steering.sweep import run_sweep
-    from tracing_bench.steering.vector import extract_from_checkpoint
-    from tracing_bench.threads import use_threads
-    from tracing_bench.trace import record_figures, trace
-
     s = settings or DemoSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cache = out / "cache"
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
+    lap = _Laps()
+    ckpt_root, trace_dir, sweep_dir, results_dir = out / "checkpoints", out / "trace", out / "sweep", out / "results"
+    trace_settings = _trace_settings(s, out / "cache", ckpt_root)
 
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = round(now - t, 1)
-        t = now
-
-    # 1. pre-train, tracing each checkpoint as it is saved ------------------------------------
     echo("[1/6] pre-training the tiny model, probing each checkpoint as it is saved (cached after the first run)")
-    make = PretrainConfig.fast if s.fast else PretrainConfig
-    config = make(seed=s.seed, threads=s.threads)
-    ckpt_root = out / "checkpoints"
-    trace_dir = out / "trace"
-    trace_settings = TraceSettings.from_options(
-        dimensions="all",
-        mi=True,
-        cache_dir=cache,
-        batch_size=64,
-        device="cpu",
-        dtype="float32",
-        seed=s.seed,
-        max_statements=s.max_statements,
-        mi_subsample=s.mi_subsample,
-        threads=s.threads,
-        series_name=str(ckpt_root),
-    )
-    tracer = None if cached_run(config, ckpt_root) is not None else LiveTracer(trace_dir, trace_settings)
-    folders = pretrain(config, ckpt_root, progress=True, on_checkpoint=tracer.on_checkpoint if tracer else None)
+    folders = _pretrain(s, ckpt_root, trace_dir, trace_settings)
     lap("pretrain")
 
-    # 2. trace: the parts written while training are reused; only what is missing is traced -------
     echo(f"[2/6] tracing {len(folders)} checkpoints x 5 dimensions (probes + MI, {s.max_statements} statements each)")
-    res = trace(str(ckpt_root), None, out=trace_dir, settings=trace_settings, progress=True)
-    record_figures(
-        res.trace_json,
-        trace_figures(res.probes_csv, res.mi_csv, trace_dir / "figures", findings=res.findings)
-        + control_figures(res.probes_csv, trace_dir / "figures"),
-    )
-    probe_rows = _read_csv(res.probes_csv)
-    probes = probe_summary(probe_rows)
-    findings = read_findings(res.findings_json)
-    if findings is None:
-        raise TracingBenchError(
-            f"{res.findings_json} is missing or unreadable: delete {trace_dir} and run the demo again"
-        )
+    probes, findings = _trace(ckpt_root, trace_dir, trace_settings)
     lap("trace")
 
-    # 3. steering vector from the middle checkpoint ------------------------------------------
-    if s.dimension == "auto":
-        # robustness's probe direction separates clean from typo'd sentences, which its task (the
-        # agreement of the two answers) cannot reward; steer one of the other dimensions: the one
-        # learned beyond noise with the largest change, else the largest change.
-        claims = findings["learned"]["dimensions"]
-        dim = max(
-            (d for d in probes if d != "robustness"),
-            key=lambda d: (
-                d in claims and claims[d]["verdict"] == "learned",
-                claims[d]["change"] if d in claims else 0.0,
-            ),
-        )
-    elif s.dimension in probes:
-        dim = s.dimension
-    else:
-        raise TracingBenchError(f"--dimension {s.dimension!r} is not valid: use auto or one of {', '.join(probes)}")
+    dim = _steered_dimension(s, probes, findings)
     ckpts = resolve_series(str(ckpt_root), None)
     mid, last = ckpts[len(ckpts) // 2], ckpts[-1]
     layer = probes[dim]["mid_layer"]
     echo(f"[3/6] steering vector: {dim}, block {layer}, from {Path(mid.model).name}")
-    steer_dir = out / "steering"
-    steer_dir.mkdir(exist_ok=True)
-    with use_threads(s.threads):
-        vec = extract_from_checkpoint(
-            mid.model,
-            dimension=dim,
-            layer=layer,
-            scale="reference",
-            seed=s.seed,
-            harvest=HarvestSettings(dtype="float32", device="cpu", cache_dir=str(cache)),
-        )
-    vec_path = vec.save(steer_dir / f"{dim}_block{layer}_{Path(mid.model).name}.pt")
+    vec, vec_path = _extract(s, mid.model, dim, layer, out / "steering", out / "cache")
     lap("extract")
 
-    # 4. sweep on the last checkpoint ---------------------------------------------------------
     echo(f"[4/6] sweeping it on {Path(last.model).name}: alphas {', '.join(f'{a:g}' for a in s.alphas)}")
-    sweep_dir = out / "sweep"
-    sweep_key = s.key("sweep", vector=vec.sha256, target=last.model)
-    marker = sweep_dir / ".demo-stage.json"
-    if _stage_done(marker, sweep_key) and (sweep_dir / "best.json").exists():
-        best = json.loads((sweep_dir / "best.json").read_text())
-        echo("      reusing the finished sweep")
-    else:
-        with use_threads(s.threads):
-            scoring = ScoringSettings(limit=s.limit, batch_size=32, dtype="float32", device="cpu", cache_dir=str(cache))
-            sweep = run_sweep(
-                last.model,
-                vec_path,
-                sweep_dir,
-                alphas=list(s.alphas),
-                max_ppl_increase=s.max_ppl_increase,
-                lambada="off",
-                scoring=scoring,
-            )
-        plot_sweep(sweep_dir / "sweep.csv", sweep_dir)
-        best = sweep.best
-        _mark(marker, sweep_key)
+    best = _sweep(s, last.model, vec.sha256, vec_path, sweep_dir, out / "cache", echo)
     lap("sweep")
 
-    # 5. leaderboard of first / middle / last ----------------------------------------------------
     chosen = list(dict.fromkeys([ckpts[0], mid, last]))
     echo(f"[5/6] scoring {len(chosen)} checkpoints with the trust tasks (limit {s.limit}) for the leaderboard")
-    results_dir = out / "results"
-    for c in chosen:
-        folder = run_folder(results_dir, c.model, None)
-        key = s.key("eval", model=c.model)
-        if _stage_done(folder / ".demo-stage.json", key) and any(folder.glob("results_*.json")):
-            continue
-        for old in folder.glob("results_*.json"):
-            old.unlink()
-        with use_threads(s.threads):
-            run = run_eval(
-                {"pretrained": c.model, "dtype": "float32"},
-                tasks="trust",
-                output_path=results_dir,
-                limit=s.limit,
-                log_samples=True,
-                extra_args=["--batch_size", "32", "--device", "cpu"],
-            )
-        if run is None:  # only under `accelerate launch`, which the demo is not run with
-            raise TracingBenchError("the demo's scoring ran as a secondary process: run the demo without accelerate")
-        _mark(run.folder / ".demo-stage.json", key)
-    board = build_leaderboard([results_dir], latest=True)
-    atomic_write_text(out / "leaderboard.md", format_leaderboard(board, "md"))
-    atomic_write_text(out / "leaderboard.csv", format_leaderboard(board, "csv"))
+    board = _leaderboard(s, [c.model for c in chosen], results_dir, out)
     lap("eval")
 
-    # 6. report ---------------------------------------------------------------------------------
     echo("[6/6] writing the report")
     report = build_report(
         [trace_dir, sweep_dir, results_dir], out / "report.html", title="tracing-bench demo: the embedded tiny model"
     )
     lap("report")
 
-    board_rows = _read_csv(out / "leaderboard.csv")
     steering = steering_changes(_read_csv(sweep_dir / "sweep.csv"), best)
     changes = checkpoint_changes(board)
     summary = format_summary(
@@ -324,9 +213,9 @@ def run_demo(
         steering,
         changes,
         report,
-        timings,
+        lap.timings,
         s,
-        board_rows,
+        _read_csv(out / "leaderboard.csv"),
         source=Path(mid.model).name,
         target=Path(last.model).name,
     )
@@ -339,8 +228,159 @@ def run_demo(
         "mi_turns": findings["mi_turns"]["dimensions"],
         "checkpoints": changes,
         "steering": {"dimension": dim, "layer": layer, "vector": str(vec_path), **best, "changes": steering},
-        "timings": timings,
+        "timings": lap.timings,
     }
+
+
+class _Laps:
+    """Seconds per stage: ``lap(name)`` closes the stage that began at the previous lap."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 1)
+        self._t = now
+
+
+def _trace_settings(s: DemoSettings, cache: Path, ckpt_root: Path) -> TraceSettings:
+    """Probes and MI for all five dimensions, on the CPU in float32, cached under ``OUT/cache``."""
+    return TraceSettings.from_options(
+        dimensions="all",
+        mi=True,
+        cache_dir=cache,
+        batch_size=64,
+        device="cpu",
+        dtype="float32",
+        seed=s.seed,
+        max_statements=s.max_statements,
+        mi_subsample=s.mi_subsample,
+        threads=s.threads,
+        series_name=str(ckpt_root),
+    )
+
+
+def _pretrain(s: DemoSettings, ckpt_root: Path, trace_dir: Path, trace_settings: TraceSettings) -> list[Path]:
+    """Stage 1: pre-train (or reuse) the tiny model, tracing each checkpoint as it is saved."""
+    make = PretrainConfig.fast if s.fast else PretrainConfig
+    config = make(seed=s.seed, threads=s.threads)
+    tracer = None if cached_run(config, ckpt_root) is not None else LiveTracer(trace_dir, trace_settings)
+    return pretrain(config, ckpt_root, progress=True, on_checkpoint=tracer.on_checkpoint if tracer else None)
+
+
+def _trace(
+    ckpt_root: Path, trace_dir: Path, trace_settings: TraceSettings
+) -> tuple[dict[str, dict[str, Any]], Findings]:
+    """Stage 2: the trace's tables and figures (reusing the parts written while training); probes and findings."""
+    res = trace(str(ckpt_root), None, out=trace_dir, settings=trace_settings, progress=True)
+    record_figures(
+        res.trace_json,
+        trace_figures(res.probes_csv, res.mi_csv, trace_dir / "figures", findings=res.findings)
+        + control_figures(res.probes_csv, trace_dir / "figures"),
+    )
+    probes = probe_summary(_read_csv(res.probes_csv))
+    findings = read_findings(res.findings_json)
+    if findings is None:
+        raise TracingBenchError(
+            f"{res.findings_json} is missing or unreadable: delete {trace_dir} and run the demo again"
+        )
+    return probes, findings
+
+
+def _steered_dimension(s: DemoSettings, probes: dict[str, dict[str, Any]], findings: Findings) -> str:
+    """The dimension to steer: the one asked for, or with ``auto`` the one learned most (not robustness)."""
+    if s.dimension == "auto":
+        # robustness's probe direction separates clean from typo'd sentences, which its task (the
+        # agreement of the two answers) cannot reward; steer one of the other dimensions: the one
+        # learned beyond noise with the largest change, else the largest change.
+        claims = findings["learned"]["dimensions"]
+        return max(
+            (d for d in probes if d != "robustness"),
+            key=lambda d: (
+                d in claims and claims[d]["verdict"] == "learned",
+                claims[d]["change"] if d in claims else 0.0,
+            ),
+        )
+    if s.dimension in probes:
+        return s.dimension
+    raise TracingBenchError(f"--dimension {s.dimension!r} is not valid: use auto or one of {', '.join(probes)}")
+
+
+def _extract(
+    s: DemoSettings, model: str, dim: str, layer: int, steer_dir: Path, cache: Path
+) -> tuple[SteeringVector, Path]:
+    """Stage 3: the steering vector of ``dim`` at ``layer`` from the middle checkpoint, saved."""
+    steer_dir.mkdir(exist_ok=True)
+    with use_threads(s.threads):
+        vec = extract_from_checkpoint(
+            model,
+            dimension=dim,
+            layer=layer,
+            scale="reference",
+            seed=s.seed,
+            harvest=HarvestSettings(dtype="float32", device="cpu", cache_dir=str(cache)),
+        )
+    return vec, vec.save(steer_dir / f"{dim}_block{layer}_{Path(model).name}.pt")
+
+
+def _sweep(
+    s: DemoSettings,
+    target: str,
+    vector_sha256: str,
+    vec_path: Path,
+    sweep_dir: Path,
+    cache: Path,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """Stage 4: the vector swept on the last checkpoint with the fluency guard (reused when done); best.json."""
+    sweep_key = s.key("sweep", vector=vector_sha256, target=target)
+    marker = sweep_dir / ".demo-stage.json"
+    if _stage_done(marker, sweep_key) and (sweep_dir / "best.json").exists():
+        echo("      reusing the finished sweep")
+        return json.loads((sweep_dir / "best.json").read_text())
+    with use_threads(s.threads):
+        scoring = ScoringSettings(limit=s.limit, batch_size=32, dtype="float32", device="cpu", cache_dir=str(cache))
+        sweep = run_sweep(
+            target,
+            vec_path,
+            sweep_dir,
+            alphas=list(s.alphas),
+            max_ppl_increase=s.max_ppl_increase,
+            lambada="off",
+            scoring=scoring,
+        )
+    plot_sweep(sweep_dir / "sweep.csv", sweep_dir)
+    _mark(marker, sweep_key)
+    return sweep.best
+
+
+def _leaderboard(s: DemoSettings, models: list[str], results_dir: Path, out: Path) -> Leaderboard:
+    """Stage 5: each model scored with the trust tasks (reused when done); leaderboard.md and .csv."""
+    for model in models:
+        folder = run_folder(results_dir, model, None)
+        key = s.key("eval", model=model)
+        if _stage_done(folder / ".demo-stage.json", key) and any(folder.glob("results_*.json")):
+            continue
+        for old in folder.glob("results_*.json"):
+            old.unlink()
+        with use_threads(s.threads):
+            run = run_eval(
+                {"pretrained": model, "dtype": "float32"},
+                tasks="trust",
+                output_path=results_dir,
+                limit=s.limit,
+                log_samples=True,
+                extra_args=["--batch_size", "32", "--device", "cpu"],
+            )
+        if run is None:  # only under `accelerate launch`, which the demo is not run with
+            raise TracingBenchError("the demo's scoring ran as a secondary process: run the demo without accelerate")
+        _mark(run.folder / ".demo-stage.json", key)
+    board = build_leaderboard([results_dir], latest=True)
+    atomic_write_text(out / "leaderboard.md", format_leaderboard(board, "md"))
+    atomic_write_text(out / "leaderboard.csv", format_leaderboard(board, "csv"))
+    return board
 
 
 def _pair(entry: dict[str, Any] | None) -> str:
@@ -370,8 +410,6 @@ def format_summary(
     (:func:`tracing_bench.compare.findings.steering_changes`) or ``changes``
     (:func:`tracing_bench.compare.findings.checkpoint_changes`), each with its interval or p-value.
     """
-    from tracing_bench.compare.findings import dimension_title
-
     learned = findings["learned"]
     lines = [f"report: {report}", ""]
     claims = learned.get("dimensions") or {}
@@ -411,7 +449,6 @@ def format_summary(
             )
     else:
         lines.append(f"probes: {learned.get('note', 'no probe results')}")
-    from tracing_bench.compare.claims import control_lines
 
     lines += control_lines(findings)  # selectivity, baseline, transfer at the claim's block
     turns = findings["mi_turns"]

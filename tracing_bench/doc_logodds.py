@@ -36,6 +36,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import jsonlines
+
 #: Pair tasks scored on agreement within the pair (no gold answer per member).
 CONSISTENCY_TASKS = ("trust_robustness",)
 #: Choices per member question of a pair document.
@@ -136,8 +138,6 @@ def results_logodds(results: Mapping[str, Any]) -> dict[str, dict[int, float]]:
 
 def read_logodds(path: str | os.PathLike[str], task: str) -> dict[int, float]:
     """``{doc_id: log-odds}`` from an lm-eval sample log (``samples_<task>_<date>.jsonl``)."""
-    import jsonlines
-
     with jsonlines.open(path) as reader:
         return samples_logodds(task, reader)
 

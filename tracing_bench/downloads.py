@@ -64,6 +64,7 @@ def check_free_space(ckpt: Checkpoint, info: Any = None) -> int | None:
     Raises:
         TracingBenchError: the revision does not fit (names ``--delete-checkpoints`` and the cache).
     """
+    # lazy: huggingface_hub loads on first use, so importing downloads stays light
     import huggingface_hub.constants as c
 
     if ckpt.is_local or c.HF_HUB_OFFLINE:

@@ -16,9 +16,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
+from huggingface_hub import try_to_load_from_cache
+
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import looks_like_path
 from tracing_bench.loading import check_model_folder
+from tracing_bench.models.steered import check_steer_file_fits
+from tracing_bench.tasks.common import hub_offline
 
 
 def parse_lm_eval_args(argv: list[str]) -> Any:
@@ -27,6 +31,7 @@ def parse_lm_eval_args(argv: list[str]) -> Any:
     Returns:
         lm-eval's ``argparse`` namespace (``func`` runs it).
     """
+    # lazy: lm-eval loads on first use, so importing eval_checks stays light
     from lm_eval._cli import HarnessCLI
 
     cli = HarnessCLI()
@@ -46,8 +51,6 @@ def check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True
     A folder is checked by :func:`tracing_bench.loading.check_model_folder` (config.json,
     complete weight files, tokenizer files unless ``tokenizer=False``).
     """
-    from tracing_bench.tasks.common import hub_offline
-
     path = Path(pretrained).expanduser()
     if path.is_dir():
         check_model_folder(path, tokenizer=tokenizer, flag="--model_args pretrained=")
@@ -63,8 +66,6 @@ def check_model(pretrained: str, revision: str | None, *, tokenizer: bool = True
             "or the folder of a saved model"
         )
     if hub_offline():
-        from huggingface_hub import try_to_load_from_cache
-
         try:
             cached = try_to_load_from_cache(pretrained, "config.json", revision=revision)
         except ValueError:
@@ -86,8 +87,6 @@ def check_steering(model_type: str, model_args: Mapping[str, Any], pretrained: s
     (hookpoints, hidden size) first, for ``steered`` and ``trust-steered`` alike, and the stock
     model then runs inside :func:`tracing_bench.models.steered.safe_stock_steered`.
     """
-    from tracing_bench.models.steered import check_steer_file_fits
-
     steer_path = model_args.get("steer_path")
     if not steer_path:
         raise TracingBenchError(
@@ -106,6 +105,7 @@ def check_steering(model_type: str, model_args: Mapping[str, Any], pretrained: s
 
 def leaf_configs(manager: Any, names: list[str], seen: set[str] | None = None) -> dict[str, dict[str, Any]]:
     """Task name -> indexed YAML config (includes resolved) of every task that ``names`` select."""
+    # lazy: lm-eval loads on first use, so importing eval_checks stays light
     from lm_eval.tasks._index import Kind
 
     seen = set() if seen is None else seen
@@ -143,6 +143,7 @@ def check_fewshot(num_fewshot: int | None, specs: list[str], include: list[str],
     """
     if not num_fewshot:
         return
+    # lazy: lm-eval loads on first use, so importing eval_checks stays light
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=include, include_defaults=include_defaults)
@@ -159,6 +160,7 @@ def check_fewshot(num_fewshot: int | None, specs: list[str], include: list[str],
 
 def all_known(specs: list[str], include: list[str]) -> bool:
     """Whether every task spec names or globs tasks found in the include paths alone."""
+    # lazy: lm-eval loads on first use, so importing eval_checks stays light
     from lm_eval.tasks import TaskManager
 
     if any(s.endswith(".yaml") or Path(s).is_dir() for s in specs):
@@ -170,6 +172,7 @@ def all_known(specs: list[str], include: list[str]) -> bool:
 @contextlib.contextmanager
 def task_index(include_defaults: bool) -> Iterator[None]:
     """Within the block, lm-eval's TaskManager indexes its built-in tasks only if asked to."""
+    # lazy: lm-eval loads on first use, so importing eval_checks stays light
     import lm_eval.tasks as tasks_module
 
     original = tasks_module.TaskManager

@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracing_bench.checkpoints import Checkpoint
+import torch.distributed as dist
+
+import tracing_bench.models.hf  # noqa: F401  (registers the lm-eval model `trust-hf`)
+from tracing_bench import __version__
+from tracing_bench.checkpoints import Checkpoint, resolve_series
+from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, RELEASED
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.eval_checks import (
     all_known,
@@ -37,8 +42,12 @@ from tracing_bench.eval_checks import (
     task_index,
 )
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
-from tracing_bench.files import atomic_write_json, check_writable, dumps_json, model_slug
+from tracing_bench.files import atomic_write_json, check_writable, dumps_json, file_md5, model_slug
 from tracing_bench.loading import describe_load_error, snapshot_folder
+from tracing_bench.logs import quiet_lm_eval
+from tracing_bench.models.steered import safe_stock_steered  # registers the lm-eval model `trust-steered`
+from tracing_bench.tasks import TASKS_DIR
+from tracing_bench.tasks.common import setting
 
 DEFAULT_TASKS = "trust"
 DEFAULT_OUTPUT = "results"
@@ -136,10 +145,6 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     trust tasks is added to any ``--include_path`` given. lm-eval's built-in tasks are indexed
     only when a requested task is not a trust task (indexing them takes tens of seconds).
     """
-    import tracing_bench.models.hf  # registers the lm-eval model `trust-hf`
-    import tracing_bench.models.steered  # noqa: F401  (registers the lm-eval model `trust-steered`)
-    from tracing_bench.tasks import TASKS_DIR
-
     args = parse_lm_eval_args(list(argv))
     if not args.tasks:
         args.tasks = [DEFAULT_TASKS]
@@ -172,9 +177,6 @@ def run_lm_eval(argv: Sequence[str]) -> EvalRun | None:
     # A path ending in .json makes lm-eval write <folder>/results_<date>.json (no model sub-folder).
     args.output_path = str(folder / "results.json")
     args.include_path = include
-
-    from tracing_bench.logs import quiet_lm_eval
-    from tracing_bench.models.steered import safe_stock_steered
 
     before = set(folder.glob("results_*.json"))
     safe = safe_stock_steered() if model_type == "steered" else contextlib.nullcontext()
@@ -240,8 +242,6 @@ def log_samples_by_default(argv: Sequence[str]) -> list[str]:
 def _process_rank() -> int:
     """This process's rank under ``accelerate launch`` / torchrun / mpirun (0 when not distributed)."""
     try:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             return int(dist.get_rank())
     except ImportError:
@@ -258,10 +258,6 @@ def _process_rank() -> int:
 
 def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per trust task: its dimension, the md5 of the data file, the split protocol and seed."""
-    from tracing_bench.dimensions import DIMENSIONS, QUESTIONS_FILE, RELEASED
-    from tracing_bench.files import file_md5
-    from tracing_bench.tasks.common import setting
-
     out: dict[str, dict[str, Any]] = {}
     for task, config in (results.get("configs") or {}).items():
         meta = config.get("metadata") or {}
@@ -285,8 +281,6 @@ def _datasets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _write_provenance(
     folder: Path, results_file: Path, results: dict[str, Any], pretrained: str, revision: str | None, argv: list[str]
 ) -> None:
-    from tracing_bench import __version__
-
     date = results_file.stem[len("results_") :]
     record = {
         "model": pretrained,
@@ -359,8 +353,6 @@ def eval_series(
     Raises:
         TracingBenchError: bad arguments, a missing model, or failed tasks (one line).
     """
-    from tracing_bench.checkpoints import resolve_series
-
     run_on = run_on or ExecutorSettings()
     if run_on.executor == "ray":
         import_ray()

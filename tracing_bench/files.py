@@ -10,6 +10,7 @@ spec is computed here.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import hashlib
@@ -23,6 +24,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tracing_bench.errors import TracingBenchError
 
 
 def current_umask() -> int:
@@ -86,6 +89,7 @@ def atomic_write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iter
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG atomically and close it; returns ``path``."""
+    # lazy: the CLI imports files at start-up (--help stays fast); matplotlib loads on first use
     import matplotlib.pyplot as plt
 
     try:
@@ -157,8 +161,7 @@ def text_hash(text: str, algorithm: str = "sha256") -> str:
 
 def pack_bits(bits: object) -> str:
     """Booleans as base64 text, 8 per byte (``numpy.packbits`` order); see :func:`unpack_bits`."""
-    import base64
-
+    # lazy: the CLI imports files at start-up (--help stays fast); numpy loads on first use
     import numpy as np
 
     arr = np.asarray(bits, dtype=bool).ravel()
@@ -171,8 +174,7 @@ def unpack_bits(text: str, n: int) -> Any:
     Raises:
         ValueError: ``text`` holds fewer than ``n`` bits or is not base64.
     """
-    import base64
-
+    # lazy: the CLI imports files at start-up (--help stays fast); numpy loads on first use
     import numpy as np
 
     raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
@@ -224,8 +226,6 @@ def check_writable(path: str | os.PathLike, *, flag: str, kind: str = "folder") 
     >>> check_writable("runs/out", flag="--out")
     PosixPath('runs/out')
     """
-    from tracing_bench.errors import TracingBenchError
-
     path = Path(path).expanduser()
     target = path if kind == "folder" else path.parent
     if kind == "file" and path.is_dir():

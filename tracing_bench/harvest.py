@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from tracing_bench.batches import length_batches, pad_id, pad_rows
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.loading import find_blocks
 from tracing_bench.settings import HarvestSettings
@@ -94,6 +96,45 @@ def _check_layers(layers: Sequence[int] | None, n: int) -> list[int]:
     return out
 
 
+def _token_ids(tokenizer: Any, statements: Sequence[str], max_length: int | None) -> list[list[int]]:
+    """Each statement's token ids, with the tokenizer's special tokens (refuses a statement with none)."""
+    kw: dict[str, Any] = {"truncation": True, "max_length": max_length} if max_length else {}
+    ids: list[list[int]] = tokenizer(list(statements), add_special_tokens=True, **kw)["input_ids"]
+    empty = [i for i, x in enumerate(ids) if len(x) == 0]
+    if empty:
+        first = statements[empty[0]]
+        if first.strip():
+            raise TracingBenchError(
+                f"the tokenizer turned statement {empty[0]} ({first[:60]!r}) into no tokens: its files are missing "
+                "or broken; save the model's own tokenizer with tokenizer.save_pretrained into the model folder"
+            )
+        raise TracingBenchError(f"statement {empty[0]} ({first!r}) has no tokens: remove empty statements")
+    return ids
+
+
+def _batch_inputs(
+    rows: list[list[int]], pad: int, left: bool, device: Any, takes_pos: bool, state: dict[str, Tensor]
+) -> dict[str, Any]:
+    """The forward's keyword arguments for one batch; ``state`` gets what pooling reads.
+
+    The last real token is found through the mask and the position ids are recomputed from it,
+    so left padding gives the numbers of right padding.
+    """
+    input_ids, mask = pad_rows(rows, pad, left=left)
+    width = input_ids.shape[1]
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    last = torch.full_like(lengths, width - 1) if left else lengths - 1
+    state.update(last=last.to(device), mask=mask.to(device), lengths=lengths.to(device, torch.float32))
+    kwargs: dict[str, Any] = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": mask.to(device, torch.long),
+        "use_cache": False,
+    }
+    if takes_pos:
+        kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)
+    return kwargs
+
+
 def harvest(
     model: Any,
     tokenizer: Any,
@@ -139,21 +180,8 @@ def harvest(
     if n == 0:
         return torch.empty(len(layers), 0, hidden_size, dtype=torch.float32)
 
-    kw: dict[str, Any] = {"truncation": True, "max_length": max_length} if max_length else {}
-    ids: list[list[int]] = tokenizer(list(statements), add_special_tokens=True, **kw)["input_ids"]
-    empty = [i for i, x in enumerate(ids) if len(x) == 0]
-    if empty:
-        first = statements[empty[0]]
-        if first.strip():
-            raise TracingBenchError(
-                f"the tokenizer turned statement {empty[0]} ({first[:60]!r}) into no tokens: its files are missing "
-                "or broken; save the model's own tokenizer with tokenizer.save_pretrained into the model folder"
-            )
-        raise TracingBenchError(f"statement {empty[0]} ({first!r}) has no tokens: remove empty statements")
-    order = sorted(range(n), key=lambda i: -len(ids[i]))
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    ids = _token_ids(tokenizer, statements, max_length)
+    pad = pad_id(tokenizer)
     left = getattr(tokenizer, "padding_side", "right") == "left"
     device = next(model.parameters()).device
     takes_pos = "position_ids" in inspect.signature(model.forward).parameters
@@ -172,50 +200,15 @@ def harvest(
             out = torch.empty(len(layers), n, pooled.shape[-1], dtype=torch.float32)
         out[row[layer], state["index"]] = pooled.to("cpu", torch.float32)
 
-    batches: list[list[int]] = []
-    for i in order:  # longest first: the first statement of a batch sets its width
-        b = batches[-1] if batches else None
-        if (
-            b is None
-            or len(b) >= batch_size
-            or (max_batch_tokens is not None and (len(b) + 1) * len(ids[b[0]]) > max_batch_tokens)
-        ):
-            batches.append([i])
-        else:
-            b.append(i)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc="harvest", unit="stmt", leave=False)
+    batches = length_batches([len(x) for x in ids], batch_size, max_batch_tokens)
+    bar = tqdm(total=n, desc="harvest", unit="stmt", leave=False) if progress else None
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), record_blocks(model, layers, on_output, blocks_attr=blocks_attr):
             for batch in batches:
-                lens = [len(ids[i]) for i in batch]
-                width = max(lens)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.bool)
-                for r, (i, k) in enumerate(zip(batch, lens, strict=True)):
-                    sl = slice(width - k, width) if left else slice(0, k)
-                    input_ids[r, sl] = torch.tensor(ids[i], dtype=torch.long)
-                    mask[r, sl] = True
-                lengths = torch.tensor(lens, dtype=torch.long)
-                last = torch.full_like(lengths, width - 1) if left else lengths - 1
-                state.update(
-                    index=torch.tensor(batch, dtype=torch.long),
-                    last=last.to(device),
-                    mask=mask.to(device),
-                    lengths=lengths.to(device, torch.float32),
-                )
-                kwargs: dict[str, Any] = {
-                    "input_ids": input_ids.to(device),
-                    "attention_mask": mask.to(device, torch.long),
-                    "use_cache": False,
-                }
-                if takes_pos:
-                    kwargs["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)
+                kwargs = _batch_inputs([ids[i] for i in batch], pad, left, device, takes_pos, state)
+                state["index"] = torch.tensor(batch, dtype=torch.long)
                 try:
                     model(**kwargs)
                 except _StopForward:

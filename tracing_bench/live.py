@@ -40,6 +40,7 @@ rank. Sharded parameters (FSDP, DeepSpeed ZeRO-3) are not supported yet: the cal
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import logging
 import random
@@ -49,12 +50,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import torch.distributed as dist
+
 from tracing_bench import __version__
 from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.compare.drops import probe_drops
 from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, check_outputs
+from tracing_bench.harvest import harvest
+from tracing_bench.loading import find_blocks, torch_dtype
+from tracing_bench.parts import part_path
 from tracing_bench.settings import TraceSettings, parse_layers
+from tracing_bench.threads import use_threads
+from tracing_bench.trace import load_datas, merge, trace_activations
 from tracing_bench.trace_files import TraceResult
 
 __all__ = ["LiveResult", "LiveTracer", "no_autocast", "preserved_training_state"]
@@ -94,9 +105,6 @@ def preserved_training_state(model: Any) -> Iterator[None]:
 
     Gradients are not touched here: the work inside must not run a backward pass.
     """
-    import numpy as np
-    import torch
-
     flags = [(m, m.training) for m in model.modules()]
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
@@ -116,8 +124,6 @@ def preserved_training_state(model: Any) -> Iterator[None]:
 def no_autocast(model: Any) -> Iterator[None]:
     """Autocast off on the model's device (a loop may call the tracer inside ``torch.autocast``): the
     activations are those of the settings' dtype, as ``trace`` computes them."""
-    import torch
-
     kind = next(model.parameters()).device.type
     if kind not in ("cpu", "cuda"):
         yield
@@ -128,8 +134,6 @@ def no_autocast(model: Any) -> Iterator[None]:
 
 def _rank() -> int | None:
     """This process's rank when torch.distributed is initialised, else ``None``."""
-    import torch.distributed as dist
-
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else None
 
 
@@ -184,8 +188,6 @@ class LiveTracer:
         scorer: Any = None,
         **options: Any,
     ) -> None:
-        from tracing_bench.trace import load_datas
-
         if settings is None or options:
             settings = TraceSettings.from_options(settings, **options)
         if settings.delete_checkpoints:
@@ -260,8 +262,6 @@ class LiveTracer:
         Raises:
             TracingBenchError: on the other ranks, when rank 0 failed.
         """
-        import torch.distributed as dist
-
         dist.barrier()
         message = [result.should_stop, failure]
         dist.broadcast_object_list(message, src=0)
@@ -270,10 +270,6 @@ class LiveTracer:
             raise TracingBenchError(f"live tracing failed on rank 0 ({message[1]}); see rank 0's error")
 
     def _trace(self, model: Any, tokenizer: Any, step: int, folder: str | Path | None) -> LiveResult:
-        from tracing_bench.loading import find_blocks
-        from tracing_bench.threads import use_threads
-        from tracing_bench.trace import merge, trace_activations
-
         t0 = time.perf_counter()
         _check_not_sharded(model)
         ckpt = self.checkpoint(step, folder)
@@ -329,10 +325,6 @@ class LiveTracer:
     @contextlib.contextmanager
     def _model_in_dtype(self, model: Any) -> Iterator[Any]:
         """The model itself, or a copy cast to the settings' dtype when it differs (``auto``: as it is)."""
-        import copy
-
-        from tracing_bench.loading import torch_dtype
-
         want = self.settings.run_harvest.dtype
         have = next(model.parameters()).dtype
         if want == "auto" or torch_dtype(want) == have:
@@ -348,8 +340,6 @@ class LiveTracer:
         self, model: Any, tokenizer: Any, ckpt: Checkpoint, data: DimensionData
     ) -> tuple[Any, dict[str, Any]]:
         """All blocks' activations of one dimension (as the activation cache would hold them) and their provenance."""
-        from tracing_bench.harvest import harvest
-
         acts = harvest(model, tokenizer, data.statements, self.settings.run_harvest)
         prov = {
             "key": None,
@@ -364,14 +354,10 @@ class LiveTracer:
         return acts.numpy(), prov
 
     def _part_path(self, ckpt: Checkpoint, data: DimensionData) -> Path:
-        from tracing_bench.parts import part_path
-
         return part_path(self.out, self.settings, ckpt, data.key_name)
 
     # -------------------------------------------------------------------------- what it reports
     def _early_warning(self) -> tuple[bool, dict[str, Any]]:
-        from tracing_bench.compare.drops import probe_drops
-
         labels = [c.label for c in self.checkpoints]
         parts = {dim: [by_label[x] for x in labels if x in by_label] for dim, by_label in self.parts.items()}
         drops = probe_drops(parts, labels, alpha=self.alpha)

@@ -15,6 +15,7 @@ the step); an early warning with ``stop_on_drop`` sets ``trainer.should_stop``.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,8 +27,6 @@ __all__ = ["trace_callback"]
 
 def _lightning() -> Any:
     """``lightning.pytorch``, else ``pytorch_lightning`` (imported by name: both are optional)."""
-    import importlib
-
     for name in ("lightning.pytorch", "pytorch_lightning"):
         try:
             return importlib.import_module(name)

@@ -18,7 +18,9 @@ import random
 from typing import Any
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.logs import quiet_lm_eval
 from tracing_bench.results import TaskScore, task_scores
+from tracing_bench.tasks import TASKS_DIR
 
 __all__ = ["LiveScorer"]
 
@@ -44,10 +46,8 @@ class LiveScorer:
         batch_size: int = 8,
         seed: int = 1234,
     ) -> None:
+        # lazy: lm-eval loads on first use, so importing live_scoring stays light
         from lm_eval.tasks import TaskManager
-
-        from tracing_bench.logs import quiet_lm_eval
-        from tracing_bench.tasks import TASKS_DIR
 
         names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
@@ -69,12 +69,11 @@ class LiveScorer:
 
     def score(self, model: Any, tokenizer: Any) -> list[TaskScore]:
         """Score ``model`` (a Hugging Face causal LM object) on the tasks; seeds every draw first."""
+        # lazy: numpy and torch and lm-eval load on first use, so importing live_scoring stays light
         import numpy as np
         import torch
         from lm_eval.evaluator import evaluate
         from lm_eval.models.huggingface import HFLM
-
-        from tracing_bench.logs import quiet_lm_eval
 
         with quiet_lm_eval():
             lm = HFLM(pretrained=model, tokenizer=copy.deepcopy(tokenizer), batch_size=self.batch_size)

@@ -21,6 +21,7 @@ always read from that list, never assumed. :func:`hookpoint` names a block the w
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +52,7 @@ BLOCK_PATHS: tuple[str, ...] = (
 
 def resolve_device(device: str = "auto") -> str:
     """``auto`` -> ``cuda`` if available else ``cpu``; validates the name."""
+    # lazy: torch loads on first use, so importing loading stays light
     import torch
 
     if device not in DEVICES and not device.startswith("cuda:"):
@@ -64,6 +66,7 @@ def resolve_device(device: str = "auto") -> str:
 
 def torch_dtype(dtype: str) -> Any:
     """``auto`` (as stored in the checkpoint) or a ``torch.dtype``; validates the name."""
+    # lazy: torch loads on first use, so importing loading stays light
     import torch
 
     if dtype not in DTYPES:
@@ -72,6 +75,7 @@ def torch_dtype(dtype: str) -> Any:
 
 
 def _revision_error(ckpt: Checkpoint, err: Exception) -> TracingBenchError:
+    # lazy: huggingface_hub loads on first use, so importing loading stays light
     import huggingface_hub.constants as c
 
     found = cached_revisions(ckpt.model)
@@ -108,8 +112,6 @@ WEIGHT_FILES: tuple[str, ...] = (
 
 def _safetensors_problem(path: Path) -> str | None:
     """Why a ``.safetensors`` file is unusable (truncated, bad header), or ``None``; reads the header only."""
-    import json
-
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -144,8 +146,6 @@ def check_model_folder(folder: str | os.PathLike, *, tokenizer: bool = True, fla
     Raises:
         TracingBenchError: naming the file and the fix.
     """
-    import json
-
     folder = Path(folder).expanduser()
     named = f"{flag}{folder}" if flag.endswith("=") else f"{flag} {folder}"
     config_path = folder / "config.json"
@@ -159,6 +159,7 @@ def check_model_folder(folder: str | os.PathLike, *, tokenizer: bool = True, fla
         raise TracingBenchError(f"{config_path} is not valid JSON ({type(e).__name__}); save the model again") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if isinstance(model_type, str) and not config.get("auto_map"):
+        # lazy: transformers loads on first use, so importing loading stays light
         import transformers
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -204,6 +205,7 @@ def describe_load_error(
         dtype, device: the settings used (named in the out-of-memory advice).
         folder: the model's folder if local (to name the broken weight file).
     """
+    # lazy: torch loads on first use, so importing loading stays light
     import torch
 
     text = str(e)
@@ -256,6 +258,7 @@ def snapshot_folder(model: str, revision: str | None = None) -> Path | None:
     path = Path(model).expanduser()
     if path.is_dir():
         return path
+    # lazy: huggingface_hub loads on first use, so importing loading stays light
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -281,6 +284,7 @@ def load_checkpoint(ckpt: Checkpoint, *, dtype: str = "auto", device: str = "aut
             that cannot be found (listing the revisions in the local cache), or a load that fails
             (out of memory, corrupt weights, unknown architecture: :func:`describe_load_error`).
     """
+    # lazy: transformers loads on first use, so importing loading stays light
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     td = torch_dtype(dtype)
@@ -336,6 +340,7 @@ def find_blocks(model: Any, blocks_attr: str | None = None) -> tuple[torch.nn.Mo
     Raises:
         TracingBenchError: no blocks found (names the paths tried and the override).
     """
+    # lazy: torch loads on first use, so importing loading stays light
     import torch
 
     if blocks_attr:
@@ -406,6 +411,7 @@ def model_hookpoint(model: str, layer: int, revision: str | None = None) -> str:
     Raises:
         TracingBenchError: the config cannot be read, or the layer is out of range.
     """
+    # lazy: torch and transformers load on first use, so importing loading stays light
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 

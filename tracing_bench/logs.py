@@ -134,6 +134,7 @@ def configure(verbose_flag: bool) -> Callable[[], None]:
         if not _is_tty(sys.stderr):  # a log file or CI: no "Loading weights: 100%|...|" lines
             os.environ[BARS_ENV] = "1"  # read when transformers / huggingface_hub are imported
             if "transformers" in sys.modules:
+                # lazy: transformers loads on first use, so importing logs stays light
                 from transformers.utils import logging as hf_logging
 
                 bars_were_on = hf_logging.is_progress_bar_enabled()
@@ -147,6 +148,7 @@ def configure(verbose_flag: bool) -> Callable[[], None]:
             else:
                 os.environ[key] = value
         if bars_were_on:
+            # lazy: transformers loads on first use, so importing logs stays light
             from transformers.utils import logging as hf_logging
 
             hf_logging.enable_progress_bar()
@@ -156,6 +158,7 @@ def configure(verbose_flag: bool) -> Callable[[], None]:
 
 def _quiet_git_hash() -> str | None:
     """lm-eval's ``get_git_commit_hash`` with git's stderr discarded (same value)."""
+    # lazy: lm-eval loads on first use, so importing logs stays light
     from lm_eval.loggers.utils import get_commit_from_path
 
     try:
@@ -170,6 +173,7 @@ def quiet_lm_eval() -> Iterator[None]:
     if verbose():
         yield
         return
+    # lazy: lm-eval loads on first use, so importing logs stays light
     import lm_eval.evaluator as evaluator
 
     original = evaluator.get_git_commit_hash

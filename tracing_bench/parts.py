@@ -18,7 +18,7 @@ back in series order.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ from tracing_bench.checkpoints import Checkpoint
 from tracing_bench.dimensions import DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, dumps_json, pack_bits, safe_name, text_hash
+from tracing_bench.probes.controls import add_controls
+from tracing_bench.probes.layers import probe_layers
+from tracing_bench.probes.mi import mi_layers
 from tracing_bench.settings import PROBES, TraceSettings, parse_layers
 from tracing_bench.timings import stage
 
@@ -127,7 +130,13 @@ def noise_seeds(seed: int, k: int) -> list[int]:
 
 # ------------------------------------------------------------------------------ what a part holds
 def build_part(
-    ckpt: Checkpoint, data: DimensionData, acts: np.ndarray, prov: dict[str, Any], settings: TraceSettings
+    ckpt: Checkpoint,
+    data: DimensionData,
+    acts: np.ndarray,
+    prov: dict[str, Any],
+    settings: TraceSettings,
+    *,
+    probe: Callable[..., list[dict[str, Any]]] = probe_layers,
 ) -> dict[str, Any]:
     """Probe (and with ``settings.mi`` MI-probe) one dimension's activations of one checkpoint.
 
@@ -137,6 +146,8 @@ def build_part(
         acts: [blocks, statements, hidden] activations of all its statements.
         prov: the activation cache entry's provenance.
         settings: the trace settings (layers, probes, protocol, MI options).
+        probe: the probes of every layer (:func:`tracing_bench.probes.layers.probe_layers`, or a
+            replacement a test passes through :class:`tracing_bench.trace.TraceSteps`).
 
     Returns:
         The part: its probe and MI rows, the test statements' hash and labels, the MI noise
@@ -151,11 +162,11 @@ def build_part(
     }
     test_split = "test" if settings.protocol == "paper" else "probe_val"
     with stage("probe"):
-        probe_rows, reference = _probe_rows(acts, data, settings, layers, common) if settings.probes else ([], {})
+        probe_rows, reference = (
+            _probe_rows(acts, data, settings, layers, common, probe) if settings.probes else ([], {})
+        )
         controls = None
         if settings.controls and settings.protocol == "paper" and probe_rows:
-            from tracing_bench.probes.controls import add_controls
-
             controls = add_controls(
                 probe_rows, acts[layers], data, probes=tuple(settings.probes), layers=layers, seed=settings.seed
             )
@@ -208,12 +219,15 @@ def _num(v: Any) -> Any:
 
 
 def _probe_rows(
-    acts: np.ndarray, data: DimensionData, settings: TraceSettings, layers: list[int], common: dict[str, Any]
+    acts: np.ndarray,
+    data: DimensionData,
+    settings: TraceSettings,
+    layers: list[int],
+    common: dict[str, Any],
+    probe: Callable[..., list[dict[str, Any]]],
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The probes.csv rows (with ``test_correct`` bits) and, under ``reference``, the fits' counts."""
-    from tracing_bench.probes.layers import probe_layers  # looked up per call (tests wrap it)
-
-    results = probe_layers(
+    results = probe(
         acts[layers],
         data.labels,
         data.splits,
@@ -256,8 +270,6 @@ def _mi_rows(
     acts: np.ndarray, data: DimensionData, settings: TraceSettings, layers: list[int], common: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The mi.csv rows (X = block 0, T = each traced layer, on probe_train) and the noise half-samples."""
-    from tracing_bench.probes.mi import mi_layers
-
     sel = [0] + [layer for layer in layers if layer != 0]  # X = block 0 always comes first
     picked = acts[sel]  # a copy (fancy indexing): made once for the estimate and its noise
     rows = mi_layers(
@@ -302,8 +314,6 @@ def _mi_noise(
     the spread of the m-statement estimate itself (half-sampling); when the main estimate uses
     a subsample of a larger split the spread over-states the noise (conservative).
     """
-    from tracing_bench.probes.mi import mi_layers
-
     k = int(settings.mi_noise)
     half = m // 2
     if k < 2 or half < 5:

@@ -45,7 +45,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+import transformers
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
+
 from tracing_bench import __version__
+from tracing_bench.batches import pad_id, pad_rows
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write, atomic_write_text, dumps_json, private_folder, replace_folder, spec_hash
 from tracing_bench.pretrain_data import (
@@ -59,6 +66,7 @@ from tracing_bench.pretrain_data import (
     model_config,
     train_tokenizer,
 )
+from tracing_bench.threads import use_threads
 
 META_FILE = "pretrain.json"
 RESUME_FILE = "resume.pt"
@@ -202,15 +210,11 @@ def _lr_at(cfg: PretrainConfig, step: int) -> float:
 
 
 def _save_state(state: dict[str, Any], tmp: str) -> None:
-    import torch
-
     torch.save(state, tmp)
 
 
 def _save_checkpoint(model: Any, tokenizer: Any, out_dir: Path, step: int) -> Path:
     """Write ``step<N>`` into a temporary folder, then rename it into place."""
-    from transformers.utils import logging as hf_logging
-
     final = out_dir / f"step{step}"
     tmp = private_folder(out_dir, f".step{step}.")
     bars = hf_logging.is_progress_bar_enabled()
@@ -287,18 +291,47 @@ def pretrain(
     Raises:
         TracingBenchError: ``out_dir`` is a file, or holds a complete run with other settings.
     """
-    import torch
-    import transformers
-    from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM
-
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise TracingBenchError(f"--out {out_dir} is a file; give a folder (it will be created)")
     texts, corpus_prov = build_corpus(config.corpus)
     key = config.key(str(corpus_prov["md5"]))
-    save_steps = config.save_steps
+    cached = _reuse(config, out_dir, key, progress)
+    if cached is not None:
+        return cached
+    _clear(out_dir)
+    # the idle cores, at most 2: the model is too small to use more, and on a busy 2-core machine
+    # one thread ran it 3x faster than two (the weights do not depend on the count; tested)
+    with use_threads(config.threads, cap=2) as threads:
+        t0, c0 = time.perf_counter(), time.process_time()
+        run = _start(config, texts, out_dir, key, progress)
+        if run.start == 0:
+            (out_dir / META_FILE).unlink(missing_ok=True)
+            _save(run, out_dir, 0, on_checkpoint)
+        _train(run, config, out_dir, key, progress, on_checkpoint)
+    meta = _meta(
+        run, config, key, corpus_prov, threads, wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0
+    )
+    atomic_write_text(out_dir / META_FILE, dumps_json(meta, indent=1, default=str))
+    (out_dir / RESUME_FILE).unlink(missing_ok=True)
+    return [out_dir / f"step{s}" for s in config.save_steps]
 
+
+@dataclass
+class _Run:
+    """A training run between its steps: the tokenizer, the encoded corpus, the model and its optimiser."""
+
+    tokenizer: Any
+    encoded: list[list[int]]
+    model_cfg: Any
+    model: Any
+    optim: Any
+    start: int = 0  # the step it starts after (> 0 when resumed)
+    losses: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _reuse(config: PretrainConfig, out_dir: Path, key: str, progress: bool) -> list[Path] | None:
+    """The folders of a complete run with these settings; refuses a complete run with others."""
     cached = cached_run(config, out_dir)
     if cached is not None:
         if progress:
@@ -310,107 +343,133 @@ def pretrain(
             f"--out {out_dir} already holds a complete pre-training run with other settings "
             f"(steps {meta.get('steps')}, seed {meta.get('seed')}); give another --out folder or delete it"
         )
+    return None
+
+
+def _clear(out_dir: Path) -> None:
+    """Create ``out_dir``; remove the temporary folders of a run that was killed outright."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob(".step*"), *out_dir.glob(".old-step*")]:
-        shutil.rmtree(stale, ignore_errors=True)  # temp folders of a run that was killed outright
+        shutil.rmtree(stale, ignore_errors=True)
 
-    # the idle cores, at most 2: the model is too small to use more, and on a busy 2-core machine
-    # one thread ran it 3x faster than two (the weights do not depend on the count; tested)
-    from tracing_bench.threads import default_threads
 
-    threads = config.threads or default_threads(cap=2)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    t0, c0 = time.perf_counter(), time.process_time()
+def _encode(tokenizer: Any, texts: list[str], config: PretrainConfig) -> list[list[int]]:
+    """One training sequence per statement, truncated to ``seq_len`` (with the end-of-text token if asked)."""
+    tail = [tokenizer.eos_token_id] if config.append_eos else []
+    return [
+        ids[: config.seq_len - len(tail)] + tail
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if len(ids) + len(tail) >= 2  # a one-token sequence has nothing to predict
+    ]
+
+
+def _start(config: PretrainConfig, texts: list[str], out_dir: Path, key: str, progress: bool) -> _Run:
+    """The tokenizer, the encoded corpus, the seeded model and AdamW; resumed from resume.pt when it matches."""
+    torch.manual_seed(config.seed)
+    tokenizer = train_tokenizer(texts, config.vocab_size)
+    encoded = _encode(tokenizer, texts, config)
+    model_cfg = model_config(config, tokenizer)
+    torch.manual_seed(config.seed)
+    model = AutoModelForCausalLM.from_config(model_cfg, dtype=torch.float32)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
+    run = _Run(tokenizer, encoded, model_cfg, model, optim)
+    resume_path = out_dir / RESUME_FILE
+    if resume_path.is_file():
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            optim.load_state_dict(state["optim"])
+            run.start, run.losses = int(state["step"]), list(state["losses"])
+            if progress:
+                print(f"resuming the interrupted pre-training run in {out_dir} at step {run.start}", file=sys.stderr)
+    return run
+
+
+def _save(run: _Run, out_dir: Path, step: int, on_checkpoint: Callable[..., Any] | None) -> None:
+    """Save checkpoint ``step`` (in eval mode) and hand the live model to ``on_checkpoint``."""
+    training = run.model.training
+    run.model.eval()
+    saved = _save_checkpoint(run.model, run.tokenizer, out_dir, step)
+    run.model.train(training)
+    if on_checkpoint is not None:
+        on_checkpoint(run.model, run.tokenizer, step, folder=saved)
+
+
+def _step(run: _Run, config: PretrainConfig, step: int) -> float:
+    """One optimiser update on the step's batch (padding masked out of the loss); its loss."""
+    rows = [run.encoded[i] for i in batch_indices(step, config.batch_size, len(run.encoded), config.seed)]
+    ids, mask = pad_rows(rows, pad_id(run.tokenizer))
+    labels = ids.masked_fill(~mask, -100)
+    for group in run.optim.param_groups:
+        group["lr"] = _lr_at(config, step)
+    loss = run.model(input_ids=ids, attention_mask=mask.long(), labels=labels).loss
+    run.optim.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optim.step()
+    return float(loss.item())
+
+
+def _train(
+    run: _Run,
+    config: PretrainConfig,
+    out_dir: Path,
+    key: str,
+    progress: bool,
+    on_checkpoint: Callable[..., Any] | None,
+) -> None:
+    """Steps ``run.start + 1 .. config.steps``; a checkpoint and resume.pt at each save step."""
+    save_steps = set(config.save_steps)
+    run.model.train()
+    bar = tqdm(
+        total=config.steps,
+        initial=run.start,
+        desc="pretrain",
+        unit="step",
+        disable=None if progress else True,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
     try:
-        torch.manual_seed(config.seed)
-        tokenizer = train_tokenizer(texts, config.vocab_size)
-        tail = [tokenizer.eos_token_id] if config.append_eos else []
-        encoded = [
-            ids[: config.seq_len - len(tail)] + tail
-            for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
-            if len(ids) + len(tail) >= 2  # a one-token sequence has nothing to predict
-        ]
-        n_tokens = sum(len(e) for e in encoded)
-        model_cfg = model_config(config, tokenizer)
-        torch.manual_seed(config.seed)
-        model = AutoModelForCausalLM.from_config(model_cfg, dtype=torch.float32)
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        optim = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr,
-            betas=(0.9, 0.95),
-            eps=1e-8,
-        )
-        start, losses = 0, []
-        resume_path = out_dir / RESUME_FILE
-        if resume_path.is_file():
-            state = torch.load(resume_path, map_location="cpu", weights_only=False)
-            if state.get("key") == key:
-                model.load_state_dict(state["model"])
-                optim.load_state_dict(state["optim"])
-                start, losses = int(state["step"]), list(state["losses"])
-                if progress:
-                    print(f"resuming the interrupted pre-training run in {out_dir} at step {start}", file=sys.stderr)
-        if start == 0:
-            (out_dir / META_FILE).unlink(missing_ok=True)
-            saved = _save_checkpoint(model, tokenizer, out_dir, 0)
-            if on_checkpoint is not None:
-                on_checkpoint(model, tokenizer, 0, folder=saved)
-
-        model.train()
-        pad = tokenizer.pad_token_id
-        bar = tqdm(
-            total=config.steps,
-            initial=start,
-            desc="pretrain",
-            unit="step",
-            disable=None if progress else True,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        try:
-            for step in range(start + 1, config.steps + 1):
-                rows = [encoded[i] for i in batch_indices(step, config.batch_size, len(encoded), config.seed)]
-                width = max(len(r) for r in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for j, r in enumerate(rows):
-                    ids[j, : len(r)] = torch.tensor(r)
-                    mask[j, : len(r)] = 1
-                labels = ids.masked_fill(mask == 0, -100)
-                for group in optim.param_groups:
-                    group["lr"] = _lr_at(config, step)
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optim.step()
-                losses.append({"step": step, "loss": round(loss.item(), 5)})
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]['loss']:.3f}")
-                if step in save_steps:
-                    model.eval()
-                    saved = _save_checkpoint(model, tokenizer, out_dir, step)
-                    model.train()
-                    if on_checkpoint is not None:
-                        on_checkpoint(model, tokenizer, step, folder=saved)
-                    if step < config.steps:
-                        state = {
-                            "key": key,
-                            "step": step,
-                            "model": model.state_dict(),
-                            "optim": optim.state_dict(),
-                            "losses": losses,
-                        }
-                        atomic_write(resume_path, functools.partial(_save_state, state))
-        finally:
-            bar.close()
+        for step in range(run.start + 1, config.steps + 1):
+            run.losses.append({"step": step, "loss": round(_step(run, config, step), 5)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{run.losses[-1]['loss']:.3f}")
+            if step in save_steps:
+                _save(run, out_dir, step, on_checkpoint)
+                if step < config.steps:
+                    state = {
+                        "key": key,
+                        "step": step,
+                        "model": run.model.state_dict(),
+                        "optim": run.optim.state_dict(),
+                        "losses": run.losses,
+                    }
+                    atomic_write(out_dir / RESUME_FILE, functools.partial(_save_state, state))
     finally:
-        torch.set_num_threads(old_threads)
+        bar.close()
 
-    meta = {
+
+def _meta(
+    run: _Run,
+    config: PretrainConfig,
+    key: str,
+    corpus_prov: dict[str, Any],
+    threads: int,
+    *,
+    wall_s: float,
+    cpu_s: float,
+) -> dict[str, Any]:
+    """pretrain.json: settings, model, tokenizer, corpus, versions, times and losses; ``complete``."""
+    save_steps = config.save_steps
+    return {
         "complete": True,
         "key": key,
         "seed": config.seed,
@@ -418,23 +477,20 @@ def pretrain(
         "save_at": save_steps,
         "checkpoints": [f"step{s}" for s in save_steps],
         "config": {**asdict(config), "save_at": save_steps, "threads": threads},
-        "model_config": model_cfg.to_dict(),
+        "model_config": run.model_cfg.to_dict(),
         "model_type": "llama",
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "tokenizer": {"type": "byte-level BPE", "vocab_size": len(tokenizer), "eos": EOS, "pad": PAD},
-        "corpus": {**corpus_prov, "n_tokens": n_tokens},
+        "n_parameters": sum(p.numel() for p in run.model.parameters()),
+        "tokenizer": {"type": "byte-level BPE", "vocab_size": len(run.tokenizer), "eos": EOS, "pad": PAD},
+        "corpus": {**corpus_prov, "n_tokens": sum(len(e) for e in run.encoded)},
         "dtype": "float32",
         "package_version": __version__,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "cpu_s": round(time.process_time() - c0, 2),
-        "resumed_at": start or None,
-        "losses": losses,
+        "wall_s": round(wall_s, 2),
+        "cpu_s": round(cpu_s, 2),
+        "resumed_at": run.start or None,
+        "losses": run.losses,
     }
-    atomic_write_text(out_dir / META_FILE, dumps_json(meta, indent=1, default=str))
-    (out_dir / RESUME_FILE).unlink(missing_ok=True)
-    return [out_dir / f"step{s}" for s in save_steps]
 
 
 __all__ = [

@@ -31,7 +31,7 @@ import functools
 import json
 from typing import Any, Literal
 
-from tracing_bench.dimensions import Split
+from tracing_bench.dimensions import DIMENSIONS, Split, load_dimension
 from tracing_bench.files import dumps_json, text_hash
 
 Corpus = Literal["dev", "all"]
@@ -56,8 +56,6 @@ def build_corpus(corpus: Corpus = "dev") -> tuple[list[str], dict[str, object]]:
 
 @functools.cache
 def _corpus(corpus: str) -> tuple[tuple[str, ...], str]:
-    from tracing_bench.dimensions import DIMENSIONS, load_dimension
-
     texts: list[str] = []
     files: dict[str, dict[str, object]] = {}
     for name, dim in DIMENSIONS.items():
@@ -92,6 +90,7 @@ def _one_token_each(tok: Any, words: tuple[str, ...]) -> Any:
     merges, ranked after all trained ones, so no other text changes unless it contains the same
     adjacent pieces.
     """
+    # lazy: tokenizers loads on first use, so importing pretrain_data stays light
     from tokenizers import Tokenizer
 
     spec = json.loads(tok.to_str())
@@ -109,6 +108,7 @@ def _one_token_each(tok: Any, words: tuple[str, ...]) -> Any:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
+    # lazy: tokenizers and transformers load on first use, so importing pretrain_data stays light
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -141,6 +141,7 @@ def model_config(cfg: Any, tokenizer: Any) -> Any:
 
     ``cfg`` is a :class:`~tracing_bench.pretrain.PretrainConfig`.
     """
+    # lazy: transformers loads on first use, so importing pretrain_data stays light
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -161,6 +162,7 @@ def model_config(cfg: Any, tokenizer: Any) -> Any:
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
     """Corpus indices of the batch of update ``step`` (1-based): seeded permutation per epoch."""
+    # lazy: torch loads on first use, so importing pretrain_data stays light
     import torch
 
     out: list[int] = []

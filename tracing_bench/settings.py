@@ -28,6 +28,7 @@ from typing import Any, Literal
 from tracing_bench import __version__
 from tracing_bench.dimensions import DIMENSIONS, PROTOCOLS, Protocol, resolve_dimensions
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.files import spec_hash
 from tracing_bench.loading import DTYPES, DType, resolve_device
 from tracing_bench.threads import check_threads
 
@@ -373,8 +374,6 @@ class TraceSettings:
 
     def key(self) -> str:
         """Hash of the settings that change the numbers (not batch size, device, cache)."""
-        from tracing_bench.files import spec_hash
-
         run = asdict(self.run_harvest)
         spec = {k: run[k] if k in run else getattr(self, k) for k in _NUMBER_FIELDS} | {"package_version": __version__}
         return spec_hash(spec, 16)

@@ -54,6 +54,7 @@ def z_value(confidence: float = 0.95) -> float:
     """
     if not 0.0 < float(confidence) < 1.0:
         raise TracingBenchError(f"confidence={confidence!r} is not valid: give a level between 0 and 1, e.g. 0.95")
+    # lazy: scipy loads on first use, so importing stats stays light
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + float(confidence) / 2))
@@ -86,6 +87,7 @@ def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tupl
 
 
 def _midranks(values: np.ndarray) -> np.ndarray:
+    # lazy: scipy loads on first use, so importing stats stays light
     from scipy.stats import rankdata
 
     return rankdata(values)  # average ranks for ties, 1-based
@@ -154,6 +156,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     n = int(b) + int(c)
     if n == 0:
         return 1.0
+    # lazy: scipy loads on first use, so importing stats stays light
     from scipy.stats import binom
 
     return float(min(1.0, 2.0 * binom.cdf(min(b, c), n, 0.5)))

@@ -191,6 +191,7 @@ def use_threads(n: int | None, *, cap: int | None = None) -> Iterator[int]:
     Yields:
         the thread count in use.
     """
+    # lazy: torch and threadpoolctl load on first use, so importing threads stays light
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -38,15 +38,19 @@ per layer and recorded in ``trace.json`` (``reference_protocol``), not printed.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from tracing_bench import __version__
+from tracing_bench.baseline import finish_controls, needs_baseline, trace_baseline
+from tracing_bench.cache import cached_activations, default_cache_dir, lookup_activations
 from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
-from tracing_bench.dimensions import DimensionData
+from tracing_bench.compare.findings import build_findings, write_findings
+from tracing_bench.dimensions import DimensionData, display_names, load_dimension
 from tracing_bench.downloads import check_free_space
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings, import_ray, run_tasks
@@ -54,6 +58,7 @@ from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outpu
 from tracing_bench.loading import find_blocks, load_checkpoint
 from tracing_bench.parts import MI_COLUMNS, PROBE_COLUMNS, build_part, collect_parts, part_path, read_part, write_part
 from tracing_bench.prefetch import run_series
+from tracing_bench.probes.layers import probe_layers
 from tracing_bench.progress import SeriesProgress
 from tracing_bench.settings import TraceSettings, parse_layers
 from tracing_bench.threads import threads_for_work, use_threads
@@ -65,6 +70,7 @@ __all__ = [
     "PROBE_COLUMNS",
     "TraceResult",
     "TraceSettings",
+    "TraceSteps",
     "merge",
     "record_figures",
     "run_checkpoints",
@@ -75,6 +81,24 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------- one checkpoint
+@dataclass(frozen=True)
+class TraceSteps:
+    """The steps a trace runs for each checkpoint and dimension; a test passes replacements.
+
+    Attributes:
+        lookup: the activations in the cache, or ``None`` (:func:`tracing_bench.cache.lookup_activations`).
+        harvest: the activations of a loaded model, cached (:func:`tracing_bench.cache.cached_activations`).
+        probe: the probes of every layer (:func:`tracing_bench.probes.layers.probe_layers`).
+    """
+
+    lookup: Callable[..., Any] = lookup_activations
+    harvest: Callable[..., Any] = cached_activations
+    probe: Callable[..., Any] = probe_layers
+
+
+DEFAULT_STEPS = TraceSteps()
+
+
 def trace_checkpoint(
     checkpoint: Checkpoint,
     datas: list[DimensionData],
@@ -82,6 +106,7 @@ def trace_checkpoint(
     out: str | Path,
     *,
     bar: Any = None,
+    steps: TraceSteps = DEFAULT_STEPS,
 ) -> list[Path]:
     """Probe (and MI-probe) every dimension of one checkpoint; write one part file per dimension.
 
@@ -95,12 +120,11 @@ def trace_checkpoint(
         settings: the trace settings.
         out: the output folder.
         bar: optional tqdm bar, advanced once per dimension.
+        steps: the steps run (:class:`TraceSteps`).
 
     Returns:
         The part files of this checkpoint (one per dimension).
     """
-    from tracing_bench.cache import cached_activations, lookup_activations  # looked up per call (tests wrap them)
-
     out = Path(out)
     harvest = settings.run_harvest
     paths = [part_path(out, settings, checkpoint, d.key_name) for d in datas]
@@ -120,7 +144,7 @@ def trace_checkpoint(
                 if bar is not None:
                     bar.set_postfix_str(f"{checkpoint.label} {data.name}", refresh=False)
                 with stage("harvest"):
-                    hit = lookup_activations(checkpoint, data, harvest)
+                    hit = steps.lookup(checkpoint, data, harvest)
                 if hit is None:
                     if model is None:
                         with stage("load"):  # from_pretrained: with a hub id, the download too
@@ -128,10 +152,10 @@ def trace_checkpoint(
                             model, tokenizer = load_checkpoint(checkpoint, dtype=harvest.dtype, device=harvest.device)
                         parse_layers(settings.layers, len(find_blocks(model, harvest.blocks_attr)[0]))
                     with stage("harvest"):
-                        hit = cached_activations(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
+                        hit = steps.harvest(checkpoint, data, harvest, model=model, tokenizer=tokenizer)
                 acts_t, prov = hit
                 commit = prov.get("resolved_commit") or commit
-                trace_activations(checkpoint, data, acts_t.numpy(), prov, settings, path)
+                trace_activations(checkpoint, data, acts_t.numpy(), prov, settings, path, steps=steps)
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -142,7 +166,14 @@ def trace_checkpoint(
 
 
 def trace_activations(
-    checkpoint: Checkpoint, data: DimensionData, acts: Any, prov: dict[str, Any], settings: TraceSettings, path: Path
+    checkpoint: Checkpoint,
+    data: DimensionData,
+    acts: Any,
+    prov: dict[str, Any],
+    settings: TraceSettings,
+    path: Path,
+    *,
+    steps: TraceSteps = DEFAULT_STEPS,
 ) -> dict[str, Any]:
     """Probe (and MI-probe) one dimension's activations of one checkpoint and write its part file.
 
@@ -156,6 +187,7 @@ def trace_activations(
         prov: the activations' provenance (:func:`tracing_bench.parts.build_part`).
         settings: the trace settings.
         path: the part file (:func:`tracing_bench.parts.part_path`).
+        steps: the steps run (:class:`TraceSteps`; only ``probe`` is used here).
 
     Returns:
         The part written.
@@ -167,7 +199,7 @@ def trace_activations(
         else min(settings.mi_subsample, len(data.splits["probe_train"]))
     )
     with use_threads(threads_for_work(settings.threads, float(m) * m * acts.shape[-1])):
-        part = build_part(checkpoint, data, acts, prov, settings)
+        part = build_part(checkpoint, data, acts, prov, settings, probe=steps.probe)
     with stage("write"):
         write_part(path, part)
     return part
@@ -249,6 +281,7 @@ def trace(
     settings: TraceSettings | None = None,
     run_on: ExecutorSettings | None = None,
     progress: bool = True,
+    steps: TraceSteps | None = None,
     **options: Any,
 ) -> TraceResult:
     """Trace a checkpoint series; resumable (see the module docstring).
@@ -262,6 +295,7 @@ def trace(
         run_on: where each checkpoint runs: ``local`` (this process) or ``ray`` (one Ray task per
             checkpoint; :class:`~tracing_bench.executors.ExecutorSettings`).
         progress: the progress line on stderr (checkpoint, stage, time left: :mod:`tracing_bench.progress`).
+        steps: replacements of the per-checkpoint steps (:class:`TraceSteps`), for tests.
         **options: trace and executor settings given by keyword, as the command line gives
             them (:meth:`TraceSettings.from_options`: ``dimensions="fairness,privacy"``,
             ``layers="0:32:4"``, ``mi=True``, ``cache_dir=...``; ``executor="ray"``,
@@ -277,8 +311,6 @@ def trace(
     """
     timings = Timings()  # trace.json's `timings`: where the wall time went
     with timings, stage("setup"):
-        from tracing_bench.cache import default_cache_dir
-
         run_names = {f.name for f in fields(ExecutorSettings)}
         run_options = {k: options.pop(k) for k in list(options) if k in run_names}
         if settings is None or options:
@@ -303,12 +335,11 @@ def trace(
     with timings:
         with SeriesProgress(len(ckpts), enabled=progress, units=len(datas)) as bar:
             timings.on_stage = bar.stage
-            from tracing_bench.baseline import needs_baseline, trace_baseline
-
             baseline = needs_baseline(ckpts, settings)  # before, when --delete-checkpoints removes its config
             if baseline and settings.delete_checkpoints:
                 trace_baseline(ckpts[-1], datas, settings, out)
-            failed = run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar)
+            work = functools.partial(trace_checkpoint, steps=steps) if steps is not None else None
+            failed = run_checkpoints(ckpts, datas, settings, out, run_on, bar=bar, work=work)
             done = [c for c in ckpts if c.label not in failed]
             if not done:
                 first = next(iter(failed.values()))
@@ -320,8 +351,6 @@ def trace(
 
 def load_datas(settings: TraceSettings) -> list[DimensionData]:
     """The dimensions of a trace, loaded, named for this run and subsampled as the settings say."""
-    from tracing_bench.dimensions import display_names, load_dimension
-
     dims = list(settings.dimensions)
     datas = [
         replace(load_dimension(d, protocol=settings.protocol, seed=settings.seed), name=n)
@@ -378,15 +407,11 @@ def _merge(
     timings: Timings | None,
     failed: dict[str, str],
 ) -> TraceResult:
-    from tracing_bench.compare.findings import build_findings, write_findings
-
     series = collect_parts(out, ckpts, datas, settings)
     probes_csv, mi_csv = out / "probes.csv", out / "mi.csv"
     atomic_write_csv(probes_csv, PROBE_COLUMNS, series.probe_rows)
     atomic_write_csv(mi_csv, MI_COLUMNS, series.mi_rows)
     findings = build_findings(series.checkpoints, datas, series.parts, settings=settings.public())
-    from tracing_bench.baseline import finish_controls
-
     baseline_csv = finish_controls(out, ckpts, datas, settings, findings, series.parts)  # baseline.csv, controls
     findings_json = write_findings(findings, out / "findings.json")
     provenance: dict[str, Any] = {

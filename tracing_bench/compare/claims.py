@@ -41,6 +41,7 @@ from tracing_bench.compare.findings_schema import (
 )
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import unpack_bits
+from tracing_bench.stats import holm, paired_bootstrap_diff, wilson_interval
 
 RULES = (
     "learned = beats the random-feature baseline (or the first checkpoint) AND selectivity above noise AND "
@@ -74,8 +75,6 @@ def _ci(x: Sequence[float]) -> str:
 
 
 def _paired(a: np.ndarray, b: np.ndarray, opts: FindingsSettings) -> PairedChange:
-    from tracing_bench.stats import paired_bootstrap_diff
-
     r = paired_bootstrap_diff(a, b, n_boot=opts.n_boot, seed=opts.boot_seed, confidence=opts.confidence)
     return {"a": r.acc_a, "b": r.acc_b, "change": r.diff, "change_ci": [r.lo, r.hi], "p_value": r.p_value}
 
@@ -91,8 +90,6 @@ class _BaselineTest(PairedChange):
 
 
 def _holm_into(entries: Sequence[Selectivity | Transfer | _BaselineTest], alpha: float) -> None:
-    from tracing_bench.stats import holm
-
     for e, p in zip(entries, holm([e["p_value"] for e in entries]), strict=True):
         e["p_holm"] = float(p)
         e["passed"] = bool(float(p) < alpha and e["change"] > 0)
@@ -145,8 +142,6 @@ def _entry(
     base_kind: str | None,
     opts: FindingsSettings,
 ) -> ControlEntry | None:
-    from tracing_bench.stats import wilson_interval
-
     last = dparts[-1]
     probe = _probe(last)
     lay = _claim_layer(findings, dim, last, probe) if probe else None
@@ -196,6 +191,7 @@ def _entry(
     transfer_bits = _bits(row, "transfer_correct", n)
     transfer: Transfer | None = None
     if transfer_bits is not None:
+        # lazy: scipy loads on first use, so importing compare.claims stays light
         from scipy.stats import binomtest
 
         kt = int(transfer_bits.sum())

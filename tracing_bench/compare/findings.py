@@ -54,10 +54,11 @@ from tracing_bench.compare.findings_schema import (
 )
 from tracing_bench.compare.leaderboard import Leaderboard
 from tracing_bench.compare.phases import checkpoint_key, noisy_turn
-from tracing_bench.dimensions import DimensionData
+from tracing_bench.dimensions import DIMENSIONS, DimensionData
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_json, unpack_bits
 from tracing_bench.results import P_TRUST, ResultsFile, answer_shares, group_answer_note, one_answer_note
+from tracing_bench.stats import diff_interval, holm, paired_bootstrap_diff, wilson_interval
 
 Verdict = Literal["learned", "declined", "within noise", "not tested"]
 LAYER_CHOICE = "highest probe-val accuracy at the last checkpoint (ties: the lower layer); never the test split"
@@ -84,8 +85,6 @@ class FindingsSettings:
 
 def dimension_title(name: str) -> str:
     """The display title of a dimension: ``DIMENSIONS[name].title`` when it has one, else the name."""
-    from tracing_bench.dimensions import DIMENSIONS
-
     title = getattr(DIMENSIONS.get(name), "title", None)
     return str(title) if title else name
 
@@ -127,8 +126,6 @@ def _val(r: Mapping[str, Any]) -> float:
 def _learned(
     checkpoints: list[dict[str, Any]], parts: Mapping[str, list[Mapping[str, Any]]], opts: FindingsSettings
 ) -> Learned:
-    from tracing_bench.stats import paired_bootstrap_diff, wilson_interval
-
     out: Learned = {
         "question": "is the concept linearly readable better at the last checkpoint than at the first?",
         "test": "exact McNemar test (two-sided) on the same test statements; change interval: paired bootstrap "
@@ -191,7 +188,6 @@ def _learned(
                     "claim": "",
                 }
             )
-    from tracing_bench.stats import holm
 
     adjusted = holm([t["p_value"] for t in tests])
     for t, p_adj in zip(tests, adjusted, strict=True):
@@ -423,8 +419,6 @@ def _compare(
     b: tuple[float | None, float | None],
     confidence: float,
 ) -> dict[str, Any] | None:
-    from tracing_bench.stats import diff_interval
-
     if a[0] is None or b[0] is None:
         return None
     d = diff_interval(a[0], a[1], b[0], b[1], confidence=confidence)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import jsonlines
 import numpy as np
 
 from tracing_bench.errors import TracingBenchError
@@ -34,8 +35,6 @@ def read_items(path: str | os.PathLike[str], metric: str) -> dict[int, Any]:
         TracingBenchError: unreadable file, a line that is not JSON, or a line that is not a sample
             with ``doc_id`` and ``metric``.
     """
-    import jsonlines
-
     out: dict[int, Any] = {}
     i = 0
     row: Any  # a JSON value: a sample is an object, anything else is refused below

@@ -161,6 +161,7 @@ def noisy_turn(values: list[float], replicates: list[list[float]], *, z: float =
     >>> noisy_turn([1.0, 1.2, 1.0], [[1.0, 1.4], [1.2, 1.0], [1.0, 1.2]]) is None
     True
     """
+    # lazy: numpy loads on first use, so importing compare.phases stays light
     import numpy as np
 
     pts = [i for i, v in enumerate(values) if not math.isnan(v) and i < len(replicates) and len(replicates[i]) >= 2]

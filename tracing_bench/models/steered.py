@@ -52,11 +52,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lm_eval.models.hf_steered as hf_steered
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.hf_steered import SteeredModel, steer
 from lm_eval.models.huggingface import HFLM
 from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import file_sha256
@@ -322,8 +324,6 @@ def check_steer_file_fits(
     Raises:
         TracingBenchError: one line naming the file and what does not fit.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     config = load_steer_file(steer_path, stock=stock)
     try:
         model_config = AutoConfig.from_pretrained(pretrained, **({"revision": revision} if revision else {}))
@@ -383,8 +383,6 @@ def safe_stock_steered() -> Iterator[None]:
     code, so scores are those of the stock model. ``tracing-bench eval --model steered`` runs
     lm-eval inside it.
     """
-    import lm_eval.models.hf_steered as hf_steered
-
     original = hf_steered.torch
     hf_steered.torch = _WeightsOnlyTorch()
     try:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tracing_bench.dimensions import DimensionData
+from tracing_bench.files import pack_bits, unpack_bits
 from tracing_bench.probes.layers import probe_layers
 from tracing_bench.stats import wilson_interval, z_value
 
@@ -232,8 +233,6 @@ def add_controls(
     Returns:
         what the controls were (the part's ``controls`` entry).
     """
-    from tracing_bench.files import pack_bits, unpack_bits
-
     truth = {(str(r["probe"]), int(r["layer"])): unpack_bits(r["test_correct"], int(r["n_test"])) for r in rows}
     got, info = probe_controls(acts, data, probes=probes, layers=layers, seed=seed, test_correct=truth)
     for r in rows:

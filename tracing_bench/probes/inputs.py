@@ -21,6 +21,7 @@ from torch import Tensor
 from tracing_bench.dimensions import PROTOCOLS
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.settings import PROBES
+from tracing_bench.stats import auroc_interval, wilson_interval
 
 __all__ = [
     "PROBES",
@@ -196,8 +197,6 @@ def score_details(scores: Tensor, y: np.ndarray) -> list[dict[str, Any]]:
         ``test_auroc_lo``/``test_auroc_hi`` (95 % DeLong) and ``test_correct`` (a boolean array:
         statement i classified right), the keys ``probe_layers(..., details=True)`` adds.
     """
-    from tracing_bench.stats import auroc_interval, wilson_interval
-
     s = scores.detach().to(torch.float64).cpu().numpy()
     out = []
     for row in s:

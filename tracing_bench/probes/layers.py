@@ -22,6 +22,7 @@ from torch import Tensor
 from tracing_bench.dimensions import Protocol
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.probes.inputs import check_finite, check_probes, layer_names, metrics, prepare_inputs, score_details
+from tracing_bench.probes.reference import reference_probe_layers
 from tracing_bench.probes.solver import batched_mv, cpu_loop, fit_logistic, mass_mean
 
 # keep about this many bytes of activations per batched chunk of layers
@@ -78,8 +79,6 @@ def probe_layers(
     """
     probes = check_probes(probes)
     if protocol == "reference":  # the released recipe, operation for operation (probes/reference.py)
-        from tracing_bench.probes.reference import reference_probe_layers
-
         return reference_probe_layers(acts, labels, splits, probes=probes, layers=layers, details=details)
     eval_names = ("probe_val", "test")  # the paper protocol (prepare_inputs refuses any other here)
     t, y, idx = prepare_inputs(acts, labels, splits, protocol, ("probe_train", *eval_names))

@@ -37,6 +37,7 @@ from tracing_bench.probes.kernels import (
     low_low,
     regularised_centred_kernel,
 )
+from tracing_bench.probes.reference import reference_mi_layers
 
 __all__ = ["estimate_mi", "gaussian_kernel", "mi_layers", "nhsic"]
 
@@ -254,8 +255,6 @@ def mi_layers(
         one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``.
     """
     if protocol == "reference":  # the released float32 computation (probes/reference.py)
-        from tracing_bench.probes.reference import reference_mi_layers
-
         return reference_mi_layers(
             acts,
             labels,

@@ -43,9 +43,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.probes.estimators import MassMeanProbe
+from tracing_bench.probes.inputs import check_probes, layer_names, score_details, subsample_rows
 
 __all__ = [
     "nhsic_float32",
@@ -125,6 +128,7 @@ def _check_finite(x: Tensor, layer: int) -> None:
 
 
 def _auroc(scores: np.ndarray, y: np.ndarray) -> float:
+    # lazy: scikit-learn loads on first use, so importing probes.reference stays light
     from sklearn.metrics import roc_auc_score
 
     if len(np.unique(y)) < 2:
@@ -163,11 +167,8 @@ def reference_probe_layers(
         TracingBenchError: mismatched shapes, labels other than 0/1, a one-class training split,
             NaN activations, an unknown probe.
     """
-    from sklearn.exceptions import ConvergenceWarning
+    # lazy: scikit-learn loads on first use, so importing probes.reference stays light
     from sklearn.linear_model import LogisticRegression
-
-    from tracing_bench.probes.estimators import MassMeanProbe
-    from tracing_bench.probes.inputs import check_probes, layer_names, score_details
 
     probes = check_probes(probes)
     n_layers, y = _check_inputs(acts, labels, splits, ("probe_train", "probe_val"))
@@ -297,8 +298,6 @@ def reference_mi_layers(
     Returns:
         one dict per layer: ``layer``, ``sigma``, ``m``, ``i_xt``, ``i_yt``, ``constant_features``.
     """
-    from tracing_bench.probes.inputs import layer_names, subsample_rows
-
     n_layers, y = _check_inputs(acts, labels, splits, (split,))
     names = layer_names(layers, n_layers)
     if not 0 <= x_layer < n_layers:

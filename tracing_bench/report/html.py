@@ -42,12 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from tracing_bench import __version__
 from tracing_bench.compare.findings import checkpoint_changes, dimension_title, read_findings, steering_changes
 from tracing_bench.compare.leaderboard import Leaderboard, build_leaderboard, display_table, records
 from tracing_bench.compare.signal import snr_table
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_text, dumps_json
+from tracing_bench.report.control_plots import control_figures
 from tracing_bench.report.plots import DIMENSION_ORDER, radar_chart, read_rows, trace_figures
 from tracing_bench.report.steer_plots import plot_correlate, plot_sweep
 from tracing_bench.results import ResultsFile
@@ -76,8 +79,6 @@ class Table:
 
 @functools.cache
 def _environment() -> Any:
-    import jinja2
-
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=True,
@@ -232,7 +233,6 @@ def _trace_section(folder: Path, figdir: Path) -> dict[str, Any] | None:
             figures.append(_figure(p, f"{dim}: probe test accuracy, layer x checkpoint"))
         else:
             figures.append(_figure(p, f"{dim}: " + next(c for k, c in _CAPTIONS.items() if p.stem.startswith(k))))
-    from tracing_bench.report.control_plots import control_figures
 
     figures += [
         _figure(

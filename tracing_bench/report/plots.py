@@ -28,6 +28,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tracing_bench.compare.findings import read_findings, turn_keys
 from tracing_bench.compare.findings_schema import Findings
 from tracing_bench.compare.phases import cell_float, checkpoint_key
 from tracing_bench.files import save_figure
@@ -38,6 +41,7 @@ DIMENSION_ORDER = ("reliability", "toxicity", "privacy", "fairness", "robustness
 
 def pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
+    # lazy: the Agg backend is chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,6 +117,7 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
         for r in rows
     }
     nan2 = (math.nan, math.nan)
+    # lazy: matplotlib loads on first use, so importing report.plots stays light
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -157,8 +162,6 @@ def _probe_figure(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
 
 
 def _heatmap(rows: list[dict[str, str]], dim: str, out: Path) -> Path:
-    import numpy as np
-
     plt = pyplot()
     rows, probe, ckpts, layers = _probe_rows(rows)
     col = {k: i for i, (k, _) in enumerate(ckpts)}
@@ -268,8 +271,6 @@ def trace_figures(
         paths.append(_probe_figure(rows, dim, out))
         paths.append(_heatmap(rows, dim, out))
     if mi_rows:
-        from tracing_bench.compare.findings import read_findings, turn_keys
-
         if findings is None and mi_csv is not None:
             findings = read_findings(Path(mi_csv).parent)
         elif isinstance(findings, (str, os.PathLike)):
@@ -299,8 +300,6 @@ def radar_chart(
     Returns:
         the path, or ``None`` when fewer than three dimensions have scores.
     """
-    import numpy as np
-
     columns = dict(columns or {d: f"trust_{d}" for d in DIMENSION_ORDER})
     # an axis stays when some row has the column, even as NaN: a NaN score is shown (a gap in the
     # polygon, "NaN" on the axis label), never dropped silently

@@ -31,10 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import bootstrap
 
+from tracing_bench import __version__
+from tracing_bench.cache import cached_activations, default_cache_dir
+from tracing_bench.checkpoints import Checkpoint, resolve_series
+from tracing_bench.dimensions import DIMENSIONS, DimensionData, load_dimension
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.settings import HarvestSettings, ScoringSettings
-from tracing_bench.steering.vector import Scale
+from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs, safe_name
+from tracing_bench.probes.reference import reference_probe_layers
+from tracing_bench.settings import HarvestSettings, Preset, ScoringSettings, preset_settings
+from tracing_bench.steering.sweep import Scorer
+from tracing_bench.steering.vector import Scale, extract_from_checkpoint
 
 CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
 
@@ -56,8 +64,6 @@ def pearson_bootstrap(
 
     >>> r, (lo, hi) = pearson_bootstrap(np.arange(5.0), np.arange(5.0) ** 2)
     """
-    from scipy.stats import bootstrap
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     nan = float("nan")
     no_r, no_interval = undefined_reason(x, y)
@@ -96,6 +102,7 @@ def pearson_bootstrap(
 
 def probe_accuracy(acts_layer: Any, data: Any) -> float:
     """Logistic probe (standardised, sklearn defaults) fitted on probe_train, accuracy on test."""
+    # lazy: scikit-learn loads on first use, so importing steering.correlate stays light
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -196,78 +203,12 @@ def run_correlate(
     Returns:
         a :class:`CorrelateResult`.
     """
-    from tracing_bench import __version__
-    from tracing_bench.cache import cached_activations, default_cache_dir
-    from tracing_bench.checkpoints import resolve_series
-    from tracing_bench.dimensions import DIMENSIONS, load_dimension
-    from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs, safe_name
-    from tracing_bench.settings import preset_settings
-    from tracing_bench.steering.sweep import Scorer
-    from tracing_bench.steering.vector import extract_from_checkpoint
-
     scoring = ScoringSettings.given(scoring, **options)
-    if dimension not in DIMENSIONS:
-        raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
-    task = f"trust_{dimension}"
-    out = Path(out)
-    check_outputs([(out, "--out", "folder"), (scoring.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
-    probes_path = Path(probes) if probes else None
-    if probes_path is not None and not probes_path.is_file():
-        raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
-    series = resolve_series(model, revisions)
-    fixed = preset_settings(scoring.preset)
-    scale = fixed.get("scale", scale)
-    protocol = fixed.get("protocol", "paper")
-    source = HarvestSettings(dtype=scoring.dtype, device=scoring.device, cache_dir=scoring.cache_dir)
-    data_ = load_dimension(str(data) if data is not None else dimension, protocol=protocol)
-    out.mkdir(parents=True, exist_ok=True)
-    scorer = Scorer(target, scoring, revision=target_revision, default_tasks=(task,), lambada="off")
-    base_scores, _, _ = scorer.evaluate(None)
-    base = next((s.score for s in base_scores if s.task == task), None)
-    if base is None:
-        raise TracingBenchError(f"the tasks scored do not include {task}; keep --tasks {task}")
-    rows: list[dict[str, Any]] = []
-    for ckpt in series:
-        vec = extract_from_checkpoint(
-            ckpt.model,
-            revision=ckpt.revision,
-            dimension=dimension,
-            layer=layer,
-            scale=scale,
-            harvest=source,
-            data=data,
-            preset=scoring.preset,
-        )
-        path = vec.save(out / "vectors" / f"{safe_name(ckpt.label) or 'ckpt'}_{dimension}_layer{layer}.pt")
-        acc = _probe_from_csv(probes_path, ckpt.model, ckpt.revision, dimension, layer) if probes_path else None
-        if acc is None:
-            if probes_path is not None:
-                raise TracingBenchError(
-                    f"--probes {probes_path} has no logistic row for {ckpt.model}@{ckpt.revision}, {dimension}, "
-                    f"layer {layer}; run the trace for that layer or leave --probes out to compute it"
-                )
-            acts, _ = cached_activations(ckpt, data_, source.for_protocol(protocol))
-            if protocol == "reference":
-                from tracing_bench.probes.reference import reference_probe_layers
-
-                acc = reference_probe_layers(acts[layer][None], data_.labels, data_.splits, probes=("logistic",))[0][
-                    "test_acc"
-                ]
-            else:
-                acc = probe_accuracy(acts[layer].numpy(), data_)
-        scores, _, _ = scorer.evaluate(path, alpha)
-        steered = next(s.score for s in scores if s.task == task)
-        rows.append(
-            {
-                "model": ckpt.model,
-                "revision": ckpt.revision or "",
-                "step": "" if ckpt.step is None else ckpt.step,
-                "dimension": dimension,
-                "layer": layer,
-                "probe_acc": acc,
-                "benefit": steered - base,
-            }
-        )
+    plan = _plan(dimension, layer, Path(out), scoring, scale, probes, data, model, revisions)
+    plan.out.mkdir(parents=True, exist_ok=True)
+    scorer = Scorer(target, scoring, revision=target_revision, default_tasks=(plan.task,), lambada="off")
+    base = _task_score(scorer, None, alpha, plan.task)
+    rows = [_checkpoint_row(ckpt, plan, scorer, alpha, base) for ckpt in plan.checkpoints]
     xs, ys = np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows])
     r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=scoring.seed)
     undefined, ci_note = undefined_reason(xs, ys)
@@ -284,8 +225,8 @@ def run_correlate(
         "dimension": dimension,
         "layer": layer,
         "alpha": alpha,
-        "scale": scale,
-        "task": task,
+        "scale": plan.scale,
+        "task": plan.task,
         "baseline_score": base,
         "limit": scoring.limit,
         "batch_size": scoring.batch_size,
@@ -293,14 +234,8 @@ def run_correlate(
         "positions": scorer.positions,
         "preset": scoring.preset,
         "target_dtype": scoring.target_dtype,
-        "probe_source": str(probes_path)
-        if probes_path
-        else (
-            "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
-            if protocol == "reference"
-            else "computed: logistic on probe_train, test acc"
-        ),
-        "dataset_md5": data_.md5,
+        "probe_source": plan.probe_source,
+        "dataset_md5": plan.data.md5,
         "data": str(data) if data is not None else None,
         "package_version": __version__,
         "r_undefined_reason": undefined or None,
@@ -308,7 +243,121 @@ def run_correlate(
         "note": "pearson_r and ci95 are null where undefined; the reasons say why",
     }
     files = [
-        atomic_write_csv(out / "correlate.csv", CORRELATE_COLUMNS, rows),
-        atomic_write_json(out / "correlate.json", summary, default=str),
+        atomic_write_csv(plan.out / "correlate.csv", CORRELATE_COLUMNS, rows),
+        atomic_write_json(plan.out / "correlate.json", summary, default=str),
     ]
     return CorrelateResult(rows, r, ci, files, undefined=undefined, ci_note=ci_note)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every checkpoint of a correlation shares: the dimension's data, layer, task and settings."""
+
+    dimension: str
+    layer: int
+    out: Path
+    task: str
+    scale: Scale
+    protocol: str
+    source: HarvestSettings  # how the source checkpoints are read
+    data: DimensionData
+    data_arg: str | os.PathLike | None  # the user's CSV as given, else None
+    preset: Preset | None
+    checkpoints: list[Checkpoint]
+    probes_path: Path | None
+
+    @property
+    def probe_source(self) -> str:
+        if self.probes_path is not None:
+            return str(self.probes_path)
+        if self.protocol == "reference":
+            return "computed: the released probe (whole-file scaling, LogisticRegression(), last 20%)"
+        return "computed: logistic on probe_train, test acc"
+
+
+def _plan(
+    dimension: str,
+    layer: int,
+    out: Path,
+    scoring: ScoringSettings,
+    scale: Scale,
+    probes: str | os.PathLike | None,
+    data: str | os.PathLike | None,
+    model: str,
+    revisions: str | list[str] | None,
+) -> _Plan:
+    """Checks the inputs (one-line errors, before any model is loaded), resolves the series, loads the data."""
+    if dimension not in DIMENSIONS:
+        raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
+    check_outputs([(out, "--out", "folder"), (scoring.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
+    probes_path = Path(probes) if probes else None
+    if probes_path is not None and not probes_path.is_file():
+        raise TracingBenchError(f"--probes {probes_path} does not exist; give a trace's probes.csv or leave it out")
+    checkpoints = resolve_series(model, revisions)
+    fixed = preset_settings(scoring.preset)
+    protocol = fixed.get("protocol", "paper")
+    return _Plan(
+        dimension=dimension,
+        layer=layer,
+        out=out,
+        task=f"trust_{dimension}",
+        scale=fixed.get("scale", scale),
+        protocol=protocol,
+        source=HarvestSettings(dtype=scoring.dtype, device=scoring.device, cache_dir=scoring.cache_dir),
+        data=load_dimension(str(data) if data is not None else dimension, protocol=protocol),
+        data_arg=data,
+        preset=scoring.preset,
+        probes_path=probes_path,
+        checkpoints=checkpoints,
+    )
+
+
+def _task_score(scorer: Scorer, vector: Path | None, alpha: float, task: str) -> float:
+    """The dimension's task score of the target, steered by ``vector`` (``None``: unsteered)."""
+    scores, _, _ = scorer.evaluate(None) if vector is None else scorer.evaluate(vector, alpha)
+    score = next((s.score for s in scores if s.task == task), None)
+    if score is None:
+        raise TracingBenchError(f"the tasks scored do not include {task}; keep --tasks {task}")
+    return score
+
+
+def _checkpoint_row(ckpt: Checkpoint, plan: _Plan, scorer: Scorer, alpha: float, base: float) -> dict[str, Any]:
+    """One row of correlate.csv: the checkpoint's vector applied to the target, and its probe accuracy."""
+    vec = extract_from_checkpoint(
+        ckpt.model,
+        revision=ckpt.revision,
+        dimension=plan.dimension,
+        layer=plan.layer,
+        scale=plan.scale,
+        harvest=plan.source,
+        data=plan.data_arg,
+        preset=plan.preset,
+    )
+    path = vec.save(plan.out / "vectors" / f"{safe_name(ckpt.label) or 'ckpt'}_{plan.dimension}_layer{plan.layer}.pt")
+    acc = _probe_acc(ckpt, plan)
+    return {
+        "model": ckpt.model,
+        "revision": ckpt.revision or "",
+        "step": "" if ckpt.step is None else ckpt.step,
+        "dimension": plan.dimension,
+        "layer": plan.layer,
+        "probe_acc": acc,
+        "benefit": _task_score(scorer, path, alpha, plan.task) - base,
+    }
+
+
+def _probe_acc(ckpt: Checkpoint, plan: _Plan) -> float:
+    """The logistic probe's test accuracy: read from ``--probes``, else computed on the cached activations."""
+    if plan.probes_path is not None:
+        acc = _probe_from_csv(plan.probes_path, ckpt.model, ckpt.revision, plan.dimension, plan.layer)
+        if acc is None:
+            raise TracingBenchError(
+                f"--probes {plan.probes_path} has no logistic row for {ckpt.model}@{ckpt.revision}, {plan.dimension}, "
+                f"layer {plan.layer}; run the trace for that layer or leave --probes out to compute it"
+            )
+        return acc
+    acts, _ = cached_activations(ckpt, plan.data, plan.source.for_protocol(plan.protocol))
+    if plan.protocol == "reference":
+        rows = reference_probe_layers(acts[plan.layer][None], plan.data.labels, plan.data.splits, probes=("logistic",))
+        return float(rows[0]["test_acc"])
+    return probe_accuracy(acts[plan.layer].numpy(), plan.data)

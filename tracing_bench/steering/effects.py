@@ -79,6 +79,7 @@ class PairedEffect:
 
 def t_value(df: int, confidence: float = 0.95) -> float:
     """Two-sided Student t quantile (``df`` >= 1) at ``confidence``."""
+    # lazy: scipy loads on first use, so importing steering.effects stays light
     from scipy.stats import t
 
     z_value(confidence)  # validates the level, one line when wrong

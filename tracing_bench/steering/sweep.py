@@ -51,18 +51,31 @@ from __future__ import annotations
 
 import math
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from lm_eval.models.huggingface import HFLM
+
+from tracing_bench import __version__
+from tracing_bench.cache import default_cache_dir
+from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.compare.findings import steering_changes
 from tracing_bench.doc_logodds import results_logodds
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs
+from tracing_bench.loading import load_checkpoint
+from tracing_bench.models.steered import TrustSteeredModel
 from tracing_bench.results import TaskScore
 from tracing_bench.results import task_scores as _task_scores
 from tracing_bench.settings import HarvestSettings, Lambada, ScoringSettings
 from tracing_bench.steering.effects import logodds_score, sweep_effects
+from tracing_bench.steering.vector import SteeringVector, extract_from_checkpoint
+from tracing_bench.tasks import TASKS_DIR
 
 HELDOUT_TEXT = Path(__file__).resolve().parent.parent / "data" / "heldout_fluency.txt"
 SWEEP_COLUMNS = (
@@ -118,9 +131,6 @@ class Scorer:
         default_tasks: tuple[str, ...] = ("trust",),
         lambada: Lambada = "auto",
     ) -> None:
-        from tracing_bench.checkpoints import Checkpoint
-        from tracing_bench.loading import load_checkpoint
-
         self.model_id, self.revision = model, revision
         self.tasks = list(scoring.tasks or default_tasks)
         self.limit, self.batch_size, self.seed = scoring.limit, scoring.batch_size, scoring.seed
@@ -152,13 +162,9 @@ class Scorer:
             task_obj.set_fewshot_seed(seed=self.seed)
 
     def _lm(self, steer_path: str | os.PathLike | None, alpha: float | None) -> Any:
-        from lm_eval.models.huggingface import HFLM
-
         kwargs = {"pretrained": self.hf_model, "tokenizer": self.tokenizer, "batch_size": self.batch_size}
         if steer_path is None:
             return HFLM(**kwargs)
-        from tracing_bench.models.steered import TrustSteeredModel
-
         return TrustSteeredModel(steer_path=str(steer_path), alpha=alpha, positions=self.positions, **kwargs)
 
     def check(self, steer_path: str | os.PathLike) -> None:
@@ -174,10 +180,7 @@ class Scorer:
             ``(task scores, perplexity on the bundled text, lm-eval results dict)``; the dict holds the
             per-document ``samples`` (read by :func:`tracing_bench.doc_logodds.results_logodds`).
         """
-        import random
-
-        import numpy as np
-        import torch
+        # lazy: lm-eval loads on first use, so importing steering.sweep stays light
         from lm_eval.api.instance import Instance
         from lm_eval.evaluator import evaluate
 
@@ -213,9 +216,8 @@ def _lambada_cached() -> bool:
 
 
 def _task_manager(tasks: list[str]) -> Any:
+    # lazy: lm-eval loads on first use, so importing steering.sweep stays light
     from lm_eval.tasks import TaskManager
-
-    from tracing_bench.tasks import TASKS_DIR
 
     own = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
     if all(own.match_tasks([t]) for t in tasks):
@@ -252,8 +254,6 @@ def vectors_for_layers(
     Returns:
         ``{layer: path}``.
     """
-    from tracing_bench.steering.vector import SteeringVector, extract_from_checkpoint
-
     harvest = harvest or HarvestSettings()
     v = SteeringVector.load(vector)
     layers = [v.layer] if not layers else list(dict.fromkeys(int(x) for x in layers))
@@ -339,10 +339,6 @@ def run_sweep(
     Returns:
         a :class:`SweepResult`.
     """
-    from tracing_bench import __version__
-    from tracing_bench.cache import default_cache_dir
-    from tracing_bench.steering.vector import SteeringVector
-
     scoring = ScoringSettings.given(scoring, **options)
     if not alphas:
         raise TracingBenchError("--alphas is empty; give e.g. --alphas -4,-1,1,4")
@@ -463,8 +459,6 @@ def run_sweep(
         e = effects.get((b["layer"], b["alpha"], task)) if b else None
         if b is not None and e is not None:
             b["logodds"] = {"change": e["change"].as_dict(), "steerability": e["steerability"].as_dict()}
-    from tracing_bench.compare.findings import steering_changes
-
     for e in steering_changes(rows, best):  # each chosen setting with its interval against the baseline
         if e.get("admissible"):
             best["best"][e["task"]].update(ci=e["ci"], within_noise=e["within_noise"], claim=e["claim"])

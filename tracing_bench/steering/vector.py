@@ -51,8 +51,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tracing_bench.dimensions import DIMENSIONS
+from tracing_bench import __version__
+from tracing_bench.cache import cached_activations
+from tracing_bench.checkpoints import Checkpoint
+from tracing_bench.dimensions import DIMENSIONS, load_dimension
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.loading import model_hookpoint
 from tracing_bench.models.steerfile import load_steer_file, read_sidecar, save_steer_file, steer_entry, vector_sha256
 from tracing_bench.settings import HarvestSettings, Preset, Scale, preset_settings
 
@@ -256,7 +260,6 @@ def extract_vector(
     meta.setdefault("n_dev_label0", n0)
     meta.setdefault("n_all", int(acts.shape[0]))
     meta.setdefault("sign_applied", sign)
-    from tracing_bench import __version__
 
     meta.setdefault("package_version", __version__)
     return SteeringVector(
@@ -336,11 +339,6 @@ def extract_from_checkpoint(
         the vector, with provenance (model, revision, commit, dimension, layer, scale, dataset md5,
         protocol, pooling, dtype, package version, activation cache key).
     """
-    from tracing_bench.cache import cached_activations
-    from tracing_bench.checkpoints import Checkpoint
-    from tracing_bench.dimensions import load_dimension
-    from tracing_bench.loading import model_hookpoint
-
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
     fixed = preset_settings(preset)

@@ -14,13 +14,11 @@ import os
 import random
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tracing_bench.dimensions import DimensionData, Split, load_dimension
 from tracing_bench.errors import TracingBenchError, first_line
 from tracing_bench.files import looks_like_path
-
-if TYPE_CHECKING:
-    from tracing_bench.dimensions import DimensionData, Split
 
 #: metadata key -> (environment variable, default)
 SETTINGS: dict[str, tuple[str, str]] = {
@@ -57,6 +55,7 @@ def int_setting(meta: dict[str, Any], key: str) -> int:
 
 def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = None) -> Any:
     """A ``datasets.DatasetDict`` with the split ``test`` (and ``dev`` when given)."""
+    # lazy: lm-eval imports the task files to load the tasks; datasets loads only when used
     import datasets
 
     splits = {"test": datasets.Dataset.from_list(test)}
@@ -67,8 +66,6 @@ def dataset_dict(test: list[dict[str, Any]], dev: list[dict[str, Any]] | None = 
 
 def load_data(dimension: str, meta: dict[str, Any]) -> DimensionData:
     """The loader's split of ``dimension`` for the settings in ``meta`` (``protocol``, ``split_seed``)."""
-    from tracing_bench.dimensions import load_dimension
-
     return load_dimension(dimension, protocol=setting(meta, "protocol"), seed=int_setting(meta, "split_seed"))
 
 
@@ -184,6 +181,7 @@ def process_binary_generation(doc: dict[str, Any], results: list[str]) -> dict[s
 # ------------------------------------------------------------------ judges and classifiers
 def hub_offline() -> bool:
     """Whether the Hugging Face hub is offline (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE)."""
+    # lazy: lm-eval imports the task files to load the tasks; huggingface_hub loads only when used
     try:
         from huggingface_hub import constants
 
@@ -219,6 +217,7 @@ def check_model_available(name: str, key: str) -> None:
     if looks_like_path(name):
         raise TracingBenchError(f"{role} {name!r}: no such folder; {how_to_configure(key)}")
     if hub_offline():
+        # lazy: lm-eval imports the task files to load the tasks; huggingface_hub loads only when used
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(name, "config.json")
@@ -233,6 +232,7 @@ def judge_device(doc_or_meta: dict[str, Any]) -> str:
     device = str(doc_or_meta.get("judge_device") or "")
     if device:
         return device
+    # lazy: lm-eval imports the task files to load the tasks; torch loads only when used
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -246,6 +246,7 @@ def load_model(name: str, key: str, device: str, kind: str = "causal") -> tuple[
     cache_key = (name, device, kind)
     if cache_key in _CACHE:
         return _CACHE[cache_key]
+    # lazy: lm-eval imports the task files to load the tasks; torch and transformers load only when used
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 

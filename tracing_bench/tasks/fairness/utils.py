@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from tracing_bench.tasks.common import (
     argmax,
     choice_probabilities,
@@ -36,6 +38,7 @@ from tracing_bench.tasks.common import (
     load_data,
     load_test_split,
     log_odds,
+    process_binary_generation,
     process_multiple_choice,
     setting,
     statement_rows,
@@ -62,8 +65,6 @@ def _crows_data(metadata: dict[str, Any]) -> Any:
     """CrowS-Pairs split by the loader; under ``protocol: reference``, file order (first half of the
     pairs = dev, second half = test): the released code never read CrowS-Pairs, so that is its
     nearest equivalent (the released code's own fairness evaluation is released_stereoset_relatedness)."""
-    import numpy as np
-
     data = load_data(DIMENSION, {**metadata, "protocol": "paper"})
     if setting(metadata, "protocol") != "reference":
         return data
@@ -118,8 +119,6 @@ def load_generation(**metadata: Any) -> Any:
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """0 or 1 parsed from the two generated tokens (a seeded random guess when neither appears)."""
-    from tracing_bench.tasks.common import process_binary_generation
-
     return process_binary_generation(doc, results)
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracing_bench.tasks.common import load_test_split, process_multiple_choice
+from tracing_bench.tasks.common import (
+    generation_split,
+    load_test_split,
+    process_binary_generation,
+    process_multiple_choice,
+    test_rows,
+)
 
 DIMENSION = "privacy"
 
@@ -19,13 +25,9 @@ process_results = process_multiple_choice
 
 def load_generation(**metadata: Any) -> Any:
     """Test split for the paper's generation protocol; carries the seed of the random guesses."""
-    from tracing_bench.tasks.common import generation_split, test_rows
-
     return generation_split(test_rows(DIMENSION, metadata), metadata)
 
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """0 or 1 parsed from the two generated tokens (a seeded random guess when neither appears)."""
-    from tracing_bench.tasks.common import process_binary_generation
-
     return process_binary_generation(doc, results)

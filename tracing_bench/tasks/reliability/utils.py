@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from tracing_bench.tasks.common import load_test_split, process_multiple_choice
+from tracing_bench.dimensions import QUESTIONS_FILE
+from tracing_bench.dimensions import load_questions as questions
+from tracing_bench.files import file_md5
+from tracing_bench.tasks.common import (
+    check_model_available,
+    dataset_dict,
+    judge_device,
+    load_model,
+    load_test_split,
+    process_multiple_choice,
+    setting,
+)
 
 DIMENSION = "reliability"
 
@@ -20,11 +31,6 @@ process_results = process_multiple_choice
 # ---------------------------------------------------------------- trustgen_reliability
 def load_questions(**metadata: Any) -> Any:
     """The 407 TruthfulQA test questions, each carrying the judges that will score its answer."""
-    from tracing_bench.dimensions import QUESTIONS_FILE
-    from tracing_bench.dimensions import load_questions as questions
-    from tracing_bench.files import file_md5
-    from tracing_bench.tasks.common import check_model_available, dataset_dict, setting
-
     judges = {key: setting(metadata, key) for key in ("truth_judge", "info_judge")}
     for key, name in judges.items():
         check_model_available(name, key)
@@ -51,9 +57,8 @@ def judge_says_yes(name: str, key: str, device: str, prompt: str) -> bool:
     The continuation is tokenized together with the prompt and split where the prompt ends (as
     lm-eval does), so judges whose tokenizer merges the space into the word work as well.
     """
+    # lazy: lm-eval imports the task files to load the tasks; torch loads only when used
     import torch
-
-    from tracing_bench.tasks.common import load_model
 
     model, tokenizer = load_model(name, key, device, kind="causal")
     limit = getattr(model.config, "max_position_embeddings", None) or 4096
@@ -72,8 +77,6 @@ def judge_says_yes(name: str, key: str, device: str, prompt: str) -> bool:
 
 def process_generation(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
     """Judge the answer: truthful (``True:``) and informative (``Helpful:``), 1.0 = yes."""
-    from tracing_bench.tasks.common import judge_device
-
     answer = clean_answer(results[0])
     base = f"Q: {doc['question']}\nA: {answer}"
     device = judge_device(doc)

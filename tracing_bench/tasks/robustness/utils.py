@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from tracing_bench.splits import group_key
 from tracing_bench.tasks.common import argmax, choice_probabilities, dataset_dict, load_data, log_odds, statement_rows
 from tracing_bench.tasks.metrics import kappa, pearson, top_answer_share
 from tracing_bench.tasks.pairs import PairTask, pair_rows, split_results
@@ -49,8 +50,6 @@ class TwinPairTask(PairTask):
 
 def load(**metadata: Any) -> Any:
     """Test pairs (one document each; ``--limit k`` keeps k pairs) and the development statements."""
-    from tracing_bench.splits import group_key
-
     data = load_data(DIMENSION, metadata)
     # twins are equal after lower-casing (the loader's groups under the paper protocol; the
     # reference protocol keeps raw rows without groups, so the key is computed here)

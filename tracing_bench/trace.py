@@ -47,7 +47,13 @@ from typing import Any
 
 from tracing_bench import __version__
 from tracing_bench.baseline import finish_controls, needs_baseline, trace_baseline
-from tracing_bench.cache import cached_activations, default_cache_dir, lookup_activations
+from tracing_bench.cache import (
+    ActivationCache,
+    activation_spec,
+    cached_activations,
+    default_cache_dir,
+    lookup_activations,
+)
 from tracing_bench.checkpoints import Checkpoint, delete_from_hf_cache, resolve_series
 from tracing_bench.compare.findings import build_findings, write_findings
 from tracing_bench.dimensions import DimensionData, display_names, load_dimension
@@ -260,14 +266,13 @@ def run_checkpoints(
     return {}
 
 
-def needs_model(checkpoint: Checkpoint, datas: list[Any], settings: TraceSettings, out: str | Path) -> bool:
+def needs_model(checkpoint: Checkpoint, datas: list[DimensionData], settings: TraceSettings, out: str | Path) -> bool:
     """Whether :func:`trace_checkpoint` will load the model: a part is missing and not cached."""
-    from tracing_bench.cache import ActivationCache, activation_spec
-
-    cache, commit = ActivationCache(settings.harvest.cache_dir), checkpoint.resolved_commit()
+    harvest = settings.run_harvest
+    cache, commit = ActivationCache(harvest.cache_dir), checkpoint.resolved_commit()
     return any(
         read_part(part_path(out, settings, checkpoint, d.key_name), d.md5) is None
-        and not cache.has(activation_spec(checkpoint, d, settings.harvest), commit=commit)
+        and not cache.has(activation_spec(checkpoint, d, harvest), commit=commit)
         for d in datas
     )
 

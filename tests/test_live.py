@@ -6,6 +6,7 @@ import csv
 import json
 import random
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -277,7 +278,8 @@ def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, 
     import torch.distributed as dist
     from transformers import AutoTokenizer
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    # a stuck collective fails after two minutes instead of holding the suite (gloo's default is 30)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timedelta(seconds=120))
     try:
         torch.set_num_threads(1)
         model = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -101,7 +101,7 @@ def _stages(acts: np.ndarray, labels: np.ndarray, m: int) -> tuple[list[tuple[st
         out.append(("layer: Gram + kernel + centring", c, m * m * d))
         _, c, cb = _time(lambda: kernels.cholesky(b, "t", 1e-5))
         out.append(("layer: Cholesky of Kt + lam I", c, m**3 / 3))
-        _, c, _ = _time(lambda: kernels._cross_dense(fx, cb.unsqueeze(0), lam))
+        _, c, _ = _time(lambda: kernels._cross_dense(fx, b.unsqueeze(0), cb.unsqueeze(0), lam))
         out.append(("layer: I(X;T), solve with triangular V", c, m**3 / 3))
         _, c, _ = _time(lambda: kernels._cross_low_rank(fy, b.unsqueeze(0), cb.unsqueeze(0), lam))
         out.append(("layer: I(Y;T), one Cholesky solve", c, 6 * m * m))

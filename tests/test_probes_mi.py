@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.probes import estimate_mi, mi_layers, nhsic
@@ -175,3 +176,30 @@ def test_degenerate_layers():
     i_xt, i_yt = estimate_mi(x, y, wide)
     assert i_xt[0] == pytest.approx(_nhsic_literal(x, wide[0]), rel=1e-6)
     assert i_yt[0] == pytest.approx(_nhsic_literal(y, wide[0]), rel=1e-6)
+
+
+def test_layers_in_threads_equal_one_thread_and_the_formula(monkeypatch):
+    """The CPU path's threads (X side and layers side by side, each BLAS call on one thread)
+    give the one-thread numbers, both within 1e-9 of the float64 formula, and leave torch's
+    and the BLAS libraries' thread counts as they were."""
+    import tracing_bench.probes.mi as mi
+
+    x, y, t = _data(m=160, d=20, layers=4, seed=9)
+    x, t = x / x.std(0), t / t.std(1, keepdims=True)  # standardised, as mi_layers does
+    serial = estimate_mi(x, y, t)
+    monkeypatch.setattr(mi, "_PARALLEL_FLOPS", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        assert mi._workers(160, 20, 4) == 3
+        threaded = estimate_mi(x, y, t)
+        assert torch.get_num_threads() == 3
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == blas
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(threaded[0], serial[0], rtol=1e-12)
+    np.testing.assert_allclose(threaded[1], serial[1], rtol=1e-12)
+    for k in range(4):
+        assert threaded[0][k] == pytest.approx(_nhsic_literal(x, t[k]), rel=1e-9)
+        assert threaded[1][k] == pytest.approx(_nhsic_literal(y, t[k]), rel=1e-9)

@@ -17,14 +17,18 @@ and the cross terms in b, c drop out of the trace: trace(R_A R_B) = trace(P_A P_
 symmetric P = Kt (Kt + lam I)^-1 = I - lam (Kt + lam I)^-1, Kt = H K H (double centring; the
 u direction has eigenvalue 0 in Kt and in P). Once per call, the X side is factored: the
 Cholesky factor of A = Kt_X + lam I gives P_X = I - lam A^-1 (one Cholesky inverse, 2 m^3 / 3
-flops), and V = chol(P_X + delta I) with a
-jitter delta = 1e-12 (P_X is singular; this adds delta * trace(P_T) <= delta * m, i.e. < 2e-9 at
-m = 1500). Each layer then costs one Gram matrix, one Cholesky factor of B = Kt_T + lam I = L L^T
-and one triangular solve (B is well conditioned: eigenvalues in [lam, lam + ||Kt||]):
+flops), and V = chol(P_X + u u^T). P_X is singular in the u direction only (unless X repeats
+statements), and u u^T lifts that eigenvalue to 1, so the factorisation succeeds at once; since
+P_T u = 0 too, the term it adds, u^T P_T u, is rounding, and it is subtracted exactly below. (Where
+X repeats statements, P_X has more zero eigenvalues: a jitter delta I is added as well, the
+smallest of 1e-12, 1e-10, ... that factors, which adds delta * trace(P_T) <= delta * m.) Each
+layer then costs one Gram matrix, one Cholesky factor of B = Kt_T + lam I = L L^T and one
+triangular solve (B is well conditioned: eigenvalues in [lam, lam + ||Kt||]):
 
-    I(X;T) = trace(V^T P_T V) = ||V||_F^2 - lam ||L^-1 V||_F^2,
+    I(X;T) = trace(V^T P_T V) - u^T P_T u = ||V||_F^2 - lam ||L^-1 V||_F^2 - u^T P_T u,
 
-the solve using that V is lower triangular (column block j only needs L[j:, j:]).
+the solve using that V is lower triangular (column block j only needs L[j:, j:]), and u^T P_T u
+computed as the label side's terms are (below).
 The label kernel has at most k distinct rows
 (k = 2 for binary labels), so Kt_Y = W G W^T with W = H E (E the one-hot [m, k] indicator, G the
 k x k kernel of the distinct values) has rank <= k - 1: P_Y = sum_j f_j z_j z_j^T with
@@ -39,19 +43,23 @@ g = 2 (1 - exp(-1 / (2 sigma^2))) n_1 n_0 / m.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
 
 # at most this many distinct rows -> the low-rank path (labels, one-hot codes)
 _LOW_RANK_MAX = 64
-# jitters tried, in order, to factor the (singular) P of the layer-0 activations
-_JITTERS = (1e-12, 1e-10, 1e-8)
+# jitters tried, in order, to factor P + u u^T of the layer-0 activations (0 first: P + u u^T
+# is positive definite unless the activations repeat statements)
+_JITTERS = (0.0, 1e-12, 1e-10, 1e-8)
 # column block of the triangular solves with a triangular right-hand side
 _BLOCK = 512
 # on the CPU, dense linear algebra through numpy / scipy (OpenBLAS), one layer at a time (False:
@@ -66,6 +74,19 @@ def lapack_on(device: torch.device) -> bool:
 
 def _np_la(t: Tensor) -> bool:
     return lapack_on(t.device)
+
+
+@contextmanager
+def one_thread_per_call() -> Iterator[None]:
+    """A block whose torch and BLAS calls each run on one thread (for work split over threads);
+    the previous settings come back afterwards."""
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=1):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,7 +173,12 @@ def gaussian_kernel(a: Tensor, sigma: float = 50.0) -> Tensor:
     sq = (a * a).sum(-1)
     k = _gram(a).mul_(-2.0)  # squared distances ||a_i||^2 + ||a_j||^2 - 2 a_i . a_j, in place
     k.add_(sq.unsqueeze(-1)).add_(sq.unsqueeze(-2))
-    return k.abs_().mul_(-1.0 / (2.0 * sigma * sigma * d)).exp_()
+    k.abs_().mul_(-1.0 / (2.0 * sigma * sigma * d))
+    if _np_la(k):  # numpy's float64 exp is faster than torch's on the CPUs measured
+        kn = k.numpy()
+        np.exp(kn, out=kn)
+        return k
+    return k.exp_()
 
 
 def regularised_centred_kernel(a: Tensor, sigma: float, lam: float) -> Tensor:
@@ -185,7 +211,7 @@ class LowRank:
 
 @dataclass
 class Dense:
-    """A dense side: B = Kt + lam I, its Cholesky factor, V with V V^T = P + delta I."""
+    """A dense side: B = Kt + lam I, its Cholesky factor, V with V V^T = P + u u^T (+ delta I)."""
 
     b: Tensor
     chol: Tensor
@@ -233,22 +259,26 @@ def _gaussian_kernel_unique(uniq: Tensor, d: int, sigma: float) -> Tensor:
 
 
 def _dense_factor(b: Tensor, lam: float, eps: float, what: str) -> Dense:
-    """Cholesky of B = Kt + lam I and a square root V of P = I - lam B^-1 (plus a tiny jitter).
+    """Cholesky of B = Kt + lam I and a square root V of P + u u^T, P = I - lam B^-1.
 
     P is positive semi-definite with eigenvalues in [0, 1) and always singular (the constant
-    vector), so V is the Cholesky factor of P + delta I with the smallest delta in 1e-12,
+    vector u = 1 / sqrt(m), which P_T kills too), so V is the Cholesky factor of P + u u^T
+    (:func:`cross` subtracts the term u^T P_T u this adds). Where that is still singular
+    (repeated statements), a jitter delta I is added as well, the smallest delta in 1e-12,
     1e-10, ... that succeeds; it adds delta * trace(P_T) <= delta * m to trace(P P_T).
     """
     chol = cholesky(b, what, eps)
     # P = I - lam A^-1 from one Cholesky inverse (2 m^3 / 3 flops); the CPU path fills only the
     # lower triangle, which is all the next factorisation reads
-    p = _chol_inverse(chol, lower_only=True).mul_(-lam)
+    m = b.shape[-1]
+    p = _chol_inverse(chol, lower_only=True).mul_(-lam).add_(1.0 / m)
     p.diagonal().add_(1.0)
     if not _np_la(p):
         p = (p + p.mT) / 2
     for delta in _JITTERS:
-        jittered = p.clone()
-        jittered.diagonal().add_(delta)
+        jittered = p.clone() if delta else p
+        if delta:
+            jittered.diagonal().add_(delta)
         v, ok = _chol_ex(jittered)
         if ok:
             break
@@ -300,19 +330,24 @@ def _sq_norm_solve_lower(chol: Tensor, v: Tensor, block: int = _BLOCK) -> Tensor
     return total
 
 
-def _cross_dense(side: Dense, chol_b: Tensor, lam: float) -> Tensor:
+def _cross_dense(side: Dense, b: Tensor, chol_b: Tensor, lam: float) -> Tensor:
     """trace(P_A P_B) for a batch of B given by their Cholesky factors; returns [L].
 
-    trace(V^T P_B V) = ||V||^2 - lam ||L_B^-1 V||^2 with V V^T = P_A (+ jitter).
+    trace(V^T P_B V) - u^T P_B u = ||V||^2 - lam ||L_B^-1 V||^2 - u^T P_B u with
+    V V^T = P_A + u u^T (+ jitter); the last term (rounding: P_B u = 0) as the low-rank side's.
     """
-    return side.sq_norm_v - lam * _sq_norm_solve_lower(chol_b, side.v)
+    m = b.shape[-1]
+    u = LowRank(
+        torch.full((m, 1), m**-0.5, dtype=b.dtype, device=b.device), torch.ones(1, dtype=b.dtype, device=b.device)
+    )
+    return side.sq_norm_v - lam * _sq_norm_solve_lower(chol_b, side.v) - _cross_low_rank(u, b, chol_b, lam)
 
 
 def cross(side: LowRank | Dense, b: Tensor, chol_b: Tensor, lam: float) -> Tensor:
     """trace(P_side P_B) for a batch of B = Kt + lam I [L, m, m] and their Cholesky factors; returns [L]."""
     if isinstance(side, LowRank):
         return _cross_low_rank(side, b, chol_b, lam)
-    return _cross_dense(side, chol_b, lam)
+    return _cross_dense(side, b, chol_b, lam)
 
 
 def low_low(a: LowRank, b: LowRank) -> Tensor:

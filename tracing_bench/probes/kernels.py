@@ -43,14 +43,11 @@ g = 2 (1 - exp(-1 / (2 sigma^2))) n_1 n_0 / m.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 import torch
-from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
@@ -74,19 +71,6 @@ def lapack_on(device: torch.device) -> bool:
 
 def _np_la(t: Tensor) -> bool:
     return lapack_on(t.device)
-
-
-@contextmanager
-def one_thread_per_call() -> Iterator[None]:
-    """A block whose torch and BLAS calls each run on one thread (for work split over threads);
-    the previous settings come back afterwards."""
-    before = torch.get_num_threads()
-    with threadpool_limits(limits=1):
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,7 +27,14 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.probes.inputs import check_finite, layer_names, prepare_inputs, standardise, subsample_rows
+from tracing_bench.probes.inputs import (
+    check_finite,
+    layer_names,
+    one_thread_per_call,
+    prepare_inputs,
+    standardise,
+    subsample_rows,
+)
 from tracing_bench.probes.kernels import (
     Dense,
     LowRank,
@@ -37,7 +44,6 @@ from tracing_bench.probes.kernels import (
     gaussian_kernel,
     lapack_on,
     low_low,
-    one_thread_per_call,
     regularised_centred_kernel,
 )
 

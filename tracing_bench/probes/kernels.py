@@ -5,8 +5,8 @@ K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 d)), Kc = K H with H = I - 11^T / m,
 R = Kc (Kc + eps m I)^-1 and nHSIC(A, B) = trace(R_A R_B). The released code inverts four m x m
 matrices per layer in float32; here the same number is computed in float64 from Cholesky factors.
 On the CPU the dense linear algebra runs through numpy and scipy (OpenBLAS: syrk for the Gram
-matrix, potrf, potri, trsm), one layer at a time; on other devices through torch, layers batched
-as memory allows.
+matrix, potrf, potri, trsm), one layer per call (:mod:`.mi` runs layers in parallel threads);
+on other devices through torch, layers batched as memory allows.
 
 Algebra (checked numerically in tests/test_probes_mi.py). Write lam = eps m and u = 1/sqrt(m).
 Kc = K H kills u (Kc u = 0), so in an orthonormal basis [Q, u] (H = Q Q^T)
@@ -59,7 +59,7 @@ _LOW_RANK_MAX = 64
 _JITTERS = (0.0, 1e-12, 1e-10, 1e-8)
 # column block of the triangular solves with a triangular right-hand side
 _BLOCK = 512
-# on the CPU, dense linear algebra through numpy / scipy (OpenBLAS), one layer at a time (False:
+# on the CPU, dense linear algebra through numpy / scipy (OpenBLAS), one layer per call (False:
 # the batched torch path used on other devices; the tests use it to check that path on a CPU)
 _CPU_LAPACK = True
 

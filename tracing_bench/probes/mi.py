@@ -10,8 +10,10 @@ T the layer-l activations. The released code inverts four m x m matrices per lay
 and rebuilds the layer-0 kernel for every layer. Here the same number is computed in float64
 with Cholesky factors (:mod:`tracing_bench.probes.kernels` has the algebra), the X and Y kernels
 factored once per call (so once for all the layers of a checkpoint's dimension in
-:func:`mi_layers`), one Cholesky factor per layer. bench/bench_mi.py times every stage against
-its flops.
+:func:`mi_layers`), one Cholesky factor per layer. On the CPU the X side and the layers run
+side by side in torch's thread count of Python threads, each library call on one thread (whole
+layers need no synchronisation; a layer's products are too small for OpenBLAS's own threads).
+bench/bench_mi.py times every stage against its flops.
 
 >>> i_xt, i_yt = estimate_mi(acts[0, train], labels[train], acts[:, train])   # arrays over layers
 """

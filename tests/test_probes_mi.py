@@ -203,3 +203,22 @@ def test_layers_in_threads_equal_one_thread_and_the_formula(monkeypatch):
     for k in range(4):
         assert threaded[0][k] == pytest.approx(_nhsic_literal(x, t[k]), rel=1e-9)
         assert threaded[1][k] == pytest.approx(_nhsic_literal(y, t[k]), rel=1e-9)
+
+
+@pytest.mark.parametrize("rows", [64, 256])
+def test_cpu_kernel_lower_triangle_by_blocks(monkeypatch, rows):
+    """The CPU builds only the lower triangle of H K H + lam I, by row blocks; it equals the
+    float64 formula there, and B z (a symmetric product reading that triangle) is exact."""
+    import tracing_bench.probes.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_ROWS", rows)
+    x = _data(m=300, d=7, seed=10)[2][1]
+    m, lam = 300, 1e-5 * 300
+    sq = (x * x).sum(1)
+    k = np.exp(-np.abs(sq[:, None] - 2 * x @ x.T + sq[None, :]) / (2 * 2500 * 7))
+    h = np.eye(m) - np.ones((m, m)) / m
+    want = h @ k @ h + lam * np.eye(m)
+    b = kernels.regularised_centred_kernel(torch.from_numpy(x).unsqueeze(0), 50.0, lam)
+    np.testing.assert_allclose(np.tril(b[0].numpy()), np.tril(want), rtol=0, atol=1e-14)
+    z = torch.from_numpy(np.random.default_rng(1).standard_normal((1, m, 2)))
+    np.testing.assert_allclose(kernels._sym_product(b, z)[0].numpy(), want @ z[0].numpy(), rtol=0, atol=1e-12)

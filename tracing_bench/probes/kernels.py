@@ -58,7 +58,9 @@ _LOW_RANK_MAX = 64
 # is positive definite unless the activations repeat statements)
 _JITTERS = (0.0, 1e-12, 1e-10, 1e-8)
 # column block of the triangular solves with a triangular right-hand side
-_BLOCK = 512
+_BLOCK = 256
+# row block of the CPU's kernel matrix (lower triangle only)
+_ROWS = 256
 # on the CPU, dense linear algebra through numpy / scipy (OpenBLAS), one layer per call (False:
 # the batched torch path used on other devices; the tests use it to check that path on a CPU)
 _CPU_LAPACK = True
@@ -166,12 +168,63 @@ def gaussian_kernel(a: Tensor, sigma: float = 50.0) -> Tensor:
 
 
 def regularised_centred_kernel(a: Tensor, sigma: float, lam: float) -> Tensor:
-    """B = H K H + lam I (batched), built in place."""
+    """B = H K H + lam I (batched), built in place.
+
+    On the CPU only the lower triangle is filled (by row blocks, so half the exponentials):
+    the Cholesky factor reads nothing else, and the products with B are symmetric ones
+    (:func:`_sym_product`). Other devices get the whole matrix.
+    """
+    if _np_la(a):
+        flat = a.reshape(-1, *a.shape[-2:])
+        parts = [torch.from_numpy(_centred_kernel_lower(x.numpy(), sigma, lam)) for x in flat]
+        return _stack(parts).reshape(*a.shape[:-1], a.shape[-2])
     k = gaussian_kernel(a, sigma)
     col = k.mean(dim=-2)  # K is symmetric: row means = column means
     k.sub_(col.unsqueeze(-1)).sub_((col - col.mean(dim=-1, keepdim=True)).unsqueeze(-2))
     k.diagonal(dim1=-2, dim2=-1).add_(lam)
     return k
+
+
+def _centred_kernel_lower(a: np.ndarray, sigma: float, lam: float) -> np.ndarray:
+    """The lower triangle of H K H + lam I for a [m, d] (float64); the strict upper is not filled.
+
+    Row block [r0, r1) works on columns [0, r1): the triangle and the block's own diagonal
+    square, which is whole, so K's row sums (= column sums) come from the filled part.
+    """
+    m, d = a.shape
+    a = a - a.mean(axis=0)  # distances are shift-invariant; less cancellation
+    sq = np.einsum("ij,ij->i", a, a)
+    k = a @ a.T  # syrk
+    scale = -1.0 / (2.0 * sigma * sigma * d)
+    sums = np.zeros(m)
+    blocks = [(r0, min(m, r0 + _ROWS)) for r0 in range(0, m, _ROWS)]
+    for r0, r1 in blocks:
+        rect = k[r0:r1, :r1]
+        rect *= -2.0  # squared distances ||a_i||^2 + ||a_j||^2 - 2 a_i . a_j, in place
+        rect += sq[r0:r1, None]
+        rect += sq[None, :r1]
+        np.abs(rect, out=rect)
+        rect *= scale
+        np.exp(rect, out=rect)
+        sums[r0:r1] += rect.sum(axis=1)
+        sums[:r0] += rect[:, :r0].sum(axis=0)
+    col = sums / m
+    half = col - col.mean() / 2  # H K H = K - col 1^T - 1 col^T + mean(col)
+    for r0, r1 in blocks:
+        rect = k[r0:r1, :r1]
+        rect -= half[r0:r1, None]
+        rect -= half[None, :r1]
+    k.flat[:: m + 1] += lam
+    return k
+
+
+def _sym_product(b: Tensor, z: Tensor) -> Tensor:
+    """B z for B [L, m, m] built by :func:`regularised_centred_kernel` and z [L, m, r]."""
+    if not _np_la(b):
+        return b @ z
+    # C-ordered B with its lower triangle filled is F-ordered B^T with its upper triangle filled
+    outs = [scipy.linalg.blas.dsymm(1.0, bi.numpy().T, zi.numpy(), lower=0) for bi, zi in zip(b, z, strict=True)]
+    return _stack([torch.from_numpy(np.ascontiguousarray(o)) for o in outs])
 
 
 def cholesky(b: Tensor, what: str, eps: float) -> Tensor:
@@ -290,7 +343,7 @@ def _cross_low_rank(side: LowRank, b: Tensor, chol_b: Tensor, lam: float) -> Ten
         return torch.zeros(b.shape[0], dtype=b.dtype, device=b.device)
     z = side.z.expand(b.shape[0], -1, -1)
     solved = _cho_solve(chol_b, z)
-    return ((b @ z - lam * z) * solved).sum(-2) @ side.f
+    return ((_sym_product(b, z) - lam * z) * solved).sum(-2) @ side.f
 
 
 def _sq_norm_solve_lower(chol: Tensor, v: Tensor, block: int = _BLOCK) -> Tensor:

@@ -222,3 +222,29 @@ def test_cpu_kernel_lower_triangle_by_blocks(monkeypatch, rows):
     np.testing.assert_allclose(np.tril(b[0].numpy()), np.tril(want), rtol=0, atol=1e-14)
     z = torch.from_numpy(np.random.default_rng(1).standard_normal((1, m, 2)))
     np.testing.assert_allclose(kernels._sym_product(b, z)[0].numpy(), want @ z[0].numpy(), rtol=0, atol=1e-12)
+
+
+def test_lapack_calls_against_numpy():
+    """probes.lapack (OpenBLAS through scipy's Cython pointers, without the GIL): the Cholesky
+    factor reads only the lower triangle, its inverse and a solve on a sub-block match numpy."""
+    import scipy.linalg
+
+    from tracing_bench.probes import lapack
+
+    rng = np.random.default_rng(11)
+    m = 130
+    a = rng.standard_normal((m, m))
+    spd = a @ a.T / m + np.eye(m)
+    noisy_upper = np.tril(spd) + np.triu(rng.standard_normal((m, m)), 1)
+    chol, ok = lapack.cholesky_lower(noisy_upper)
+    assert ok
+    np.testing.assert_allclose(chol, np.linalg.cholesky(spd), rtol=0, atol=1e-13)
+    inv, info = lapack.cholesky_inverse_lower(chol)
+    assert info == 0
+    np.testing.assert_allclose(np.tril(inv), np.tril(np.linalg.inv(spd)), rtol=0, atol=1e-12)
+    rhs = rng.standard_normal((m, 7))
+    got = lapack.solve_lower(chol[40:, 40:], rhs[40:])  # a view with the parent's row stride
+    np.testing.assert_allclose(got, scipy.linalg.solve_triangular(chol[40:, 40:], rhs[40:], lower=True), atol=1e-12)
+    not_pd = np.eye(m)
+    not_pd[3, 3] = -1.0
+    assert lapack.cholesky_lower(not_pd)[1] is False

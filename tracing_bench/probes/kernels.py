@@ -4,8 +4,9 @@ The released code's nHSIC (docs/METHOD.md, "Mutual information"): for A of shape
 K_ij = exp(-||a_i - a_j||^2 / (2 sigma^2 d)), Kc = K H with H = I - 11^T / m,
 R = Kc (Kc + eps m I)^-1 and nHSIC(A, B) = trace(R_A R_B). The released code inverts four m x m
 matrices per layer in float32; here the same number is computed in float64 from Cholesky factors.
-On the CPU the dense linear algebra runs through numpy and scipy (OpenBLAS: syrk for the Gram
-matrix, potrf, potri, trsm), one layer per call (:mod:`.mi` runs layers in parallel threads);
+On the CPU the dense linear algebra runs through numpy and OpenBLAS (syrk for the Gram matrix;
+potrf, potri and trsm through :mod:`.lapack`, which lets other threads run), one layer per call
+(:mod:`.mi` runs layers in parallel threads);
 on other devices through torch, layers batched as memory allows.
 
 Algebra (checked numerically in tests/test_probes_mi.py). Write lam = eps m and u = 1/sqrt(m).
@@ -51,6 +52,7 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.probes import lapack
 
 # at most this many distinct rows -> the low-rank path (labels, one-hot codes)
 _LOW_RANK_MAX = 64
@@ -98,6 +100,15 @@ def _gram(a: Tensor) -> Tensor:
     return _stack([_gram(x) for x in flat]).reshape(*a.shape[:-1], a.shape[-2])
 
 
+def _rows(a: np.ndarray) -> np.ndarray:
+    """a itself when its rows are contiguous (a sub-block of a C-ordered matrix), else a C-ordered copy."""
+    return (
+        a
+        if a.dtype == np.float64 and a.strides[1] == 8 and a.strides[0] % 8 == 0
+        else np.ascontiguousarray(a, np.float64)
+    )
+
+
 def _chol_ex(b: Tensor) -> tuple[Tensor, bool]:
     """Lower Cholesky factor of b [..., m, m] and whether every factorisation succeeded."""
     if not _np_la(b):
@@ -106,11 +117,8 @@ def _chol_ex(b: Tensor) -> tuple[Tensor, bool]:
     if b.ndim > 2:
         parts = [_chol_ex(x) for x in b.reshape(-1, *b.shape[-2:])]
         return _stack([c for c, _ in parts]).reshape(b.shape), all(ok for _, ok in parts)
-    try:
-        chol = scipy.linalg.cholesky(b.numpy(), lower=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return b, False
-    return torch.from_numpy(chol), True
+    chol, ok = lapack.cholesky_lower(_rows(b.numpy()))  # lets other threads run (.lapack)
+    return (torch.from_numpy(chol), True) if ok else (b, False)
 
 
 def _chol_inverse(chol: Tensor, lower_only: bool = False) -> Tensor:
@@ -118,7 +126,7 @@ def _chol_inverse(chol: Tensor, lower_only: bool = False) -> Tensor:
     triangle may be left unfilled (LAPACK's potri writes one triangle)."""
     if not _np_la(chol):
         return torch.cholesky_inverse(chol)
-    inv, info = scipy.linalg.lapack.dpotri(chol.numpy(), lower=1)
+    inv, info = lapack.cholesky_inverse_lower(_rows(chol.numpy()))
     if info != 0:  # pragma: no cover - chol came from a successful factorisation
         raise TracingBenchError("the Cholesky inverse failed; use a larger eps")
     if lower_only:
@@ -130,8 +138,7 @@ def _solve_lower(chol: Tensor, rhs: Tensor) -> Tensor:
     """L^-1 rhs for a lower-triangular L [m, m] and rhs [m, k]."""
     if not _np_la(chol):
         return torch.linalg.solve_triangular(chol, rhs, upper=False)
-    out = scipy.linalg.solve_triangular(chol.numpy(), rhs.numpy(), lower=True, check_finite=False)
-    return torch.from_numpy(np.ascontiguousarray(out))
+    return torch.from_numpy(lapack.solve_lower(_rows(chol.numpy()), rhs.numpy()))
 
 
 def _cho_solve(chol: Tensor, rhs: Tensor) -> Tensor:

@@ -13,9 +13,13 @@ and the triangular solve with the triangular V (m^3/3), and the label side (a fe
 divides the flops by the float64 rate of an m x m matrix product measured in the same run.
 
 Threads: `1` limits torch and the BLAS libraries to one thread; `default` leaves each library's
-default (every core). Times are wall and, in brackets, this process's CPU time.
+default (every core). Times are wall and, in brackets, this process's CPU time: the median of
+--repeat runs, the literal formula and estimate_mi interleaved (literal, ours, literal, ours...),
+so that a shared machine's load falls on both alike. `--no-stages` skips the stage table (it
+needs this checkout's kernels; the main table also runs against an older checkout through
+PYTHONPATH, for before/after ratios).
 
-    .venv/bin/python bench/bench_mi.py [--layers 8] [--m 1500] [--hidden 512,4096] [--threads 1,default] [--repeat 1]
+    .venv/bin/python bench/bench_mi.py [--layers 8] [--m 1500] [--hidden 512,4096] [--threads 1,default] [--repeat 3] [--no-stages]
 
 Prints Markdown tables ready for bench/BENCH.md, with the command line and the load.
 """
@@ -101,7 +105,7 @@ def _stages(acts: np.ndarray, labels: np.ndarray, m: int) -> tuple[list[tuple[st
         out.append(("layer: Gram + kernel + centring", c, m * m * d))
         _, c, cb = _time(lambda: kernels.cholesky(b, "t", 1e-5))
         out.append(("layer: Cholesky of Kt + lam I", c, m**3 / 3))
-        _, c, _ = _time(lambda: kernels._cross_dense(fx, cb.unsqueeze(0), lam))
+        _, c, _ = _time(lambda: kernels._cross_dense(fx, b.unsqueeze(0), cb.unsqueeze(0), lam))
         out.append(("layer: I(X;T), solve with triangular V", c, m**3 / 3))
         _, c, _ = _time(lambda: kernels._cross_low_rank(fy, b.unsqueeze(0), cb.unsqueeze(0), lam))
         out.append(("layer: I(Y;T), one Cholesky solve", c, 6 * m * m))
@@ -118,7 +122,8 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=1500)
     ap.add_argument("--hidden", default="512,4096", help="comma list of hidden sizes")
     ap.add_argument("--threads", default="1,default", help="comma list: a number, or 'default'")
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-stages", dest="stages", action="store_false", help="skip the stage table")
     args = ap.parse_args()
     load = os.getloadavg()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -128,7 +133,7 @@ def main() -> None:
         f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n"
     )
     main_rows = [
-        "| hidden | threads | literal float32 wall s (CPU s) | estimate_mi wall s (CPU s) | speed-up wall (CPU) | "
+        "| hidden | threads | literal float32 wall s (CPU s), median | estimate_mi wall s (CPU s), median | speed-up wall (CPU) | "
         "max rel. error literal (I(X;T) / I(Y;T)) | max rel. error estimate_mi |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -163,8 +168,7 @@ def main() -> None:
                 torch.set_num_threads(_DEFAULT_TORCH)
             assert lit is not None and ours is not None
             e_lit, e_ours = np.abs(lit - ref) / np.abs(ref), np.abs(ours - ref) / np.abs(ref)
-            wl, cl = min(t[0] for t in t_lit), min(t[1] for t in t_lit)
-            wo, co = min(t[0] for t in t_ours), min(t[1] for t in t_ours)
+            (wl, cl), (wo, co) = np.median(t_lit, axis=0), np.median(t_ours, axis=0)
             label = threads if threads else f"default ({_DEFAULT_TORCH})"
             main_rows.append(
                 f"| {hidden} | {label} | {wl:.2f} ({cl:.2f}) | {wo:.2f} ({co:.2f}) | {wl / wo:.1f}x ({cl / co:.1f}x) | "
@@ -172,6 +176,12 @@ def main() -> None:
                 f"{e_ours[:, 0].max():.1e} / {e_ours[:, 1].max():.1e} |"
             )
             print(main_rows[-1], flush=True)
+            print(
+                f"  wall s literal {[round(t[0], 2) for t in t_lit]}, ours {[round(t[0], 2) for t in t_ours]}",
+                flush=True,
+            )
+        if not args.stages:
+            continue
         stages, rate = _stages(acts, labels, args.m)
         rows = [
             f"Stages at hidden {hidden} (one thread, CPU time; float64 m x m product: {rate / 1e9:.1f} GFLOP/s):",

@@ -9,7 +9,7 @@ layers x 1800 statements (probe-train 720: n < hidden at 4096, n > hidden at 512
 paper's (test / dev 1:1, dev -> probe-train / probe-val 4:1, seeded).
 
 Threads: `1` limits both sides to one thread (torch.set_num_threads and threadpoolctl for the
-BLAS libraries); `default` leaves each library's own default (every core). Times are the best
+BLAS libraries); `default` leaves each library's own default (every core). Times are the median
 of --repeat runs, baseline and ours interleaved, as wall time and as this process's CPU time
 (the load-independent figure at one thread; on a busy machine wall time mostly measures the
 other jobs).
@@ -146,7 +146,7 @@ def main() -> None:
         f"{cores} cores; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}\n"
     )
     head = (
-        "| hidden | threads | sklearn loop wall s (CPU s) | probe_layers wall s (CPU s) | speed-up wall (CPU) | "
+        "| hidden | threads | sklearn loop wall s (CPU s), median | probe_layers wall s (CPU s), median | speed-up wall (CPU) | "
         "L-BFGS iters (sum) | GFLOP | floor @ mm s | x floor @ mm | floor @ mv s | x floor @ mv | "
         "test acc sklearn / ours | max abs. test acc diff | max abs. AUROC diff |"
     )
@@ -174,8 +174,7 @@ def main() -> None:
                 torch.set_num_threads(default_torch)
             assert base is not None and ours is not None
             flops = 4 * iters * n_tr * hidden + args.layers * (3 * n_tr * hidden + 2 * n_eval * hidden)
-            wb, cb = min(t[0] for t in t_base), min(t[1] for t in t_base)
-            wo, co = min(t[0] for t in t_ours), min(t[1] for t in t_ours)
+            (wb, cb), (wo, co) = np.median(t_base, axis=0), np.median(t_ours, axis=0)
             floor_mm, floor_mv = flops / mm_rate / 1e9, flops / mv_rate / 1e9
             label = threads if threads else f"default ({default_torch})"
             table.append(

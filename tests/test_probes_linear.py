@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from threadpoolctl import threadpool_info
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.probes import LinearProbe, MassMeanProbe, fit_logistic, probe_layers
@@ -339,3 +340,31 @@ def test_probe_layers_details_are_the_mass_mean_probe_computed_by_hand():
     for r in ref:  # scikit-learn's own predictions give the correctness bits and the accuracy
         assert r["test_acc"] == pytest.approx(r["test_correct"].mean(), abs=1e-12)
         assert r["test_acc_lo"] <= r["test_acc"] <= r["test_acc_hi"]
+
+
+def test_cpu_fit_runs_each_call_on_one_thread(monkeypatch):
+    """On the CPU the solver's library calls run on one thread (BLAS and torch), and the
+    caller's thread counts come back afterwards; the fit still matches scikit-learn."""
+    import tracing_bench.probes.solver as solver
+
+    seen = []
+    real = solver.lbfgs
+
+    def spy(*args, **kwargs):
+        seen.append(({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}, torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(solver, "lbfgs", spy)
+    x, y = _layers(n_layers=2, n=200, d=10)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        fit = fit_logistic(torch.from_numpy(x), torch.from_numpy(y))
+        assert seen == [({1}, 1)]
+        assert torch.get_num_threads() == 2
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == blas
+    finally:
+        torch.set_num_threads(before)
+    ref = LogisticRegression().fit(x[1], y)
+    np.testing.assert_allclose(fit.coef[1].numpy(), ref.coef_[0], rtol=1e-3, atol=1e-3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.probes import estimate_mi, mi_layers, nhsic
@@ -175,3 +176,75 @@ def test_degenerate_layers():
     i_xt, i_yt = estimate_mi(x, y, wide)
     assert i_xt[0] == pytest.approx(_nhsic_literal(x, wide[0]), rel=1e-6)
     assert i_yt[0] == pytest.approx(_nhsic_literal(y, wide[0]), rel=1e-6)
+
+
+def test_layers_in_threads_equal_one_thread_and_the_formula(monkeypatch):
+    """The CPU path's threads (X side and layers side by side, each BLAS call on one thread)
+    give the one-thread numbers, both within 1e-9 of the float64 formula, and leave torch's
+    and the BLAS libraries' thread counts as they were."""
+    import tracing_bench.probes.mi as mi
+
+    x, y, t = _data(m=160, d=20, layers=4, seed=9)
+    x, t = x / x.std(0), t / t.std(1, keepdims=True)  # standardised, as mi_layers does
+    serial = estimate_mi(x, y, t)
+    monkeypatch.setattr(mi, "_PARALLEL_FLOPS", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+        assert mi._workers(160, 20, 4) == 3
+        threaded = estimate_mi(x, y, t)
+        assert torch.get_num_threads() == 3
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == blas
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_allclose(threaded[0], serial[0], rtol=1e-12)
+    np.testing.assert_allclose(threaded[1], serial[1], rtol=1e-12)
+    for k in range(4):
+        assert threaded[0][k] == pytest.approx(_nhsic_literal(x, t[k]), rel=1e-9)
+        assert threaded[1][k] == pytest.approx(_nhsic_literal(y, t[k]), rel=1e-9)
+
+
+@pytest.mark.parametrize("rows", [64, 256])
+def test_cpu_kernel_lower_triangle_by_blocks(monkeypatch, rows):
+    """The CPU builds only the lower triangle of H K H + lam I, by row blocks; it equals the
+    float64 formula there, and B z (a symmetric product reading that triangle) is exact."""
+    import tracing_bench.probes.kernels as kernels
+
+    monkeypatch.setattr(kernels, "_ROWS", rows)
+    x = _data(m=300, d=7, seed=10)[2][1]
+    m, lam = 300, 1e-5 * 300
+    sq = (x * x).sum(1)
+    k = np.exp(-np.abs(sq[:, None] - 2 * x @ x.T + sq[None, :]) / (2 * 2500 * 7))
+    h = np.eye(m) - np.ones((m, m)) / m
+    want = h @ k @ h + lam * np.eye(m)
+    b = kernels.regularised_centred_kernel(torch.from_numpy(x).unsqueeze(0), 50.0, lam)
+    np.testing.assert_allclose(np.tril(b[0].numpy()), np.tril(want), rtol=0, atol=1e-14)
+    z = torch.from_numpy(np.random.default_rng(1).standard_normal((1, m, 2)))
+    np.testing.assert_allclose(kernels._sym_product(b, z)[0].numpy(), want @ z[0].numpy(), rtol=0, atol=1e-12)
+
+
+def test_lapack_calls_against_numpy():
+    """probes.lapack (OpenBLAS through scipy's Cython pointers, without the GIL): the Cholesky
+    factor reads only the lower triangle, its inverse and a solve on a sub-block match numpy."""
+    import scipy.linalg
+
+    from tracing_bench.probes import lapack
+
+    rng = np.random.default_rng(11)
+    m = 130
+    a = rng.standard_normal((m, m))
+    spd = a @ a.T / m + np.eye(m)
+    noisy_upper = np.tril(spd) + np.triu(rng.standard_normal((m, m)), 1)
+    chol, ok = lapack.cholesky_lower(noisy_upper)
+    assert ok
+    np.testing.assert_allclose(chol, np.linalg.cholesky(spd), rtol=0, atol=1e-13)
+    inv, info = lapack.cholesky_inverse_lower(chol)
+    assert info == 0
+    np.testing.assert_allclose(np.tril(inv), np.tril(np.linalg.inv(spd)), rtol=0, atol=1e-12)
+    rhs = rng.standard_normal((m, 7))
+    got = lapack.solve_lower(chol[40:, 40:], rhs[40:])  # a view with the parent's row stride
+    np.testing.assert_allclose(got, scipy.linalg.solve_triangular(chol[40:, 40:], rhs[40:], lower=True), atol=1e-12)
+    not_pd = np.eye(m)
+    not_pd[3, 3] = -1.0
+    assert lapack.cholesky_lower(not_pd)[1] is False

@@ -10,12 +10,14 @@ the released code's protocol (:mod:`tracing_bench.probes.reference`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
+from threadpoolctl import ThreadpoolController
 from torch import Tensor
 
 from tracing_bench.dimensions import PROTOCOLS
@@ -30,6 +32,7 @@ __all__ = [
     "check_probes",
     "layer_names",
     "metrics",
+    "one_thread_per_call",
     "prepare_inputs",
     "score_details",
     "standardise",
@@ -244,3 +247,25 @@ def layer_names(layers: list[int] | None, n: int) -> list[int]:
     if len(layers) != n:
         raise TracingBenchError(f"layers names {len(layers)} layers but acts has {n}; give one number per layer")
     return [int(v) for v in layers]
+
+
+_CONTROLLER: list[ThreadpoolController] = []  # made on first use (it lists the loaded BLAS libraries)
+
+
+@contextmanager
+def one_thread_per_call() -> Iterator[None]:
+    """A block whose torch and BLAS calls each run on one thread; the settings come back after.
+
+    For the probes' and nHSIC's CPU work: their products are too small for the libraries' own
+    threads, which wait for each other at every call (far longer when other jobs hold a core);
+    where it pays, the work is split over Python threads instead (:mod:`tracing_bench.probes.mi`).
+    """
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    before = torch.get_num_threads()
+    with _CONTROLLER[0].limit(limits=1):
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)

@@ -12,6 +12,7 @@ protocol is handed to :mod:`tracing_bench.probes.reference`.
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,15 @@ from torch import Tensor
 
 from tracing_bench.dimensions import Protocol
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.probes.inputs import check_finite, check_probes, layer_names, metrics, prepare_inputs, score_details
+from tracing_bench.probes.inputs import (
+    check_finite,
+    check_probes,
+    layer_names,
+    metrics,
+    one_thread_per_call,
+    prepare_inputs,
+    score_details,
+)
 from tracing_bench.probes.reference import reference_probe_layers
 from tracing_bench.probes.solver import batched_mv, cpu_loop, fit_logistic, mass_mean
 
@@ -107,33 +116,35 @@ def probe_layers(
         for name in eval_names
     }
     eval_t = torch.as_tensor(eval_rows, device=dev)
-    for lo in range(0, n_layers, chunk):
-        part = t[lo : lo + chunk]
-        x_tr = part.index_select(1, tr_t)  # a copy, standardised in place
-        mean, std = _standardise_(x_tr)  # probe-train statistics, ddof 0 (StandardScaler)
-        check_finite(torch.cat([mean, std], 1), lo)  # NaN/inf in the fitted rows propagate here
-        scored = part.index_select(1, eval_t) if gather else part  # raw activations
-        for probe in probes:
-            if probe == "logistic":
-                fit = fit_logistic(x_tr, y_tr, C=C, tol=tol, max_iter=max_iter)
-                w, b = fit.coef, fit.intercept
-                not_converged += [names[lo + i] for i in (~fit.converged).nonzero().flatten().tolist()]
-            else:
-                w, b = mass_mean(x_tr, y_tr)
-            # the standardisation folded into the weights: ((x - mean) / std) . w + b
-            w_raw = w / std.squeeze(1).to(torch.float64)
-            b_raw = b - (mean.squeeze(1).to(torch.float64) * w_raw).sum(-1)
-            all_scores = batched_mv(scored, w_raw).to(torch.float64) + b_raw.unsqueeze(-1)
-            for name in eval_names:
-                scores = all_scores.index_select(1, eval_pos[name])
-                check_finite(scores, lo)  # NaN/inf in evaluated rows propagate here
-                acc, auc = metrics(scores, y[idx[name]])
-                store = results[probe].setdefault(name, np.empty((2, n_layers)))
-                store[0, lo : lo + len(acc)] = acc
-                store[1, lo : lo + len(acc)] = auc
-                if details and name == "test":
-                    for i, row in enumerate(score_details(scores, y[idx[name]])):
-                        extra[(probe, lo + i)] = row
+    # on the CPU each library call on one thread: these products are too small for more
+    with one_thread_per_call() if cpu_loop(t) else nullcontext():
+        for lo in range(0, n_layers, chunk):
+            part = t[lo : lo + chunk]
+            x_tr = part.index_select(1, tr_t)  # a copy, standardised in place
+            mean, std = _standardise_(x_tr)  # probe-train statistics, ddof 0 (StandardScaler)
+            check_finite(torch.cat([mean, std], 1), lo)  # NaN/inf in the fitted rows propagate here
+            scored = part.index_select(1, eval_t) if gather else part  # raw activations
+            for probe in probes:
+                if probe == "logistic":
+                    fit = fit_logistic(x_tr, y_tr, C=C, tol=tol, max_iter=max_iter)
+                    w, b = fit.coef, fit.intercept
+                    not_converged += [names[lo + i] for i in (~fit.converged).nonzero().flatten().tolist()]
+                else:
+                    w, b = mass_mean(x_tr, y_tr)
+                # the standardisation folded into the weights: ((x - mean) / std) . w + b
+                w_raw = w / std.squeeze(1).to(torch.float64)
+                b_raw = b - (mean.squeeze(1).to(torch.float64) * w_raw).sum(-1)
+                all_scores = batched_mv(scored, w_raw).to(torch.float64) + b_raw.unsqueeze(-1)
+                for name in eval_names:
+                    scores = all_scores.index_select(1, eval_pos[name])
+                    check_finite(scores, lo)  # NaN/inf in evaluated rows propagate here
+                    acc, auc = metrics(scores, y[idx[name]])
+                    store = results[probe].setdefault(name, np.empty((2, n_layers)))
+                    store[0, lo : lo + len(acc)] = acc
+                    store[1, lo : lo + len(acc)] = auc
+                    if details and name == "test":
+                        for i, row in enumerate(score_details(scores, y[idx[name]])):
+                            extra[(probe, lo + i)] = row
     if not_converged:
         warnings.warn(
             f"the logistic probe did not reach tol={tol} in {max_iter} iterations for layers "

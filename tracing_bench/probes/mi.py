@@ -10,14 +10,18 @@ T the layer-l activations. The released code inverts four m x m matrices per lay
 and rebuilds the layer-0 kernel for every layer. Here the same number is computed in float64
 with Cholesky factors (:mod:`tracing_bench.probes.kernels` has the algebra), the X and Y kernels
 factored once per call (so once for all the layers of a checkpoint's dimension in
-:func:`mi_layers`), one Cholesky factor per layer. bench/bench_mi.py times every stage against
-its flops.
+:func:`mi_layers`), one Cholesky factor per layer. On the CPU the X side and the layers run
+side by side in torch's thread count of Python threads, each library call on one thread (whole
+layers need no synchronisation; a layer's products are too small for OpenBLAS's own threads).
+bench/bench_mi.py times every stage against its flops.
 
 >>> i_xt, i_yt = estimate_mi(acts[0, train], labels[train], acts[:, train])   # arrays over layers
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,14 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.probes.inputs import check_finite, layer_names, prepare_inputs, standardise, subsample_rows
+from tracing_bench.probes.inputs import (
+    check_finite,
+    layer_names,
+    one_thread_per_call,
+    prepare_inputs,
+    standardise,
+    subsample_rows,
+)
 from tracing_bench.probes.kernels import (
     Dense,
     LowRank,
@@ -43,10 +54,17 @@ __all__ = ["estimate_mi", "gaussian_kernel", "mi_layers", "nhsic"]
 
 # layers per batched chunk on CUDA: keep about this many bytes of m x m float64 work buffers
 _CUDA_CHUNK_BYTES = 2 * 1024**3
+# CPU: layers run in parallel threads while their m x m work buffers stay within this many bytes
+_CPU_WORKER_BYTES = 2 * 1024**3
+# CPU: a layer of fewer flops (m^2 (m / 3 + d), its Cholesky factor and Gram matrix) runs in the
+# calling thread; a thread and the switch of the BLAS thread count cost about a millisecond
+_PARALLEL_FLOPS = 5e7
 
 
-def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
-    """float64 tensor on `device` (or a's own device); complain about non-numeric or NaN input."""
+def _as_tensor(a: Any, name: str, device: torch.device | None = None, keep_float32: bool = False) -> Tensor:
+    """float64 tensor on `device` (or a's own device); complain about non-numeric or NaN input.
+
+    With ``keep_float32`` float32 stays float32 (the layers: converted one at a time later)."""
     if isinstance(a, Tensor):
         t = a.detach()
         if device is not None:
@@ -69,7 +87,8 @@ def _as_tensor(a: Any, name: str, device: torch.device | None = None) -> Tensor:
             t = t.to(device)
     if t.is_complex():
         raise TracingBenchError(f"{name} is complex; pass real numbers")
-    t = t.to(torch.float64)
+    if not (keep_float32 and t.dtype == torch.float32):
+        t = t.to(torch.float64)
     if t.numel() and not bool(torch.isfinite(t).all()):
         n_bad = int((~torch.isfinite(t)).sum())
         raise TracingBenchError(f"{name} has {n_bad} NaN or infinite values; drop or repair those statements first")
@@ -128,10 +147,55 @@ def nhsic(a: Any, b: Any, *, sigma: float = 50.0, eps: float = 1e-5) -> float:
 
 
 def _chunk_size(m: int, device: torch.device, n_layers: int) -> int:
-    if lapack_on(device):
-        return 1  # CPU LAPACK loops over a batch anyway; one layer keeps memory low
     per_layer = 6 * m * m * 8
     return int(max(1, min(n_layers, _CUDA_CHUNK_BYTES // per_layer)))
+
+
+def _workers(m: int, d: int, n_layers: int) -> int:
+    """CPU threads for the layers: torch's thread count, one per layer (+ the X side) at most,
+    as memory allows, and one where a layer is too small to pay for a thread."""
+    if m * m * (m / 3 + d) < _PARALLEL_FLOPS:
+        return 1
+    by_memory = _CPU_WORKER_BYTES // (4 * m * m * 8)
+    return int(max(1, min(torch.get_num_threads(), n_layers + 1, by_memory)))
+
+
+def _cpu_layers(tx: Tensor, fy: LowRank | Dense, tt: Tensor, sigma: float, lam: float, eps: float) -> tuple[Any, Any]:
+    """I(X;T), I(Y;T) for every layer on the CPU: each layer whole in one thread (BLAS at one thread).
+
+    With several threads the X side and the layers run side by side, one layer per thread,
+    each call to OpenBLAS on one thread: a layer's products are too small for OpenBLAS's own
+    threads to pay (they wait for each other at every step, and far longer when other jobs
+    hold a core), while whole layers need no synchronisation. The first layers start while
+    the X side is factored; their I(X;T) waits for it.
+    """
+    n_layers, m, d = tt.shape
+    workers = _workers(m, d, n_layers)
+
+    def x_side() -> LowRank | Dense:
+        return factor(tx, sigma, lam, eps, "x")
+
+    def layer(i: int, fx: Callable[[], LowRank | Dense]) -> tuple[float, float]:
+        b = regularised_centred_kernel(tt[i].to(torch.float64).unsqueeze(0), sigma, lam)
+        chol = cholesky(b, f"t (layer {i})", eps)
+        i_yt = float(cross(fy, b, chol, lam)[0])
+        return float(cross(fx(), b, chol, lam)[0]), i_yt
+
+    if workers == 1:
+        fx = x_side()
+        rows = [layer(i, lambda: fx) for i in range(n_layers)]
+    else:
+        with one_thread_per_call(), ThreadPoolExecutor(workers) as pool:
+            try:
+                fx_future = pool.submit(x_side)  # first in the queue: no layer waits on an unstarted task
+                futures = [pool.submit(layer, i, fx_future.result) for i in range(n_layers)]
+                fx_future.result()  # its error first, as in one thread
+                rows = [f.result() for f in futures]
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    out = np.array(rows, dtype=np.float64).reshape(n_layers, 2)
+    return out[:, 0].copy(), out[:, 1].copy()
 
 
 def estimate_mi(
@@ -168,7 +232,7 @@ def estimate_mi(
     """
     _check_hyper(sigma, eps)
     device = t.device if isinstance(t, Tensor) else None
-    tt = _as_tensor(t, "t", device=device)
+    tt = _as_tensor(t, "t", device=device, keep_float32=True)
     single = tt.ndim == 2
     if single:
         tt = tt.unsqueeze(0)
@@ -199,20 +263,23 @@ def estimate_mi(
             f"y has a single class over the {m} statements; I(Y;T) needs both labels (check the split and the labels)"
         )
     lam = eps * m
-    fx = factor(tx, sigma, lam, eps, "x")
     fy = factor(ty, sigma, lam, eps, "y")
     n_layers = tt.shape[0]
-    i_xt = torch.empty(n_layers, dtype=torch.float64, device=dev)
-    i_yt = torch.empty(n_layers, dtype=torch.float64, device=dev)
-    step = _chunk_size(m, dev, n_layers)
-    for lo in range(0, n_layers, step):
-        hi = min(n_layers, lo + step)
-        b = regularised_centred_kernel(tt[lo:hi], sigma, lam)
-        chol = cholesky(b, f"t (layers {lo}-{hi - 1})", eps)
-        i_xt[lo:hi] = cross(fx, b, chol, lam)
-        i_yt[lo:hi] = cross(fy, b, chol, lam)
-        del b, chol
-    out_x, out_y = i_xt.cpu().numpy(), i_yt.cpu().numpy()
+    if lapack_on(dev):
+        out_x, out_y = _cpu_layers(tx, fy, tt, sigma, lam, eps)
+    else:
+        fx = factor(tx, sigma, lam, eps, "x")
+        i_xt = torch.empty(n_layers, dtype=torch.float64, device=dev)
+        i_yt = torch.empty(n_layers, dtype=torch.float64, device=dev)
+        step = _chunk_size(m, dev, n_layers)
+        for lo in range(0, n_layers, step):
+            hi = min(n_layers, lo + step)
+            b = regularised_centred_kernel(tt[lo:hi].to(torch.float64), sigma, lam)
+            chol = cholesky(b, f"t (layers {lo}-{hi - 1})", eps)
+            i_xt[lo:hi] = cross(fx, b, chol, lam)
+            i_yt[lo:hi] = cross(fy, b, chol, lam)
+            del b, chol
+        out_x, out_y = i_xt.cpu().numpy(), i_yt.cpu().numpy()
     if single:
         return float(out_x[0]), float(out_y[0])
     return out_x, out_y

@@ -21,6 +21,7 @@ bench/BENCH.md has the timings, the profile and the FLOP floor.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from tracing_bench.errors import TracingBenchError
+from tracing_bench.probes.inputs import one_thread_per_call
 from tracing_bench.probes.lbfgs import lbfgs
 
 # on the CPU, products with the activations loop over layers through numpy's BLAS (False: the
@@ -123,7 +125,10 @@ def fit_logistic(
     theta = torch.zeros(n_layers, d + 1, dtype=f64, device=dev)
     if init is not None:
         theta = prob.scaled_start(_init_theta(init, n_layers, d, dev))
-    theta, n_iter, converged = lbfgs(prob, theta, tol=tol, max_iter=int(max_iter), history=int(history))
+    # on the CPU each library call on one thread: the passes are matrix-vector products, too
+    # small for the libraries' own threads (bench/BENCH.md, "threads")
+    with one_thread_per_call() if cpu_loop(x) else nullcontext():
+        theta, n_iter, converged = lbfgs(prob, theta, tol=tol, max_iter=int(max_iter), history=int(history))
     return LogisticFit(coef=theta[:, :d], intercept=theta[:, d], n_iter=n_iter, converged=converged)
 
 

@@ -41,7 +41,12 @@ def test_series_eta_is_the_mean_completed_checkpoint_times_those_left():
         left = total - len(done)
         expected = 0.0 if left == 0 else (left - 1) * mean + max(0.0, mean - elapsed)
         assert series_eta(done, total, elapsed) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+        settled = rng.randint(0, 3)  # resumed or failed: done, not in the mean
+        left = max(total - len(done) - settled, 0)
+        expected = 0.0 if left == 0 else (left - 1) * mean + max(0.0, mean - elapsed)
+        assert series_eta(done, total, elapsed, settled) == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert series_eta([], 5) is None  # no checkpoint completed: no estimate
+    assert series_eta([], 5, settled=2) is None  # resumed ones say nothing about the time of the rest
     assert series_eta([3.0, 5.0], 2) == 0.0
 
 
@@ -64,6 +69,18 @@ def test_progress_line_shows_checkpoint_label_stage_and_time_left():
     assert left in {format_seconds(15.0 + 15.0 - e) for e in (0, 1)}  # mean 15 s: this one's rest and one more
     progress.note("skipped: revision x")
     progress.close()
+
+    resumed = SeriesProgress(5, stream=io.StringIO(), live=True)  # resumed checkpoints take ~0 s: not in the mean
+    resumed.begin(0, "step0")
+    resumed.end(0.01, resumed=True)
+    resumed.begin(1, "step1")
+    assert resumed.line().endswith("| 1 done, no estimate yet")
+    resumed.end(12.0)
+    resumed.begin(2, "step2")
+    line = resumed.line()
+    assert "| 2 done, 12 s each, about " in line
+    left = line.rsplit("about ", 1)[1].removesuffix(" left")
+    assert left in {format_seconds(2 * 12.0 + 12.0 - e) for e in (0, 1)}  # 3 left: this one's rest and two more
     assert "skipped: revision x\n" in out.getvalue() and out.getvalue().endswith("\n")
 
     ray = io.StringIO()  # checkpoints run elsewhere: only what is done, counted in dimensions

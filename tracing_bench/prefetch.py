@@ -85,6 +85,7 @@ def run_series(
     prefetch: bool = True,
     delete: bool = False,
     needs_download: Callable[[Checkpoint], bool] = lambda c: True,
+    resumed: Callable[[Checkpoint], bool] = lambda c: False,
     progress: Any = None,
     report: Callable[[str], None] | None = None,
     fetch: Callable[..., Any] = download_checkpoint,
@@ -97,6 +98,8 @@ def run_series(
         prefetch: download the next hub checkpoint in the background while this one is traced.
         delete: remove each hub checkpoint from the Hugging Face cache after its ``work``.
         needs_download: whether a checkpoint's ``work`` will load its model (else it is not fetched).
+        resumed: whether a checkpoint's parts are all written already (its ``work`` only reads them:
+            the progress line's estimate leaves it out of the mean).
         progress: a :class:`tracing_bench.progress.SeriesProgress` (``begin`` / ``end`` / ``note``), or ``None``.
         report: where a failed revision's line goes (default: the progress line's ``note``, else stderr).
         fetch: the download (:func:`tracing_bench.downloads.download_checkpoint`; tests replace it).
@@ -130,7 +133,7 @@ def run_series(
         began = time.perf_counter()
         if progress is not None:
             progress.begin(i, ckpt.label)
-        ok = True
+        ok, was_done = True, progress is not None and resumed(ckpt)
         with timed_checkpoint(ckpt.label):
             try:
                 current = None
@@ -165,6 +168,6 @@ def run_series(
                 else:
                     drop(ckpt)
         if progress is not None:
-            progress.end(time.perf_counter() - began, completed=ok)
+            progress.end(time.perf_counter() - began, completed=ok, resumed=was_done)
     drop(to_delete)
     return failed

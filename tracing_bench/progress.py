@@ -5,8 +5,8 @@ place at every stage change (``trace 2/300 step2000: harvest fairness | 1 done, 
 3h24m left``); elsewhere (a log file, a pipe) it is not written, as tqdm's bars are not, so that
 an error stays the only line there; :meth:`SeriesProgress.note` lines (a skipped revision) are
 written everywhere. The estimate of the time left is :func:`series_eta`: the mean wall time of
-the checkpoints completed in this run times the checkpoints still to do, less the time the
-current one has already taken.
+the checkpoints computed in this run (not those resumed from their part files, which take no
+time) times the checkpoints still to do, less the time the current one has already taken.
 
 It also answers the two calls a trace makes on its progress display (``update(n)``,
 ``set_postfix_str(text)``), so :func:`tracing_bench.trace.trace_checkpoint` and the Ray runner
@@ -23,26 +23,29 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 
-def series_eta(durations: Sequence[float], total: int, elapsed: float = 0.0) -> float | None:
+def series_eta(durations: Sequence[float], total: int, elapsed: float = 0.0, settled: int = 0) -> float | None:
     """Seconds left in a series, from the mean wall time of its completed checkpoints.
 
     Args:
-        durations: wall seconds of each checkpoint completed so far.
+        durations: wall seconds of each checkpoint computed so far in this run.
         total: checkpoints in the series (completed ones included); those not yet completed
             are the current one and the ones after it.
         elapsed: seconds the current checkpoint has run so far.
+        settled: checkpoints done without a duration that says anything about the others (resumed
+            from their part files, or skipped after a failed download): done, not in the mean.
 
     Returns:
-        ``mean * (total - completed) - elapsed``, never counting less than zero for the current
+        ``mean * (total - done) - elapsed``, never counting less than zero for the current
         checkpoint (one that overruns the mean is estimated as about to end); ``None`` before any
-        checkpoint has completed; 0.0 when none is left.
+        checkpoint has been computed; 0.0 when none is left.
     """
-    if total <= len(durations):
+    done = len(durations) + settled
+    if total <= done:
         return 0.0
     if not durations:
         return None
     mean = sum(durations) / len(durations)
-    after_current = total - len(durations) - 1
+    after_current = total - done - 1
     return mean * after_current + max(mean - elapsed, 0.0)
 
 
@@ -82,6 +85,7 @@ class SeriesProgress:
         isatty = getattr(self.stream, "isatty", None)
         self.live = bool(isatty and isatty()) if live is None else live
         self.durations: list[float] = []
+        self.settled = 0  # resumed or failed: done, but not in the mean
         self.index = 0
         self.label = ""
         self.current_stage = ""
@@ -96,10 +100,13 @@ class SeriesProgress:
         self.began = time.perf_counter()
         self._show()
 
-    def end(self, seconds: float, *, completed: bool = True) -> None:
-        """The current checkpoint ended after ``seconds``; ``completed=False``: it failed (not in the mean)."""
-        if completed:
+    def end(self, seconds: float, *, completed: bool = True, resumed: bool = False) -> None:
+        """The current checkpoint ended after ``seconds``; ``completed=False``: it failed; ``resumed``:
+        its parts were already written. Either way it is done but not in the mean."""
+        if completed and not resumed:
             self.durations.append(seconds)
+        else:
+            self.settled += 1
         self.began, self.current_stage, self.detail = None, "", ""
 
     def stage(self, name: str) -> None:
@@ -110,20 +117,21 @@ class SeriesProgress:
     def eta(self) -> float | None:
         """Seconds left in the series now (:func:`series_eta`)."""
         elapsed = time.perf_counter() - self.began if self.began is not None else 0.0
-        return series_eta(self.durations, self.total, elapsed)
+        return series_eta(self.durations, self.total, elapsed, self.settled)
 
     def line(self) -> str:
         """The progress line as it reads now."""
         if self.began is None:  # between checkpoints or after them: the series' own stages
-            done = f"trace {len(self.durations)}/{self.total} done"
-            return done + (f": {self.current_stage}" if self.current_stage else "")
+            head = f"trace {len(self.durations) + self.settled}/{self.total} done"
+            return head + (f": {self.current_stage}" if self.current_stage else "")
         what = " ".join(x for x in (self.current_stage, self.detail) if x)
         head = f"trace {self.index + 1}/{self.total} {self.label}" + (f": {what}" if what else "")
         eta = self.eta()
+        done = len(self.durations) + self.settled
         if eta is None:
-            return f"{head} | first checkpoint, no estimate yet"
+            return f"{head} | " + (f"{done} done, no estimate yet" if done else "first checkpoint, no estimate yet")
         mean = sum(self.durations) / len(self.durations)
-        return f"{head} | {len(self.durations)} done, {format_seconds(mean)} each, about {format_seconds(eta)} left"
+        return f"{head} | {done} done, {format_seconds(mean)} each, about {format_seconds(eta)} left"
 
     def note(self, text: str) -> None:
         """Write ``text`` as a line of its own (a failed revision), keeping the progress line below it."""

@@ -248,6 +248,7 @@ def run_checkpoints(
             prefetch=settings.prefetch,
             delete=settings.delete_checkpoints,
             needs_download=lambda c: needs_model(c, datas, settings, out),
+            resumed=lambda c: all(read_part(part_path(out, settings, c, d.key_name), d.md5) for d in datas),
             progress=bar if isinstance(bar, SeriesProgress) else None,
         )
     n = len(datas)

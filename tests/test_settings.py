@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 import click
 import pytest
@@ -18,6 +19,7 @@ from tracing_bench.errors import TracingBenchError
 from tracing_bench.executors import ExecutorSettings
 from tracing_bench.real_model import DTYPES as REAL_DTYPES
 from tracing_bench.settings import (
+    CorrelateSettings,
     HarvestSettings,
     Lambada,
     Preset,
@@ -34,7 +36,7 @@ MAPPED: dict[tuple[str, ...], tuple[type, ...]] = {
     ("eval-series",): (ExecutorSettings,),
     ("steer", "extract"): (HarvestSettings,),
     ("steer", "sweep"): (ScoringSettings,),
-    ("steer", "correlate"): (ScoringSettings,),
+    ("steer", "correlate"): (CorrelateSettings, ScoringSettings),
     ("pretrain",): (TraceSettings,),  # --dimensions, --mi, --max-statements, --seed go to the live trace
     ("demo",): (DemoSettings,),
 }
@@ -111,6 +113,24 @@ def test_cli_defaults_and_choices_are_the_settings():
     every = {f.name for c in (TraceSettings, HarvestSettings) for f in fields(c)} - {"harvest", "series_name"}
     assert every <= on_trace, every - on_trace
     assert {f.name for f in fields(ScoringSettings)} <= {n for p, n in checked if p == ("steer", "sweep")}
+    # every field of CorrelateSettings (its scoring's too) is an option of steer correlate
+    on_correlate = {n for p, n in checked if p == ("steer", "correlate")}
+    every = {f.name for c in (CorrelateSettings, ScoringSettings) for f in fields(c)} - {"scoring"}
+    assert every <= on_correlate, every - on_correlate
+
+
+def test_correlate_settings_from_keywords():
+    built = CorrelateSettings.from_options(alpha=2, probes=Path("p.csv"), limit=4, target_revision=None)
+    assert built == CorrelateSettings(alpha=2.0, probes="p.csv", scoring=ScoringSettings(limit=4))
+    # over a base: the options replace what they name; flat scoring options override ``scoring``
+    again = CorrelateSettings.from_options(built, scoring=ScoringSettings(seed=7, limit=1), limit=3, n_boot=50)
+    assert again == CorrelateSettings(alpha=2.0, probes="p.csv", n_boot=50, scoring=ScoringSettings(seed=7, limit=3))
+    with pytest.raises(TypeError, match="alhpa"):
+        CorrelateSettings.from_options(alhpa=1.0)
+    with pytest.raises(TracingBenchError, match="--n-boot 0"):
+        CorrelateSettings(n_boot=0)
+    with pytest.raises(TracingBenchError, match="--scale 'big'"):
+        CorrelateSettings(scale="big")  # type: ignore[arg-type]
 
 
 def test_literal_options_offer_the_literal_values():

@@ -8,6 +8,8 @@
   what changes the numbers, which names the folder of its part files.
 * :class:`ScoringSettings`: how ``steer sweep`` and ``steer correlate`` score a target model
   with lm-eval (tasks, limit, batch size, seed, steered positions, preset, dtype, device).
+* :class:`CorrelateSettings`: the rest of a ``steer correlate`` (alpha, scale, probes, bootstrap,
+  data, target revision) around its :class:`ScoringSettings`.
 * :data:`PRESETS`: the released code's steering in one name (``--preset reference``).
 
 Each object raises :class:`~tracing_bench.errors.TracingBenchError` in ``__post_init__`` with one
@@ -23,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tracing_bench import __version__
 from tracing_bench.dimensions import DIMENSIONS, PROTOCOLS, Protocol, resolve_dimensions
@@ -451,3 +453,67 @@ class ScoringSettings:
         """The dtype the target is loaded in: the preset's float32 when ``dtype`` is ``auto``."""
         fixed = preset_settings(self.preset)
         return str(fixed["dtype"]) if fixed and self.dtype == "auto" else self.dtype
+
+
+@dataclass(frozen=True)
+class CorrelateSettings:
+    """How ``steer correlate`` runs, beyond what it correlates (the source series, the target, the
+    dimension, the layer and the output folder).
+
+    Attributes:
+        target_revision: revision of the target; ``None``: its default branch.
+        alpha: coefficient of every vector (positive = toward trustworthy).
+        scale: vector scale (``paper``/``reference``/``unit``); a preset overrides it.
+        probes: a trace's ``probes.csv`` to read probe accuracy from; ``None``: computed.
+        n_boot: bootstrap resamples of the interval of Pearson r.
+        data: your own ``statement,label`` CSV for vectors and probes; ``None``: the dimension's.
+        scoring: how the target is scored (:class:`ScoringSettings`; tasks default
+            ``trust_<dimension>``; ``dtype`` is also the source checkpoints' dtype).
+    """
+
+    target_revision: str | None = setting(None, "Revision of the target.")
+    alpha: float = setting(1.0, "Coefficient (positive = toward trustworthy).")
+    scale: Scale = setting("paper", "Vector scale (a preset fixes its own).")
+    probes: str | None = setting(None, "A trace's probes.csv to read probe accuracy from (else computed).")
+    n_boot: int = setting(2000, "Bootstrap resamples for the interval of r.")
+    data: str | None = setting(
+        None, "Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean)."
+    )
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+
+    def __post_init__(self) -> None:
+        scales = get_args(Scale)
+        if self.scale not in scales:
+            raise TracingBenchError(f"--scale {self.scale!r} is not valid; use one of {', '.join(scales)}")
+        _positive_int(self.n_boot, "--n-boot")
+        for name in ("probes", "data"):  # a path is kept as its string
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                object.__setattr__(self, name, str(value))
+        if not isinstance(self.scoring, ScoringSettings):
+            raise TracingBenchError(
+                f"scoring={self.scoring!r} is not valid: give a ScoringSettings (or the scoring options by keyword "
+                "to CorrelateSettings.from_options)"
+            )
+
+    @classmethod
+    def from_options(cls, base: CorrelateSettings | None = None, **options: Any) -> CorrelateSettings:
+        """``base`` (default: the defaults) with the keyword ``options`` that are not ``None`` applied:
+        the fields, ``scoring`` (a :class:`ScoringSettings`) and the scoring options flat, which
+        override ``scoring`` (:meth:`ScoringSettings.given`). The keyword form of
+        :func:`tracing_bench.steering.correlate.run_correlate`.
+
+        Raises:
+            TypeError: an option that is neither a field here nor a scoring setting.
+        """
+        own = {f.name for f in fields(cls)} - {"scoring"}
+        scoring_fields = {f.name for f in fields(ScoringSettings)}
+        unknown = sorted(set(options) - own - scoring_fields - {"scoring"})
+        if unknown:
+            valid = sorted(own | scoring_fields | {"scoring"})
+            raise TypeError(f"unexpected correlate option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+        base = base or cls()
+        flat = {k: v for k, v in options.items() if k in scoring_fields}
+        scoring = ScoringSettings.given(options.get("scoring") or base.scoring, **flat)
+        given = {k: v for k, v in options.items() if k in own and v is not None}
+        return replace(base, scoring=scoring, **given)

@@ -11,7 +11,7 @@ from tracing_bench.cli.group import Group, main, threads_option
 from tracing_bench.cli.options import choice, settings_option
 from tracing_bench.dimensions import Protocol
 from tracing_bench.errors import TracingBenchError
-from tracing_bench.settings import HarvestSettings, Lambada, Preset, Scale, ScoringSettings
+from tracing_bench.settings import CorrelateSettings, HarvestSettings, Lambada, Preset, Scale, ScoringSettings
 
 
 def _float_list(flag: str, text: str) -> list[float]:
@@ -281,27 +281,14 @@ def steer_sweep(
 @click.option("--model", required=True, help="Source checkpoint series (model id or folder of checkpoints).")
 @click.option("--revisions", default=None, help="Revisions (comma list or range, as in trace).")
 @click.option("--target", required=True, help="Target model steered with each checkpoint's vector.")
-@click.option("--target-revision", default=None)
+@settings_option(CorrelateSettings, "target_revision")
 @click.option("--dimension", required=True)
 @click.option("--layer", required=True, type=int)
-@click.option(
-    "--alpha", type=float, default=1.0, show_default=True, help="Coefficient (positive = toward trustworthy)."
-)
-@click.option("--scale", type=choice(Scale), default="paper", show_default=True)
-@click.option(
-    "--probes",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A trace's probes.csv to read probe accuracy from (else computed).",
-)
-@click.option("--n-boot", type=int, default=2000, show_default=True, help="Bootstrap resamples for the interval of r.")
-@click.option(
-    "--data",
-    "data_csv",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Your own statement,label CSV for vectors and probes (labels must mean what --dimension's mean).",
-)
+@settings_option(CorrelateSettings, "alpha")
+@settings_option(CorrelateSettings, "scale")
+@settings_option(CorrelateSettings, "probes", type=click.Path(dir_okay=False, path_type=Path))
+@settings_option(CorrelateSettings, "n_boot")
+@settings_option(CorrelateSettings, "data", type=click.Path(dir_okay=False, path_type=Path))
 @_scoring_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.pass_context
@@ -317,7 +304,7 @@ def steer_correlate(
     scale: Scale,
     probes: Path | None,
     n_boot: int,
-    data_csv: Path | None,
+    data: Path | None,
     tasks: str,
     limit: float | None,
     batch_size: int,
@@ -347,21 +334,16 @@ def steer_correlate(
         device=device,
         cache_dir=cache_dir,
     )
-    res = run_correlate(
-        model,
-        revisions,
-        target,
-        dimension,
-        layer,
-        out,
+    settings = CorrelateSettings.from_options(
         target_revision=target_revision,
         alpha=alpha,
         scale=scale,
         probes=probes,
         n_boot=n_boot,
-        data=data_csv,
+        data=data,
         scoring=scoring,
     )
+    res = run_correlate(model, revisions, target, dimension, layer, out, settings=settings)
     figure = plot_correlate(out / "correlate.csv", out / "correlate.png", r=res.r, ci=res.ci)
     if res.undefined:
         click.echo(f"Pearson r is undefined over {len(res.rows)} checkpoints: {res.undefined}")

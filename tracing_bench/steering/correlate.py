@@ -28,7 +28,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 from scipy.stats import bootstrap
@@ -40,11 +40,23 @@ from tracing_bench.dimensions import DIMENSIONS, DimensionData, load_dimension
 from tracing_bench.errors import TracingBenchError
 from tracing_bench.files import atomic_write_csv, atomic_write_json, check_outputs, safe_name
 from tracing_bench.probes.reference import reference_probe_layers
-from tracing_bench.settings import HarvestSettings, Preset, ScoringSettings, preset_settings
+from tracing_bench.settings import CorrelateSettings, HarvestSettings, Preset, preset_settings
 from tracing_bench.steering.sweep import Scorer
 from tracing_bench.steering.vector import Scale, extract_from_checkpoint
 
 CORRELATE_COLUMNS = ("model", "revision", "step", "dimension", "layer", "probe_acc", "benefit")
+
+
+class CorrelateRow(TypedDict):
+    """One row of ``correlate.csv`` (:data:`CORRELATE_COLUMNS`, in that order): one checkpoint."""
+
+    model: str
+    revision: str  # "" for a folder checkpoint
+    step: int | Literal[""]  # "" where the checkpoint has no step
+    dimension: str
+    layer: int
+    probe_acc: float  # the logistic probe's test accuracy
+    benefit: float  # steered minus unsteered task score of the target
 
 
 def pearson_bootstrap(
@@ -155,7 +167,7 @@ class CorrelateResult:
         ci_note: why the interval is undefined while r is defined, or ``""``.
     """
 
-    rows: list[dict[str, Any]]
+    rows: list[CorrelateRow]
     r: float
     ci: tuple[float, float]
     files: list[Path]
@@ -169,15 +181,9 @@ def run_correlate(
     target: str,
     dimension: str,
     layer: int,
-    out: str | os.PathLike,
+    out: str | os.PathLike[str],
     *,
-    target_revision: str | None = None,
-    alpha: float = 1.0,
-    scale: Scale = "paper",
-    probes: str | os.PathLike | None = None,
-    n_boot: int = 2000,
-    data: str | os.PathLike | None = None,
-    scoring: ScoringSettings | None = None,
+    settings: CorrelateSettings | None = None,
     **options: Any,
 ) -> CorrelateResult:
     """Probe accuracy vs steering benefit across a checkpoint series.
@@ -189,28 +195,26 @@ def run_correlate(
         dimension: one of the five dimensions.
         layer: block index (vector and probe).
         out: output folder.
-        target_revision: revision of the target.
-        alpha: coefficient of every vector (positive = toward trustworthy).
-        scale: vector scale (``paper``/``reference``/``unit``); a preset overrides it.
-        probes: a ``probes.csv`` to read probe accuracy from (else computed).
-        n_boot: bootstrap resamples.
-        data: your own ``statement,label`` CSV for vectors and probes (labels as the dimension's).
-        scoring: how the target is scored, as :func:`tracing_bench.steering.sweep.run_sweep`
-            (tasks default ``trust_<dimension>``; ``dtype`` is also the source checkpoints' dtype;
-            ``preset="reference"``: the released code's vectors, probe and application).
-        **options: scoring settings given by keyword; they override ``scoring``.
+        settings: target revision, alpha, scale, probes, bootstrap resamples, data and how the
+            target is scored (a :class:`~tracing_bench.settings.CorrelateSettings`; its ``scoring``
+            as :func:`tracing_bench.steering.sweep.run_sweep`'s, tasks default
+            ``trust_<dimension>``, ``preset="reference"``: the released code's vectors, probe and
+            application).
+        **options: those settings by keyword, flat (``alpha=2, limit=4``); they override
+            ``settings`` (:meth:`~tracing_bench.settings.CorrelateSettings.from_options`).
 
     Returns:
         a :class:`CorrelateResult`.
     """
-    scoring = ScoringSettings.given(scoring, **options)
-    plan = _plan(dimension, layer, Path(out), scoring, scale, probes, data, model, revisions)
+    settings = CorrelateSettings.from_options(settings, **options)
+    scoring = settings.scoring
+    plan = _plan(dimension, layer, Path(out), settings, model, revisions)
     plan.out.mkdir(parents=True, exist_ok=True)
-    scorer = Scorer(target, scoring, revision=target_revision, default_tasks=(plan.task,), lambada="off")
-    base = _task_score(scorer, None, alpha, plan.task)
-    rows = [_checkpoint_row(ckpt, plan, scorer, alpha, base) for ckpt in plan.checkpoints]
+    scorer = Scorer(target, scoring, revision=settings.target_revision, default_tasks=(plan.task,), lambada="off")
+    base = _task_score(scorer, None, settings.alpha, plan.task)
+    rows = [_checkpoint_row(ckpt, plan, scorer, settings.alpha, base) for ckpt in plan.checkpoints]
     xs, ys = np.array([x["probe_acc"] for x in rows]), np.array([x["benefit"] for x in rows])
-    r, ci = pearson_bootstrap(xs, ys, n_boot=n_boot, seed=scoring.seed)
+    r, ci = pearson_bootstrap(xs, ys, n_boot=settings.n_boot, seed=scoring.seed)
     undefined, ci_note = undefined_reason(xs, ys)
     if not undefined and not ci_note and not all(map(np.isfinite, ci)):
         ci_note = "every bootstrap resample had a constant column"
@@ -218,13 +222,13 @@ def run_correlate(
         "pearson_r": r,
         "ci95": list(ci),
         "n": len(rows),
-        "n_boot": n_boot,
+        "n_boot": settings.n_boot,
         "source": model,
         "target": target,
-        "target_revision": target_revision,
+        "target_revision": settings.target_revision,
         "dimension": dimension,
         "layer": layer,
-        "alpha": alpha,
+        "alpha": settings.alpha,
         "scale": plan.scale,
         "task": plan.task,
         "baseline_score": base,
@@ -236,7 +240,7 @@ def run_correlate(
         "target_dtype": scoring.target_dtype,
         "probe_source": plan.probe_source,
         "dataset_md5": plan.data.md5,
-        "data": str(data) if data is not None else None,
+        "data": settings.data,
         "package_version": __version__,
         "r_undefined_reason": undefined or None,
         "ci_undefined_reason": ci_note or None,
@@ -261,7 +265,7 @@ class _Plan:
     protocol: str
     source: HarvestSettings  # how the source checkpoints are read
     data: DimensionData
-    data_arg: str | os.PathLike | None  # the user's CSV as given, else None
+    data_arg: str | None  # the user's CSV as given, else None
     preset: Preset | None
     checkpoints: list[Checkpoint]
     probes_path: Path | None
@@ -279,14 +283,12 @@ def _plan(
     dimension: str,
     layer: int,
     out: Path,
-    scoring: ScoringSettings,
-    scale: Scale,
-    probes: str | os.PathLike | None,
-    data: str | os.PathLike | None,
+    settings: CorrelateSettings,
     model: str,
     revisions: str | list[str] | None,
 ) -> _Plan:
     """Checks the inputs (one-line errors, before any model is loaded), resolves the series, loads the data."""
+    scoring, probes, data = settings.scoring, settings.probes, settings.data
     if dimension not in DIMENSIONS:
         raise TracingBenchError(f"--dimension {dimension!r} is not valid; use one of {', '.join(DIMENSIONS)}")
     check_outputs([(out, "--out", "folder"), (scoring.cache_dir or default_cache_dir(), "--cache-dir", "folder")])
@@ -301,7 +303,7 @@ def _plan(
         layer=layer,
         out=out,
         task=f"trust_{dimension}",
-        scale=fixed.get("scale", scale),
+        scale=fixed.get("scale", settings.scale),
         protocol=protocol,
         source=HarvestSettings(dtype=scoring.dtype, device=scoring.device, cache_dir=scoring.cache_dir),
         data=load_dimension(str(data) if data is not None else dimension, protocol=protocol),
@@ -321,7 +323,7 @@ def _task_score(scorer: Scorer, vector: Path | None, alpha: float, task: str) ->
     return score
 
 
-def _checkpoint_row(ckpt: Checkpoint, plan: _Plan, scorer: Scorer, alpha: float, base: float) -> dict[str, Any]:
+def _checkpoint_row(ckpt: Checkpoint, plan: _Plan, scorer: Scorer, alpha: float, base: float) -> CorrelateRow:
     """One row of correlate.csv: the checkpoint's vector applied to the target, and its probe accuracy."""
     vec = extract_from_checkpoint(
         ckpt.model,
@@ -335,15 +337,15 @@ def _checkpoint_row(ckpt: Checkpoint, plan: _Plan, scorer: Scorer, alpha: float,
     )
     path = vec.save(plan.out / "vectors" / f"{safe_name(ckpt.label) or 'ckpt'}_{plan.dimension}_layer{plan.layer}.pt")
     acc = _probe_acc(ckpt, plan)
-    return {
-        "model": ckpt.model,
-        "revision": ckpt.revision or "",
-        "step": "" if ckpt.step is None else ckpt.step,
-        "dimension": plan.dimension,
-        "layer": plan.layer,
-        "probe_acc": acc,
-        "benefit": _task_score(scorer, path, alpha, plan.task) - base,
-    }
+    return CorrelateRow(
+        model=ckpt.model,
+        revision=ckpt.revision or "",
+        step="" if ckpt.step is None else ckpt.step,
+        dimension=plan.dimension,
+        layer=plan.layer,
+        probe_acc=acc,
+        benefit=_task_score(scorer, path, alpha, plan.task) - base,
+    )
 
 
 def _probe_acc(ckpt: Checkpoint, plan: _Plan) -> float:

@@ -6,6 +6,7 @@ import csv
 import json
 import random
 import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -273,10 +274,18 @@ def test_pretrain_traces_live_with_identical_weights_and_the_tables_of_trace(dim
     assert second.exit_code == 0 and "nothing traced live (the run was reused)" in second.output
 
 
+DDP_LIMIT_S = 180  # the two ranks take about 15 s alone, 40 s on a loaded machine
+
+
 def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, out: str, report: str) -> None:
     """One DDP rank (gloo, CPU): trace a good checkpoint, then a planted drop with stop_on_drop."""
+    import faulthandler
+
     import torch.distributed as dist
     from transformers import AutoTokenizer
+
+    stacks = open(report.format(rank) + ".stacks", "w")
+    faulthandler.dump_traceback_later(DDP_LIMIT_S - 30, exit=True, file=stacks)  # a hung rank says where
 
     # a stuck collective fails after two minutes instead of holding the suite (gloo's default is 30)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timedelta(seconds=120))
@@ -329,10 +338,10 @@ def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(
+    ctx = mp.spawn(
         _ddp_worker,
         nprocs=2,
-        join=True,
+        join=False,
         args=(
             2,
             f"tcp://127.0.0.1:{port}",
@@ -342,6 +351,16 @@ def test_ddp_rank_0_traces_and_every_rank_gets_the_stop(tiny_models, tmp_path):
             str(tmp_path / "rank{}.json"),
         ),
     )
+    deadline = time.monotonic() + DDP_LIMIT_S
+    try:
+        while not ctx.join(timeout=5):
+            if time.monotonic() > deadline:
+                for p in ctx.processes:
+                    p.kill()
+                raise TimeoutError(f"DDP ranks still running after {DDP_LIMIT_S} s")
+    except Exception as e:  # a hung or dead rank: fail with where each rank was
+        stacks = "\n".join(f.read_text() for f in sorted(tmp_path.glob("rank*.json.stacks")))
+        pytest.fail(f"{e}\nstacks of the ranks:\n{stacks}")
     got = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert got[0]["traced"] == [True, True] and got[1]["traced"] == [False, False]
     assert got[0]["stop"] == got[1]["stop"] == [False, True]  # rank 0's decision reached rank 1

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import os
 import random
 import socket
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -327,7 +330,14 @@ def _ddp_worker(rank: int, world: int, init: str, model_dir: str, dim_csv: str, 
             )
         )
     finally:
+        # DDP's reducer goes before its process group: torn down after it, with the frame, a rank
+        # hung in CI (its stack: inside the spawned function's return, no Python frame below)
+        ddp = None
+        gc.collect()
         dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # the report is written: no interpreter teardown left to hang in
 
 
 @pytest.mark.slow

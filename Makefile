@@ -15,7 +15,8 @@ DEMO_ARGS ?=
 .PHONY: install browser test test-fast test-real real-model lint demo clean
 
 $(STAMP): setup.cfg pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# a venv whose creation was interrupted has python but no pip: made again
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[test,lint]"
 	@touch $(STAMP)
